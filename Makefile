@@ -1,0 +1,32 @@
+# medsynth: `make demo` runs the whole pipeline on the built-in phantom data,
+# `make test` runs the test suite. Both install into .venv first when needed.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.medsynth-installed
+DEMO   ?= demo-run
+
+.PHONY: install demo test lint bench clean-demo
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install.sh
+	touch $(STAMP)
+
+demo: $(STAMP)
+	bash scripts/demo.sh $(DEMO)
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check medsynth tests benchmarks
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check medsynth tests benchmarks
+	$(VENV)/bin/ruff format --check medsynth tests benchmarks
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+clean-demo:
+	rm -rf $(DEMO)

@@ -1,0 +1,271 @@
+"""Manifests, atomic writes and resume bookkeeping: the one module every stage shares.
+
+Every artifact folder holds a ``medsynth.json`` manifest::
+
+    {"schema_version": 1, "stage": "train", "medsynth_version": "0.1.0",
+     "created": "2026-11-23T15:30:00+00:00", "config": {...},
+     "inputs": [{"path": "...", "stage": "data", "sha256": "..."}],
+     "outputs": {...}}
+
+A stage reads its upstream artifact through :func:`read_manifest` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from medsynth import __version__
+from medsynth.errors import MedsynthError
+
+MANIFEST_NAME = "medsynth.json"
+SCHEMA_VERSION = 1
+STAGES = ("data", "describe", "train", "generate", "evaluate")
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
+
+    A killed run therefore never leaves a half-written file under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, paths, numpy scalars and tuples to plain JSON types."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        return obj.item()
+    return obj
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclasses.dataclass
+class Manifest:
+    """The parsed ``medsynth.json`` of one artifact folder."""
+
+    stage: str
+    config: dict[str, Any]
+    inputs: list[dict[str, Any]]
+    outputs: dict[str, Any]
+    medsynth_version: str = __version__
+    created: str = dataclasses.field(default_factory=now_iso)
+    schema_version: int = SCHEMA_VERSION
+    folder: Path | None = None
+    sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "stage": self.stage,
+            "medsynth_version": self.medsynth_version,
+            "created": self.created,
+            "config": to_jsonable(self.config),
+            "inputs": to_jsonable(self.inputs),
+            "outputs": to_jsonable(self.outputs),
+        }
+
+
+def input_ref(folder: str | os.PathLike[str], stage: str | None = None) -> dict[str, Any]:
+    """Reference to an upstream artifact: its path, stage and the sha256 of its manifest."""
+    m = read_manifest(folder, stage)
+    return {"path": str(Path(folder).resolve()), "stage": m.stage, "sha256": m.sha256}
+
+
+def write_manifest(
+    folder: str | os.PathLike[str],
+    stage: str,
+    *,
+    config: Any = None,
+    inputs: list[dict[str, Any]] | None = None,
+    outputs: dict[str, Any] | None = None,
+) -> Manifest:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
+    m = Manifest(stage=stage, config=to_jsonable(config) or {}, inputs=inputs or [],
+                 outputs=outputs or {})
+    path = Path(folder) / MANIFEST_NAME
+    atomic_write_json(path, m.to_dict())
+    m.folder = Path(folder)
+    m.sha256 = sha256_file(path)
+    return m
+
+
+def read_manifest(folder: str | os.PathLike[str], stage: str | None = None) -> Manifest:
+    """Read and check ``folder/medsynth.json``; ``stage`` is the stage the caller expects."""
+    folder = Path(folder)
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        what = f"a medsynth {stage} artifact" if stage else "a medsynth artifact"
+        raise MedsynthError(f"{folder}: not {what} (no {MANIFEST_NAME} found)")
+    try:
+        raw = json.loads(path.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise MedsynthError(f"{path}: unreadable manifest ({e})") from e
+    if not isinstance(raw, dict) or "stage" not in raw:
+        raise MedsynthError(f"{path}: not a medsynth manifest (no 'stage' field)")
+    if raw.get("schema_version", 0) > SCHEMA_VERSION:
+        raise MedsynthError(
+            f"{path}: written by a newer medsynth (schema {raw['schema_version']})",
+            hint="upgrade medsynth",
+        )
+    if stage is not None and raw["stage"] != stage:
+        raise MedsynthError(f"{folder}: is a '{raw['stage']}' artifact, expected '{stage}'")
+    return Manifest(
+        stage=raw["stage"],
+        config=raw.get("config") or {},
+        inputs=raw.get("inputs") or [],
+        outputs=raw.get("outputs") or {},
+        medsynth_version=raw.get("medsynth_version", "?"),
+        created=raw.get("created", "?"),
+        schema_version=raw.get("schema_version", SCHEMA_VERSION),
+        folder=folder,
+        sha256=sha256_file(path),
+    )
+
+
+def prepare_output_dir(
+    folder: str | os.PathLike[str], stage: str, *, resume: bool = False, overwrite: bool = False
+) -> Path:
+    """Create ``folder`` for a stage's output, refusing to clobber a different artifact.
+
+    An existing folder of the same stage is only reused with ``resume`` (continue) or
+    ``overwrite`` (start again); anything else non-empty is an error, so no finished work
+    is lost by a mistyped path.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise MedsynthError(f"{folder}: exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()):
+        mpath = folder / MANIFEST_NAME
+        if mpath.is_file():
+            other = read_manifest(folder).stage
+            if other != stage:
+                raise MedsynthError(
+                    f"{folder}: holds a '{other}' artifact; choose another --out for '{stage}'"
+                )
+        if not (resume or overwrite):
+            raise MedsynthError(
+                f"{folder}: already exists and is not empty",
+                hint="use --resume to continue it, --overwrite to replace it, or another --out",
+            )
+        if overwrite and not resume:
+            import shutil
+
+            for child in folder.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class JsonlAppender:
+    """Append-and-flush JSON-lines writer: every record is on disk before the next starts.
+
+    A torn last line from a killed run is dropped by :func:`read_jsonl`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Drop a torn tail so the next record starts on its own line.
+        if self.path.exists() and self.path.stat().st_size:
+            data = self.path.read_bytes()
+            if not data.endswith(b"\n"):
+                cut = data.rfind(b"\n") + 1
+                with open(self.path, "r+b") as f:
+                    f.truncate(cut)
+        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._f.write(json.dumps(to_jsonable(record), ensure_ascii=False) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read a JSON-lines file, skipping a torn last line left by a killed writer."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out: list[dict[str, Any]] = []
+    lines = path.read_text("utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1:
+                break
+            raise MedsynthError(f"{path}: line {i + 1} is not valid JSON ({e})") from e
+    return out

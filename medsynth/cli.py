@@ -1,0 +1,97 @@
+"""The ``medsynth`` command: parses options, builds a config, calls a stage, maps errors to exit codes.
+
+Heavy libraries (torch, diffusers) are imported inside the stages, so ``medsynth --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from medsynth import __version__
+
+_state = {"debug": bool(os.environ.get("MEDSYNTH_DEBUG"))}
+
+
+class _Group(TyperGroup):
+    """The one place where user errors become a one-line message and an exit code."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        from medsynth.errors import MedsynthError
+
+        try:
+            return super().invoke(ctx)
+        except MedsynthError as e:
+            if _state["debug"]:
+                raise
+            from medsynth.ui import console
+
+            console.print("[bold red]error:[/] ", end="", soft_wrap=True)
+            console.print(str(e), soft_wrap=True, markup=False)
+            raise click.exceptions.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            from medsynth.ui import console
+
+            console.print("[yellow]interrupted[/]: finished work is kept; rerun with --resume to continue")
+            raise click.exceptions.Exit(130) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="medsynth",
+    help="Synthetic labelled medical image datasets: describe -> train -> generate -> evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medsynth {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full Python tracebacks for errors (also MEDSYNTH_DEBUG=1).")
+    ] = False,
+) -> None:
+    _state["debug"] = _state["debug"] or debug
+
+
+def _register() -> None:
+    from medsynth.data.cli import data_app
+
+    app.add_typer(data_app, name="data")
+    for module in ("describe", "train", "generate", "evaluate"):
+        try:
+            mod = __import__(f"medsynth.{module}.cli", fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name != f"medsynth.{module}.cli" and e.name != f"medsynth.{module}":
+                raise
+            continue
+        mod.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""``medsynth data ...``: look at, import and make datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+data_app = typer.Typer(
+    help="Inspect a source, import it into a dataset folder, or write a built-in demo dataset.",
+    no_args_is_help=True,
+)
+
+SkipBad = Annotated[
+    bool, typer.Option("--skip-bad", help="Skip unreadable files and list them, instead of stopping at the first.")
+]
+Classes = Annotated[
+    str | None,
+    typer.Option("--classes", help="Comma-separated class names for the integer labels of a .npz file "
+                 "(known MedMNIST sets are named automatically)."),
+]
+
+
+def _split_classes(classes: str | None) -> list[str] | None:
+    return [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+
+
+@data_app.command("info")
+def info_cmd(
+    path: Annotated[Path, typer.Argument(help="Image folder (root/<class>/*), CSV (path,label[,split]), "
+                                         "MedMNIST .npz, folder of DICOM/NIfTI files, or dataset folder.")],
+    skip_bad: SkipBad = False,
+    classes: Classes = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")] = False,
+) -> None:
+    """Print classes, counts per split, image sizes, channels, bit depth and modality of a source."""
+    from rich.table import Table
+
+    from medsynth.data.info import source_info
+    from medsynth.ui import out, track
+
+    info = source_info(path, skip_bad=skip_bad, progress=track, classes=_split_classes(classes))
+    if as_json:
+        out.print_json(json.dumps(info.to_dict()))
+        return
+    splits = sorted({s for per in info.counts.values() for s in per},
+                    key=lambda s: ["train", "val", "test", "unsplit"].index(s))
+    title = f"{info.path} ({info.kind}{', PHANTOM demo data' if info.phantom else ''})"
+    t = Table(title=title)
+    t.add_column("class")
+    for s in splits:
+        t.add_column(s, justify="right")
+    t.add_column("total", justify="right", style="bold")
+    for cls in sorted(info.counts):
+        per = info.counts[cls]
+        t.add_row(cls, *[str(per.get(s, 0)) for s in splits], str(sum(per.values())))
+    t.add_row("[bold]all", *[str(sum(p.get(s, 0) for p in info.counts.values())) for s in splits],
+              str(sum(sum(p.values()) for p in info.counts.values())))
+    out.print(t)
+    p = Table(show_header=False, title="images")
+    fmt = lambda c: ", ".join(f"{k} ({v})" for k, v in c.most_common(6))  # noqa: E731
+    p.add_row("sizes", fmt(info.sizes))
+    p.add_row("channels", fmt(info.channels))
+    p.add_row("dtype", fmt(info.dtypes))
+    p.add_row("bit depth", fmt(info.bit_depths))
+    p.add_row("modality", fmt(info.modalities))
+    if info.attributes:
+        p.add_row("attributes", ", ".join(info.attributes))
+    out.print(p)
+    if info.bad:
+        out.print(f"[yellow]{len(info.bad)} unreadable file(s) skipped:[/]")
+        for b in info.bad:
+            out.print(f"  {b}", markup=False)
+
+
+@data_app.command("import")
+def import_cmd(
+    source: Annotated[Path, typer.Argument(help="Image folder, CSV, MedMNIST .npz or folder of DICOM/NIfTI files.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write (images + labels.csv + medsynth.json).")],
+    size: Annotated[int | None, typer.Option(help="Resize 2D images to SIZE x SIZE, aspect ratio preserved.")] = None,
+    resize: Annotated[str, typer.Option(help="How to fit the aspect ratio when resizing: pad (letterbox) or crop (centre).")] = "pad",
+    seed: Annotated[int, typer.Option(help="Seed of the stratified split, when the source gives none.")] = 0,
+    val_fraction: Annotated[float, typer.Option(help="Share of each class for validation (generated split only).")] = 0.1,
+    test_fraction: Annotated[float, typer.Option(help="Share of each class for the held-out test set (generated split only).")] = 0.2,
+    classes: Classes = None,
+    voi: Annotated[str, typer.Option(help="DICOM VOI LUT / window: auto (radiographs only), yes, no.")] = "auto",
+    skip_bad: SkipBad = False,
+) -> None:
+    """Import a source into a dataset folder: lossless PNG (8/16-bit) or NIfTI, labels.csv with splits."""
+    from medsynth.data.ingest import ImportConfig, import_dataset
+    from medsynth.ui import console, track
+
+    cfg = ImportConfig(source=str(source), out=str(out_dir), size=size, resize=resize, seed=seed,
+                       val_fraction=val_fraction, test_fraction=test_fraction,
+                       classes=_split_classes(classes), skip_bad=skip_bad, voi=voi)
+    ds, bad = import_dataset(cfg, progress=track)
+    console.print(f"[green]wrote[/] {len(ds.table)} images in {len(ds.classes)} classes to {ds.root}")
+    for b in bad:
+        console.print(f"  [yellow]skipped[/] {b}", markup=True)

@@ -1,0 +1,150 @@
+"""A medsynth dataset folder: images, ``labels.csv`` and a ``medsynth.json`` of stage ``data``.
+
+``labels.csv`` columns: ``image_id, path`` (relative to the folder), ``class, split`` and any
+ground-truth attribute columns. Every later stage opens its input with :func:`open_dataset`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medsynth.artifacts import Manifest, atomic_write_bytes, read_manifest, write_manifest
+from medsynth.data.image import Image
+from medsynth.data.readers import read_image
+from medsynth.errors import MedsynthError
+
+CORE_COLUMNS = ("image_id", "path", "class", "split")
+LABELS_NAME = "labels.csv"
+
+
+@dataclasses.dataclass
+class Dataset:
+    root: Path
+    table: pd.DataFrame
+    manifest: Manifest
+
+    @property
+    def classes(self) -> list[str]:
+        listed = self.manifest.outputs.get("classes")
+        return list(listed) if listed else sorted(self.table["class"].unique().tolist())
+
+    @property
+    def attribute_columns(self) -> list[str]:
+        return [c for c in self.table.columns if c not in CORE_COLUMNS and c != "source"]
+
+    @property
+    def channels(self) -> int:
+        return int(self.manifest.outputs.get("channels", 1))
+
+    @property
+    def modality(self) -> str:
+        return str(self.manifest.outputs.get("modality", "OT"))
+
+    @property
+    def dtype(self) -> str:
+        return str(self.manifest.outputs.get("dtype", "uint8"))
+
+    @property
+    def sha256(self) -> str:
+        return str(self.manifest.sha256)
+
+    def split(self, name: str | None) -> pd.DataFrame:
+        return self.table if name is None else self.table[self.table["split"] == name]
+
+    def path_of(self, row: pd.Series | int) -> Path:
+        if isinstance(row, (int, np.integer)):
+            row = self.table.iloc[int(row)]
+        return self.root / str(row["path"])
+
+    def load(self, row: pd.Series | int) -> Image:
+        return read_image(self.path_of(row))
+
+
+def open_dataset(path: str | Path) -> Dataset:
+    """Open a dataset folder written by ``medsynth data import`` or ``medsynth data demo``."""
+    root = Path(path)
+    if not (root / LABELS_NAME).is_file():
+        raise MedsynthError(
+            f"{root}: not a medsynth dataset (no {LABELS_NAME})",
+            hint=f"make one with: medsynth data import {root} --out DATASET",
+        )
+    manifest = read_manifest(root, "data")
+    try:
+        table = pd.read_csv(root / LABELS_NAME, keep_default_na=False, na_values=[""])
+    except Exception as e:
+        raise MedsynthError(f"{root / LABELS_NAME}: cannot read ({e})") from e
+    missing = [c for c in CORE_COLUMNS if c not in table.columns]
+    if missing:
+        raise MedsynthError(f"{root / LABELS_NAME}: missing columns {missing}")
+    table["class"] = table["class"].astype(str)
+    table["image_id"] = table["image_id"].astype(str)
+    return Dataset(root=root, table=table, manifest=manifest)
+
+
+def assign_splits(
+    classes: pd.Series, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2), seed: int = 0
+) -> list[str]:
+    """Stratified, seeded train/val/test split; each class gets at least one test image if it can."""
+    rng = np.random.default_rng(seed)
+    out = [""] * len(classes)
+    for _cls, idx in sorted(classes.groupby(classes).groups.items(), key=lambda kv: str(kv[0])):
+        idx = np.array(sorted(classes.index.get_indexer(idx)))
+        rng.shuffle(idx)
+        n = len(idx)
+        n_test = int(round(n * fractions[2])) if n >= 3 else 0
+        n_val = int(round(n * fractions[1])) if n >= 5 else 0
+        if n >= 3 and fractions[2] > 0:
+            n_test = max(n_test, 1)
+        for j, k in enumerate(idx):
+            out[k] = "test" if j < n_test else "val" if j < n_test + n_val else "train"
+    return out
+
+
+def summarize(table: pd.DataFrame) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for (cls, split), n in table.groupby(["class", "split"]).size().items():
+        counts.setdefault(str(cls), {})[str(split)] = int(n)
+    return counts
+
+
+def write_labels(root: Path, table: pd.DataFrame) -> None:
+    cols = list(CORE_COLUMNS) + [c for c in table.columns if c not in CORE_COLUMNS]
+    buf = io.StringIO()
+    table[cols].to_csv(buf, index=False)
+    atomic_write_bytes(root / LABELS_NAME, buf.getvalue().encode("utf-8"))
+
+
+def finish_dataset(
+    root: Path,
+    table: pd.DataFrame,
+    *,
+    config: Any,
+    classes: list[str] | None = None,
+    channels: int,
+    dtype: str,
+    modality: str,
+    spatial_dims: int = 2,
+    inputs: list[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Dataset:
+    """Write ``labels.csv`` and the manifest (last, so a folder with a manifest is complete)."""
+    write_labels(root, table)
+    outputs = {
+        "classes": classes or sorted(table["class"].astype(str).unique().tolist()),
+        "counts": summarize(table),
+        "n_images": int(len(table)),
+        "channels": channels,
+        "dtype": dtype,
+        "modality": modality,
+        "spatial_dims": spatial_dims,
+        "labels": "labels.csv",
+        **(extra or {}),
+    }
+    write_manifest(root, "data", config=config, inputs=inputs, outputs=outputs)
+    return open_dataset(root)

@@ -1,0 +1,90 @@
+"""Read one image file of any supported format into an :class:`~medsynth.data.image.Image`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from medsynth.data.image import Image, narrowest_integer, to_channel_first
+from medsynth.errors import MedsynthError
+
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+IMAGE_SUFFIXES = RASTER_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES
+
+
+def image_kind(path: str | Path) -> str | None:
+    """'raster', 'dicom', 'nifti' or None, from the name (and the DICM preamble for no suffix)."""
+    name = str(path).lower()
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(DICOM_SUFFIXES):
+        return "dicom"
+    if name.endswith(RASTER_SUFFIXES):
+        return "raster"
+    p = Path(path)
+    if p.is_file() and "." not in p.name:
+        try:
+            with open(p, "rb") as f:
+                head = f.read(132)
+            if head[128:132] == b"DICM":
+                return "dicom"
+        except OSError:
+            return None
+    return None
+
+
+def read_raster(path: str | Path) -> Image:
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("I;16", "I;16B", "I;16L"):
+                arr = np.array(im, dtype=np.uint16)
+            elif mode == "I":
+                arr = narrowest_integer(np.array(im))
+            elif mode == "F":
+                arr = np.array(im, dtype=np.float32)
+            elif mode in ("L", "1"):
+                arr = np.array(im.convert("L"), dtype=np.uint8)
+            elif mode == "LA":
+                arr = np.array(im.convert("L"), dtype=np.uint8)
+            elif mode == "P":
+                im2 = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+                arr = np.array(im2)
+                # A palette image whose colours are all grey is grayscale data.
+                if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2]):
+                    arr = arr[..., 0]
+            else:
+                arr = np.array(im.convert("RGB"), dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise MedsynthError(f"{path}: cannot read image ({e})") from e
+    return Image(array=to_channel_first(arr), modality="OT", meta={"format": "raster", "mode": mode})
+
+
+def read_image(path: str | Path, *, voi: str = "auto") -> Image:
+    """Read PNG/JPEG/BMP/TIFF, DICOM or NIfTI; errors name the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise MedsynthError(f"{path}: no such file")
+    kind = image_kind(path)
+    if kind == "raster":
+        img = read_raster(path)
+    elif kind == "dicom":
+        from medsynth.data.dicom import read_dicom
+
+        img = read_dicom(path, voi=voi)
+    elif kind == "nifti":
+        from medsynth.data.nifti import read_nifti
+
+        img = read_nifti(path)
+    else:
+        raise MedsynthError(
+            f"{path}: unsupported file type", hint="use PNG, JPEG, BMP, TIFF, DICOM or NIfTI"
+        )
+    img.meta.setdefault("source", str(path))
+    return img
