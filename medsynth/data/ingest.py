@@ -70,7 +70,7 @@ def import_dataset(cfg: ImportConfig, progress: object | None = None) -> tuple[D
     dims: set[int] = set()
     used: set[str] = set()
     track = progress if progress is not None else (lambda it, **_: it)
-    for i, item in track(list(items.iterrows()), description="importing"):  # type: ignore[operator]
+    for _, item in track(list(items.iterrows()), description="importing"):  # type: ignore[operator]
         try:
             img = src.load(item["key"])
         except MedsynthError as e:
