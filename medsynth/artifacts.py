@@ -201,6 +201,11 @@ def prepare_output_dir(
                 raise MedsynthError(
                     f"{folder}: holds a '{other}' artifact; choose another --out for '{stage}'"
                 )
+        elif overwrite:
+            raise MedsynthError(
+                f"{folder}: is not empty and holds no medsynth artifact; refusing to delete it",
+                hint="choose an empty or new --out folder",
+            )
         if not (resume or overwrite):
             raise MedsynthError(
                 f"{folder}: already exists and is not empty",

@@ -87,6 +87,7 @@ def import_cmd(
     classes: Classes = None,
     voi: Annotated[str, typer.Option(help="DICOM VOI LUT / window: auto (radiographs only), yes, no.")] = "auto",
     skip_bad: SkipBad = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset folder at --out.")] = False,
 ) -> None:
     """Import a source into a dataset folder: lossless PNG (8/16-bit) or NIfTI, labels.csv with splits."""
     from medsynth.data.ingest import ImportConfig, import_dataset
@@ -94,7 +95,8 @@ def import_cmd(
 
     cfg = ImportConfig(source=str(source), out=str(out_dir), size=size, resize=resize, seed=seed,
                        val_fraction=val_fraction, test_fraction=test_fraction,
-                       classes=_split_classes(classes), skip_bad=skip_bad, voi=voi)
+                       classes=_split_classes(classes), skip_bad=skip_bad, voi=voi,
+                       overwrite=overwrite)
     ds, bad = import_dataset(cfg, progress=track)
     console.print(f"[green]wrote[/] {len(ds.table)} images in {len(ds.classes)} classes to {ds.root}")
     for b in bad:

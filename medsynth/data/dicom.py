@@ -25,14 +25,37 @@ def read_dicom(path: str | Path, *, voi: str = "auto") -> Image:
         voi: ``"auto"`` applies the VOI LUT or window for projection radiography only,
             ``"yes"`` always when present, ``"no"`` never.
     """
+    import warnings
+
     import pydicom
     from pydicom.errors import InvalidDicomError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(path)
+        except InvalidDicomError:
+            # Old files without the 128-byte preamble and file meta (pre-DICOM-3 style).
+            try:
+                ds = pydicom.dcmread(path, force=True)
+            except Exception as e:
+                raise MedsynthError(f"{path}: not a readable DICOM file ({e})") from e
+            if "PixelData" not in ds:
+                raise MedsynthError(f"{path}: not a DICOM file (no preamble, no pixel data)") from None
+            if not hasattr(ds, "file_meta") or "TransferSyntaxUID" not in ds.file_meta:
+                from pydicom.dataset import FileMetaDataset
+                from pydicom.uid import ImplicitVRLittleEndian
+
+                ds.file_meta = getattr(ds, "file_meta", None) or FileMetaDataset()
+                ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        except (OSError, EOFError, ValueError) as e:
+            raise MedsynthError(f"{path}: not a readable DICOM file ({e})") from e
+        return _pixels(ds, path, voi)
+
+
+def _pixels(ds, path: str | Path, voi: str) -> Image:  # type: ignore[no-untyped-def]
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, EOFError, ValueError) as e:
-        raise MedsynthError(f"{path}: not a readable DICOM file ({e})") from e
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         raise MedsynthError(f"{path}: DICOM file has no pixel data")
     try:
@@ -51,7 +74,15 @@ def read_dicom(path: str | Path, *, voi: str = "auto") -> Image:
     modality = str(ds.get("Modality", "OT") or "OT")
     applied: list[str] = []
 
-    if spp == 1:
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        arr = apply_color_lut(arr, ds)  # (..., 3) RGB at the palette's bit depth
+        if arr.dtype != np.uint8 and int(np.max(arr)) <= 255:
+            arr = arr.astype(np.uint8)
+        arr = np.ascontiguousarray(np.moveaxis(arr, -1, 0))
+        applied.append("palette->RGB")
+    elif spp == 1:
         stored_dtype = arr.dtype
         out = apply_modality_lut(arr, ds)
         if out is not arr and not np.array_equal(out, arr):
@@ -82,6 +113,8 @@ def read_dicom(path: str | Path, *, voi: str = "auto") -> Image:
         # pydicom already converts YCbCr pixel data to RGB when decoding.
         arr = np.moveaxis(arr, -1, 0)  # (3,H,W) or (3,F,H,W)
         arr = np.ascontiguousarray(arr)
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
 
     spacing = None
     ps = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")

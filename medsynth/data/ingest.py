@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pandas as pd
 from medsynth.artifacts import prepare_output_dir
 from medsynth.data.dataset import Dataset, assign_splits, finish_dataset
 from medsynth.data.save import save_lossless
-from medsynth.data.sources import scan_source
+from medsynth.data.sources import Source, scan_source
 from medsynth.data.transforms import resize_2d
 from medsynth.errors import MedsynthError
 
@@ -39,6 +40,8 @@ class ImportConfig:
     """Skip unreadable files (listed at the end) instead of stopping."""
     voi: str = "auto"
     """DICOM VOI LUT/window: auto (projection radiography only), yes, no."""
+    overwrite: bool = False
+    """Replace an existing dataset folder at ``out``."""
 
     def __post_init__(self) -> None:
         if self.resize not in ("pad", "crop"):
@@ -60,7 +63,17 @@ def safe_name(name: str) -> str:
 
 def import_dataset(cfg: ImportConfig, progress: object | None = None) -> tuple[Dataset, list[str]]:
     src = scan_source(cfg.source, classes=cfg.classes, voi=cfg.voi)
-    out = prepare_output_dir(cfg.out, "data", overwrite=True)
+    created = not Path(cfg.out).exists()
+    out = prepare_output_dir(cfg.out, "data", overwrite=cfg.overwrite)
+    try:
+        return _import(cfg, src, out, progress)
+    except BaseException:
+        if created:  # a failed import leaves nothing behind that could pass for a dataset
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _import(cfg: ImportConfig, src: Source, out: Path, progress: object | None) -> tuple[Dataset, list[str]]:
     items = src.items.reset_index(drop=True)
     bad: list[str] = []
     rows: list[dict[str, object]] = []

@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny datasets made on the spot, paths of real files shipped by packages."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MEDSYNTH_NO_PROGRESS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _site_packages() -> Path:
+    import pydicom
+
+    return Path(pydicom.__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pydicom_data_dir() -> Path:
+    """Real clinical DICOM files shipped by the PyPI package pydicom-data."""
+    d = _site_packages() / "data_store" / "data"
+    if not d.is_dir():
+        pytest.skip("pydicom-data is not installed")
+    return d
+
+
+@pytest.fixture(scope="session")
+def mni_t1() -> Path:
+    """The real MNI152 T1 brain volume shipped by nilearn."""
+    p = _site_packages() / "nilearn" / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+    if not p.is_file():
+        pytest.skip("nilearn is not installed")
+    return p
+
+
+def write_png(path: Path, arr: np.ndarray) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """root/<class>/*.png: two RGB classes (red discs, blue squares), 6 images each."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "folder"
+    for cls, ch in (("disc", 0), ("square", 2)):
+        for i in range(6):
+            arr = rng.integers(0, 40, (20, 24, 3), dtype=np.uint8)
+            arr[5:15, 6:18, ch] = 200
+            write_png(root / cls / f"img{i}.png", arr)
+    return root
