@@ -1,0 +1,81 @@
+"""Run benchmarks and rewrite the generated part of docs/benchmarks.md.
+
+    python -m benchmarks                 # all
+    python -m benchmarks startup train_speed
+    python -m benchmarks --report-only   # only regenerate docs/benchmarks.md from results/
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from benchmarks.common import RESULTS
+
+ALL = ["startup", "demo_speed", "describe_agreement", "train_speed", "sample_speed", "demo_e2e"]
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+MARK = "<!-- generated below by `python -m benchmarks`; edit above this line -->"
+
+
+def _flat(d: object, prefix: str = "") -> list[tuple[str, object]]:
+    if isinstance(d, dict):
+        out: list[tuple[str, object]] = []
+        for k, v in d.items():
+            out += _flat(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    if isinstance(d, list) and d and all(isinstance(x, dict) for x in d):
+        out = []
+        for i, x in enumerate(d):
+            out += _flat(x, f"{prefix}[{i}]")
+        return out
+    return [(prefix, d)]
+
+
+def write_report() -> None:
+    head = DOC.read_text().split(MARK)[0].rstrip() if DOC.exists() else "# Benchmarks"
+    parts = [head, "", MARK, ""]
+    for path in sorted(RESULTS.glob("*.json")):
+        data = json.loads(path.read_text())
+        m = data.get("machine", {})
+        parts += [f"## {data.get('benchmark', path.stem)}", "",
+                  f"{data.get('date', '?')} · {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
+                  f"{m.get('memory_gb', '?')} GB · torch {m.get('torch', '?')} · GPU: {m.get('gpu') or 'none'}",
+                  "", "| metric | value |", "| --- | --- |"]
+        for k, v in _flat(data.get("results", {})):
+            if isinstance(v, float):
+                v = f"{v:.4g}"
+            parts.append(f"| {k} | {v} |")
+        parts.append("")
+    DOC.write_text("\n".join(parts) + "\n")
+    print(f"wrote {DOC}")
+
+
+def main(argv: list[str]) -> int:
+    if "--report-only" in argv:
+        write_report()
+        return 0
+    names = [a for a in argv if not a.startswith("-")] or ALL
+    failed = []
+    for name in names:
+        try:
+            mod = importlib.import_module(f"benchmarks.{name}")
+        except ModuleNotFoundError:
+            print(f"[bench] {name}: not available, skipped")
+            continue
+        print(f"[bench] {name}")
+        try:
+            mod.main()
+        except Exception:
+            traceback.print_exc()
+            failed.append(name)
+    write_report()
+    if failed:
+        print(f"[bench] failed: {failed}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
