@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -38,7 +37,7 @@ def progress_bar(*extra_columns: object, transient: bool = False) -> Progress:
         *extra_columns,  # type: ignore[arg-type]
         console=console,
         transient=transient,
-        disable=bool(os.environ.get("MEDSYNTH_NO_PROGRESS")) or not sys.stderr.isatty() and False,
+        disable=bool(os.environ.get("MEDSYNTH_NO_PROGRESS")),
     )
 
 
