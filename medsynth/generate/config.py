@@ -1,0 +1,85 @@
+"""The resolved configuration of one ``medsynth generate`` run (saved in ``SYNTH/medsynth.json``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from medsynth.errors import BadUsageError
+
+SAMPLERS = ("dpmsolver++", "ddim", "ddpm", "unipc")
+FORMATS = ("png", "dicom", "nifti")
+
+
+@dataclasses.dataclass
+class GenerateConfig:
+    """Everything that decides which images a generation run writes."""
+
+    model: str
+    """Model folder written by ``medsynth train``."""
+    out: str
+    """Output folder (the synthetic set)."""
+    classes: list[str] = dataclasses.field(default_factory=lambda: ["all"])
+    """Class names to generate (``all`` = every class of the model); ignored with ``prompts_csv``."""
+    n: int = 16
+    """Images per requested class."""
+    formats: list[str] = dataclasses.field(default_factory=lambda: ["png"])
+    """Output formats: any of png, dicom, nifti."""
+    prompt: str | None = None
+    """One explicit description for every image (instead of retrieval from the store)."""
+    store: str | None = None
+    """Description store to retrieve random per-class descriptions from (default: the model's)."""
+    prompts_csv: str | None = None
+    """CSV with columns class, prompt, n: mixed batches (an empty prompt = retrieval)."""
+    sampler: str = "dpmsolver++"
+    """Scheduler: dpmsolver++, ddim, ddpm or unipc."""
+    steps: int = 25
+    """Denoising steps."""
+    guidance: float = 3.0
+    """Classifier-free guidance scale on class and text (1 = no guidance)."""
+    seed: int = 0
+    """Base seed; every image's own seed is derived from it, its class and its index."""
+    batch_size: int = 16
+    """Images denoised together (memory use is flat in n)."""
+    ema: bool = True
+    """Use the EMA weights (``unet/``) rather than the raw ones (``unet_raw/``)."""
+    prototype_strength: float | None = None
+    """Prototype Condition Mechanism strength in [0, 1] (None = the model's default)."""
+    spacing: list[float] | None = None
+    """Pixel spacing (rows, cols) in mm for DICOM/NIfTI (None = from the model, else 1 mm)."""
+
+    def __post_init__(self) -> None:
+        self.formats = [f.strip().lower() for f in self.formats if f.strip()]
+        bad = [f for f in self.formats if f not in FORMATS]
+        if bad or not self.formats:
+            raise BadUsageError(f"--format: unknown format(s) {bad or self.formats}; "
+                                f"choose from {', '.join(FORMATS)}")
+        self.formats = [f for f in FORMATS if f in self.formats]
+        if self.sampler not in SAMPLERS:
+            raise BadUsageError(f"--sampler {self.sampler!r}: choose from {', '.join(SAMPLERS)}")
+        if self.n < 1:
+            raise BadUsageError(f"--n must be at least 1, got {self.n}")
+        if not 1 <= self.steps <= 1000:
+            raise BadUsageError(f"--steps must be between 1 and 1000, got {self.steps}")
+        if self.guidance < 0:
+            raise BadUsageError(f"--guidance must be >= 0, got {self.guidance}")
+        if self.batch_size < 1:
+            raise BadUsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.prototype_strength is not None and not 0 <= self.prototype_strength <= 1:
+            raise BadUsageError(f"--prototype-strength must be in [0, 1], got {self.prototype_strength}")
+        if self.prompt is not None and self.prompts_csv is not None:
+            raise BadUsageError("--prompt and --prompts-csv exclude each other")
+        if self.prompt is not None and self.store is not None:
+            raise BadUsageError("--prompt and --store exclude each other (one fixed description "
+                                "or random stored ones)")
+        if not self.classes and self.prompts_csv is None:
+            raise BadUsageError("give --class NAME (repeatable, or 'all') or --prompts-csv FILE")
+        if self.spacing is not None and (len(self.spacing) != 2 or min(self.spacing) <= 0):
+            raise BadUsageError(f"--spacing needs two positive numbers (rows, cols), got {self.spacing}")
+
+    def identity(self) -> dict[str, Any]:
+        """The fields a resumed run must share with the run it continues (not batch size)."""
+        d = dataclasses.asdict(self)
+        for k in ("batch_size", "out"):
+            d.pop(k)
+        return d

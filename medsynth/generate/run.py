@@ -1,0 +1,351 @@
+"""The generation run: plan, stream batches to disk, journal every image, resume, shard.
+
+Layout written (docs/artifacts.md)::
+
+    SYNTH/
+      run.json                  the run's identity (config, model hash) and DICOM study/series UIDs
+      .journal/rank<r>.jsonl    one record per finished image (flushed per image): the resume state
+      png/<class>/<id>.png  dicom/<class>/<id>.dcm  nifti/<class>/<id>.nii.gz
+      reports/<class>/<id>.txt  the description the image was conditioned on
+      samples.csv               one row per image (written from the journal when the run ends)
+      medsynth.json             stage "generate" (written last: a folder with it is complete)
+
+An image's files are written atomically first, then its journal record; so a killed run has
+only complete files, and ``--resume`` regenerates exactly the images without a record (same
+ids, same seeds, same file names: no duplicates) until the plan's count is reached.
+
+Sharding: under ``accelerate launch`` each process takes a disjoint round-robin share of the
+images still to do and writes its own journal; the main process merges them at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medsynth import __version__
+from medsynth.artifacts import (
+    JsonlAppender,
+    Manifest,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    input_ref,
+    prepare_output_dir,
+    read_jsonl,
+    write_manifest,
+)
+from medsynth.errors import MedsynthError
+from medsynth.generate.conditioning import (
+    SampleSpec,
+    class_folders,
+    plan_samples,
+    requests_from_csv,
+    requests_from_options,
+    shard,
+)
+from medsynth.generate.config import GenerateConfig
+
+RUN_FILE = "run.json"
+JOURNAL_DIR = ".journal"
+SAMPLES_CSV = "samples.csv"
+COLUMNS = ["sample_id", "class", "png", "dicom", "nifti", "report", "description", "seed",
+           "sampler", "steps", "guidance", "model_sha256", "medsynth_version",
+           "class_id", "index", "description_source"]
+_EXT = {"png": ".png", "dicom": ".dcm", "nifti": ".nii.gz"}
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a finished (or partly finished, on a non-main process) run reports."""
+
+    out: Path
+    n_planned: int
+    n_made: int
+    """Images made by this process in this invocation (0 when everything was already done)."""
+    seconds: float
+    """Wall time of the sampling loop of this process."""
+    manifest: Manifest | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.n_made / self.seconds if self.seconds > 0 else 0.0
+
+
+def _store_for(cfg: GenerateConfig, model_manifest: Manifest) -> Any:
+    """The description store: ``--store``, else the one the model was trained with, if any."""
+    from medsynth.store import open_store
+
+    if cfg.prompt is not None:
+        return None
+    if cfg.store:
+        return open_store(cfg.store)
+    for ref in model_manifest.inputs:
+        if ref.get("stage") == "describe" and Path(str(ref.get("path", ""))).is_dir():
+            return open_store(ref["path"])
+    return None
+
+
+def relative_paths(spec: SampleSpec, folder: str, formats: list[str]) -> dict[str, str]:
+    """File paths (relative to SYNTH) of one sample in every format, plus its report."""
+    paths = {f: f"{f}/{folder}/{spec.sample_id}{_EXT[f]}" for f in formats}
+    paths["report"] = f"reports/{folder}/{spec.sample_id}.txt"
+    return paths
+
+
+def _safe_join(root: Path, rel: str) -> Path:
+    """``root / rel``, refusing anything that would land outside ``root`` (defence in depth)."""
+    p = (root / rel).resolve()
+    if not p.is_relative_to(root.resolve()):
+        raise MedsynthError(f"refusing to write {rel!r}: outside the output folder {root}")
+    return p
+
+
+def report_text(spec: SampleSpec) -> str:
+    """The synthetic report shipped beside the image: the description it was conditioned on."""
+    if spec.description:
+        return spec.description.rstrip() + "\n"
+    return f"(no description: generated from the class '{spec.cls}' alone)\n"
+
+
+def _check_identity(out: Path, cfg: GenerateConfig, model_sha: str) -> dict[str, Any] | None:
+    """The saved run state, after checking a resumed run continues the same run."""
+    path = out / RUN_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise MedsynthError(f"{path}: unreadable run state ({e})") from e
+    old, new = state.get("identity", {}), json.loads(json.dumps(cfg.identity()))
+    diffs = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diffs:
+        raise MedsynthError(
+            f"{out}: --resume must continue the same run, but these settings differ: "
+            + ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in diffs),
+            hint="rerun with the original options, or use --overwrite / another --out",
+        )
+    if state.get("model_sha256") != model_sha:
+        raise MedsynthError(f"{out}: was generated with a different model (sha256 mismatch)",
+                            hint="use --overwrite or another --out")
+    return state
+
+
+def _done(out: Path) -> dict[str, dict[str, Any]]:
+    """sample_id -> journal record, for images whose record exists and whose files all exist."""
+    done: dict[str, dict[str, Any]] = {}
+    for f in sorted((out / JOURNAL_DIR).glob("rank*.jsonl")):
+        for rec in read_jsonl(f):
+            files = [rec.get(k) for k in (*_EXT, "report") if rec.get(k)]
+            if all((out / str(p)).is_file() for p in files):
+                done[str(rec["sample_id"])] = rec
+    return done
+
+
+def _clean_partials(out: Path) -> int:
+    """Remove temp files left by a killed writer (``.<name>.<random>.part``)."""
+    n = 0
+    for p in out.rglob(".*.part"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+def _write_sample(out: Path, spec: SampleSpec, pixels: Any, paths: dict[str, str],
+                  cfg: GenerateConfig, dicom_run: Any, spacing: tuple[float, float] | None) -> None:
+    """All files of one image (each atomic), the report last."""
+    if "png" in paths:
+        from medsynth.generate.writers.png import write_png
+
+        write_png(pixels, _safe_join(out, paths["png"]))
+    if "dicom" in paths:
+        from medsynth.generate.writers.dicom import write_dicom
+
+        write_dicom(pixels, _safe_join(out, paths["dicom"]), run=dicom_run, cls=spec.cls,
+                    sample_id=spec.sample_id, instance_number=spec.index + 1,
+                    description=spec.description, seed=spec.seed, spacing=spacing)
+    if "nifti" in paths:
+        from medsynth.generate.writers.nifti import write_nifti
+
+        write_nifti(pixels, _safe_join(out, paths["nifti"]), spacing=spacing,
+                    description=f"medsynth synthetic {spec.cls}")
+    atomic_write_text(_safe_join(out, paths["report"]), report_text(spec))
+
+
+def _encode(bundle: Any, specs: list[SampleSpec], cache: dict[str, Any],
+            strength: float | None) -> tuple[Any, Any]:
+    """Text features of each sample's description, encoded one text at a time.
+
+    One at a time (and cached) so an image's condition never depends on what else is in the
+    batch (tokenizer padding would otherwise change the features in the last bits).
+    """
+    from medsynth.models.text_encoder import pad_features
+
+    feats = []
+    for s in specs:
+        key = f"{s.class_id}\x00{s.description}"
+        if key not in cache:
+            h, m = bundle.encode_text([s.description], classes=[s.class_id],
+                                      prototype_strength=strength)
+            n = int(m[0].sum())
+            cache[key] = (h[0, :n].float().cpu(), m[0, :n].cpu())
+        feats.append(cache[key][0])
+    return pad_features(feats)
+
+
+def plan_for(cfg: GenerateConfig, classes: list[str], store: Any) -> list[SampleSpec]:
+    """The full, ordered list of samples a config asks for (before sharding and resume)."""
+    if cfg.prompts_csv:
+        requests = requests_from_csv(cfg.prompts_csv, classes)
+    else:
+        requests = requests_from_options(cfg.classes, classes, cfg.n, cfg.prompt)
+    return plan_samples(requests, classes, base_seed=cfg.seed, store=store)
+
+
+def run_generate(cfg: GenerateConfig, *, resume: bool = False, overwrite: bool = False,
+                 only: list[str] | None = None) -> RunResult:
+    """Generate the synthetic set described by ``cfg`` into ``cfg.out`` (see module doc).
+
+    Args:
+        cfg: the run's configuration.
+        resume: continue a killed run in ``cfg.out`` (same settings) up to exactly its count.
+        overwrite: delete an earlier ``generate`` output in ``cfg.out`` and start again.
+        only: make just these sample ids of the plan (regenerate single images, identical).
+    """
+    import torch
+    from accelerate import PartialState
+
+    from medsynth.generate.sampler import denoise, make_scheduler
+    from medsynth.generate.writers.dicom import DicomRunInfo
+    from medsynth.models.bundle import load_bundle
+    from medsynth.ui import console, progress_bar
+
+    state = PartialState()
+    rank, world = state.process_index, state.num_processes
+    out = Path(cfg.out)
+    if state.is_main_process:
+        prepare_output_dir(out, "generate", resume=resume, overwrite=overwrite)
+        _clean_partials(out)
+    state.wait_for_everyone()
+    device = state.device if state.device.type != "mps" else torch.device("cpu")
+    bundle = load_bundle(cfg.model, ema=cfg.ema, device=device)
+    if bundle.spatial_dims != 2:
+        raise MedsynthError(f"{cfg.model}: {bundle.spatial_dims}D models are not supported by "
+                            "generate yet (2D only)")
+    store = _store_for(cfg, bundle.manifest)
+    plan = plan_for(cfg, bundle.classes, store)
+    if only:
+        wanted = set(only)
+        unknown = sorted(wanted - {s.sample_id for s in plan})
+        if unknown:
+            raise MedsynthError(f"--only: no sample(s) {unknown} in this run's plan",
+                                hint="sample ids look like <class>-000012 (see samples.csv)")
+        plan = [s for s in plan if s.sample_id in wanted]
+    folders = class_folders(bundle.classes)
+    spacing_src = cfg.spacing or bundle.info.get("spacing")
+    spacing = tuple(float(v) for v in spacing_src[-2:]) if spacing_src else None
+
+    # Run state: identity for resume checks, and the DICOM study/series UIDs of the whole run.
+    run_state = _check_identity(out, cfg, bundle.sha256) if resume else None
+    if run_state is None:
+        if state.is_main_process:
+            run_state = {
+                "identity": cfg.identity(), "only": only, "model_sha256": bundle.sha256,
+                "n_planned": len(plan),
+                "dicom": dataclasses.asdict(DicomRunInfo.new(
+                    bundle.classes, bundle.modality, Path(cfg.model).resolve().name)),
+            }
+            atomic_write_json(out / RUN_FILE, run_state)
+        state.wait_for_everyone()
+        run_state = json.loads((out / RUN_FILE).read_text("utf-8"))
+    dicom_run = DicomRunInfo.from_dict(run_state["dicom"])
+
+    done = _done(out) if resume else {}
+    todo = shard([s for s in plan if s.sample_id not in done], rank, world)
+    if state.is_main_process and done:
+        console.print(f"resuming: {len(done)} of {len(plan)} image(s) already done")
+
+    scheduler = make_scheduler(cfg.sampler, bundle.scheduler_config)
+    null_h, null_m = bundle.encode_text([""])
+    shape = (bundle.channels, bundle.size, bundle.size)
+    cache: dict[str, Any] = {}
+    made, t0 = 0, time.perf_counter()
+    with JsonlAppender(out / JOURNAL_DIR / f"rank{rank}.jsonl") as journal, \
+            progress_bar() as bar:
+        task = bar.add_task(f"generate [{rank}]" if world > 1 else "generate", total=len(todo),
+                            rate="")
+        for start in range(0, len(todo), cfg.batch_size):
+            batch = todo[start : start + cfg.batch_size]
+            hidden, mask = _encode(bundle, batch, cache, cfg.prototype_strength)
+            x = denoise(bundle.unet, scheduler, class_ids=[s.class_id for s in batch],
+                        text_hidden=hidden, text_mask=mask, null_class=bundle.null_class,
+                        null_hidden=null_h.cpu(), null_mask=null_m.cpu(),
+                        seeds=[s.seed for s in batch], sample_shape=shape, steps=cfg.steps,
+                        guidance=cfg.guidance, device=device)
+            pixels = bundle.to_pixels(x)
+            for spec, px in zip(batch, pixels, strict=True):
+                paths = relative_paths(spec, folders[spec.cls], cfg.formats)
+                _write_sample(out, spec, px, paths, cfg, dicom_run, spacing)
+                journal.write(_row(spec, paths, cfg, bundle.sha256))
+                made += 1
+                bar.advance(task)
+            elapsed = time.perf_counter() - t0
+            bar.update(task, rate=f"{made / elapsed:.2f} img/s" if elapsed > 0 else "")
+    seconds = time.perf_counter() - t0
+    state.wait_for_everyone()
+    result = RunResult(out=out, n_planned=len(plan), n_made=made, seconds=seconds)
+    if state.is_main_process:
+        result.manifest = _finish(out, cfg, plan, bundle, store, only)
+    return result
+
+
+def _row(spec: SampleSpec, paths: dict[str, str], cfg: GenerateConfig, model_sha: str) -> dict[str, Any]:
+    return {
+        "sample_id": spec.sample_id, "class": spec.cls,
+        "png": paths.get("png", ""), "dicom": paths.get("dicom", ""),
+        "nifti": paths.get("nifti", ""), "report": paths["report"],
+        "description": spec.description, "seed": spec.seed, "sampler": cfg.sampler,
+        "steps": cfg.steps, "guidance": cfg.guidance, "model_sha256": model_sha,
+        "medsynth_version": __version__, "class_id": spec.class_id, "index": spec.index,
+        "description_source": spec.source,
+    }
+
+
+def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any, store: Any,
+            only: list[str] | None) -> Manifest:
+    """Merge the journals into samples.csv (plan order) and write the manifest last."""
+    done = _done(out)
+    missing = [s.sample_id for s in plan if s.sample_id not in done]
+    if missing:
+        raise MedsynthError(f"{out}: {len(missing)} image(s) missing after the run "
+                            f"(first: {missing[0]})", hint="rerun with --resume")
+    rows = [done[s.sample_id] for s in plan]
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    buf = io.StringIO()
+    table.to_csv(buf, index=False)
+    atomic_write_bytes(out / SAMPLES_CSV, buf.getvalue().encode("utf-8"))
+    counts = table.groupby("class").size().to_dict()
+    inputs = [input_ref(cfg.model, "train")]
+    if store is not None:
+        inputs.append(input_ref(store.root, "describe"))
+    run_state = json.loads((out / RUN_FILE).read_text("utf-8"))
+    outputs = {
+        "n_images": len(table), "counts": {str(k): int(v) for k, v in counts.items()},
+        "classes": sorted({s.cls for s in plan}, key=bundle.classes.index),
+        "class_folders": {c: f for c, f in class_folders(bundle.classes).items()
+                          if c in counts},
+        "formats": cfg.formats, "samples": SAMPLES_CSV, "model_sha256": bundle.sha256,
+        "channels": bundle.channels, "dtype": bundle.dtype, "modality": bundle.modality,
+        "size": bundle.size, "spatial_dims": bundle.spatial_dims,
+        "dicom_study_uid": run_state["dicom"]["study_uid"],
+        "dicom_series_uids": run_state["dicom"]["series_uids"],
+        "only": only or None, "synthetic": True,
+    }
+    config = dataclasses.asdict(cfg)
+    return write_manifest(out, "generate", config=config, inputs=inputs, outputs=outputs)

@@ -1,0 +1,116 @@
+"""Tiny, seeded model folders in the ``train`` contract layout, with a dataset and a store.
+
+The model is built with the train stage's own pieces (``build_denoiser``, ``save_pretrained``,
+``write_model_info``, prototypes from the real text encoder on the store's descriptions) and
+random UNet weights: generate only needs the layout and the conditioning to be real.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+DESCRIPTIONS = {
+    "pneumonia": ["patchy opacity in the right lower zone", "dense consolidation, left base"],
+    "normal": ["clear lung fields, sharp costophrenic angles"],
+    "melanoma": ["asymmetric dark brown lesion with irregular borders",
+                 "multicoloured lesion, blue-white veil"],
+    "nevus": ["small round tan lesion, regular border"],
+}
+
+
+def _dataset(root: Path, classes: list[str], channels: int, dtype: str, modality: str) -> Path:
+    from medsynth.data.dataset import finish_dataset
+    from medsynth.data.save import save_png
+
+    rng = np.random.default_rng(0)
+    rows = []
+    hi = 255 if dtype == "uint8" else 4095
+    for c in classes:
+        for i in range(2):
+            arr = rng.integers(0, hi, (channels, 16, 16)).astype(dtype)
+            rel = f"images/{c}/{c}_{i}.png"
+            save_png(arr, root / rel)
+            rows.append({"image_id": f"{c}_{i}", "path": rel, "class": c, "split": "train"})
+    finish_dataset(root, pd.DataFrame(rows), config={"demo": "generate-tests"}, classes=classes,
+                   channels=channels, dtype=dtype, modality=modality)
+    return root
+
+
+def _store(root: Path, dataset: Path, classes: list[str]) -> Path:
+    from medsynth.artifacts import input_ref, now_iso, write_manifest
+    from medsynth.store import DescriptionRecord, record_writer
+
+    for c in classes:
+        with record_writer(root, c) as w:
+            for i, text in enumerate(DESCRIPTIONS[c]):
+                w.write(DescriptionRecord(
+                    image_id=f"{c}_{i}", path=f"images/{c}/{c}_{i}.png", cls=c, split="train",
+                    attributes={}, text=text, backend="fixture", model="none",
+                    template_version="0", timestamp=now_iso()).to_dict())
+    write_manifest(root, "describe", config={}, inputs=[input_ref(dataset, "data")],
+                   outputs={"classes": classes})
+    return root
+
+
+def make_model(root: Path, *, classes: list[str], channels: int, dtype: str, modality: str,
+               size: int = 16, seed: int = 0) -> Path:
+    """A model folder (EMA + raw UNet, scheduler, info, prototypes, manifest) with random weights."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    from medsynth.artifacts import input_ref, write_manifest
+    from medsynth.models.bundle import save_pretrained_atomic, write_model_info
+    from medsynth.models.denoiser import DenoiserSpec, build_denoiser
+    from medsynth.models.intensity import IntensityMapping
+    from medsynth.models.prototypes import PROTOTYPE_FILE, build_prototypes, save_prototypes
+    from medsynth.models.text_encoder import TextEncoder, TextEncoderRef
+
+    dataset = _dataset(root / "dataset", classes, channels, dtype, modality)
+    store = _store(root / "store", dataset, classes)
+    model = root / "model"
+    model.mkdir(parents=True)
+    ref = TextEncoderRef()
+    enc = TextEncoder(ref)
+    torch.manual_seed(seed)
+    spec = DenoiserSpec(channels=channels, size=size, n_classes=len(classes),
+                        cross_attention_dim=enc.hidden_size, block_out_channels=(16, 32),
+                        attention_levels=(False, True), norm_num_groups=8)
+    unet = build_denoiser(spec)
+    save_pretrained_atomic(unet, model / "unet")
+    save_pretrained_atomic(unet, model / "unet_raw")
+    DDPMScheduler(num_train_timesteps=1000).save_pretrained(model / "scheduler")
+    texts = [t for c in classes for t in DESCRIPTIONS[c]]
+    labels = torch.tensor([i for i, c in enumerate(classes) for _ in DESCRIPTIONS[c]])
+    hidden, mask = enc.encode(texts)
+    save_prototypes(model / PROTOTYPE_FILE, build_prototypes(hidden, mask, labels, len(classes), 4),
+                    classes)
+    mapping = IntensityMapping("uint8", 0, 255) if dtype == "uint8" else \
+        IntensityMapping(dtype, 0, 4095)
+    write_model_info(model, {
+        "classes": classes, "channels": channels, "size": size, "spatial_dims": 2,
+        "dtype": dtype, "modality": modality, "intensity": mapping.to_dict(),
+        "text_encoder": ref.to_dict(), "prototypes": {"strength": 0.3, "temperature": 0.1},
+        "prediction_type": "epsilon", "spacing": [0.7, 0.7],
+    })
+    write_manifest(model, "train", config={"train_splits": ["train"], "fixture": True},
+                   inputs=[input_ref(dataset, "data"), input_ref(store, "describe")],
+                   outputs={"classes": classes})
+    return model
+
+
+@pytest.fixture(scope="session")
+def gray16_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 16-bit grayscale radiograph-like model (classes normal, pneumonia; modality DX)."""
+    return make_model(tmp_path_factory.mktemp("gray16"), classes=["normal", "pneumonia"],
+                      channels=1, dtype="uint16", modality="DX")
+
+
+@pytest.fixture(scope="session")
+def rgb_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An 8-bit RGB dermoscopy-like model (classes melanoma, nevus; modality XC)."""
+    return make_model(tmp_path_factory.mktemp("rgb"), classes=["melanoma", "nevus"],
+                      channels=3, dtype="uint8", modality="XC")
