@@ -1,0 +1,1 @@
+"""``medsynth train``: class- and text-conditioned diffusion training (VAP-Diffusion + CCELLA)."""

@@ -1,0 +1,71 @@
+"""The model card (MODEL/README.md): data, recipe, conditioning, results, sample grid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medsynth import __version__
+
+
+def model_card(dataset: Any, store: Any, data: Any, cfg: Any, info: dict[str, Any],
+               outputs: dict[str, Any]) -> str:
+    """Markdown model card for a trained model folder."""
+    counts = {c: int((data.labels == i).sum()) for i, c in enumerate(data.classes)}
+    rows = "\n".join(f"| {c} | {n} |" for c, n in counts.items())
+    recipe = "\n".join(f"  {k}: {v}" for k, v in cfg.to_dict().items())
+    store_line = (f"`{store.root}` (sha256 `{store.sha256[:12]}`), {data.n_described} of "
+                  f"{len(data)} training images described" if store is not None
+                  else "none: class-only conditioning (text = null)")
+    return f"""---
+library_name: diffusers
+tags: [medsynth, diffusion, medical-imaging, synthetic-data]
+---
+# medsynth model: {', '.join(data.classes)}
+
+Class- and text-conditioned pixel-space diffusion model trained by `medsynth train`
+(medsynth {__version__}). **Synthetic-data research model, not for diagnosis.**
+
+## Data
+- dataset: `{dataset.root}` (manifest sha256 `{dataset.sha256[:12]}`), modality {data.modality},
+  {data.channels} channel(s), {data.dtype}, trained at {data.size}x{data.size} px
+- splits used for training: {', '.join(cfg.splits)} (never the test split unless listed here)
+- descriptions: {store_line}
+- augmentation: horizontal flip {'on' if data.hflip else 'off'}, vertical flip {'on' if data.vflip else 'off'}
+
+| class | training images |
+| --- | --- |
+{rows}
+
+## Conditioning (CCELLA dual head + VAP-Diffusion prototypes)
+- class id -> class embedding added to the timestep embedding; id {len(data.classes)} = null class
+- description -> token features of `{info['text_encoder']['name']}` ({info['text_encoder']['hidden_size']}-d)
+  -> cross-attention; "" = null text
+- classifier-free guidance dropout: class {cfg.p_drop_class}, text {cfg.p_drop_text} (independent)
+- joint loss: denoising MSE + {cfg.class_loss_weight} x class cross-entropy (head on mid-block features)
+- Prototype Condition Mechanism: {cfg.prototypes_per_class} prototypes per class, strength {cfg.prototype_strength},
+  temperature {cfg.prototype_temperature}
+
+## Training
+- steps {outputs['steps']}, batch {cfg.batch_size} x accumulation {cfg.grad_accum} x {outputs['processes']} process(es),
+  lr {cfg.lr} ({cfg.lr_schedule}, warm-up {cfg.warmup_steps}), EMA decay {cfg.ema_decay}
+- device {outputs['device']}, mixed precision {outputs['mixed_precision']}
+- time {outputs['train_time_s']} s for this run, {outputs['images_per_s']} images/s, final loss {outputs['final_loss']}
+
+## Samples
+![samples]({outputs['files']['sample_grid']})
+
+## Load
+```python
+from diffusers import UNet2DConditionModel, DDPMScheduler
+unet = UNet2DConditionModel.from_pretrained("MODEL/unet")        # EMA weights
+scheduler = DDPMScheduler.from_pretrained("MODEL/scheduler")
+# or, with class map, text encoder, prototypes and intensity mapping:
+from medsynth.models.bundle import load_bundle
+bundle = load_bundle("MODEL")
+```
+
+## Recipe
+```yaml
+{recipe}
+```
+"""

@@ -1,0 +1,62 @@
+"""``medsynth train``: thin command; the work is in :mod:`medsynth.train.loop`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``train`` command to the ``medsynth`` app."""
+    app.command("train", no_args_is_help=True)(train_command)
+
+
+def train_command(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder (medsynth data import/demo).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to write.")],
+    store: Annotated[Path | None, typer.Option(
+        help="Description store (medsynth describe); without it the model is class-only.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="Recipe YAML (see examples/); options below override it.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps in total.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Images per step per process.")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    size: Annotated[int | None, typer.Option(help="Train at this square size (images resized).")] = None,
+    classes: Annotated[str | None, typer.Option(
+        help="Comma-separated classes to train on (default: all).")] = None,
+    splits: Annotated[str | None, typer.Option(
+        help="Comma-separated dataset splits to train on (default: train).")] = None,
+    text_encoder: Annotated[str | None, typer.Option(
+        help="Text encoder: a transformers folder or cached name (default: packaged all-MiniLM-L6-v2).")] = None,
+    mixed_precision: Annotated[str | None, typer.Option(
+        help="auto, no, fp16 or bf16 (bf16 also works on CPU).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of everything.")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    sample_every: Annotated[int | None, typer.Option(help="Sample grid every N steps (0 = end only).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
+    resume: Annotated[bool, typer.Option(
+        help="Continue from the newest checkpoint in --out (step, optimizer, LR, EMA, RNG).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
+) -> None:
+    """Train a class- and text-conditioned diffusion model (CCELLA dual head + VAP prototypes)."""
+    from medsynth.errors import BadUsageError
+    from medsynth.train.config import TrainConfig
+    from medsynth.train.loop import train
+    from medsynth.ui import out as stdout
+
+    if resume and overwrite:
+        raise BadUsageError("--resume and --overwrite contradict each other; pick one")
+    cfg = TrainConfig.from_yaml(config) if config else TrainConfig()
+    cfg = cfg.replace(
+        max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, size=size,
+        classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
+        splits=[s.strip() for s in splits.split(",") if s.strip()] if splits else None,
+        text_encoder=text_encoder, mixed_precision=mixed_precision, seed=seed,
+        checkpoint_every=checkpoint_every, sample_every=sample_every, num_threads=threads,
+    )
+    cfg = TrainConfig.from_dict(cfg.to_dict(), source="options")  # re-validate after overrides
+    folder = train(dataset, out, cfg=cfg, store_path=store, resume=resume, overwrite=overwrite)
+    stdout.print(f"model written to {folder}")

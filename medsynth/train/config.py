@@ -1,0 +1,229 @@
+"""The training recipe: a typed dataclass, loaded from / saved to YAML, validated on creation."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any
+
+from medsynth.errors import BadUsageError, MedsynthError
+
+#: Fields that may change when a run is resumed (everything else must match the checkpoint).
+RESUMABLE_CHANGES = ("max_steps", "checkpoint_every", "keep_checkpoints", "log_every",
+                     "sample_every", "sample_per_class", "sample_steps", "sample_guidance",
+                     "num_threads")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Recipe of ``medsynth train`` (YAML keys = field names; CLI options override them)."""
+
+    # --- data -------------------------------------------------------------------------------
+    size: int | None = None
+    """Square training size in pixels; None = the data's own size (images must then all match)."""
+    splits: list[str] = dataclasses.field(default_factory=lambda: ["train"])
+    """Dataset splits to train on. Evaluate refuses models that saw the test split."""
+    classes: list[str] | None = None
+    """Train on these classes only (None = all classes of the dataset)."""
+    hflip: str = "auto"
+    """Horizontal flips: auto (only for modalities without left/right meaning: XC, SM, GM, ES), yes, no."""
+    vflip: str = "auto"
+    """Vertical flips: auto (only dermoscopy/microscopy: XC, SM, GM), yes, no."""
+    # --- network ----------------------------------------------------------------------------
+    block_out_channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 64])
+    """UNet channels per resolution level."""
+    attention_levels: list[bool] = dataclasses.field(default_factory=lambda: [False, True, True])
+    """Cross-attention (text) per level; the mid block always attends."""
+    layers_per_block: int = 1
+    """ResNet layers per level."""
+    attention_head_dim: int = 8
+    """Channels per attention head."""
+    norm_num_groups: int = 8
+    """GroupNorm groups (must divide every block_out_channels entry)."""
+    latent: bool = False
+    """Latent diffusion with an AutoencoderKL (planned; must be false for now)."""
+    # --- conditioning -----------------------------------------------------------------------
+    text_encoder: str = "all-MiniLM-L6-v2"
+    """Text encoder: the packaged all-MiniLM-L6-v2 (default), or a transformers folder/name."""
+    text_encoder_kind: str = "auto"
+    """auto, encoder (last hidden state) or decoder (LLM hidden state of text_layer)."""
+    text_layer: int = -1
+    """Hidden-state layer for decoder LLMs (-1 = last)."""
+    max_text_tokens: int = 64
+    """Descriptions are truncated to this many tokens."""
+    p_drop_class: float = 0.1
+    """Probability of replacing the class by the null class (classifier-free guidance)."""
+    p_drop_text: float = 0.1
+    """Probability (independent of the class) of replacing the text by the null text."""
+    class_loss_weight: float = 0.1
+    """Weight of CCELLA's class-prediction cross-entropy added to the denoising MSE (0 = off)."""
+    prototypes_per_class: int = 32
+    """Prototype Condition Mechanism: k-means prototypes per class (token embeddings)."""
+    prototype_strength: float = 0.5
+    """Default pull of test-time text tokens toward the class prototypes (0 = off, 1 = full)."""
+    prototype_temperature: float = 0.05
+    """Softmax temperature of the attention over prototypes (small = nearest prototype)."""
+    # --- diffusion --------------------------------------------------------------------------
+    num_train_timesteps: int = 1000
+    """Diffusion steps of the training noise schedule."""
+    beta_schedule: str = "squaredcos_cap_v2"
+    """diffusers beta schedule: linear, scaled_linear or squaredcos_cap_v2."""
+    prediction_type: str = "epsilon"
+    """What the UNet predicts: epsilon, v_prediction or sample."""
+    # --- optimisation -----------------------------------------------------------------------
+    max_steps: int = 2000
+    """Optimizer steps in total (a resumed run continues up to this)."""
+    batch_size: int = 16
+    """Images per step per process (before gradient accumulation)."""
+    grad_accum: int = 1
+    """Gradient accumulation steps (effective batch = batch_size * grad_accum * processes)."""
+    lr: float = 2e-4
+    """Peak learning rate (AdamW)."""
+    lr_schedule: str = "cosine"
+    """cosine or constant (both after a linear warm-up)."""
+    warmup_steps: int = 100
+    """Linear warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 = off)."""
+    ema_decay: float = 0.999
+    """EMA decay (with diffusers' EMA warm-up, so early EMA weights follow the model)."""
+    mixed_precision: str = "auto"
+    """auto (bf16 on a bf16 GPU, fp16 on other GPUs, none on CPU), no, fp16, bf16 (also CPU)."""
+    seed: int = 0
+    """Seed of everything (init, batches, noise, dropout); runs are reproducible."""
+    num_threads: int | None = None
+    """CPU threads for torch (None = torch default)."""
+    # --- bookkeeping ------------------------------------------------------------------------
+    checkpoint_every: int = 500
+    """Write a resumable checkpoint every N steps (and at the end)."""
+    keep_checkpoints: int = 2
+    """Keep the newest N checkpoints."""
+    log_every: int = 10
+    """Write a train_log.csv row every N steps."""
+    sample_every: int = 1000
+    """Write a per-class sample grid every N steps (and at the end); 0 = only at the end."""
+    sample_per_class: int = 4
+    """Samples per class in a grid."""
+    sample_steps: int = 30
+    """DDIM steps for grid samples."""
+    sample_guidance: float = 2.0
+    """Classifier-free guidance scale for grid samples."""
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> None:
+            raise BadUsageError(f"train config: {msg}")
+
+        if self.size is not None and self.size < 8:
+            bad(f"size must be >= 8, got {self.size}")
+        if not self.splits:
+            bad("splits must not be empty")
+        for name in ("hflip", "vflip"):
+            if getattr(self, name) not in ("auto", "yes", "no"):
+                bad(f"{name} must be auto, yes or no, got {getattr(self, name)!r}")
+        if len(self.attention_levels) != len(self.block_out_channels):
+            bad("attention_levels needs one entry per block_out_channels level")
+        if any(c <= 0 or c % self.norm_num_groups for c in self.block_out_channels):
+            bad(f"norm_num_groups={self.norm_num_groups} must divide block_out_channels {self.block_out_channels}")
+        for name in ("p_drop_class", "p_drop_text", "prototype_strength"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                bad(f"{name} must be in [0, 1], got {v}")
+        if self.prototype_temperature <= 0:
+            bad("prototype_temperature must be > 0")
+        if self.class_loss_weight < 0:
+            bad("class_loss_weight must be >= 0")
+        if self.text_encoder_kind not in ("auto", "encoder", "decoder"):
+            bad(f"text_encoder_kind must be auto, encoder or decoder, got {self.text_encoder_kind!r}")
+        if self.beta_schedule not in ("linear", "scaled_linear", "squaredcos_cap_v2"):
+            bad(f"unknown beta_schedule {self.beta_schedule!r}")
+        if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
+            bad(f"unknown prediction_type {self.prediction_type!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            bad(f"lr_schedule must be cosine or constant, got {self.lr_schedule!r}")
+        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
+            bad(f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
+        for name in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints",
+                     "log_every", "sample_per_class", "sample_steps", "prototypes_per_class",
+                     "max_text_tokens", "num_train_timesteps", "layers_per_block"):
+            if getattr(self, name) < 1:
+                bad(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0 or self.sample_every < 0:
+            bad("warmup_steps and sample_every must be >= 0")
+        if not 0.0 < self.ema_decay < 1.0:
+            bad(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.lr <= 0:
+            bad("lr must be > 0")
+
+    # --- YAML -------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build from a dict; unknown keys and wrong types are errors naming ``source``."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise BadUsageError(f"{source}: unknown keys {unknown}",
+                                hint=f"known keys: {', '.join(known)}")
+        hints = typing.get_type_hints(cls)
+        for k, v in d.items():
+            if not _type_ok(v, hints[k]):
+                raise BadUsageError(f"{source}: {k} = {v!r} is not of type {hints[k]}")
+        try:
+            return cls(**d)
+        except BadUsageError as e:
+            raise BadUsageError(f"{source}: {e.message}", hint=e.hint) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        import yaml
+
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text("utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise MedsynthError(f"{path}: cannot read recipe ({e})") from e
+        if not isinstance(raw, dict):
+            raise MedsynthError(f"{path}: a recipe must be a YAML mapping of option: value")
+        return cls.from_dict(raw, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` (None values are ignored: 'option not given')."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def tiny(cls, **changes: Any) -> TrainConfig:
+        """A seconds-long recipe for tests of later stages: tiny UNet, 2 steps."""
+        base = dict(block_out_channels=[8, 16], attention_levels=[False, True], norm_num_groups=4,
+                    attention_head_dim=8, max_steps=2, batch_size=4, warmup_steps=0,
+                    checkpoint_every=2, sample_every=0, sample_per_class=1, sample_steps=2,
+                    log_every=1, prototypes_per_class=4)
+        base.update(changes)
+        return cls(**base)
+
+
+def _type_ok(v: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_type_ok(v, a) for a in args)
+    if tp is type(None):
+        return v is None
+    if origin is list:
+        return isinstance(v, list) and all(_type_ok(x, args[0]) for x in v)
+    if tp is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if tp is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, tp)

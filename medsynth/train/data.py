@@ -1,0 +1,192 @@
+"""Training data: the dataset decoded once into one in-memory tensor, texts chosen per image.
+
+Images are decoded (and resized to the recipe's size if needed) once, kept in their own dtype
+(uint8 / uint16) and mapped to [-1, 1] per batch. Augmentations are only those that cannot
+change the diagnosis: flips, and only where the modality has no meaningful orientation
+(dermoscopy, microscopy, endoscopy). Chest X-rays are never flipped: a flip moves the heart to
+the right and swaps left/right findings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medsynth.errors import MedsynthError
+from medsynth.train.config import TrainConfig
+
+#: Modalities whose images have no left/right meaning (dermoscopy/photo, microscopy, endoscopy).
+HFLIP_OK = {"XC", "SM", "GM", "ES"}
+#: Modalities whose images have no up/down meaning either.
+VFLIP_OK = {"XC", "SM", "GM"}
+
+
+@dataclasses.dataclass
+class TrainData:
+    """Decoded training images, labels and per-image texts."""
+
+    pixels: np.ndarray
+    """(N, C, H, W) in the data's own dtype."""
+    labels: np.ndarray
+    """(N,) class ids into :attr:`classes`."""
+    texts: list[str]
+    """Description per image; "" = none (class-only condition)."""
+    image_ids: list[str]
+    classes: list[str]
+    modality: str
+    dtype: str
+    hflip: bool
+    vflip: bool
+    n_described: int
+    source_size: tuple[int, int]
+
+    @property
+    def channels(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def size(self) -> int:
+        return int(self.pixels.shape[-1])
+
+    def __len__(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+def flips_for(modality: str, cfg: TrainConfig) -> tuple[bool, bool]:
+    """(horizontal, vertical) flip allowed for ``modality`` under the recipe's auto/yes/no."""
+    m = modality.upper()
+    h = m in HFLIP_OK if cfg.hflip == "auto" else cfg.hflip == "yes"
+    v = m in VFLIP_OK if cfg.vflip == "auto" else cfg.vflip == "yes"
+    return h, v
+
+
+def _resize(arr: np.ndarray, size: int) -> np.ndarray:
+    """Resize (C, H, W) to (C, size, size) with antialiasing, keeping the dtype and its range."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(arr.astype(np.float32))[None]
+    t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    info = np.iinfo(arr.dtype) if np.issubdtype(arr.dtype, np.integer) else None
+    out = t.numpy()
+    if info is not None:
+        out = np.clip(np.rint(out), info.min, info.max)
+    return out.astype(arr.dtype)
+
+
+def load_train_data(dataset: Any, cfg: TrainConfig, store: Any = None,
+                    progress: bool = True) -> TrainData:
+    """Select the recipe's splits/classes from ``dataset``, decode images, attach store texts.
+
+    Errors (MedsynthError) for unknown class names, a class without training images, images of
+    mixed shapes without a ``size``, and a store whose image ids or classes do not match.
+    """
+    from medsynth.ui import track
+
+    all_classes = list(dataset.classes)
+    classes = list(cfg.classes) if cfg.classes else all_classes
+    unknown = [c for c in classes if c not in all_classes]
+    if unknown:
+        raise MedsynthError(f"{dataset.root}: unknown classes {unknown}",
+                            hint=f"the dataset has: {', '.join(all_classes)}")
+    table = dataset.table
+    rows = table[table["split"].isin(cfg.splits) & table["class"].isin(classes)]
+    counts = rows["class"].value_counts()
+    empty = [c for c in classes if int(counts.get(c, 0)) == 0]
+    if empty:
+        raise MedsynthError(
+            f"{dataset.root}: no images of class(es) {empty} in split(s) {cfg.splits}",
+            hint="drop them with --classes, or train on more splits with --splits",
+        )
+    texts_by_id = _store_texts(dataset, store, classes) if store is not None else {}
+
+    arrays: list[np.ndarray] = []
+    shapes: set[tuple[int, ...]] = set()
+    items = [r for _, r in rows.iterrows()]
+    it = track(items, "decoding images") if progress else items
+    for r in it:
+        a = dataset.load(r).array
+        if a.ndim != 3:
+            raise MedsynthError(f"{dataset.root / str(r['path'])}: {a.ndim - 1}D data; medsynth train is 2D only",
+                                hint="train on 2D slices")
+        shapes.add(tuple(a.shape))
+        if cfg.size is not None and a.shape[1:] != (cfg.size, cfg.size):
+            a = _resize(a, cfg.size)
+        arrays.append(a)
+    chans = {s[0] for s in shapes}
+    if len(chans) > 1:
+        raise MedsynthError(f"{dataset.root}: images have mixed channel counts {sorted(chans)}")
+    if cfg.size is None:
+        sizes = {s[1:] for s in shapes}
+        if len(sizes) > 1 or any(h != w for h, w in sizes):
+            raise MedsynthError(
+                f"{dataset.root}: images are not all one square size ({sorted(sizes)[:4]})",
+                hint="set size: N in the recipe or --size N to resize them",
+            )
+    dtypes = {str(a.dtype) for a in arrays}
+    if len(dtypes) > 1:
+        raise MedsynthError(f"{dataset.root}: images have mixed dtypes {sorted(dtypes)}")
+    pixels = np.stack(arrays)
+    labels = np.array([classes.index(str(c)) for c in rows["class"]], dtype=np.int64)
+    ids = [str(i) for i in rows["image_id"]]
+    texts = [texts_by_id.get(i, "") for i in ids]
+    h, v = flips_for(dataset.modality, cfg)
+    first = next(iter(shapes))
+    return TrainData(pixels=pixels, labels=labels, texts=texts, image_ids=ids, classes=classes,
+                     modality=dataset.modality, dtype=str(pixels.dtype), hflip=h, vflip=v,
+                     n_described=sum(1 for t in texts if t), source_size=(first[1], first[2]))
+
+
+def _store_texts(dataset: Any, store: Any, classes: list[str]) -> dict[str, str]:
+    """image_id -> description text from the store; mismatching ids or classes are errors."""
+    known = dict(zip(dataset.table["image_id"].astype(str), dataset.table["class"].astype(str),
+                     strict=False))
+    extra = sorted(set(store.classes) - set(dataset.classes))
+    if extra:
+        raise MedsynthError(
+            f"{store.root}: the store has classes {extra} that the dataset {dataset.root} lacks",
+            hint="describe this dataset (medsynth describe DATASET --out STORE) or pick its store",
+        )
+    out: dict[str, str] = {}
+    wrong_id: list[str] = []
+    wrong_cls: list[str] = []
+    for image_id, rec in store.by_image().items():
+        if image_id not in known:
+            wrong_id.append(image_id)
+        elif known[image_id] != rec.cls:
+            wrong_cls.append(image_id)
+        elif rec.cls in classes and rec.text.strip():
+            out[image_id] = rec.text.strip()
+    if wrong_id or wrong_cls:
+        parts = []
+        if wrong_id:
+            parts.append(f"{len(wrong_id)} image ids not in the dataset (e.g. {wrong_id[:3]})")
+        if wrong_cls:
+            parts.append(f"{len(wrong_cls)} images with a different class (e.g. {wrong_cls[:3]})")
+        raise MedsynthError(
+            f"{store.root}: the store does not match the dataset {dataset.root}: " + "; ".join(parts),
+            hint="pass the store made from this dataset by medsynth describe",
+        )
+    return out
+
+
+def batch_tensors(data: TrainData, idx: Any, gen: Any, mapping: Any) -> Any:
+    """Images ``idx`` as float32 [-1, 1] ``(B, C, H, W)`` with seeded flips from ``gen``."""
+    import torch
+
+    x = torch.from_numpy(mapping.from_pixels(data.pixels[idx.numpy()]))
+    b = x.shape[0]
+    if data.hflip:
+        m = torch.rand(b, generator=gen) < 0.5
+        x[m] = x[m].flip(-1)
+    if data.vflip:
+        m = torch.rand(b, generator=gen) < 0.5
+        x[m] = x[m].flip(-2)
+    return x
+
+
+def cache_dir(out: Path) -> Path:
+    return Path(out) / "checkpoints" / "cache"

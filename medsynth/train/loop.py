@@ -1,0 +1,551 @@
+"""The training loop (accelerate): CCELLA dual-head conditioning, joint loss, CFG dropout, EMA.
+
+One optimizer step =
+  1. a seeded batch (indices, flips, noise, timesteps and condition dropout all come from a
+     generator seeded by (seed, step, micro-batch, process), so a resumed run draws exactly the
+     batches the uninterrupted run would have drawn);
+  2. class ids -> null class with ``p_drop_class``, texts -> null text with ``p_drop_text``
+     (independently), for classifier-free guidance;
+  3. the UNet predicts the noise; loss = MSE + ``class_loss_weight`` * cross-entropy of a small
+     head on the UNet's mid-block features (forward hook) against the true class;
+  4. AdamW step (gradient accumulation, clipping, AMP via accelerate), LR schedule, EMA update.
+
+Checkpoints (``accelerator.save_state``: model, head, optimizer, LR schedule, EMA, RNG states,
+plus the step) are written every ``checkpoint_every`` steps into a temporary folder and renamed,
+so a killed run resumes from the last complete one with ``--resume``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medsynth.artifacts import (
+    MANIFEST_NAME,
+    atomic_write_bytes,
+    atomic_write_text,
+    input_ref,
+    prepare_output_dir,
+    write_manifest,
+)
+from medsynth.errors import MedsynthError
+from medsynth.models.bundle import CLASS_HEAD_FILE, save_pretrained_atomic, write_model_info
+from medsynth.models.denoiser import DenoiserSpec, MidBlockTap, build_class_head, build_denoiser
+from medsynth.models.intensity import IntensityMapping
+from medsynth.models.prototypes import PROTOTYPE_FILE, build_prototypes, save_prototypes
+from medsynth.models.text_encoder import TextEncoderRef
+from medsynth.train.config import RESUMABLE_CHANGES, TrainConfig
+from medsynth.train.data import TrainData, batch_tensors, load_train_data
+from medsynth.ui import console
+
+CONFIG_NAME = "train_config.yaml"
+LOG_NAME = "train_log.csv"
+LOG_FIELDS = ["step", "loss", "mse", "class_ce", "lr", "images_per_s", "elapsed_s"]
+CKPT_PREFIX = "step-"
+
+
+def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
+          store_path: str | Path | None = None, resume: bool = False, overwrite: bool = False,
+          progress: bool = True) -> Path:
+    """Train a model on ``dataset_path`` (+ descriptions from ``store_path``) into ``out``.
+
+    Returns the model folder; load it with :func:`medsynth.models.bundle.load_bundle`.
+    """
+    from medsynth.data.dataset import open_dataset
+    from medsynth.store import open_store
+
+    dataset = open_dataset(dataset_path)
+    store = open_store(store_path) if store_path else None
+    out = Path(out)
+    if resume and not (out / "checkpoints").is_dir():
+        raise MedsynthError(f"{out}: nothing to resume (no checkpoints/ folder)",
+                            hint="start a new run without --resume")
+    prepare_output_dir(out, "train", resume=resume, overwrite=overwrite)
+    cfg = _check_resume_config(out, cfg) if resume else cfg
+    # The folder is about to change: it must not look complete until the new manifest is written.
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    atomic_write_text(out / CONFIG_NAME, cfg.to_yaml())
+    if cfg.num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.num_threads)
+    data = load_train_data(dataset, cfg, store, progress=progress)
+    if store is not None and data.n_described == 0:
+        raise MedsynthError(f"{store_path}: no description matches a training image of {dataset_path}",
+                            hint="describe the train split, or train class-only without --store")
+    return _Trainer(dataset, store, data, cfg, out, resume=resume, progress=progress).run()
+
+
+def _check_resume_config(out: Path, cfg: TrainConfig) -> TrainConfig:
+    """On resume, the recipe must match the saved one except for run-length/bookkeeping fields."""
+    saved_path = out / CONFIG_NAME
+    if not saved_path.is_file():
+        return cfg
+    saved = TrainConfig.from_yaml(saved_path)
+    diff = [k for k, v in cfg.to_dict().items()
+            if k not in RESUMABLE_CHANGES and saved.to_dict().get(k) != v]
+    if diff:
+        raise MedsynthError(
+            f"{saved_path}: the resumed run was trained with other settings for {diff}",
+            hint="resume with the same recipe (only max_steps and bookkeeping may change), "
+            "or start a new --out",
+        )
+    return cfg
+
+
+def _mixed_precision(cfg: TrainConfig) -> str:
+    import torch
+
+    if cfg.mixed_precision != "auto":
+        return cfg.mixed_precision
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def batch_indices(n: int, b: int, k: int, seed: int) -> Any:
+    """Indices of global micro-batch ``k``: seeded epoch permutations, ``b`` distinct per batch."""
+    import torch
+
+    per_epoch = max(1, n // b)
+    epoch, j = divmod(k, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    if n >= b:
+        return perm[j * b : (j + 1) * b]
+    return perm.repeat(math.ceil(b / n))[:b]
+
+
+class _Trainer:
+    def __init__(self, dataset: Any, store: Any, data: TrainData, cfg: TrainConfig, out: Path, *,
+                 resume: bool, progress: bool) -> None:
+        self.dataset, self.store, self.data, self.cfg, self.out = dataset, store, data, cfg, out
+        self.resume, self.progress = resume, progress
+        self.ckdir = out / "checkpoints"
+
+    # --- setup ------------------------------------------------------------------------------
+    def _text_features(self) -> None:
+        """Encode every distinct description once; cache on disk (keyed by encoder + texts)."""
+        import torch
+        from safetensors.torch import load_file, save
+
+        cfg, data = self.cfg, self.data
+        ref = TextEncoderRef(name=cfg.text_encoder, kind=cfg.text_encoder_kind, layer=cfg.text_layer,
+                             max_tokens=cfg.max_text_tokens)
+        uniq = [""] + sorted({t for t in data.texts if t})
+        key = hashlib.sha256(json.dumps([ref.to_dict(), uniq]).encode()).hexdigest()[:16]
+        cache = self.ckdir / "cache" / f"text_{key}.safetensors"
+        meta_path = cache.with_suffix(".json")
+        if cache.is_file() and meta_path.is_file():
+            t = load_file(str(cache))
+            hidden, mask = t["hidden"], t["mask"]
+            ref = TextEncoderRef.from_dict(json.loads(meta_path.read_text()))
+        elif len(uniq) == 1:
+            # Class-only training: only the encoder's width is needed, not the encoder itself.
+            from transformers import AutoConfig
+
+            from medsynth.models.text_encoder import null_text, resolve_text_encoder
+
+            conf = AutoConfig.from_pretrained(resolve_text_encoder(cfg.text_encoder))
+            ref.hidden_size = int(getattr(conf, "hidden_size", 0) or getattr(conf, "n_embd", 0))
+            ref.model_type = str(getattr(conf, "model_type", ""))
+            if ref.kind == "auto":
+                ref.kind = "decoder" if getattr(conf, "is_decoder", False) else "encoder"
+            hidden, mask = null_text(1, ref.hidden_size)
+        else:
+            from medsynth.models.text_encoder import TextEncoder
+
+            console.print(f"encoding {len(uniq) - 1} distinct descriptions with {cfg.text_encoder}")
+            enc = TextEncoder(ref)
+            hidden, mask = enc.encode(uniq)
+            ref = enc.ref
+            del enc
+        if not cache.is_file():
+            atomic_write_bytes(cache, save({"hidden": hidden.contiguous(), "mask": mask.contiguous()}))
+            atomic_write_text(meta_path, json.dumps(ref.to_dict()))
+        self.text_ref = ref
+        self.text_hidden, self.text_mask = hidden, mask
+        index = {t: i for i, t in enumerate(uniq)}
+        self.text_idx = torch.tensor([index[t] for t in data.texts], dtype=torch.long)
+
+    def run(self) -> Path:
+        import torch
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+        from diffusers import DDPMScheduler, UNet2DConditionModel
+        from diffusers.optimization import get_scheduler
+        from diffusers.training_utils import EMAModel
+
+        cfg, data = self.cfg, self.data
+        mp = _mixed_precision(cfg)
+        acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum,
+                          cpu=not torch.cuda.is_available())
+        self.acc = acc
+        set_seed(cfg.seed)
+        self.mapping = IntensityMapping.for_data(data.pixels)
+        self._text_features()
+        # Prototype banks from the raw training features of the described images.
+        described = self.text_idx > 0
+        self.prototypes = build_prototypes(
+            self.text_hidden[self.text_idx[described]], self.text_mask[self.text_idx[described]],
+            torch.from_numpy(data.labels)[described], len(data.classes), cfg.prototypes_per_class,
+            seed=cfg.seed) if bool(described.any()) else {}
+
+        self.spec = DenoiserSpec(
+            channels=data.channels, size=data.size, n_classes=len(data.classes),
+            cross_attention_dim=self.text_ref.hidden_size,
+            block_out_channels=tuple(cfg.block_out_channels),
+            attention_levels=tuple(cfg.attention_levels), layers_per_block=cfg.layers_per_block,
+            attention_head_dim=cfg.attention_head_dim, norm_num_groups=cfg.norm_num_groups,
+            latent=cfg.latent)
+        unet = build_denoiser(self.spec)
+        head = build_class_head(self.spec)
+        tap = MidBlockTap(unet)
+        self.noise_sched = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps,
+                                         beta_schedule=cfg.beta_schedule,
+                                         prediction_type=cfg.prediction_type)
+        ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True,
+                       model_cls=UNet2DConditionModel, model_config=unet.config)
+        opt = torch.optim.AdamW(list(unet.parameters()) + list(head.parameters()), lr=cfg.lr,
+                                weight_decay=cfg.weight_decay)
+        lr_sched = get_scheduler("cosine" if cfg.lr_schedule == "cosine" else "constant_with_warmup",
+                                 opt, num_warmup_steps=cfg.warmup_steps * acc.num_processes,
+                                 num_training_steps=cfg.max_steps * acc.num_processes)
+        unet, head, opt, lr_sched = acc.prepare(unet, head, opt, lr_sched)
+        ema.to(acc.device)
+        acc.register_for_checkpointing(ema)
+        self.unet, self.head, self.opt, self.lr_sched, self.ema, self.tap = (
+            unet, head, opt, lr_sched, ema, tap)
+
+        start = self._load_checkpoint() if self.resume else 0
+        self._open_log(start)
+        try:
+            step = self._loop(start)
+        except Exception as e:
+            oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+            if isinstance(e, oom):
+                raise MedsynthError(
+                    f"out of GPU memory at batch size {cfg.batch_size} and {data.size}px",
+                    hint="lower --batch-size (raise --grad-accum to keep the effective batch), use "
+                    "mixed_precision bf16/fp16 or a smaller UNet; finished checkpoints are kept, "
+                    "rerun with --resume",
+                ) from None
+            raise
+        finally:
+            self._close_log()
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            self._export(step)
+        acc.wait_for_everyone()
+        return self.out
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def _checkpoints(self) -> list[Path]:
+        if not self.ckdir.is_dir():
+            return []
+        found = [p for p in self.ckdir.iterdir()
+                 if p.is_dir() and p.name.startswith(CKPT_PREFIX) and (p / "state.json").is_file()]
+        return sorted(found, key=lambda p: int(p.name[len(CKPT_PREFIX):]))
+
+    def _load_checkpoint(self) -> int:
+        ckpts = self._checkpoints()
+        if not ckpts:
+            raise MedsynthError(f"{self.ckdir}: no complete checkpoint to resume from",
+                                hint="start again without --resume (use --overwrite)")
+        last = ckpts[-1]
+        try:
+            state = json.loads((last / "state.json").read_text())
+            self.acc.load_state(str(last))
+        except Exception as e:
+            raise MedsynthError(
+                f"{last}: checkpoint is corrupt or incompatible ({type(e).__name__}: {e})",
+                hint=f"delete {last} to resume from the previous checkpoint"
+                if len(ckpts) > 1 else "start again with --overwrite",
+            ) from None
+        step = int(state["step"])
+        console.print(f"resumed from {last} (step {step})")
+        return step
+
+    def _save_checkpoint(self, step: int) -> None:
+        acc = self.acc
+        final = self.ckdir / f"{CKPT_PREFIX}{step:07d}"
+        tmp = self.ckdir / f".{final.name}.part"
+        if acc.is_main_process and tmp.exists():
+            shutil.rmtree(tmp)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        if acc.is_main_process:
+            atomic_write_text(tmp / "state.json", json.dumps({"step": step}))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            for old in self._checkpoints()[: -self.cfg.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    # --- log ---------------------------------------------------------------------------------
+    def _open_log(self, start: int) -> None:
+        path = self.out / LOG_NAME
+        rows: list[dict[str, str]] = []
+        if path.is_file():
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+        # Keep only what the resumed-from state had logged: the curve then continues it.
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+        if self.acc.is_main_process:
+            atomic_write_text(path, buf.getvalue())
+        self._log = open(path, "a", newline="") if self.acc.is_main_process else None  # noqa: SIM115
+        self._tb = None
+        if self.acc.is_main_process:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.out / "tensorboard"), purge_step=start + 1)
+            except Exception:  # tensorboard not installed: the CSV is the log
+                self._tb = None
+
+    def _write_log(self, row: dict[str, Any]) -> None:
+        if self._log is None:
+            return
+        csv.DictWriter(self._log, fieldnames=LOG_FIELDS).writerow(row)
+        self._log.flush()
+        if self._tb is not None:
+            for k in ("loss", "mse", "class_ce", "lr"):
+                self._tb.add_scalar(f"train/{k}", float(row[k]), int(row["step"]))
+
+    def _close_log(self) -> None:
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+        if getattr(self, "_tb", None) is not None:
+            self._tb.close()
+
+    # --- the loop ----------------------------------------------------------------------------
+    def _loop(self, start: int) -> int:
+        import torch
+        import torch.nn.functional as F
+        from rich.progress import TextColumn
+
+        from medsynth.ui import progress_bar
+
+        cfg, data, acc = self.cfg, self.data, self.acc
+        unet, head, opt, lr_sched, ema = self.unet, self.head, self.opt, self.lr_sched, self.ema
+        n, b, null = len(data), cfg.batch_size, len(data.classes)
+        labels = torch.from_numpy(data.labels)
+        t0 = time.perf_counter()
+        win: dict[str, float] = {"loss": 0.0, "mse": 0.0, "ce": 0.0, "n": 0}
+        win_t, win_imgs = time.perf_counter(), 0
+        step = start
+        unet.train()
+        head.train()
+        bar = progress_bar(TextColumn("loss {task.fields[loss]}"), transient=False)
+        bar.disable = bar.disable or not self.progress or not acc.is_main_process
+        with bar:
+            task = bar.add_task("training", total=cfg.max_steps, completed=start, rate="", loss="-")
+            while step < cfg.max_steps:
+                for micro in range(cfg.grad_accum):
+                    k = (step * cfg.grad_accum + micro) * acc.num_processes + acc.process_index
+                    g = torch.Generator().manual_seed(cfg.seed * 7_919 + k * 2 + 1)
+                    idx = batch_indices(n, b, k, cfg.seed)
+                    x0 = batch_tensors(data, idx, g, self.mapping)
+                    bs = x0.shape[0]
+                    y = labels[idx]
+                    c = y.clone()
+                    c[torch.rand(bs, generator=g) < cfg.p_drop_class] = null
+                    tidx = self.text_idx[idx].clone()
+                    tidx[torch.rand(bs, generator=g) < cfg.p_drop_text] = 0  # 0 = null text
+                    hidden, mask = self.text_hidden[tidx], self.text_mask[tidx]
+                    noise = torch.randn(x0.shape, generator=g)
+                    t = torch.randint(0, cfg.num_train_timesteps, (bs,), generator=g)
+                    dev = acc.device
+                    x0, noise, t, y, c = x0.to(dev), noise.to(dev), t.to(dev), y.to(dev), c.to(dev)
+                    hidden, mask = hidden.to(dev), mask.to(dev)
+                    xt = self.noise_sched.add_noise(x0, noise, t)
+                    if cfg.prediction_type == "epsilon":
+                        target = noise
+                    elif cfg.prediction_type == "v_prediction":
+                        target = self.noise_sched.get_velocity(x0, noise, t)
+                    else:
+                        target = x0
+                    with acc.accumulate(unet, head), acc.autocast():
+                        pred = unet(xt, t, encoder_hidden_states=hidden, class_labels=c,
+                                    encoder_attention_mask=mask).sample
+                        mse = F.mse_loss(pred.float(), target.float())
+                        if cfg.class_loss_weight > 0:
+                            ce = F.cross_entropy(head(self.tap.features).float(), y)
+                        else:
+                            ce = torch.zeros((), device=dev)
+                        loss = mse + cfg.class_loss_weight * ce
+                        acc.backward(loss)
+                        if acc.sync_gradients and cfg.max_grad_norm > 0:
+                            acc.clip_grad_norm_(list(unet.parameters()) + list(head.parameters()),
+                                                cfg.max_grad_norm)
+                        opt.step()
+                        lr_sched.step()
+                        opt.zero_grad(set_to_none=True)
+                    win["loss"] += float(loss.detach()) / cfg.grad_accum
+                    win["mse"] += float(mse.detach()) / cfg.grad_accum
+                    win["ce"] += float(ce.detach()) / cfg.grad_accum
+                    win_imgs += bs * acc.num_processes
+                if not math.isfinite(win["loss"]):
+                    raise MedsynthError(
+                        f"training diverged at step {step + 1} (loss is {win['loss']})",
+                        hint="lower lr, raise warmup_steps, or use mixed_precision no/bf16; "
+                        "rerun with --resume from the last good checkpoint")
+                ema.step(acc.unwrap_model(unet).parameters())
+                step += 1
+                win["n"] += 1
+                if step % cfg.log_every == 0 or step == cfg.max_steps:
+                    dt = time.perf_counter() - win_t
+                    m = max(1, int(win["n"]))
+                    row = {"step": step, "loss": f"{win['loss'] / m:.6f}",
+                           "mse": f"{win['mse'] / m:.6f}", "class_ce": f"{win['ce'] / m:.6f}",
+                           "lr": f"{lr_sched.get_last_lr()[0]:.3e}",
+                           "images_per_s": f"{win_imgs / max(dt, 1e-9):.2f}",
+                           "elapsed_s": f"{time.perf_counter() - t0:.1f}"}
+                    self._write_log(row)
+                    bar.update(task, loss=row["loss"], rate=f"{win_imgs / max(dt, 1e-9):.1f} img/s")
+                    win = {"loss": 0.0, "mse": 0.0, "ce": 0.0, "n": 0}
+                    win_t, win_imgs = time.perf_counter(), 0
+                bar.update(task, completed=step)
+                if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+                    self._save_checkpoint(step)
+                if cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.max_steps \
+                        and acc.is_main_process:
+                    self._grid(step)
+                    unet.train()
+        self.train_time = time.perf_counter() - t0
+        self.images_seen = (step - start) * cfg.batch_size * cfg.grad_accum * acc.num_processes
+        return step
+
+    # --- samples and export -----------------------------------------------------------------
+    def _grid(self, step: int) -> Path:
+        """Per-class sample grid with the EMA weights (rows = classes)."""
+        import torch
+
+        from medsynth.models.prototypes import apply_prototypes
+        from medsynth.train.samplegrid import grid_image, sample, save_grid
+
+        cfg, data = self.cfg, self.data
+        unet = self.acc.unwrap_model(self.unet)
+        params = list(unet.parameters())
+        self.ema.store(params)
+        self.ema.copy_to(params)
+        unet.eval()
+        try:
+            rng = np.random.default_rng(cfg.seed)
+            cls_ids, tix = [], []
+            for ci in range(len(data.classes)):
+                pool = [int(self.text_idx[i]) for i in np.flatnonzero(data.labels == ci)]
+                pool = [p for p in pool if p > 0] or [0]
+                for _ in range(cfg.sample_per_class):
+                    cls_ids.append(ci)
+                    tix.append(pool[int(rng.integers(len(pool)))])
+            hidden = self.text_hidden[tix]
+            mask = self.text_mask[tix]
+            hidden = apply_prototypes(hidden, mask, cls_ids, self.prototypes,
+                                      cfg.prototype_strength, cfg.prototype_temperature)
+            with torch.no_grad(), self.acc.autocast():
+                x = sample(unet, dict(self.noise_sched.config), cls_ids, hidden, mask,
+                           null_class=len(data.classes), channels=data.channels, size=data.size,
+                           steps=cfg.sample_steps, guidance=cfg.sample_guidance, seed=cfg.seed,
+                           device=self.acc.device)
+        finally:
+            self.ema.restore(params)
+        pixels = self.mapping.to_pixels(x)
+        img = grid_image(pixels, data.classes, cfg.sample_per_class, low=self.mapping.low,
+                         high=self.mapping.high)
+        path = save_grid(img, self.out / "samples" / f"step_{step:07d}.png")
+        save_grid(img, self.out / "samples" / "grid.png")
+        return path
+
+    def _export(self, step: int) -> None:
+        from safetensors.torch import save
+
+        cfg, data, out = self.cfg, self.data, self.out
+        grid = self._grid(step)
+        unet = self.acc.unwrap_model(self.unet)
+        head = self.acc.unwrap_model(self.head)
+        save_pretrained_atomic(unet, out / "unet_raw")
+        params = list(unet.parameters())
+        self.ema.store(params)
+        self.ema.copy_to(params)
+        save_pretrained_atomic(unet, out / "unet")
+        self.ema.restore(params)
+        save_pretrained_atomic(self.noise_sched, out / "scheduler")
+        atomic_write_bytes(out / CLASS_HEAD_FILE,
+                           save({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}))
+        if self.prototypes:
+            save_prototypes(out / PROTOTYPE_FILE, self.prototypes, data.classes)
+        info = {
+            "classes": data.classes,
+            "null_class": len(data.classes),
+            "channels": data.channels,
+            "size": data.size,
+            "spatial_dims": 2,
+            "dtype": data.dtype,
+            "modality": data.modality,
+            "denoiser": "unet2d",
+            "prediction_type": cfg.prediction_type,
+            "intensity": self.mapping.to_dict(),
+            "text_encoder": self.text_ref.to_dict(),
+            "prototypes": {"file": PROTOTYPE_FILE if self.prototypes else None,
+                           "per_class": cfg.prototypes_per_class,
+                           "strength": cfg.prototype_strength,
+                           "temperature": cfg.prototype_temperature,
+                           "classes_with_bank": sorted(self.prototypes)},
+            "conditioning": {"class": "timestep embedding (num_class_embeds = n_classes + 1)",
+                             "text": "cross-attention over token features",
+                             "p_drop_class": cfg.p_drop_class, "p_drop_text": cfg.p_drop_text,
+                             "null_text": "one all-zero token"},
+            "class_head": CLASS_HEAD_FILE,
+            "augmentation": {"hflip": data.hflip, "vflip": data.vflip},
+            "train_splits": list(cfg.splits),
+            "steps": step,
+        }
+        write_model_info(out, info)
+        final_loss = _last_loss(out / LOG_NAME)
+        speed = self.images_seen / self.train_time if self.train_time > 0 else None
+        outputs = {
+            "classes": data.classes, "channels": data.channels, "size": data.size,
+            "dtype": data.dtype, "modality": data.modality, "spatial_dims": 2,
+            "steps": step, "n_train_images": len(data), "n_described": data.n_described,
+            "final_loss": final_loss, "train_time_s": round(self.train_time, 1),
+            "images_per_s": round(speed, 2) if speed else None,
+            "mixed_precision": self.acc.mixed_precision, "processes": self.acc.num_processes,
+            "device": str(self.acc.device),
+            "files": {"unet": "unet", "unet_raw": "unet_raw", "scheduler": "scheduler",
+                      "model_info": "medsynth_model.json", "log": LOG_NAME,
+                      "sample_grid": str(grid.relative_to(out)), "card": "README.md"},
+        }
+        inputs = [input_ref(self.dataset.root, "data")]
+        if self.store is not None:
+            inputs.append(input_ref(self.store.root, "describe"))
+        config = {**cfg.to_dict(), "train_splits": list(cfg.splits),
+                  "dataset_sha256": self.dataset.sha256,
+                  "store_sha256": self.store.sha256 if self.store is not None else None}
+        from medsynth.train.card import model_card
+
+        atomic_write_text(out / "README.md", model_card(self.dataset, self.store, data, cfg, info,
+                                                        outputs))
+        write_manifest(out, "train", config=config, inputs=inputs, outputs=outputs)
+
+
+def _last_loss(path: Path) -> float | None:
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return float(rows[-1]["loss"]) if rows else None
+    except (OSError, KeyError, ValueError):
+        return None
