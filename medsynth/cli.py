@@ -33,12 +33,12 @@ class _Group(TyperGroup):
 
             console.print("[bold red]error:[/] ", end="", soft_wrap=True)
             console.print(str(e), soft_wrap=True, markup=False)
-            raise click.exceptions.Exit(e.exit_code) from None
+            raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             from medsynth.ui import console
 
             console.print("[yellow]interrupted[/]: finished work is kept; rerun with --resume to continue")
-            raise click.exceptions.Exit(130) from None
+            raise typer.Exit(130) from None
 
 
 app = typer.Typer(
