@@ -82,6 +82,34 @@ def segment_lungs(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return halves[0], halves[1]
 
 
+def segment_heart(img: np.ndarray, left: np.ndarray, right: np.ndarray,
+                  expected: list[np.ndarray]) -> np.ndarray:
+    """The heart shadow: the non-lung region between the lung centres in the lower lung rows."""
+    h, w = img.shape
+    if not left.any() or not right.any():
+        return np.zeros_like(left)
+    rows = np.nonzero(expected[0].any(1) & expected[1].any(1))[0]
+    if len(rows) < 3:
+        return np.zeros_like(left)
+    top, bottom = rows.min(), rows.max()
+    xl, xr = int(np.nonzero(left)[1].mean()), int(np.nonzero(right)[1].mean())
+    box = np.zeros_like(left)
+    # The heart lies in the lower half of the lung fields, between the lung centres.
+    box[top + (bottom - top) // 2:bottom + 1, xl:xr + 1] = True
+    cand = box & ~left & ~right
+    cand = ndi.binary_opening(cand, iterations=max(1, h // 64))
+    lab, n = ndi.label(cand)
+    if n == 0:
+        return cand
+    # The component crossing the midline with the largest area.
+    mid = lab[:, (xl + xr) // 2]
+    ids = [i for i in np.unique(mid) if i]
+    if not ids:
+        return np.zeros_like(left)
+    areas = ndi.sum(cand, lab, ids)
+    return lab == ids[int(np.argmax(areas))]
+
+
 def measure_cxr(array: np.ndarray) -> dict[str, Any]:
     """Measure finding side, zone, opacity extent and the cardiothoracic ratio of a PA chest film.
 
@@ -100,9 +128,15 @@ def measure_cxr(array: np.ndarray) -> dict[str, Any]:
     hulls = [_hull_mask(m) for m in (img_left, img_right)]
     # Expected fields: own hull joined with the mirrored hull of the other side.
     expected = [hulls[0] | hulls[1][:, ::-1], hulls[1] | hulls[0][:, ::-1]]
+    heart = segment_heart(img, img_left, img_right, expected)
     extents, opaque = [], []
-    for lung, field in zip((img_left, img_right), expected, strict=True):
-        op = field & ~lung
+    lungs = (img_left, img_right)
+    for i, (lung, field) in enumerate(zip(lungs, expected, strict=True)):
+        # The heart shadow overlaps the medial lung fields; it is not an opacity.
+        op = field & ~lung & ~ndi.binary_dilation(heart, iterations=max(1, h // 64))
+        # Where the mirrored other lung is aerated but this one is not (catches opacities
+        # that merge with the heart shadow; a symmetric heart notch cancels out).
+        op |= field & ~lung & lungs[1 - i][:, ::-1]
         op = ndi.binary_opening(op, iterations=max(1, h // 64))
         extents.append(float(op.sum() / max(field.sum(), 1)))
         opaque.append(op)
@@ -126,16 +160,13 @@ def measure_cxr(array: np.ndarray) -> dict[str, Any]:
         top, bottom = fy.min(), fy.max()
         rel = (np.median(ys) - top) / max(bottom - top, 1)
         zone = "upper" if rel < 1 / 3 else "middle" if rel < 2 / 3 else "lower"
-    # Cardiothoracic ratio from the expected fields (opacities do not move the heart border).
+    # Cardiothoracic ratio: widest heart shadow over the widest outer distance of the lung fields.
     heart_w, thorax_w = 0.0, 0.0
-    rows = np.nonzero(expected[0].any(1) & expected[1].any(1))[0]
-    if len(rows):
-        lower = rows[rows >= rows.min() + (rows.max() - rows.min()) / 2]
-        for r in rows:
-            lx, rx = np.nonzero(expected[0][r])[0], np.nonzero(expected[1][r])[0]
-            thorax_w = max(thorax_w, float(rx.max() - lx.min() + 1))
-            if r in lower:
-                heart_w = max(heart_w, float(rx.min() - lx.max() - 1))
+    cols_l, cols_r = np.nonzero(expected[0].any(0))[0], np.nonzero(expected[1].any(0))[0]
+    if len(cols_l) and len(cols_r):
+        thorax_w = float(cols_r.max() - cols_l.min() + 1)
+    if heart.any():
+        heart_w = float(max(np.ptp(np.nonzero(r)[0]) + 1 for r in heart if r.any()))
     ctr = heart_w / thorax_w if thorax_w > 0 else 0.0
     return {
         "side": side,

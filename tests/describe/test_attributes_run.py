@@ -1,0 +1,81 @@
+"""End to end with the offline attributes backend: store layout, records, resume, show."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from medsynth.artifacts import read_jsonl, read_manifest
+from medsynth.cli import app
+from medsynth.store import open_store
+
+runner = CliRunner()
+
+
+def _invoke(*args: str) -> str:
+    res = runner.invoke(app, list(args))
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def test_describe_writes_a_store(derm_dataset: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    out = _invoke("describe", str(derm_dataset), "--out", str(store), "--concurrency", "1")
+    assert "described 8" in out
+    st = open_store(store)
+    assert st.classes == ["melanoma", "nevus"]
+    m = read_manifest(store, "describe")
+    assert m.outputs["status"] == "complete"
+    assert m.outputs["counts"] == {"melanoma": {"ok": 4, "failed": 0}, "nevus": {"ok": 4, "failed": 0}}
+    assert m.outputs["backends"] == ["attributes"]
+    assert m.inputs[0]["stage"] == "data"
+    labels = pd.read_csv(derm_dataset / "labels.csv").set_index("image_id")
+    for r in st.records():
+        assert r.backend == "attributes" and r.model.startswith("medsynth.measure/")
+        assert r.template_version.startswith("derm@1.0+")
+        assert r.text.startswith("A ") and " mm " in r.text and "lesion" in r.text
+        truth = labels.loc[r.image_id]
+        # The drawn diameter is recovered, and the colour drawn is the colour named.
+        assert r.attributes["diameter_mm"] == pytest.approx(truth["diameter_mm"], rel=0.12)
+        assert r.attributes["colors"] == [truth["colors"]]
+    summary = json.loads((store / "nevus" / "summary.json").read_text())
+    assert summary["n_ok"] == 4 and summary["attributes"]["colors"] == {"light_brown": 4}
+
+
+def test_resume_and_limit_give_one_record_per_image(derm_dataset: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    _invoke("describe", str(derm_dataset), "--out", str(store), "--limit", "3")
+    assert len(open_store(store).records()) == 3
+    res = runner.invoke(app, ["describe", str(derm_dataset), "--out", str(store)])
+    assert res.exit_code == 1 and "--resume" in res.output
+    out = _invoke("describe", str(derm_dataset), "--out", str(store), "--resume")
+    assert "described 5" in out and "skipped 3" in out
+    ids = [d["image_id"] for f in store.glob("*/descriptions.jsonl") for d in read_jsonl(f)]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == 8
+
+
+def test_split_option_and_show(derm_dataset: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    _invoke("describe", "--out", str(store), str(derm_dataset), "--split", "test")
+    assert len(open_store(store).records()) == 2
+    out = _invoke("describe", "show", str(store))
+    assert "melanoma" in out and "nevus" in out and "diameter_mm" in out and "colors" in out
+    out = _invoke("describe", "show", str(store), "--class", "nevus", "--n", "1")
+    assert "nevus" in out and "melanoma:" not in out
+
+
+def test_user_errors_are_clear(derm_dataset: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["describe", str(tmp_path / "nope"), "--out", str(tmp_path / "s")])
+    assert res.exit_code == 1 and "not a medsynth dataset" in res.output
+    res = runner.invoke(app, ["describe", str(derm_dataset), "--out", str(tmp_path / "s"),
+                              "--modality", "mri"])
+    assert res.exit_code == 1 and "attributes backend measures derm and cxr" in res.output
+    res = runner.invoke(app, ["describe", str(derm_dataset), "--out", str(tmp_path / "s"),
+                              "--backend", "openai"])
+    assert res.exit_code == 2 and "--base-url" in res.output
+    res = runner.invoke(app, ["describe", "show", str(tmp_path / "s2")])
+    assert res.exit_code == 1 and "medsynth.json" in res.output

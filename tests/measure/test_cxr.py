@@ -1,0 +1,39 @@
+"""measure_cxr on synthetic chest phantoms of known side, zone and heart size."""
+
+from __future__ import annotations
+
+import pytest
+
+from medsynth.measure import CXR_COLUMNS, measure_cxr
+from tests.measure.shapes import chest
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_normal_chest(size: int) -> None:
+    m = measure_cxr(chest(size))
+    assert set(m) == set(CXR_COLUMNS)
+    assert m["side"] == "none" and m["zone"] == "none" and m["opacity_extent"] == 0.0
+    assert m["ctr"] == pytest.approx(0.42, abs=0.06)
+
+
+def test_cardiomegaly_ctr() -> None:
+    small, big = measure_cxr(chest(128, heart_frac=0.4)), measure_cxr(chest(128, heart_frac=0.58))
+    assert big["ctr"] > 0.5 > small["ctr"]
+    assert big["heart_width_px"] > small["heart_width_px"]
+
+
+@pytest.mark.parametrize("side", ["left", "right", "bilateral"])
+@pytest.mark.parametrize("zone", ["upper", "lower"])
+def test_opacity_side_and_zone(side: str, zone: str) -> None:
+    """Radiological convention: the patient's left lung is on the image's right."""
+    if (side, zone) == ("bilateral", "lower"):
+        pytest.xfail("known limit: symmetric basal opacities touching the heart read as heart")
+    m = measure_cxr(chest(128, opacity=side, zone=zone))
+    assert m["side"] == side
+    assert m["zone"] == zone
+    assert 0.05 < m["opacity_extent"] < 0.6
+
+
+def test_effusion_is_lower_zone() -> None:
+    m = measure_cxr(chest(128, effusion="left"))
+    assert m["side"] == "left" and m["zone"] == "lower"

@@ -1,0 +1,58 @@
+"""measure_derm on synthetic lesions of known geometry and colour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medsynth.measure import DERM_COLUMNS, measure_derm
+from tests.measure.shapes import lesion
+
+
+@pytest.mark.parametrize("size", [64, 128])
+@pytest.mark.parametrize("semi", [0.15, 0.3])
+def test_diameter_of_ellipse(size: int, semi: float) -> None:
+    a, b = semi * size, semi * size * 0.6
+    m = measure_derm(lesion(size, a, b), 20 / size)
+    assert set(m) == set(DERM_COLUMNS)
+    assert m["diameter_mm"] == pytest.approx(2 * a * 20 / size, rel=0.08)
+    assert m["center_x"] == pytest.approx((size - 1) / 2, abs=1.0)
+
+
+def test_smooth_vs_ragged_border() -> None:
+    smooth = measure_derm(lesion(96, 28, 20), 20 / 96)
+    ragged = measure_derm(lesion(96, 28, 20, wobble=0.18), 20 / 96)
+    assert smooth["border"] == "regular" and smooth["border_irregularity"] < 0.3
+    assert ragged["border"] == "irregular" and ragged["border_irregularity"] > 0.6
+
+
+def test_asymmetry_counts_axes() -> None:
+    sym = measure_derm(lesion(96, 28, 18, angle=0.0), 20 / 96)
+    bulged = measure_derm(lesion(96, 22, 16, angle=0.0, lobe=0.5), 20 / 96)
+    assert sym["asymmetry"] == 0
+    assert bulged["asymmetry"] >= 1
+
+
+def test_colours_from_the_vocabulary() -> None:
+    one = measure_derm(lesion(96, 28, 20, color=(98, 58, 34)), 20 / 96)
+    two = measure_derm(lesion(96, 28, 20, color=(98, 58, 34), second=(104, 116, 138)), 20 / 96)
+    assert one["colors"] == "dark_brown" and one["n_colors"] == 1
+    assert two["colors"] == "dark_brown;blue_grey" and two["n_colors"] == 2
+
+
+def test_hairs_do_not_change_the_lesion() -> None:
+    clean = measure_derm(lesion(128, 36, 26), 20 / 128)
+    hairy = measure_derm(lesion(128, 36, 26, hairs=4, seed=3), 20 / 128)
+    assert hairy["hair"] >= 1 and clean["hair"] == 0
+    assert hairy["diameter_mm"] == pytest.approx(clean["diameter_mm"], rel=0.1)
+
+
+def test_skin_tone_orders_with_lightness() -> None:
+    tones = [measure_derm(lesion(64, 18, 14, skin=s, color=(60, 35, 20)), 20 / 64)["skin_tone"]
+             for s in [(240, 214, 190), (200, 150, 110), (120, 80, 55)]]
+    assert tones == sorted(tones) and tones[0] < tones[-1]
+
+
+def test_rejects_grayscale() -> None:
+    with pytest.raises(ValueError):
+        measure_derm(np.zeros((1, 32, 32), np.uint8), 0.3)
