@@ -9,7 +9,6 @@ import os
 import sys
 from typing import Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -21,7 +20,7 @@ _state = {"debug": bool(os.environ.get("MEDSYNTH_DEBUG"))}
 class _Group(TyperGroup):
     """The one place where user errors become a one-line message and an exit code."""
 
-    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
         from medsynth.errors import MedsynthError
 
         try:

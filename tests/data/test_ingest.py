@@ -116,6 +116,7 @@ def test_cli_info_import_and_errors(image_folder: Path, tmp_path: Path, pydicom_
     assert len(open_dataset(tmp_path / "ds").table) == 12
     r = runner.invoke(app, ["data", "import", str(image_folder), "--out", str(tmp_path / "ds")])
     assert r.exit_code == 1 and "already exists" in r.output
+    assert isinstance(r.exception, SystemExit)  # a handled error, not an escaped exception
     r = runner.invoke(app, ["data", "import", str(tmp_path / "nope"), "--out", str(tmp_path / "x")])
     assert r.exit_code == 1 and "no such file or folder" in r.output
     r = runner.invoke(app, ["data", "import", str(image_folder), "--out", str(tmp_path / "y"),
