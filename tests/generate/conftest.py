@@ -109,8 +109,21 @@ def gray16_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
                       channels=1, dtype="uint16", modality="DX")
 
 
+def train_model(root: Path, *, classes: list[str], channels: int, dtype: str, modality: str) -> Path:
+    """A model made by the real ``medsynth train`` (tiny recipe, 2 optimizer steps)."""
+    from medsynth.train.config import TrainConfig
+    from medsynth.train.loop import train
+
+    dataset = _dataset(root / "dataset", classes, channels, dtype, modality)
+    store = _store(root / "store", dataset, classes)
+    cfg = TrainConfig(block_out_channels=[16, 32], attention_levels=[False, True], max_steps=2,
+                      batch_size=4, warmup_steps=1, prototypes_per_class=4, checkpoint_every=2,
+                      log_every=1, sample_every=0, sample_per_class=1, sample_steps=2)
+    return train(dataset, root / "model", cfg=cfg, store_path=store, progress=False)
+
+
 @pytest.fixture(scope="session")
 def rgb_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An 8-bit RGB dermoscopy-like model (classes melanoma, nevus; modality XC)."""
-    return make_model(tmp_path_factory.mktemp("rgb"), classes=["melanoma", "nevus"],
-                      channels=3, dtype="uint8", modality="XC")
+    """An 8-bit RGB dermoscopy-like model (melanoma, nevus; XC) trained by ``medsynth train``."""
+    return train_model(tmp_path_factory.mktemp("rgb"), classes=["melanoma", "nevus"],
+                       channels=3, dtype="uint8", modality="XC")
