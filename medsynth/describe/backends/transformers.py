@@ -7,6 +7,7 @@ with left padding; CUDA (bf16 where supported, else fp16) is used when present, 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from medsynth.describe.backends import pil_image
@@ -51,6 +52,10 @@ class TransformersBackend:
                                 hint="pass a local folder saved with save_pretrained, or a model "
                                      "name already in the Hugging Face cache") from e
         self.net.to(self.device).eval()
+        # transformers 5 takes processor options in processor_kwargs, 4.x as plain kwargs.
+        sig = inspect.signature(self.processor.apply_chat_template).parameters
+        self._pad: dict[str, Any] = ({"processor_kwargs": {"padding": True}}
+                                     if "processor_kwargs" in sig else {"padding": True})
         tok = getattr(self.processor, "tokenizer", None)
         if tok is not None:
             tok.padding_side = "left"  # decoder-only generation needs left padding in a batch
@@ -63,7 +68,7 @@ class TransformersBackend:
 
         inputs = self.processor.apply_chat_template(
             [_messages(c) for c in convs], add_generation_prompt=True, tokenize=True,
-            return_dict=True, return_tensors="pt", padding=True)
+            return_dict=True, return_tensors="pt", **self._pad)
         inputs = inputs.to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.net.dtype)
