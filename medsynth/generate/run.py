@@ -226,7 +226,9 @@ def run_generate(cfg: GenerateConfig, *, resume: bool = False, overwrite: bool =
     from medsynth.models.bundle import load_bundle
     from medsynth.ui import console, progress_bar
 
-    state = PartialState()
+    # cpu=True without CUDA: processes started by `accelerate launch`/torchrun then form a gloo
+    # group (MULTI_CPU) instead of each believing it is alone.
+    state = PartialState(cpu=not torch.cuda.is_available())
     rank, world = state.process_index, state.num_processes
     out = Path(cfg.out)
     if state.is_main_process:
@@ -267,6 +269,8 @@ def run_generate(cfg: GenerateConfig, *, resume: bool = False, overwrite: bool =
     dicom_run = DicomRunInfo.from_dict(run_state["dicom"])
 
     done = _done(out) if resume else {}
+    # Every process must see the same finished set before any process writes a new record.
+    state.wait_for_everyone()
     todo = shard([s for s in plan if s.sample_id not in done], rank, world)
     if state.is_main_process and done:
         console.print(f"resuming: {len(done)} of {len(plan)} image(s) already done")
