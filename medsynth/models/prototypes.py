@@ -3,7 +3,8 @@
 A test-time description can combine attributes that never occurred together in training, so
 its text-encoder features may fall where the denoiser never saw a condition. This module keeps,
 per class ``c``, a bank of ``K`` prototype token vectors ``P_c`` (``K x D``): the k-means
-centroids of all real (unmasked) token features of the training descriptions of class ``c``.
+medoids of all real (unmasked) token features of the training descriptions of class ``c`` (k-means,
+then each centre replaced by its nearest real training token, so prototypes are seen tokens).
 
 Exact form. For a text of class ``c`` with token features ``h_1..h_L`` (``D`` each), every real
 token is replaced by
@@ -13,8 +14,9 @@ token is replaced by
     h'_i  = (1 - s) * h_i + s * p_i
 
 ``s`` = ``prototype_strength`` in ``[0, 1]`` (the knob: 0 = off, 1 = every token is a convex
-combination of training prototypes, i.e. inside the convex hull of the class's training
-tokens); ``tau`` = ``prototype_temperature`` (small = snap to the nearest prototype). The null
+combination of training tokens; with a small ``tau`` it is the nearest training token);
+``tau`` = ``prototype_temperature`` (small = snap to the nearest prototype). Defaults: K = 64,
+s = 0.8, tau = 0.01; :func:`in_distribution` is the measurement (docs/train.md). The null
 text (all-zero token) and padding are left untouched. Training uses the raw features; the
 mechanism acts at sampling time (``ModelBundle.encode_text(texts, classes)``).
 """
@@ -56,6 +58,13 @@ def kmeans(x: Any, k: int, *, iters: int = 25, seed: int = 0) -> Any:
     return c
 
 
+def medoids(x: Any, centers: Any) -> Any:
+    """The row of ``x`` nearest to each centre (prototypes are then real training tokens)."""
+    import torch
+
+    return x[torch.cdist(centers.float(), x.float()).argmin(1)].clone()
+
+
 def build_prototypes(hidden: Any, mask: Any, labels: Any, n_classes: int, k: int,
                      seed: int = 0) -> dict[int, Any]:
     """Per-class prototype banks from training features ``[N, L, D]``, mask ``[N, L]``, labels ``[N]``.
@@ -71,7 +80,7 @@ def build_prototypes(hidden: Any, mask: Any, labels: Any, n_classes: int, k: int
         toks = toks[toks.abs().sum(1) > 0]
         if toks.shape[0] == 0:
             continue
-        out[c] = kmeans(toks, k, seed=seed + c)
+        out[c] = medoids(toks, kmeans(toks, k, seed=seed + c))
     return out
 
 
@@ -115,18 +124,32 @@ def load_prototypes(path: Any) -> dict[int, Any]:
     return {int(k.split("_", 1)[1]): v for k, v in load_file(str(path)).items()}
 
 
-def distribution_distance(query: Any, reference: Any, ref_mask: Any, query_mask: Any) -> Any:
-    """Mean-pooled embedding distance of each query to its nearest reference (cosine distance).
+def in_distribution(query: Any, query_mask: Any, query_classes: list[int] | Any, train: Any,
+                    train_mask: Any, train_labels: Any, quantile: float = 0.95) -> Any:
+    """Per query text: is it inside its class's training distribution? (bool tensor ``[B]``)
 
-    Used to measure whether test-time conditions fall inside the training distribution:
-    compare with the leave-one-out nearest-neighbour distances of the references themselves.
+    Criterion (token level, what cross-attention sees): every real token of the query lies
+    within the class's ``quantile`` of leave-one-out nearest-neighbour distances among the
+    training tokens of that class. Returns ``(inside [B] bool, worst_ratio [B])`` where
+    ``worst_ratio`` = the query's largest token distance / that threshold.
     """
     import torch
-    import torch.nn.functional as F
 
-    def pool(h: Any, m: Any) -> Any:
-        m = m.float().unsqueeze(-1)
-        return F.normalize((h * m).sum(1) / m.sum(1).clamp(min=1), dim=-1)
-
-    q, r = pool(query, query_mask), pool(reference, ref_mask)
-    return (1 - q @ r.T).min(1).values.clamp(min=0) if q.shape[0] else torch.zeros(0)
+    toks: dict[int, Any] = {}
+    thr: dict[int, Any] = {}
+    for c in sorted({int(c) for c in query_classes}):
+        sel = train_labels == c
+        t = train[sel][train_mask[sel].bool()]
+        t = t[t.abs().sum(1) > 0]
+        d = torch.cdist(t, t)
+        d.fill_diagonal_(float("inf"))
+        toks[c] = t
+        thr[c] = torch.quantile(d.min(1).values, quantile)
+    inside, ratio = [], []
+    for i, c in enumerate(int(c) for c in query_classes):
+        q = query[i][query_mask[i].bool()]
+        q = q[q.abs().sum(1) > 0]
+        worst = torch.cdist(q, toks[c]).min(1).values.max() if q.shape[0] else torch.tensor(0.0)
+        ratio.append(float(worst / thr[c]))
+        inside.append(bool(worst <= thr[c]))
+    return torch.tensor(inside), torch.tensor(ratio)

@@ -98,9 +98,7 @@ class TextEncoder:
         self.model.requires_grad_(False)
         kind = ref.kind
         if kind == "auto":
-            kind = "encoder" if not getattr(config, "is_decoder", False) and not any(
-                a.endswith("ForCausalLM") for a in (getattr(config, "architectures", None) or [])
-            ) else "decoder"
+            kind = "decoder" if _is_decoder(config) else "encoder"
         self.kind = kind
         if self.tokenizer.pad_token is None:
             # Decoder LLMs often have no pad token; padding positions are masked out anyway.
@@ -151,6 +149,13 @@ class TextEncoder:
             feats.extend(h_chunk)  # type: ignore[arg-type]
             masks.extend(m_chunk)  # type: ignore[arg-type]
         return pad_features(feats)
+
+
+def _is_decoder(config: Any) -> bool:
+    """Decoder-only LLMs: flagged as decoders or saved with a causal-LM head."""
+    archs = getattr(config, "architectures", None) or []
+    return bool(getattr(config, "is_decoder", False)) or any(
+        "CausalLM" in a or "LMHead" in a for a in archs)
 
 
 def pad_features(feats: list[Any], length: int | None = None) -> tuple[Any, Any]:

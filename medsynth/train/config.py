@@ -58,11 +58,11 @@ class TrainConfig:
     """Probability (independent of the class) of replacing the text by the null text."""
     class_loss_weight: float = 0.1
     """Weight of CCELLA's class-prediction cross-entropy added to the denoising MSE (0 = off)."""
-    prototypes_per_class: int = 32
+    prototypes_per_class: int = 64
     """Prototype Condition Mechanism: k-means prototypes per class (token embeddings)."""
-    prototype_strength: float = 0.5
+    prototype_strength: float = 0.8
     """Default pull of test-time text tokens toward the class prototypes (0 = off, 1 = full)."""
-    prototype_temperature: float = 0.05
+    prototype_temperature: float = 0.01
     """Softmax temperature of the attention over prototypes (small = nearest prototype)."""
     # --- diffusion --------------------------------------------------------------------------
     num_train_timesteps: int = 1000

@@ -56,10 +56,12 @@ CKPT_PREFIX = "step-"
 
 def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
           store_path: str | Path | None = None, resume: bool = False, overwrite: bool = False,
-          progress: bool = True) -> Path:
+          progress: bool = True, interrupt_after: int | None = None) -> Path:
     """Train a model on ``dataset_path`` (+ descriptions from ``store_path``) into ``out``.
 
     Returns the model folder; load it with :func:`medsynth.models.bundle.load_bundle`.
+    ``interrupt_after`` (tests, time-boxed jobs) raises KeyboardInterrupt after that global step,
+    exactly as a kill would leave the folder: checkpoints kept, no manifest.
     """
     from medsynth.data.dataset import open_dataset
     from medsynth.store import open_store
@@ -83,7 +85,8 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
     if store is not None and data.n_described == 0:
         raise MedsynthError(f"{store_path}: no description matches a training image of {dataset_path}",
                             hint="describe the train split, or train class-only without --store")
-    return _Trainer(dataset, store, data, cfg, out, resume=resume, progress=progress).run()
+    return _Trainer(dataset, store, data, cfg, out, resume=resume, progress=progress,
+                    interrupt_after=interrupt_after).run()
 
 
 def _check_resume_config(out: Path, cfg: TrainConfig) -> TrainConfig:
@@ -127,8 +130,9 @@ def batch_indices(n: int, b: int, k: int, seed: int) -> Any:
 
 class _Trainer:
     def __init__(self, dataset: Any, store: Any, data: TrainData, cfg: TrainConfig, out: Path, *,
-                 resume: bool, progress: bool) -> None:
+                 resume: bool, progress: bool, interrupt_after: int | None = None) -> None:
         self.dataset, self.store, self.data, self.cfg, self.out = dataset, store, data, cfg, out
+        self.interrupt_after = interrupt_after
         self.resume, self.progress = resume, progress
         self.ckdir = out / "checkpoints"
 
@@ -153,13 +157,13 @@ class _Trainer:
             # Class-only training: only the encoder's width is needed, not the encoder itself.
             from transformers import AutoConfig
 
-            from medsynth.models.text_encoder import null_text, resolve_text_encoder
+            from medsynth.models.text_encoder import _is_decoder, null_text, resolve_text_encoder
 
             conf = AutoConfig.from_pretrained(resolve_text_encoder(cfg.text_encoder))
             ref.hidden_size = int(getattr(conf, "hidden_size", 0) or getattr(conf, "n_embd", 0))
             ref.model_type = str(getattr(conf, "model_type", ""))
             if ref.kind == "auto":
-                ref.kind = "decoder" if getattr(conf, "is_decoder", False) else "encoder"
+                ref.kind = "decoder" if _is_decoder(conf) else "encoder"
             hidden, mask = null_text(1, ref.hidden_size)
         else:
             from medsynth.models.text_encoder import TextEncoder
@@ -187,6 +191,12 @@ class _Trainer:
 
         cfg, data = self.cfg, self.data
         mp = _mixed_precision(cfg)
+        # train() may run several times in one process (notebooks, tests): accelerate's state is
+        # a singleton, so forget the previous run's precision/accumulation (the process group stays).
+        from accelerate.state import AcceleratorState, GradientState
+
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
         acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum,
                           cpu=not torch.cuda.is_available())
         self.acc = acc
@@ -425,6 +435,8 @@ class _Trainer:
                         and acc.is_main_process:
                     self._grid(step)
                     unet.train()
+                if self.interrupt_after is not None and step >= self.interrupt_after:
+                    raise KeyboardInterrupt
         self.train_time = time.perf_counter() - t0
         self.images_seen = (step - start) * cfg.batch_size * cfg.grad_accum * acc.num_processes
         return step

@@ -47,8 +47,8 @@ def make_store(root: Path, dataset: Dataset, *, seed: int = 0, skip: int = 0) ->
             for j, (_, r) in enumerate(grp.iterrows()):
                 if j < skip:
                     continue
-                colour = COLORS.get(str(cls), ["gray"])[int(rng.integers(2))]
-                shape = SHAPES.get(str(cls), ["irregular"])[int(rng.integers(2))]
+                colour = COLORS.get(str(cls), ["gray", "green"])[int(rng.integers(2))]
+                shape = SHAPES.get(str(cls), ["irregular", "flat"])[int(rng.integers(2))]
                 attrs = {"colour": colour, "shape": shape}
                 w.write(DescriptionRecord(
                     image_id=str(r["image_id"]), path=str(r["path"]), cls=str(cls),
