@@ -101,3 +101,8 @@ def import_cmd(
     console.print(f"[green]wrote[/] {len(ds.table)} images in {len(ds.classes)} classes to {ds.root}")
     for b in bad:
         console.print(f"  [yellow]skipped[/] {b}", markup=True)
+
+
+from medsynth.data.demo.cli import demo_app  # noqa: E402
+
+data_app.add_typer(demo_app, name="demo")
