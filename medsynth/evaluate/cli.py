@@ -1,0 +1,80 @@
+"""``medsynth evaluate``: does the synthetic data help? Benchmark, fidelity, privacy, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _split_list(values: list[str] | None) -> list[str]:
+    return [v.strip() for item in values or [] for v in str(item).split(",") if v.strip()]
+
+
+def evaluate_cmd(
+    real: Annotated[Path, typer.Option("--real", help="Real dataset folder (medsynth data); "
+                                       "its test split is the benchmark's test set.")],
+    synthetic: Annotated[
+        list[str], typer.Option("--synthetic", "-s", help="Synthetic set folder (medsynth "
+                                "generate); repeat it or separate with commas to compare sets.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder to write.")],
+    classifier: Annotated[
+        str, typer.Option("--classifier", help="Downstream classifier (MONAI): small, resnet10, "
+                          "resnet18, resnet34, densenet121 or efficientnet-b0.")] = "small",
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per benchmark setting (CIs are "
+                                       "over seeds).")] = 3,
+    real_fraction: Annotated[
+        str, typer.Option("--real-fraction", help="Comma-separated real training data per "
+                          "setting: fractions (1.0, 0.1) or images per class (20).")] = "1.0,0.1",
+    size: Annotated[int | None, typer.Option("--size", help="Classifier image size in pixels "
+                                             "(default: the data's, at most 64).")] = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Maximum classifier epochs.")] = 20,
+    patience: Annotated[int, typer.Option("--patience", help="Early-stopping patience (epochs "
+                                          "without a lower real val loss).")] = 5,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Classifier batch size.")] = 32,
+    lr: Annotated[float, typer.Option("--lr", help="Classifier learning rate.")] = 1e-3,
+    max_synthetic: Annotated[
+        int | None, typer.Option("--max-synthetic-per-class", help="Use at most this many "
+                                 "synthetic images per class.")] = None,
+    feature_size: Annotated[
+        int, typer.Option("--feature-size", help="Input size of the EfficientNet-Lite0 feature "
+                          "extractor (224 = native; smaller is faster).")] = 128,
+    near_copy_quantile: Annotated[
+        float, typer.Option("--near-copy-quantile", help="Near-copy threshold: this quantile "
+                            "of real test -> real train nearest-neighbour distances.")] = 0.01,
+    independent_model: Annotated[
+        bool, typer.Option("--independent-model", help="Accept generators trained on another "
+                           "dataset than --real (you vouch that they share no images).")] = False,
+    benchmark: Annotated[
+        bool, typer.Option("--benchmark/--no-benchmark", help="Run the downstream classifier "
+                           "benchmark (the slow part).")] = True,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or "
+                                        "cuda.")] = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a killed evaluation in "
+                                         "--out (finished benchmark runs are kept).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete an earlier evaluate "
+                                            "output in --out first.")] = False,
+) -> None:
+    """Benchmark a classifier on real vs real+synthetic vs synthetic data; FID/KID, privacy, report.
+
+    Example: medsynth evaluate --real DATA --synthetic SYNTH --out REPORT --real-fraction 1.0,0.1
+    """
+    from medsynth.evaluate.config import EvaluateConfig
+    from medsynth.evaluate.run import run_evaluate
+    from medsynth.ui import out as stdout
+
+    cfg = EvaluateConfig(
+        real=real, synthetic=[Path(p) for p in _split_list(synthetic)], out=out,
+        classifier=classifier, seeds=seeds, real_fractions=_split_list([real_fraction]),
+        size=size, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
+        max_synthetic_per_class=max_synthetic, feature_size=feature_size,
+        near_copy_quantile=near_copy_quantile, independent_model=independent_model,
+        benchmark=benchmark, device=device, resume=resume, overwrite=overwrite)
+    manifest = run_evaluate(cfg)
+    stdout.print(f"report: {Path(out) / manifest.outputs['report']}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``evaluate`` command to the ``medsynth`` app."""
+    app.command("evaluate", no_args_is_help=True)(evaluate_cmd)

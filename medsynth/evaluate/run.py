@@ -1,0 +1,205 @@
+"""The evaluation run: open inputs, benchmark, fidelity, privacy, adherence, report.
+
+Layout written (docs/artifacts.md)::
+
+    REPORT/
+      evaluate.json             the run's identity (resolved config): a resume must match it
+      runs.jsonl                one record per finished benchmark run (the resume state)
+      predictions/<run>.csv     test-set class probabilities of every benchmark run
+      classifiers/              the real-only reference classifier (class fidelity)
+      privacy/<set>.csv         nearest-neighbour distances of every synthetic image
+      plots/*.png               the report's figures
+      metrics.json              every figure, machine-readable
+      report.html               self-contained report (images embedded)
+      medsynth.json             stage "evaluate" (written last: a folder with it is complete)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from medsynth.artifacts import (
+    Manifest,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    input_ref,
+    prepare_output_dir,
+    to_jsonable,
+    write_manifest,
+)
+from medsynth.errors import MedsynthError
+from medsynth.evaluate.config import EvaluateConfig
+
+RUN_FILE = "evaluate.json"
+IDENTITY_IGNORES = ("out", "resume", "overwrite", "device")
+
+
+def _identity(cfg: EvaluateConfig) -> dict[str, Any]:
+    d = to_jsonable(cfg)
+    d["real"] = str(Path(cfg.real).resolve())
+    d["synthetic"] = [str(Path(p).resolve()) for p in cfg.synthetic]
+    return {k: v for k, v in d.items() if k not in IDENTITY_IGNORES}
+
+
+def _check_identity(out: Path, cfg: EvaluateConfig) -> None:
+    """A resumed run must be the same evaluation; a fresh one records its identity."""
+    path = out / RUN_FILE
+    ident = _identity(cfg)
+    if path.is_file():
+        old = json.loads(path.read_text("utf-8"))
+        diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
+        if diff:
+            raise MedsynthError(f"{out}: holds an evaluation with other settings ({', '.join(diff)})",
+                                hint="use --overwrite to start again, or another --out")
+    else:
+        atomic_write_json(path, ident)
+
+
+def reference_classifier(cfg: EvaluateConfig, out: Path, classes: list[str], train: Any,
+                         val: Any, *, flips: bool, device: str) -> Any:
+    """Real-only classifier on all real train images (seed 0): from the benchmark, else trained."""
+    import torch
+
+    from medsynth.evaluate.benchmark import REFERENCE_MODEL
+    from medsynth.evaluate.classifier import build_classifier, train_classifier
+
+    path = out / REFERENCE_MODEL
+    if path.is_file():
+        model = build_classifier(cfg.classifier, int(train.x.shape[1]), len(classes),
+                                 int(train.x.shape[-1]))
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.to(device).eval()
+    v = val if len(val) else train
+    res = train_classifier(cfg.classifier, train.x, train.y, v.x, v.y, n_classes=len(classes),
+                           seed=0, epochs=cfg.epochs, patience=cfg.patience,
+                           batch_size=cfg.batch_size, lr=cfg.lr, flips=flips, device=device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(res.model.state_dict(), tmp)
+    return res.model
+
+
+def _write_privacy_csv(out: Path, name: str, synth: Any, details: dict[str, Any],
+                       train: Any) -> None:
+    import pandas as pd
+
+    d = details["sets"][name]
+    df = pd.DataFrame({"sample_id": synth.ids, "nn_feature_distance": d["feature"].numpy(),
+                       "nn_pixel_distance": d["pixel"].numpy(),
+                       "nn_pixel_image_id": [train.ids[int(i)] for i in d["pixel_nn"]]})
+    buf = io.StringIO()
+    df.to_csv(buf, index=False)
+    atomic_write_bytes(out / "privacy" / f"{name}.csv", buf.getvalue().encode("utf-8"))
+
+
+def run_evaluate(cfg: EvaluateConfig) -> Manifest:
+    """Run the whole evaluation into ``cfg.out`` and return its manifest."""
+    import torch
+
+    from medsynth.evaluate.adherence import adherence_report
+    from medsynth.evaluate.benchmark import run_benchmark
+    from medsynth.evaluate.classifier import FLIP_MODALITIES, pick_device, predict_proba
+    from medsynth.evaluate.features import FeatureExtractor
+    from medsynth.evaluate.fidelity import fidelity_report
+    from medsynth.evaluate.inputs import default_size, load_real, load_synthetic, open_inputs
+    from medsynth.evaluate.privacy import privacy_report
+    from medsynth.evaluate.report import print_summary, write_report
+    from medsynth.ui import console
+
+    t0 = time.perf_counter()
+    # Open and check everything before creating the output folder: a refused (leaking) set
+    # leaves nothing behind.
+    real, synths, notes = open_inputs(cfg.real, cfg.synthetic, cfg.independent_model)
+    out = prepare_output_dir(cfg.out, "evaluate", resume=cfg.resume, overwrite=cfg.overwrite)
+    _check_identity(out, cfg)
+    for w in notes:
+        console.print(f"[yellow]warning:[/] {w}")
+    classes = real.classes
+    size = cfg.size or default_size(real)
+    device = pick_device(cfg.device)
+    torch.manual_seed(0)
+
+    train = load_real(real, "train", size, classes)
+    val = load_real(real, "val", size, classes)
+    test = load_real(real, "test", size, classes)
+    synth = {s.name: load_synthetic(s, size, classes, cfg.max_synthetic_per_class)
+             for s in synths}
+    flips = real.modality in FLIP_MODALITIES
+    timings: dict[str, float] = {"loading": time.perf_counter() - t0}
+
+    t = time.perf_counter()
+    bench = None
+    if cfg.benchmark:
+        bench = run_benchmark(cfg, out, classes, train, val, test, synth, flips=flips,
+                              device=device)
+    timings["benchmark"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ref_model = reference_classifier(cfg, out, classes, train, val, flips=flips, device=device)
+    ref_probs_test = predict_proba(ref_model, test.x, device=device)
+    ref_probs_synth = {n: predict_proba(ref_model, s.x, device=device) for n, s in synth.items()}
+
+    console.print("extracting EfficientNet-Lite0 features")
+    fx = FeatureExtractor(size=cfg.feature_size, device=device)
+    f_train, f_test = fx(train.x), fx(test.x)
+    f_synth = {n: fx(s.x) for n, s in synth.items()}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        fidelity = fidelity_report(classes, test, train, f_test, f_train, synth, f_synth,
+                                   k=cfg.knn_k, n_pairs=cfg.msssim_pairs,
+                                   ref_probs_test=ref_probs_test, ref_probs_synth=ref_probs_synth)
+    fidelity["feature_extractor"] = {"name": fx.name, "input_size": cfg.feature_size,
+                                     "dim": fx.dim, "image_size": size}
+    timings["fidelity"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    privacy, pdetails = privacy_report(train, test, f_train, f_test, synth, f_synth,
+                                       q=cfg.near_copy_quantile, n_pairs=cfg.n_pairs,
+                                       classes=classes)
+    for name, s in synth.items():
+        _write_privacy_csv(out, name, s, pdetails, train)
+    timings["privacy"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    adherence = adherence_report(real, synths)
+    timings["adherence"] = time.perf_counter() - t
+
+    metrics = {
+        "real": {"path": str(real.root), "classes": classes, "modality": real.modality,
+                 "channels": real.channels, "n_train": len(train), "n_val": len(val),
+                 "n_test": len(test), "image_size": size},
+        "synthetic": {n: {"path": str(s.root), "n_images": len(synth[n]),
+                          "per_class": {classes[c]: int((synth[n].y == c).sum())
+                                        for c in sorted(set(synth[n].y.tolist()))}}
+                      for n, s in zip(synth, synths, strict=True)},
+        "classifier": {"name": cfg.classifier, "epochs": cfg.epochs, "patience": cfg.patience,
+                       "device": device, "flips": flips},
+        "warnings": notes,
+        "benchmark": bench,
+        "fidelity": fidelity,
+        "privacy": privacy,
+        "adherence": adherence,
+    }
+    t = time.perf_counter()
+    atomic_write_json(out / "metrics.json", metrics)
+    files = write_report(out, metrics, train=train, test=test, synth=synth, pdetails=pdetails)
+    timings["report"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    metrics["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
+    atomic_write_json(out / "metrics.json", metrics)
+    print_summary(metrics)
+    inputs = [input_ref(real.root, "data")] + [input_ref(s.root, "generate") for s in synths]
+    summary = [{"setting": a["setting"], "fraction": a["fraction"], "verdict": a.get("verdict")}
+               for a in (bench or {}).get("arms", []) if a.get("verdict")]
+    outputs = {"metrics": "metrics.json", "report": "report.html", "plots": files,
+               "verdicts": summary, "classes": classes, "timings_s": metrics["timings_s"],
+               "synthetic_sets": list(synth)}
+    return write_manifest(out, "evaluate", config=dataclasses.asdict(cfg), inputs=inputs,
+                          outputs=outputs)
