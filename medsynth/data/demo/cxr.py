@@ -122,6 +122,52 @@ def render_attributes(cls: str, a: dict[str, Any], rng: np.random.Generator,
     # Exact shares are measured on the output grid.
     lung_soft = ndi.gaussian_filter(lung.astype(float), 0.8 * ss)
 
+    # --- the finding --------------------------------------------------------------------
+    opaque = np.zeros((n, n))
+    affected = np.zeros((n, n), bool)
+    if cls in ("pneumonia", "pleural_effusion"):
+        for s in _sides(a["side"]):
+            side_lung = lung & (sgn == s)
+            affected |= side_lung
+            area = side_lung.sum()
+            if cls == "pneumonia":
+                # Zones: thirds of this lung's height, apex to costophrenic angle.
+                cps = (a["dome_r"] if s < 0 else a["dome_l"]) + a["cp_drop"]
+                z = ZONES.index(a["zone"])
+                z0 = apex + (cps - apex) * z / 3
+                z1 = apex + (cps - apex) * (z + 1) / 3
+                cy = rng.uniform(z0 + 0.25 * (z1 - z0), z1 - 0.25 * (z1 - z0))
+                cx = mid + s * rng.uniform(0.4, 0.7) * hw
+                zone_mask = side_lung & (yy >= z0) & (yy < z1)
+                field = (smooth_noise(rng, n, 9) - 1.5 * np.hypot((xx - cx) / 0.08, (yy - cy) / 0.06)
+                         + 0.4 * smooth_noise(rng, n, 22))
+                k = int(min(a["target_extent"] * area, 0.9 * zone_mask.sum()))
+                if k > 0:
+                    vals = field[zone_mask]
+                    thr = np.partition(vals, vals.size - k)[vals.size - k]
+                    opaque = np.maximum(opaque, (zone_mask & (field >= thr)).astype(float))
+            else:
+                # Dependent fluid up to a level; the meniscus climbs the lateral wall.
+                rel = np.clip((xi - 0.06) / (hw - 0.06), 0, 1)
+                best = None
+                for level in np.linspace(dome - 0.3, cp, 40):
+                    fl = side_lung & (yy > level - 0.06 * rel ** 2)
+                    if fl.sum() <= a["target_extent"] * area:
+                        best = fl
+                        break
+                if best is not None:
+                    opaque = np.maximum(opaque, best.astype(float))
+    # A finding replaces air: it takes a share of the lung's darkening away (no dark rims).
+    fill = np.zeros((n, n))
+    if opaque.any():
+        soft = ndi.gaussian_filter(opaque, 1.3 * ss)
+        if cls == "pneumonia":  # patchy, with some aerated lung left inside
+            fill = soft * rng.uniform(0.75, 0.92) * np.clip(0.85 + 0.25 * smooth_noise(rng, n, 18), 0, 1)
+        else:  # fluid: homogeneous, fading upwards at its top
+            fill = soft * rng.uniform(0.9, 1.0)
+    air = lung_soft * (1 - fill)
+
+
     # --- body and attenuation --------------------------------------------------------------
     # Body outline: neck, shoulders sloping out, chest wall about 0.05 outside the ribs.
     # Body outline: the neck, shoulders out to the image edge, the chest wall outside the ribs.
@@ -144,7 +190,7 @@ def render_attributes(cls: str, a: dict[str, Any], rng: np.random.Generator,
     lung_tone = air_l + 0.05 * smoothstep(0.55, 1.0, (yy - apex) / (cp - apex))  # denser bases
     lung_tone = lung_tone + 0.015 * smooth_noise(rng, n, 10) + 0.012 * smooth_noise(rng, n, max(16, size // 4))
     lung_tone = lung_tone + 0.04 * smoothstep(0.75, 1.0, xi / hw)  # the lateral chest wall overlaps
-    att = att - (tissue - lung_tone) * lung_soft
+    att = att - (tissue - lung_tone) * air
     # Abdomen below the diaphragm, with the stomach gas bubble under the left dome.
     abd = smoothstep(ydia - 0.005, ydia + 0.01, yy) * (xi < hw + 0.02) * (1 - lung_soft)
     att = np.maximum(att, (tissue + 0.08) * abd * body)
@@ -192,7 +238,7 @@ def render_attributes(cls: str, a: dict[str, Any], rng: np.random.Generator,
         ys = cl_y + 0.035 - 0.045 * t2 + 0.012 * np.sin(2 * np.pi * t2)
         stamp_polyline(bones, coords, np.stack([xs, ys], 1), 0.012, 0.13)
         hh = ((xx - (mid + s * (hw + 0.1))) ** 2 + (yy - (cl_y + 0.04)) ** 2) < 0.055 ** 2
-        bones = np.maximum(bones, 0.12 * hh)  # humeral head
+        bones = np.maximum(bones, 0.07 * hh)  # humeral head
     bone_edge = bones - ndi.gaussian_filter(bones, 1.2 * ss)  # cortical margins stand out
     # Bone contrast is lower over the dense mediastinum and abdomen.
     dense = np.clip(np.maximum(np.maximum(abd, heart_soft), med_soft), 0, 1)
@@ -210,53 +256,15 @@ def render_attributes(cls: str, a: dict[str, Any], rng: np.random.Generator,
                 ang += rng.normal(0, 0.25)
                 x0, y0_ = pts[-1]
                 pts.append((x0 + math.cos(ang) * length / 4, y0_ + math.sin(ang) * length / 4))
-            width = max(0.003, 0.35 * px)
-            stamp_polyline(vessels, coords, np.array(pts), width, rng.uniform(0.05, 0.09))
+            pts_a = np.array(pts)
+            w0 = rng.uniform(0.004, 0.007)
+            for k in range(4):  # each segment thinner than the last
+                stamp_polyline(vessels, coords, pts_a[k:k + 2], max(w0 * (1 - 0.2 * k), 0.35 * px),
+                               rng.uniform(0.04, 0.07) * (1 - 0.15 * k))
     hila = sum(np.exp(-0.5 * (((xx - (mid + s * 0.09)) / 0.03) ** 2 + ((yy - 0.43) / 0.05) ** 2))
                for s in (-1, 1))
-    att = att + (vessels + 0.06 * hila) * lung_soft
-
-    # --- the finding --------------------------------------------------------------------
-    opaque = np.zeros((n, n))
-    affected = np.zeros((n, n), bool)
-    if cls in ("pneumonia", "pleural_effusion"):
-        for s in _sides(a["side"]):
-            side_lung = lung & (sgn == s)
-            affected |= side_lung
-            area = side_lung.sum()
-            if cls == "pneumonia":
-                # Zones: thirds of this lung's height, apex to costophrenic angle.
-                cps = (a["dome_r"] if s < 0 else a["dome_l"]) + a["cp_drop"]
-                z = ZONES.index(a["zone"])
-                z0 = apex + (cps - apex) * z / 3
-                z1 = apex + (cps - apex) * (z + 1) / 3
-                cy = rng.uniform(z0 + 0.25 * (z1 - z0), z1 - 0.25 * (z1 - z0))
-                cx = mid + s * rng.uniform(0.4, 0.7) * hw
-                zone_mask = side_lung & (yy >= z0) & (yy < z1)
-                field = (smooth_noise(rng, n, 9) - 1.5 * np.hypot((xx - cx) / 0.08, (yy - cy) / 0.06)
-                         + 0.4 * smooth_noise(rng, n, 22))
-                k = int(min(a["target_extent"] * area, 0.9 * zone_mask.sum()))
-                if k > 0:
-                    vals = field[zone_mask]
-                    thr = np.partition(vals, vals.size - k)[vals.size - k]
-                    opaque = np.maximum(opaque, (zone_mask & (field >= thr)).astype(float))
-            else:
-                # Dependent fluid up to a level; the meniscus climbs the lateral wall.
-                rel = np.clip((xi - 0.06) / (hw - 0.06), 0, 1)
-                best = None
-                for level in np.linspace(dome - 0.3, cp, 40):
-                    fl = side_lung & (yy > level - 0.06 * rel ** 2)
-                    if fl.sum() <= a["target_extent"] * area:
-                        best = fl
-                        break
-                if best is not None:
-                    opaque = np.maximum(opaque, best.astype(float))
-        soft = ndi.gaussian_filter(opaque, 1.0 * ss if cls == "effusion" else 1.3 * ss)
-        if cls == "pneumonia":  # patchy, with some aerated lung left inside
-            dens = rng.uniform(0.7, 0.9) * np.clip(0.85 + 0.25 * smooth_noise(rng, n, 18), 0, 1)
-            att = att + (tissue + 0.04 - att) * soft * dens
-        else:  # fluid: homogeneous, as dense as the abdomen, fading upwards at its top
-            att = att + (tissue + 0.06 - att) * soft * rng.uniform(0.85, 0.97)
+    vessels = ndi.gaussian_filter(vessels, 0.5 * ss)
+    att = att + (vessels + 0.06 * hila) * air
 
     # --- detector: blur, exposure, quantum noise, 16 bits ---------------------------------
     att = ndi.gaussian_filter(att, rng.uniform(0.4, 0.8) * ss)
