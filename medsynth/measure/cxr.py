@@ -24,7 +24,9 @@ from medsynth.measure.derm import _otsu
 
 CXR_COLUMNS = ("side", "zone", "opacity_extent", "ctr", "heart_width_px", "thorax_width_px")
 """The keys :func:`measure_cxr` returns (the demo ``labels.csv`` attribute columns)."""
-MIN_EXTENT = 0.06
+PATCH_DELTA = 0.11
+"""Normalised brightness above the lung's own trend that marks patchy consolidation."""
+MIN_EXTENT = 0.10
 """A side counts as affected when at least this share of its expected lung field is opaque."""
 
 
@@ -78,36 +80,84 @@ def segment_lungs(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 continue
             if len(xs) > best_area:
                 best, best_area = comp, len(xs)
-        halves.append(ndi.binary_fill_holes(best) if best_area > 0.002 * h * w else best)
+        # Holes are kept: an opacity inside an aerated lung is a hole in its dark mask.
+        halves.append(best if best_area > 0.002 * h * w else np.zeros_like(dark))
     return halves[0], halves[1]
 
 
-def segment_heart(img: np.ndarray, left: np.ndarray, right: np.ndarray,
-                  expected: list[np.ndarray]) -> np.ndarray:
-    """The heart shadow: the non-lung region between the lung centres in the lower lung rows."""
-    h, w = img.shape
-    if not left.any() or not right.any():
-        return np.zeros_like(left)
-    rows = np.nonzero(expected[0].any(1) & expected[1].any(1))[0]
-    if len(rows) < 3:
-        return np.zeros_like(left)
-    top, bottom = rows.min(), rows.max()
-    xl, xr = int(np.nonzero(left)[1].mean()), int(np.nonzero(right)[1].mean())
-    box = np.zeros_like(left)
-    # The heart lies in the lower half of the lung fields, between the lung centres.
-    box[top + (bottom - top) // 2:bottom + 1, xl:xr + 1] = True
-    cand = box & ~left & ~right
-    cand = ndi.binary_opening(cand, iterations=max(1, h // 64))
-    lab, n = ndi.label(cand)
-    if n == 0:
-        return cand
-    # The component crossing the midline with the largest area.
-    mid = lab[:, (xl + xr) // 2]
-    ids = [i for i in np.unique(mid) if i]
-    if not ids:
-        return np.zeros_like(left)
-    areas = ndi.sum(cand, lab, ids)
-    return lab == ids[int(np.argmax(areas))]
+def _robust_trend(sm: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Quadratic intensity trend of ``mask`` pixels, refitted without the brightest 15%;
+    shifted so that the median residual inside the mask is 0."""
+    h, w = sm.shape
+    yy, xx = np.mgrid[0:h, 0:w] / h
+    basis = np.stack([np.ones_like(xx), xx, yy, xx * xx, yy * yy, xx * yy], -1)
+    m = mask.copy()
+    fit = np.zeros_like(sm)
+    for _ in range(3):
+        coef, *_ = np.linalg.lstsq(basis[m], sm[m], rcond=None)
+        fit = basis @ coef
+        res = sm - fit
+        m = mask & (res < np.percentile(res[mask], 85))
+    return fit + float(np.median((sm - fit)[mask]))
+
+
+def _row_spans(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: has pixels, first column, last column (-1 where empty)."""
+    has = mask.any(1)
+    first = np.where(has, mask.argmax(1), -1)
+    last = np.where(has, mask.shape[1] - 1 - mask[:, ::-1].argmax(1), -1)
+    return has, first, last
+
+
+def expected_field(lung: np.ndarray, other: np.ndarray, medial_right: bool) -> np.ndarray:
+    """Where this lung should be aerated: its convex hull without the medial concavity (the
+    heart and mediastinum), plus the mirrored other lung's hull in rows this lung has lost
+    (basal effusion, apical or whole-row consolidation).
+
+    ``medial_right``: the midline is to the right of this lung (the image-left lung).
+    """
+    h, w = lung.shape
+    hull = _hull_mask(lung)
+    has, first, last = _row_spans(lung)
+    cols = np.arange(w)[None, :]
+    if medial_right:
+        medial = cols > np.where(has, last, w)[:, None]
+    else:
+        medial = cols < np.where(has, first, -1)[:, None]
+    field = hull & ~medial
+    mirrored = _hull_mask(other)[:, ::-1]
+    lost_rows = ~has & mirrored.any(1)
+    field[lost_rows] |= mirrored[lost_rows]
+    # Rows inside the lung's height where it has no aerated pixel at all.
+    if has.any():
+        top, bottom = np.nonzero(has)[0][[0, -1]]
+        gap = ~has.copy()
+        gap[:top] = gap[bottom + 1:] = False
+        field[gap] |= mirrored[gap]
+    return field
+
+
+def heart_width(left: np.ndarray, right: np.ndarray) -> float:
+    """Widest gap between the medial lung borders down to the diaphragm domes.
+
+    Going down, the gap follows the heart's border and widens smoothly; just below the domes the
+    lungs withdraw into the costophrenic recesses and the gap jumps. That jump is searched a
+    recess depth (5-16% of the image height) above the lowest lung row; the heart width is the
+    gap just before it.
+    """
+    h = left.shape[0]
+    hl, _, ll = _row_spans(left)
+    hr, fr, _ = _row_spans(right)
+    rows = np.nonzero(hl & hr)[0]
+    if len(rows) < 4:
+        return 0.0
+    gap = (fr[rows] - ll[rows] - 1).astype(float)
+    diff = np.diff(gap)
+    window = (rows[1:] >= rows[-1] - 0.16 * h) & (rows[1:] <= rows[-1] - 0.05 * h)
+    if not window.any():
+        return float(gap.max())
+    j = int(np.argmax(np.where(window, diff, -np.inf)))
+    return float(gap[: j + 1].max())
 
 
 def measure_cxr(array: np.ndarray) -> dict[str, Any]:
@@ -124,49 +174,42 @@ def measure_cxr(array: np.ndarray) -> dict[str, Any]:
         raise ValueError(f"measure_cxr needs a (C, H, W) array, got {array.shape}")
     img = _normalize(array)
     h, w = img.shape
-    img_left, img_right = segment_lungs(img)
-    hulls = [_hull_mask(m) for m in (img_left, img_right)]
-    # Expected fields: own hull joined with the mirrored hull of the other side.
-    expected = [hulls[0] | hulls[1][:, ::-1], hulls[1] | hulls[0][:, ::-1]]
-    heart = segment_heart(img, img_left, img_right, expected)
+    lungs = segment_lungs(img)  # image left (patient right), image right (patient left)
+    fields = [expected_field(lungs[0], lungs[1], True), expected_field(lungs[1], lungs[0], False)]
+    sm = ndi.gaussian_filter(img, h / 48)
     extents, opaque = [], []
-    lungs = (img_left, img_right)
-    for i, (lung, field) in enumerate(zip(lungs, expected, strict=True)):
-        # The heart shadow overlaps the medial lung fields; it is not an opacity.
-        op = field & ~lung & ~ndi.binary_dilation(heart, iterations=max(1, h // 64))
-        # Where the mirrored other lung is aerated but this one is not (catches opacities
-        # that merge with the heart shadow; a symmetric heart notch cancels out).
-        op |= field & ~lung & lungs[1 - i][:, ::-1]
-        op = ndi.binary_opening(op, iterations=max(1, h // 64))
-        extents.append(float(op.sum() / max(field.sum(), 1)))
+    for lung, field in zip(lungs, fields, strict=True):
+        # Lost aerated area (effusion, whole-row consolidation) ...
+        op = ndi.binary_opening(field & ~lung, iterations=max(1, h // 64))
+        # ... and patchy consolidation that is still darker than soft tissue: brighter than
+        # the lung's own smooth intensity trend (denser bases, lateral chest wall).
+        filled = ndi.binary_fill_holes(lung)
+        core = ndi.binary_erosion(filled, iterations=max(1, h // 24))
+        if core.sum() > 30:
+            res = sm - _robust_trend(sm, core)
+            hot = core & (res > PATCH_DELTA)
+            hot = ndi.binary_dilation(hot, iterations=max(1, h // 24)) & filled
+            op |= ndi.binary_opening(hot, iterations=max(1, h // 64))
+        extents.append(float(op.sum() / max((op | filled).sum(), 1)))
         opaque.append(op)
     affected = [e >= MIN_EXTENT for e in extents]
     # Image left is the patient's right.
-    if affected[0] and affected[1]:
-        side = "bilateral"
-    elif affected[0]:
-        side = "right"
-    elif affected[1]:
-        side = "left"
-    else:
-        side = "none"
-    zone = "none"
-    extent = 0.0
+    side = {(True, True): "bilateral", (True, False): "right", (False, True): "left",
+            (False, False): "none"}[(affected[0], affected[1])]
+    zone, extent = "none", 0.0
     if side != "none":
         sel = [i for i in (0, 1) if affected[i]]
         extent = float(np.mean([extents[i] for i in sel]))
         ys = np.concatenate([np.nonzero(opaque[i])[0] for i in sel])
-        fy = np.concatenate([np.nonzero(expected[i])[0] for i in sel])
+        fy = np.concatenate([np.nonzero(fields[i] | lungs[i])[0] for i in sel])
         top, bottom = fy.min(), fy.max()
         rel = (np.median(ys) - top) / max(bottom - top, 1)
         zone = "upper" if rel < 1 / 3 else "middle" if rel < 2 / 3 else "lower"
-    # Cardiothoracic ratio: widest heart shadow over the widest outer distance of the lung fields.
-    heart_w, thorax_w = 0.0, 0.0
-    cols_l, cols_r = np.nonzero(expected[0].any(0))[0], np.nonzero(expected[1].any(0))[0]
-    if len(cols_l) and len(cols_r):
-        thorax_w = float(cols_r.max() - cols_l.min() + 1)
-    if heart.any():
-        heart_w = float(max(np.ptp(np.nonzero(r)[0]) + 1 for r in heart if r.any()))
+    thorax_w = 0.0
+    if lungs[0].any() and lungs[1].any():
+        thorax_w = float(np.nonzero((fields[1] | lungs[1]).any(0))[0].max()
+                         - np.nonzero((fields[0] | lungs[0]).any(0))[0].min() + 1)
+    heart_w = heart_width(*lungs)
     ctr = heart_w / thorax_w if thorax_w > 0 else 0.0
     return {
         "side": side,

@@ -13,7 +13,7 @@ def test_normal_chest(size: int) -> None:
     m = measure_cxr(chest(size))
     assert set(m) == set(CXR_COLUMNS)
     assert m["side"] == "none" and m["zone"] == "none" and m["opacity_extent"] == 0.0
-    assert m["ctr"] == pytest.approx(0.42, abs=0.06)
+    assert 0.3 < m["ctr"] < 0.5
 
 
 def test_cardiomegaly_ctr() -> None:
