@@ -182,6 +182,29 @@ def _jitter(rng: np.random.Generator, rgb: tuple[int, int, int], sd: float = 7.0
     return np.clip(c, 0, 255) / 255.0
 
 
+def _cell_edges(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, period: float,
+                jitter: float) -> np.ndarray:
+    """Distance to the nearest Voronoi cell wall (Worley F2 - F1) of a jittered grid of seeds.
+
+    The walls form an irregular honeycomb: the pigment network's lines around lighter holes.
+    """
+    gi, gj = np.floor(u / period), np.floor(v / period)
+    lo_i, lo_j = int(gi.min()) - 1, int(gj.min()) - 1
+    shape = (int(gi.max()) - lo_i + 2, int(gj.max()) - lo_j + 2)
+    off = 0.5 + jitter * (rng.random((2, *shape)) - 0.5)  # seed position inside each cell
+    f1 = np.full(u.shape, np.inf)
+    f2 = np.full(u.shape, np.inf)
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            ci, cj = (gi + di).astype(int) - lo_i, (gj + dj).astype(int) - lo_j
+            sx = (gi + di + off[0, ci, cj]) * period
+            sy = (gj + dj + off[1, ci, cj]) * period
+            d = np.hypot(u - sx, v - sy)
+            f2 = np.where(d < f1, f1, np.minimum(f2, d))
+            f1 = np.minimum(f1, d)
+    return f2 - f1
+
+
 def _disc_stamp(img: np.ndarray, alpha_acc: np.ndarray, xx: np.ndarray, yy: np.ndarray,
                 x: float, y: float, rad: float, soft: float) -> None:
     """Max-accumulate a soft disc into ``alpha_acc`` (only inside its bounding box)."""
@@ -279,7 +302,7 @@ def render_attributes(cls: str, a: dict[str, Any], rng: np.random.Generator,
     lesion *= 1 + 0.07 * smooth_noise(rng, n, 10) + 0.04 * smooth_noise(rng, n, max(12, size // 4))
     if veil and "blue_grey" in colors:
         region = ndi.gaussian_filter((label == COLOR_VOCAB.index("blue_grey")).astype(float), 2 * soft)
-        haze = np.clip(region * 1.3, 0, 1) * rng.uniform(0.12, 0.22) * (0.7 + 0.3 * smooth_noise(rng, n, 9))
+        haze = np.clip(region * 1.3, 0, 1) * rng.uniform(0.08, 0.16) * (0.7 + 0.3 * smooth_noise(rng, n, 9))
         lesion = lesion * (1 - haze) + palette[COLOR_VOCAB.index("white")][:, None, None] * haze
     elif "blue_grey" in colors:  # regression peppering: grey granules on the base colour
         pepper = (smooth_noise(rng, n, max(8, size // 3)) > 0.3) & (label == COLOR_VOCAB.index("blue_grey"))
@@ -294,10 +317,11 @@ def render_attributes(cls: str, a: dict[str, Any], rng: np.random.Generator,
         warp = (0.5 if atyp else 0.3) * period
         uu = u + warp * smooth_noise(rng, n, 8)
         vv = v + warp * smooth_noise(rng, n, 8)
-        k = 2 * np.pi / period
-        h = (np.cos(k * uu) + np.cos(k * (-0.5 * uu + 0.866 * vv)) + np.cos(k * (-0.5 * uu - 0.866 * vv)))
-        thick = rng.uniform(0.3, 0.9) if atyp else rng.uniform(0.0, 0.4)
-        line = smoothstep(thick + 0.5, thick - 0.5, h)
+        edges = _cell_edges(rng, uu, vv, period, 0.9 if atyp else 0.6)
+        # Atypical network: thicker lines of varying width.
+        thick = period * (rng.uniform(0.12, 0.25) if atyp else rng.uniform(0.08, 0.14))
+        thick = thick * (1 + (0.5 if atyp else 0.2) * smooth_noise(rng, n, 6))
+        line = smoothstep(thick + step, np.maximum(thick - step, 0), edges)
         fade = smoothstep(1.05, 0.55, q) if not atyp else (smooth_noise(rng, n, 5) > -0.3) * smoothstep(1.05, 0.8, q)
         fade = fade * np.clip(0.75 + 0.35 * smooth_noise(rng, n, 7), 0, 1)
         strength = rng.uniform(0.25, 0.45) * fade * ndi.gaussian_filter(line, 0.6 * ss)
@@ -325,6 +349,7 @@ def render_attributes(cls: str, a: dict[str, Any], rng: np.random.Generator,
             rad = max(rng.uniform(0.10, 0.32), 0.45 * px_out)
             _disc_stamp(lesion, acc, xx, yy, x, y, rad, 0.4 * step + 0.05)
         col = blackc if (cls != "nevus" and rng.random() < 0.6) else dark * 0.85
+        acc = ndi.gaussian_filter(acc, 0.5 * ss) * np.clip(0.8 + 0.2 * smooth_noise(rng, n, 12), 0, 1)
         lesion = lesion * (1 - 0.85 * acc) + col * 0.85 * acc
         acc[:] = 0
     streak_alpha = np.zeros((n, n))
@@ -342,7 +367,7 @@ def render_attributes(cls: str, a: dict[str, Any], rng: np.random.Generator,
             pts = np.array([[(rb * qq) * math.cos(t0 + rot + bend * (qq - q0)),
                              (rb * qq) * math.sin(t0 + rot + bend * (qq - q0))]
                             for qq in np.linspace(q0, q1, 4)]) + [ox, oy]
-            stamp_polyline(streak_alpha, coords, pts, width)
+            stamp_polyline(streak_alpha, coords, pts, width, rng.uniform(0.55, 0.85))
         col = blackc if rng.random() < 0.5 else dark * 0.8
         lesion = lesion * (1 - streak_alpha) + col * streak_alpha
 

@@ -1,6 +1,7 @@
-"""Contact sheets of the demo phantoms: one row per class, as the docs show them.
+"""Contact sheets and attribute tables of the demo phantoms, as docs/demo-data.md shows them.
 
-    python -m medsynth.data.demo.sheet docs/images        # demo_derm.png and demo_cxr.png
+    python -m medsynth.data.demo.sheet docs/images            # demo_derm.png and demo_cxr.png
+    python -m medsynth.data.demo.sheet --summary DATASET      # per-class attribute table (Markdown)
 """
 
 from __future__ import annotations
@@ -31,7 +32,57 @@ def contact_sheet(demo: str, per_class: int = 8, size: int | None = None, seed: 
     return np.concatenate(rows, 0)
 
 
+def _pct(x: object) -> str:
+    return f"{100 * float(x):.0f}%"  # type: ignore[arg-type]
+
+
+def summary_markdown(path: str | Path) -> str:
+    """Per-class ground-truth distributions of a demo dataset as a Markdown table."""
+    from medsynth.data.dataset import open_dataset
+
+    ds = open_dataset(path)
+    t = ds.table
+    demo = ds.manifest.outputs.get("demo")
+    stats: dict[str, dict[str, str]] = {}
+    for cls in ds.classes:
+        c = t[t["class"] == cls]
+        r: dict[str, str] = {"images": str(len(c))}
+        if demo == "derm":
+            from medsynth.data.demo.derm import COLOR_VOCAB, STRUCTURE_VOCAB
+
+            r["diameter_mm mean ± sd (min-max)"] = (f"{c.diameter_mm.mean():.1f} ± {c.diameter_mm.std():.1f} "
+                                                  f"({c.diameter_mm.min():.1f}-{c.diameter_mm.max():.1f})")
+            r["asymmetry 0 / 1 / 2 axes"] = " / ".join(_pct((c.asymmetry == k).mean()) for k in range(3))
+            r["border_irregularity mean"] = f"{c.border_irregularity.mean():.2f}"
+            r["border irregular"] = _pct((c.border == "irregular").mean())
+            r["n_colors mean"] = f"{c.n_colors.mean():.2f}"
+            for col in COLOR_VOCAB:
+                r[f"colour {col}"] = _pct(c.colors.str.split(";").map(lambda v, k=col: k in v).mean())
+            for st in STRUCTURE_VOCAB:
+                r[f"structure {st}"] = _pct(c.structures.str.split(";").map(lambda v, k=st: k in v).mean())
+            r["no structure"] = _pct((c.structures == "none").mean())
+            r["skin_tone mean"] = f"{c.skin_tone.mean():.2f}"
+            r["hair: images with hair / mean count"] = f"{_pct((c.hair > 0).mean())} / {c.hair.mean():.1f}"
+        else:
+            for side in ("right", "left", "bilateral", "none"):
+                r[f"side {side}"] = _pct((c.side == side).mean())
+            for zone in ("upper", "middle", "lower", "none"):
+                r[f"zone {zone}"] = _pct((c.zone == zone).mean())
+            r["opacity_extent mean ± sd"] = f"{c.opacity_extent.mean():.2f} ± {c.opacity_extent.std():.2f}"
+            r["ctr mean ± sd (min-max)"] = f"{c.ctr.mean():.3f} ± {c.ctr.std():.3f} ({c.ctr.min():.2f}-{c.ctr.max():.2f})"
+            r["thorax_width_px mean"] = f"{c.thorax_width_px.mean():.1f}"
+        stats[cls] = r
+    keys = list(next(iter(stats.values())))
+    lines = ["| attribute | " + " | ".join(ds.classes) + " |",
+             "| --- | " + " | ".join("---:" for _ in ds.classes) + " |"]
+    lines += [f"| {k} | " + " | ".join(stats[c][k] for c in ds.classes) + " |" for k in keys]
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> None:
+    if argv and argv[0] == "--summary":
+        print(summary_markdown(argv[1]))
+        return
     from PIL import Image
 
     folder = Path(argv[0] if argv else "docs/images")
