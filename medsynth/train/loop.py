@@ -72,6 +72,10 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
     if resume and not (out / "checkpoints").is_dir():
         raise MedsynthError(f"{out}: nothing to resume (no checkpoints/ folder)",
                             hint="start a new run without --resume")
+    if overwrite and not resume and not (out / MANIFEST_NAME).exists() and (out / CONFIG_NAME).is_file():
+        # An interrupted training run (recipe written, no manifest yet) is ours to replace.
+        for child in out.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
     prepare_output_dir(out, "train", resume=resume, overwrite=overwrite)
     cfg = _check_resume_config(out, cfg) if resume else cfg
     # The folder is about to change: it must not look complete until the new manifest is written.
