@@ -51,6 +51,9 @@ def evaluate_cmd(
                            "benchmark (the slow part).")] = True,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or "
                                         "cuda.")] = "auto",
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="CPU threads for torch (default: 1 for the "
+                                 "small classifier, else torch's default).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed evaluation in "
                                          "--out (finished benchmark runs are kept).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete an earlier evaluate "
@@ -70,7 +73,7 @@ def evaluate_cmd(
         size=size, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
         max_synthetic_per_class=max_synthetic, feature_size=feature_size,
         near_copy_quantile=near_copy_quantile, independent_model=independent_model,
-        benchmark=benchmark, device=device, resume=resume, overwrite=overwrite)
+        benchmark=benchmark, device=device, threads=threads, resume=resume, overwrite=overwrite)
     manifest = run_evaluate(cfg)
     stdout.print(f"report: {Path(out) / manifest.outputs['report']}")
 

@@ -87,6 +87,9 @@ class EvaluateConfig:
     """Run the downstream classifier benchmark (the slow part)."""
     device: str = "auto"
     """auto (CUDA when present), cpu or cuda."""
+    threads: int | None = None
+    """CPU threads for torch (None = 1 for the small classifier, whose layers are too small to
+    gain from more on a shared machine; torch's default for the others)."""
     resume: bool = False
     """Continue a killed evaluation in --out (finished benchmark runs are kept)."""
     overwrite: bool = False
@@ -125,6 +128,8 @@ class EvaluateConfig:
             bad("max_synthetic_per_class must be >= 1")
         if not 0 < self.near_copy_quantile < 0.5:
             bad("near_copy_quantile must be in (0, 0.5)")
+        if self.threads is not None and self.threads < 1:
+            bad("threads must be >= 1")
         if self.device not in ("auto", "cpu", "cuda"):
             bad("device must be auto, cpu or cuda")
 

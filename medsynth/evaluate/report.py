@@ -68,7 +68,7 @@ def _save(fig: Any, out: Path, name: str) -> str:
     import io
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", facecolor="white")
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", facecolor="white")
     atomic_write_bytes(out / "plots" / f"{name}.png", buf.getvalue())
     return f"plots/{name}.png"
 

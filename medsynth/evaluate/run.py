@@ -20,7 +20,6 @@ import dataclasses
 import io
 import json
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +102,19 @@ def run_evaluate(cfg: EvaluateConfig) -> Manifest:
     """Run the whole evaluation into ``cfg.out`` and return its manifest."""
     import torch
 
+    before = torch.get_num_threads()
+    threads = cfg.threads or (1 if cfg.classifier == "small" else None)
+    try:
+        if threads:
+            torch.set_num_threads(threads)
+        return _run(cfg)
+    finally:
+        torch.set_num_threads(before)  # in-process callers (tests, notebooks) keep theirs
+
+
+def _run(cfg: EvaluateConfig) -> Manifest:
+    import torch
+
     from medsynth.evaluate.adherence import adherence_report
     from medsynth.evaluate.benchmark import run_benchmark
     from medsynth.evaluate.classifier import FLIP_MODALITIES, pick_device, predict_proba
@@ -150,11 +162,9 @@ def run_evaluate(cfg: EvaluateConfig) -> Manifest:
     fx = FeatureExtractor(size=cfg.feature_size, device=device)
     f_train, f_test = fx(train.x), fx(test.x)
     f_synth = {n: fx(s.x) for n, s in synth.items()}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-        fidelity = fidelity_report(classes, test, train, f_test, f_train, synth, f_synth,
-                                   k=cfg.knn_k, n_pairs=cfg.msssim_pairs,
-                                   ref_probs_test=ref_probs_test, ref_probs_synth=ref_probs_synth)
+    fidelity = fidelity_report(classes, test, train, f_test, f_train, synth, f_synth,
+                               k=cfg.knn_k, n_pairs=cfg.msssim_pairs,
+                               ref_probs_test=ref_probs_test, ref_probs_synth=ref_probs_synth)
     fidelity["feature_extractor"] = {"name": fx.name, "input_size": cfg.feature_size,
                                      "dim": fx.dim, "image_size": size}
     timings["fidelity"] = time.perf_counter() - t
