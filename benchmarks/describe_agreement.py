@@ -100,13 +100,32 @@ def cxr_agreement(t: pd.DataFrame) -> dict[str, Any]:
 
 
 def describe(dataset: Path, store: Path, concurrency: int) -> dict[str, Any]:
+    import time
+
+    from medsynth.data.dataset import open_dataset
+    from medsynth.describe.backends.attributes import measure_file
     from medsynth.describe.config import DescribeConfig
     from medsynth.describe.run import run_describe
 
+    load_before = os.getloadavg()[0]
     s = run_describe(DescribeConfig(dataset=str(dataset), out=str(store), overwrite=True,
                                     concurrency=concurrency), progress=False)
+    # CPU time of read + measure in this process: a rate that does not depend on how busy the
+    # shared machine is (the wall-clock rate above does).
+    ds = open_dataset(dataset)
+    family = "derm" if ds.modality == "XC" else "cxr"
+    mm = ds.manifest.outputs.get("mm_per_px")
+    jobs = [(family, str(ds.path_of(r)), mm) for _, r in ds.table.head(100).iterrows()]
+    measure_file(jobs[0])
+    t0 = time.process_time()
+    for j in jobs:
+        measure_file(j)
+    cpu = (time.process_time() - t0) / len(jobs)
     return {"described": s.described, "failed": s.failed, "seconds": round(s.seconds, 2),
-            "images_per_s": round(s.rate, 1)}
+            "images_per_s": round(s.rate, 1), "workers": concurrency,
+            "load_average_1min": round(max(load_before, os.getloadavg()[0]), 1),
+            "cpu_ms_per_image": round(cpu * 1000, 2),
+            "images_per_cpu_s": round(1 / cpu, 1) if cpu > 0 else None}
 
 
 def run(derm: Path | None = None, cxr: Path | None = None, concurrency: int = 2) -> dict[str, Any]:

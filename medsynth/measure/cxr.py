@@ -39,22 +39,32 @@ def _normalize(array: np.ndarray) -> np.ndarray:
 
 
 def _hull_mask(mask: np.ndarray) -> np.ndarray:
-    """Filled convex hull of a binary mask."""
+    """Filled convex hull of a binary mask (half-plane tests inside the bounding box)."""
     ys, xs = np.nonzero(mask)
     if len(xs) < 3:
         return mask.copy()
-    from matplotlib.path import Path as MplPath
     from scipy.spatial import ConvexHull
 
-    pts = np.stack([xs, ys], axis=1).astype(float)
+    # The hull of the pixels' row end points equals the hull of all pixels, with far fewer points.
+    has, first, last = _row_spans(mask)
+    rows = np.nonzero(has)[0]
+    pts = np.concatenate([np.stack([first[rows], rows], 1), np.stack([last[rows], rows], 1)])
+    pts = pts.astype(float)
     try:
-        hull = pts[ConvexHull(pts).vertices]
+        hull = pts[ConvexHull(pts).vertices]  # counter-clockwise in (x, y)
     except Exception:
         return mask.copy()
-    h, w = mask.shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    inside = MplPath(hull).contains_points(np.stack([xx.ravel(), yy.ravel()], 1), radius=0.5)
-    return inside.reshape(h, w) | mask
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(float)
+    inside = np.ones(yy.shape, bool)
+    nxt = np.roll(hull, -1, axis=0)
+    for (ax, ay), (bx, by) in zip(hull, nxt, strict=True):
+        # Left of (or on, within half a pixel) every edge of a counter-clockwise polygon.
+        cross = (bx - ax) * (yy - ay) - (by - ay) * (xx - ax)
+        inside &= cross >= -0.5 * np.hypot(bx - ax, by - ay)
+    out = mask.copy()
+    out[y0:y1, x0:x1] |= inside
+    return out
 
 
 def segment_lungs(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +119,8 @@ def _row_spans(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return has, first, last
 
 
-def expected_field(lung: np.ndarray, other: np.ndarray, medial_right: bool) -> np.ndarray:
+def expected_field(lung: np.ndarray, other: np.ndarray, medial_right: bool,
+                   hulls: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Where this lung should be aerated: its convex hull without the medial concavity (the
     heart and mediastinum), plus the mirrored other lung's hull in rows this lung has lost
     (basal effusion, apical or whole-row consolidation).
@@ -117,7 +128,7 @@ def expected_field(lung: np.ndarray, other: np.ndarray, medial_right: bool) -> n
     ``medial_right``: the midline is to the right of this lung (the image-left lung).
     """
     h, w = lung.shape
-    hull = _hull_mask(lung)
+    hull, other_hull = hulls if hulls is not None else (_hull_mask(lung), _hull_mask(other))
     has, first, last = _row_spans(lung)
     cols = np.arange(w)[None, :]
     if medial_right:
@@ -125,7 +136,7 @@ def expected_field(lung: np.ndarray, other: np.ndarray, medial_right: bool) -> n
     else:
         medial = cols < np.where(has, first, -1)[:, None]
     field = hull & ~medial
-    mirrored = _hull_mask(other)[:, ::-1]
+    mirrored = other_hull[:, ::-1]
     lost_rows = ~has & mirrored.any(1)
     field[lost_rows] |= mirrored[lost_rows]
     # Rows inside the lung's height where it has no aerated pixel at all.
@@ -175,7 +186,9 @@ def measure_cxr(array: np.ndarray) -> dict[str, Any]:
     img = _normalize(array)
     h, w = img.shape
     lungs = segment_lungs(img)  # image left (patient right), image right (patient left)
-    fields = [expected_field(lungs[0], lungs[1], True), expected_field(lungs[1], lungs[0], False)]
+    hulls = (_hull_mask(lungs[0]), _hull_mask(lungs[1]))
+    fields = [expected_field(lungs[0], lungs[1], True, hulls),
+              expected_field(lungs[1], lungs[0], False, hulls[::-1])]
     sm = ndi.gaussian_filter(img, h / 48)
     extents, opaque = [], []
     for lung, field in zip(lungs, fields, strict=True):

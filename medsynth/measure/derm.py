@@ -51,19 +51,19 @@ SKIN_RGB: dict[int, tuple[int, int, int]] = {
 }
 """Reference skin colours of the Fitzpatrick-like types 1..6 under dermoscope light."""
 # Decision thresholds, calibrated on the demo phantoms (benchmarks/describe_agreement.py).
-MIN_SHARE: dict[str, float] = {"light_brown": 0.06, "dark_brown": 0.21, "black": 0.03,
-                               "blue_grey": 0.04, "red": 0.015, "white": 0.01}
+MIN_SHARE: dict[str, float] = {"light_brown": 0.06, "dark_brown": 0.09, "black": 0.02,
+                               "blue_grey": 0.06, "red": 0.01, "white": 0.01}
 """A colour is present when at least this share of lesion pixels is nearest to it."""
-ASYMMETRY_THRESHOLDS = (0.12, 0.10)
+ASYMMETRY_THRESHOLDS = (0.12, 0.11)
 """Non-overlap share of the lesion with its mirror image for the more and the less asymmetric
 principal axis to count."""
-ROUGH_OFFSET = -0.035
+ROUGH_OFFSET = -0.027
 """Radial roughness (harmonics 5-12, relative to the mean radius) that maps to 0."""
-BORDER_SCALE = 5.06
+BORDER_SCALE = 5.74
 """border_irregularity = clip((roughness - ROUGH_OFFSET) * BORDER_SCALE, 0, 1)."""
 NETWORK_STD = 0.08
 """Band-pass texture energy above which a pigment network is reported."""
-MIN_DOTS = 6
+MIN_DOTS = 8
 """Small dark blobs needed for dots/globules."""
 MIN_STREAKS = 3
 """Thin rim protrusions needed for streaks."""
@@ -216,7 +216,9 @@ def segment_lesion(rgb: np.ndarray, hairs: np.ndarray) -> tuple[np.ndarray, np.n
     clean = ndi.gaussian_filter(clean, sigma=(max(h / 128, 0.5), max(w / 128, 0.5), 0))
     # The dermoscope's round field can leave the corners almost black: they are not skin.
     lum = clean @ np.array([0.299, 0.587, 0.114])
-    field = ndi.binary_fill_holes(lum > 0.3 * float(np.median(lum)))
+    field = ndi.binary_fill_holes(lum > 0.5 * float(np.median(lum)))
+    if not field.all():  # drop the soft transition ring of the round field as well
+        field = ndi.binary_erosion(field, iterations=max(2, h // 16), border_value=1)
     ring = np.zeros((h, w), bool)
     b = max(2, h // 10)
     ring[:b], ring[-b:], ring[:, :b], ring[:, -b:] = True, True, True, True
