@@ -149,8 +149,9 @@ def render_attributes(cls: str, a: dict[str, Any], rng: np.random.Generator,
             else:
                 # Dependent fluid up to a level; the meniscus climbs the lateral wall.
                 rel = np.clip((xi - 0.06) / (hw - 0.06), 0, 1)
+                dome_s = a["dome_r"] if s < 0 else a["dome_l"]
                 best = None
-                for level in np.linspace(dome - 0.3, cp, 40):
+                for level in np.linspace(dome_s - 0.3, dome_s + a["cp_drop"], 40):
                     fl = side_lung & (yy > level - 0.06 * rel ** 2)
                     if fl.sum() <= a["target_extent"] * area:
                         best = fl
@@ -167,9 +168,7 @@ def render_attributes(cls: str, a: dict[str, Any], rng: np.random.Generator,
             fill = soft * rng.uniform(0.9, 1.0)
     air = lung_soft * (1 - fill)
 
-
     # --- body and attenuation --------------------------------------------------------------
-    # Body outline: neck, shoulders sloping out, chest wall about 0.05 outside the ribs.
     # Body outline: the neck, shoulders out to the image edge, the chest wall outside the ribs.
     neck = rng.uniform(0.08, 0.1)
     top = 0.03 + 0.1 * np.clip((xi - neck) / (0.5 - neck), 0, 1) ** 1.4  # the trapezius slope

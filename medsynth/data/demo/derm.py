@@ -205,7 +205,7 @@ def _cell_edges(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, period: 
     return f2 - f1
 
 
-def _disc_stamp(img: np.ndarray, alpha_acc: np.ndarray, xx: np.ndarray, yy: np.ndarray,
+def _disc_stamp(alpha_acc: np.ndarray, xx: np.ndarray, yy: np.ndarray,
                 x: float, y: float, rad: float, soft: float) -> None:
     """Max-accumulate a soft disc into ``alpha_acc`` (only inside its bounding box)."""
     step = xx[0, 1] - xx[0, 0]
@@ -347,7 +347,7 @@ def render_attributes(cls: str, a: dict[str, Any], rng: np.random.Generator,
             x = ox + rr * math.cos(t0 + rot)
             y = oy + rr * math.sin(t0 + rot)
             rad = max(rng.uniform(0.10, 0.32), 0.45 * px_out)
-            _disc_stamp(lesion, acc, xx, yy, x, y, rad, 0.4 * step + 0.05)
+            _disc_stamp(acc, xx, yy, x, y, rad, 0.4 * step + 0.05)
         col = blackc if (cls != "nevus" and rng.random() < 0.6) else dark * 0.85
         acc = ndi.gaussian_filter(acc, 0.5 * ss) * np.clip(0.8 + 0.2 * smooth_noise(rng, n, 12), 0, 1)
         lesion = lesion * (1 - 0.85 * acc) + col * 0.85 * acc
