@@ -100,6 +100,7 @@ def show_cmd(
 
     from rich.table import Table
 
+    from medsynth.describe.run import split_numeric
     from medsynth.store import open_store, summarize_records
     from medsynth.ui import out as stdout
 
@@ -113,7 +114,7 @@ def show_cmd(
     for c in classes:
         recs = st.records(c, status=None, backend=backend)
         ok = [r for r in recs if r.status == "ok"]
-        summ = summarize_records(recs)
+        summ = split_numeric(summarize_records(recs), recs)
         stdout.rule(f"[bold]{c}[/]: {summ['n_ok']} described, {summ['n_failed']} failed")
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
         table.add_column("attribute")
@@ -122,6 +123,9 @@ def show_cmd(
             vals = ", ".join(f"{k} ({v})" for k, v in list(freq.items())[:top])
             more = len(freq) - top
             table.add_row(name, vals + (f", ... +{more}" if more > 0 else ""))
+        for name, st_ in summ["numeric"].items():
+            table.add_row(name, f"mean {st_['mean']:.3g} (sd {st_['sd']:.2g}), median "
+                                f"{st_['median']:.3g}, range {st_['min']:.3g}-{st_['max']:.3g}")
         stdout.print(table)
         for r in rng.sample(ok, min(n, len(ok))):
             stdout.print(f"  • [dim]{r.image_id}[/] {r.text}", soft_wrap=True)

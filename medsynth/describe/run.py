@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from medsynth.artifacts import (
@@ -232,6 +233,34 @@ def _iter_measured(backend: Any, template: Template, rows: pd.DataFrame, ds: Dat
             pool.shutdown(cancel_futures=True)
 
 
+def numeric_stats(records: list[DescriptionRecord]) -> dict[str, dict[str, float]]:
+    """mean, sd, min, median, max of the continuous attributes of the 'ok' records (numbers with
+    more than 12 distinct values; small integer scales such as asymmetry stay categorical)."""
+    values: dict[str, list[float]] = {}
+    for r in records:
+        if r.status != "ok":
+            continue
+        for k, v in r.attributes.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                values.setdefault(k, []).append(float(v))
+    out = {}
+    for k, vs in sorted(values.items()):
+        if len(set(vs)) > 12:
+            a = np.asarray(vs)
+            out[k] = {"n": len(vs), "mean": round(float(a.mean()), 4), "sd": round(float(a.std()), 4),
+                      "min": round(float(a.min()), 4), "median": round(float(np.median(a)), 4),
+                      "max": round(float(a.max()), 4)}
+    return out
+
+
+def split_numeric(summary: dict[str, Any], records: list[DescriptionRecord]) -> dict[str, Any]:
+    """Move continuous attributes out of the value frequencies into ``numeric`` statistics."""
+    stats = numeric_stats(records)
+    summary["attributes"] = {k: v for k, v in summary["attributes"].items() if k not in stats}
+    summary["numeric"] = stats
+    return summary
+
+
 def write_summaries(root: Path) -> dict[str, dict[str, int]]:
     """Rewrite every class's summary.json from its records; return counts {class: {ok, failed}}."""
     counts: dict[str, dict[str, int]] = {}
@@ -240,10 +269,10 @@ def write_summaries(root: Path) -> dict[str, dict[str, int]]:
         if not recs:
             continue
         cls = recs[0].cls
-        summary = summarize_records(recs)
+        summary = split_numeric(summarize_records(recs), recs)
         summary["class"] = cls
         summary["by_backend"] = {
-            f"{b}:{m}": summarize_records([r for r in recs if (r.backend, r.model) == (b, m)])
+            f"{b}:{m}": split_numeric(summarize_records(sel := [r for r in recs if (r.backend, r.model) == (b, m)]), sel)
             for b, m in sorted({(r.backend, r.model) for r in recs})}
         atomic_write_json(f.parent / SUMMARY_NAME, summary)
         counts[cls] = {"ok": summary["n_ok"], "failed": summary["n_failed"]}
