@@ -44,6 +44,8 @@ def test_describe_writes_a_store(derm_dataset: Path, tmp_path: Path) -> None:
         assert r.attributes["colors"] == [truth["colors"]]
     summary = json.loads((store / "nevus" / "summary.json").read_text())
     assert summary["n_ok"] == 4 and summary["attributes"]["colors"] == {"light_brown": 4}
+    # Few distinct values stay frequencies; continuous ones with many values become statistics.
+    assert "numeric" in summary and len(summary["attributes"]["diameter_mm"]) == 4
 
 
 def test_resume_and_limit_give_one_record_per_image(derm_dataset: Path, tmp_path: Path) -> None:
