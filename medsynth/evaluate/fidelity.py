@@ -162,11 +162,21 @@ def fidelity_report(classes: list[str], test: Any, train: Any, f_test: Any, f_tr
     def by_class(feats: Any, y: Any, c: int) -> Any:
         return feats[y == c]
 
-    ref: dict[str, Any] = {"overall": fidelity_pair(f_test, f_train, k), "per_class": {},
+    # FID/KID/precision/recall depend on the sample sizes: the reference draws as many real
+    # training images per class as the largest synthetic set has (when there are that many).
+    rng = np.random.default_rng(0)
+    keep: list[int] = []
+    for c in range(n_classes):
+        idx = np.nonzero(train.y.numpy() == c)[0]
+        n_syn = max((int((s.y == c).sum()) for s in synth.values()), default=0) or len(idx)
+        keep += sorted(rng.permutation(idx)[:min(len(idx), n_syn)].tolist())
+    keep_t = np.asarray(sorted(keep), dtype=np.int64)
+    f_ref, y_ref = f_train[keep_t], train.y[keep_t]
+    ref: dict[str, Any] = {"overall": fidelity_pair(f_test, f_ref, k), "per_class": {},
                            "msssim": {}, "class_fidelity": None}
     for c, name in enumerate(classes):
         ref["per_class"][name] = fidelity_pair(by_class(f_test, test.y, c),
-                                               by_class(f_train, train.y, c), k)
+                                               by_class(f_ref, y_ref, c), k)
         ref["msssim"][name] = msssim_diversity(test.x[test.y == c], n_pairs, seed=c)
     if ref_probs_test is not None:
         acc = class_accuracy(ref_probs_test, test.y, n_classes)

@@ -42,6 +42,14 @@ def fmt_ci(d: dict[str, Any] | None, digits: int = 3, signed: bool = False) -> s
     return f"{m} [{d['lo']:{sign}.{digits}f}, {d['hi']:{sign}.{digits}f}]"
 
 
+def fmt_pm(d: dict[str, Any] | None, digits: int = 3, signed: bool = False) -> str:
+    """``mean ±half-width`` (compact, for the terminal)."""
+    if not d or d.get("mean") is None:
+        return "–"
+    m = f"{d['mean']:{'+' if signed else ''}.{digits}f}"
+    return m if d.get("lo") is None else f"{m} ±{(d['hi'] - d['lo']) / 2:.{digits}f}"
+
+
 def _tile(x: Any) -> np.ndarray:
     """(C, H, W) float tensor in [0, 1] -> (H, W[, 3]) numpy for imshow."""
     a = x.detach().cpu().numpy()
@@ -465,7 +473,7 @@ def write_report(out: Path, metrics: dict[str, Any], *, train: Any, test: Any,
         sections.append('<div class="warn">' + "<br>".join(html.escape(w) for w in
                                                           metrics["warnings"]) + "</div>")
     r = metrics["real"]
-    setup = _table(["", "value"], [
+    setup = _table(["", ""], [
         ["real dataset", html.escape(r["path"])],
         ["classes", html.escape(", ".join(classes))],
         ["real images (train / val / test)", f'{r["n_train"]} / {r["n_val"]} / {r["n_test"]}'],
@@ -475,7 +483,7 @@ def write_report(out: Path, metrics: dict[str, Any], *, train: Any, test: Any,
         ["classifier", html.escape(f'{metrics["classifier"]["name"]} (MONAI), '
                                    f'{metrics["classifier"]["device"]}, image size '
                                    f'{r["image_size"]} px')],
-    ])
+    ], left=2)
     sections.append(f'<section id="setup"><h2>Setup</h2>{setup}</section>')
     if bench and bench["arms"]:
         sections.append(_benchmark_html(out, bench, plots))
@@ -513,24 +521,24 @@ def print_summary(metrics: dict[str, Any]) -> None:
 
     bench = metrics.get("benchmark")
     if bench and bench["arms"]:
-        t = Table(title="Downstream benchmark (real test split; mean [95% CI] over seeds)")
-        for col in ("setting", "real data", "n real", "n synth", "balanced acc.", "macro-F1",
-                    "AUROC", "gain (bal. acc.)", "verdict"):
-            t.add_column(col, justify="left" if col in ("setting", "real data", "verdict")
+        t = Table(title="Downstream benchmark on the real test split (mean ±95% CI half-width)")
+        for col in ("setting", "real", "n real", "n syn", "bal. acc.", "AUROC",
+                    "gain bal. acc.", "verdict"):
+            t.add_column(col, justify="left" if col in ("setting", "real", "verdict")
                          else "right")
         for a in bench["arms"]:
             m = a["metrics"]
             v = a.get("verdict", "")
             color = {"helps": "green", "hurts": "red"}.get(v.split(" ")[0], "yellow")
             t.add_row(a["setting"], a["fraction"], fmt(a["n_real"]), fmt(a["n_synthetic"]),
-                      fmt_ci(m["balanced_accuracy"]), fmt_ci(m["macro_f1"]), fmt_ci(m["auroc"]),
-                      fmt_ci(a["gain"]["balanced_accuracy"], signed=True) if "gain" in a else "",
+                      fmt_pm(m["balanced_accuracy"]), fmt_pm(m["auroc"]),
+                      fmt_pm(a["gain"]["balanced_accuracy"], signed=True) if "gain" in a else "",
                       f"[{color}]{v}[/]" if v else "")
         out.print(t)
     fid = metrics["fidelity"]
     ref = fid["reference"]
     t = Table(title="Fidelity vs real test (real-vs-real reference in brackets)")
-    for col in ("set", "FID", "KID", "precision", "recall", "class fidelity", "near-copies"):
+    for col in ("set", "FID", "KID", "precision", "recall", "class fid.", "near-copies"):
         t.add_column(col, justify="left" if col == "set" else "right")
     for name, s in fid["sets"].items():
         p, rp = s["overall"], ref["overall"]
@@ -542,6 +550,6 @@ def print_summary(metrics: dict[str, Any]) -> None:
                   f'{fmt(p["precision"], 2)} ({fmt(rp["precision"], 2)})',
                   f'{fmt(p["recall"], 2)} ({fmt(rp["recall"], 2)})',
                   f"{fmt(cf, 2)} ({fmt(rcf, 2)})",
-                  f'{fmt(100 * (priv["near_copy_share"] or 0), 1)} % '
-                  f'(exp. {fmt(100 * priv["expected_share"], 1)} %)')
+                  f'{fmt(100 * (priv["near_copy_share"] or 0), 1)}% '
+                  f'({fmt(100 * priv["expected_share"], 1)}%)')
     out.print(t)
