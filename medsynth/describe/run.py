@@ -309,6 +309,12 @@ def run_describe(cfg: DescribeConfig, *, backend: Any = None, progress: bool = T
         prev = read_manifest(out, "describe").outputs
     if out.resolve() == ds.root.resolve():
         raise MedsynthError(f"{out}: --out must not be the dataset folder")
+    if cfg.backend == "attributes" and template.name == "derm" and _mm_per_px(ds) is None:
+        from medsynth.ui import console
+
+        console.print(f"[yellow]warning[/]: {ds.root}: the pixel size is unknown (no mm_per_px in "
+                      "the dataset manifest); diameters assume a 20 mm field of view unless the "
+                      "images carry their own spacing")
     if backend is None:
         backend = make_backend(cfg, template, **({"mm_per_px": _mm_per_px(ds)}
                                                  if cfg.backend == "attributes" else {}))
