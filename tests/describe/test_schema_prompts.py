@@ -92,3 +92,24 @@ def test_modality_auto() -> None:
     assert template_for_modality("mri", "XC") == "mri"
     with pytest.raises(MedsynthError, match="--modality"):
         template_for_modality("auto", "OT")
+
+
+def test_display_copy_for_models() -> None:
+    """Only the copy a model sees is windowed to 8 bits; grayscale and RGB both become RGB PNGs."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from medsynth.describe.backends import data_url, display_uint8
+
+    ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(1, 64, 64) * 16).astype(np.uint16)
+    d = display_uint8(ramp)
+    assert d.dtype == np.uint8 and d.shape == (64, 64) and d.min() == 0 and d.max() == 255
+    assert np.all(np.diff(d.ravel().astype(int)) >= 0)  # monotone: the window keeps the order
+    vol = np.zeros((1, 5, 16, 16), np.float32)
+    vol[0, 2] = 1.0
+    assert display_uint8(vol).max() == 255  # the middle slice of a volume
+    url = data_url(np.zeros((3, 8, 8), np.uint8))
+    im = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert im.mode == "RGB" and im.size == (8, 8)

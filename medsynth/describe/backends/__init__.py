@@ -31,12 +31,17 @@ def display_uint8(array: np.ndarray) -> np.ndarray:
     dtypes); the dataset keeps its depth. 3D volumes show their middle slice.
     """
     a = np.asarray(array)
-    if a.ndim == 4:
-        a = a[:, a.shape[1] // 2]
     if a.dtype != np.uint8:
+        # The window comes from the whole image or volume, so a slice keeps its true contrast.
+        lo, hi = np.percentile(a.astype(np.float64), [0.5, 99.5])
+        if hi - lo < 1e-9:
+            lo, hi = float(a.min()), float(a.max())
+        if a.ndim == 4:
+            a = a[:, a.shape[1] // 2]
         f = a.astype(np.float64)
-        lo, hi = np.percentile(f, [0.5, 99.5])
         a = (np.clip((f - lo) / max(hi - lo, 1e-9), 0, 1) * 255 + 0.5).astype(np.uint8)
+    elif a.ndim == 4:
+        a = a[:, a.shape[1] // 2]
     if a.shape[0] == 1:
         return a[0]
     return np.ascontiguousarray(np.moveaxis(a[:3], 0, -1))
