@@ -100,8 +100,13 @@ def classification_metrics(probs: Any, y: Any, n_classes: int) -> dict[str, Any]
     }
 
 
-def mean_ci(values: list[float], level: float = 0.95) -> dict[str, Any]:
-    """Mean and ``level`` t-interval of ``values`` (the interval is None for one value)."""
+def mean_ci(values: list[float], level: float = 0.95,
+            bounds: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Mean and ``level`` t-interval of ``values`` (the interval is None for one value).
+
+    ``bounds`` clips the interval to the metric's range (a t-interval over 2-3 seeds can
+    otherwise claim an accuracy above 1).
+    """
     from scipy import stats
 
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
@@ -111,7 +116,10 @@ def mean_ci(values: list[float], level: float = 0.95) -> dict[str, Any]:
     if len(v) < 2:
         return {"mean": m, "lo": None, "hi": None, "n": 1, "values": v.tolist()}
     half = float(stats.t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return {"mean": m, "lo": m - half, "hi": m + half, "n": int(len(v)), "values": v.tolist()}
+    lo, hi = m - half, m + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return {"mean": m, "lo": lo, "hi": hi, "n": int(len(v)), "values": v.tolist()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,9 +234,10 @@ def aggregate(arms: list[Arm], runs: dict[str, dict[str, Any]], seeds: int,
         entry: dict[str, Any] = {
             "setting": arm.setting, "fraction": arm.fraction_label, "synthetic": arm.synthetic,
             "n_runs": len(recs), "n_real": recs[0]["n_real"], "n_synthetic": recs[0]["n_synthetic"],
-            "metrics": {m: mean_ci([r[m] for r in recs]) for m in METRICS},
+            "metrics": {m: mean_ci([r[m] for r in recs], bounds=(0, 1)) for m in METRICS},
             "per_class": {
-                c: {m: mean_ci([r["per_class"][m][k] for r in recs]) for m in PER_CLASS}
+                c: {m: mean_ci([r["per_class"][m][k] for r in recs], bounds=(0, 1))
+                    for m in PER_CLASS}
                 for k, c in enumerate(classes)
             },
             "confusion": np.sum([np.asarray(r["confusion"]) for r in recs], axis=0).tolist(),
@@ -239,7 +248,8 @@ def aggregate(arms: list[Arm], runs: dict[str, dict[str, Any]], seeds: int,
             base = Arm("real", arm.fraction, None)
             pairs = [(runs[arm.key(s)], runs[base.key(s)]) for s in range(seeds)
                      if arm.key(s) in runs and base.key(s) in runs]
-            entry["gain"] = {m: mean_ci([a[m] - b[m] for a, b in pairs]) for m in METRICS}
+            entry["gain"] = {m: mean_ci([a[m] - b[m] for a, b in pairs], bounds=(-1, 1))
+                             for m in METRICS}
             entry["verdict"] = verdict(entry["gain"]["balanced_accuracy"])
         out_arms.append(entry)
     return {"classes": classes, "seeds": seeds, "metrics": list(METRICS), "arms": out_arms}

@@ -247,26 +247,31 @@ def plot_pairs(out: Path, name: str, s: Any, train: Any, closest: list[dict[str,
 
 
 def plot_privacy(out: Path, pdetails: dict[str, Any], metrics: dict[str, Any]) -> str:
-    """Histograms of nearest-training-image distances: synthetic sets vs real test."""
+    """Cumulative distributions of nearest-training-image distances: synthetic vs real test.
+
+    Where a curve crosses the threshold line is its near-copy share; a copying generator's curve
+    rises at 0, an honest one follows the real test curve.
+    """
     fig = _figure(12, 3.8)
     axes = fig.subplots(1, 2)
     for ax, space, label in ((axes[0], "feature", "feature cosine distance"),
                              (axes[1], "pixel", "pixel RMSE")):
-        ref = pdetails["reference"][space].numpy()
-        vals = [ref] + [d[space].numpy() for d in pdetails["sets"].values()]
-        hi = max(float(np.max(v)) for v in vals if len(v)) if any(len(v) for v in vals) else 1
-        bins = np.linspace(0, hi * 1.02 + 1e-9, 30)
-        ax.hist(ref, bins=bins, alpha=0.55, density=True, label="real test (reference)",
-                color="#555")
-        for i, (name, d) in enumerate(pdetails["sets"].items()):
-            ax.hist(d[space].numpy(), bins=bins, alpha=0.5, density=True, label=name,
-                    color=SETTING_COLORS[(i + 1) % len(SETTING_COLORS)])
+        curves = [("real test (reference)", pdetails["reference"][space].numpy(), "#555")]
+        curves += [(name, d[space].numpy(), SETTING_COLORS[(i + 1) % len(SETTING_COLORS)])
+                   for i, (name, d) in enumerate(pdetails["sets"].items())]
+        for name, v, color in curves:
+            if len(v):
+                xs = np.sort(v)
+                ax.step(np.concatenate([[0], xs]), np.arange(len(xs) + 1) / len(xs),
+                        where="post", color=color, lw=2, label=name)
         thr = next(iter(metrics["sets"].values()))[space]["threshold"] if metrics["sets"] else None
         if thr is not None:
             ax.axvline(thr, color="#b42318", ls="--", label="near-copy threshold")
         ax.set_xlabel(f"distance to the nearest real training image ({label})", fontsize=10)
-        ax.set_ylabel("density")
-        ax.legend(fontsize=8)
+        ax.set_ylabel("share of images at or below")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return _save(fig, out, "privacy")
 
@@ -302,7 +307,8 @@ def _table(header: list[str], rows: list[list[str]], left: int = 1) -> str:
                  for i, h in enumerate(header))
     body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>'
                                      for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><tr>{th}</tr>{body}</table>"
+    head = f"<tr>{th}</tr>" if any(header) else ""
+    return f"<table>{head}{body}</table>"
 
 
 def _img(out: Path, rel: str, alt: str) -> str:
