@@ -133,6 +133,9 @@ def reference_speed(ds: Path, store: Path) -> float:
 
 
 def main() -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)  # both loops alike; the recipe's setting on a shared 2-core machine
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         ds, store = _dataset(root)
@@ -140,7 +143,7 @@ def main() -> dict[str, Any]:
         ms = medsynth_speed(ds, store, root / "m_fp32", mixed_precision="no")
         bf = medsynth_speed(ds, store, root / "m_bf16", mixed_precision="bf16")
     res = {
-        "setup": f"derm demo {SIZE}px RGB, batch {BATCH}, {STEPS} steps, UNet of examples/derm-cpu.yaml, CPU",
+        "setup": f"derm demo {SIZE}px RGB, batch {BATCH}, {STEPS} steps, UNet of examples/derm-cpu.yaml, CPU, 1 thread",
         "reference_images_per_s": round(ref, 2),
         "medsynth_fp32_images_per_s": round(ms, 2),
         "medsynth_bf16_images_per_s": round(bf, 2),

@@ -49,7 +49,7 @@ Class- and text-conditioned pixel-space diffusion model trained by `medsynth tra
 - steps {outputs['steps']}, batch {cfg.batch_size} x accumulation {cfg.grad_accum} x {outputs['processes']} process(es),
   lr {cfg.lr} ({cfg.lr_schedule}, warm-up {cfg.warmup_steps}), EMA decay {cfg.ema_decay}
 - device {outputs['device']}, mixed precision {outputs['mixed_precision']}
-- time {outputs['train_time_s']} s for this run, {outputs['images_per_s']} images/s, final loss {outputs['final_loss']}
+- training time {outputs['train_time_s']} s (all resumed parts), {outputs['images_per_s']} images/s, final loss {outputs['final_loss']}
 
 ## Samples
 ![samples]({outputs['files']['sample_grid']})

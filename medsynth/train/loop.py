@@ -137,6 +137,8 @@ class _Trainer:
                  resume: bool, progress: bool, interrupt_after: int | None = None) -> None:
         self.dataset, self.store, self.data, self.cfg, self.out = dataset, store, data, cfg, out
         self.interrupt_after = interrupt_after
+        self.elapsed_before = 0.0
+        self.t0 = time.perf_counter()
         self.resume, self.progress = resume, progress
         self.ckdir = out / "checkpoints"
 
@@ -286,6 +288,7 @@ class _Trainer:
                 if len(ckpts) > 1 else "start again with --overwrite",
             ) from None
         step = int(state["step"])
+        self.elapsed_before = float(state.get("elapsed_s", 0.0))
         console.print(f"resumed from {last} (step {step})")
         return step
 
@@ -298,7 +301,8 @@ class _Trainer:
         acc.wait_for_everyone()
         acc.save_state(str(tmp))
         if acc.is_main_process:
-            atomic_write_text(tmp / "state.json", json.dumps({"step": step}))
+            atomic_write_text(tmp / "state.json", json.dumps({
+                "step": step, "elapsed_s": round(self.elapsed_before + time.perf_counter() - self.t0, 1)}))
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -357,7 +361,7 @@ class _Trainer:
         unet, head, opt, lr_sched, ema = self.unet, self.head, self.opt, self.lr_sched, self.ema
         n, b, null = len(data), cfg.batch_size, len(data.classes)
         labels = torch.from_numpy(data.labels)
-        t0 = time.perf_counter()
+        t0 = self.t0 = time.perf_counter()
         win: dict[str, float] = {"loss": 0.0, "mse": 0.0, "ce": 0.0, "n": 0}
         win_t, win_imgs = time.perf_counter(), 0
         step = start
@@ -427,7 +431,7 @@ class _Trainer:
                            "mse": f"{win['mse'] / m:.6f}", "class_ce": f"{win['ce'] / m:.6f}",
                            "lr": f"{lr_sched.get_last_lr()[0]:.3e}",
                            "images_per_s": f"{win_imgs / max(dt, 1e-9):.2f}",
-                           "elapsed_s": f"{time.perf_counter() - t0:.1f}"}
+                           "elapsed_s": f"{self.elapsed_before + time.perf_counter() - t0:.1f}"}
                     self._write_log(row)
                     bar.update(task, loss=row["loss"], rate=f"{win_imgs / max(dt, 1e-9):.1f} img/s")
                     win = {"loss": 0.0, "mse": 0.0, "ce": 0.0, "n": 0}
@@ -441,8 +445,9 @@ class _Trainer:
                     unet.train()
                 if self.interrupt_after is not None and step >= self.interrupt_after:
                     raise KeyboardInterrupt
-        self.train_time = time.perf_counter() - t0
-        self.images_seen = (step - start) * cfg.batch_size * cfg.grad_accum * acc.num_processes
+        # Totals over all resumed parts of the run (checkpoints carry the elapsed time).
+        self.train_time = self.elapsed_before + time.perf_counter() - t0
+        self.images_seen = step * cfg.batch_size * cfg.grad_accum * acc.num_processes
         return step
 
     # --- samples and export -----------------------------------------------------------------

@@ -162,3 +162,14 @@ def test_bf16_autocast_on_cpu(tiny: dict[str, Path]) -> None:
     m = json.loads((out / "medsynth.json").read_text())
     assert m["outputs"]["mixed_precision"] == "bf16"
     assert all(np.isfinite(v) for _, v in _losses(out))
+
+
+def test_interrupted_run_can_be_overwritten_but_not_silently_reused(tiny: dict[str, Path]) -> None:
+    out = tiny["root"] / "interrupted"
+    cfg = TrainConfig.tiny(max_steps=3, checkpoint_every=1)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny["ds"], out, cfg=cfg, progress=False, interrupt_after=1)
+    with pytest.raises(MedsynthError, match="--resume"):
+        train(tiny["ds"], out, cfg=cfg, progress=False)  # neither --resume nor --overwrite
+    train(tiny["ds"], out, cfg=cfg.replace(max_steps=1), overwrite=True, progress=False)
+    assert [s for s, _ in _losses(out)] == [1] and (out / "medsynth.json").is_file()
