@@ -13,8 +13,8 @@ The pipeline is classical image analysis, each step chosen to survive what dermo
    non-overlapping area exceeds a share of the lesion area.
 5. B (border): roughness of the outline, the energy of the radial profile's harmonics 5-12
    relative to the mean radius (lobes and notches, not the overall oval shape), mapped to 0..1.
-6. C (colours): illumination-flattened lesion pixels labelled with the nearest vocabulary colour
-   in CIE Lab; a colour is present when it covers a minimum share of the lesion.
+6. C (colours): illumination-flattened pixels of the lesion's convex hull labelled with the
+   nearest vocabulary colour in CIE Lab; a colour is present when it covers a minimum share.
 7. D (diameter): the largest Feret diameter of the contour, in mm.
 8. Structures: dots/globules (small dark blobs), streaks (thin radial protrusions at the border),
    pigment network (mid-frequency texture energy), blue-white veil (blue-grey and white together).
@@ -51,8 +51,8 @@ SKIN_RGB: dict[int, tuple[int, int, int]] = {
 }
 """Reference skin colours of the Fitzpatrick-like types 1..6 under dermoscope light."""
 # Decision thresholds, calibrated on the demo phantoms (benchmarks/describe_agreement.py).
-MIN_SHARE: dict[str, float] = {"light_brown": 0.06, "dark_brown": 0.09, "black": 0.02,
-                               "blue_grey": 0.06, "red": 0.01, "white": 0.01}
+MIN_SHARE: dict[str, float] = {"light_brown": 0.17, "dark_brown": 0.15, "black": 0.01,
+                               "blue_grey": 0.05, "red": 0.01, "white": 0.03}
 """A colour is present when at least this share of lesion pixels is nearest to it."""
 ASYMMETRY_THRESHOLDS = (0.12, 0.11)
 """Non-overlap share of the lesion with its mirror image for the more and the less asymmetric
@@ -67,7 +67,7 @@ MIN_DOTS = 8
 """Small dark blobs needed for dots/globules."""
 MIN_STREAKS = 3
 """Thin rim protrusions needed for streaks."""
-VEIL_BLUE, VEIL_WHITE = 0.22, 0.0
+VEIL_BLUE, VEIL_WHITE = 0.16, 0.0
 """Blue-grey and white shares that together make a blue-white veil."""
 IRREGULAR_AT = 0.5
 """``border`` is ``irregular`` when border_irregularity >= this (the demo's rule)."""
@@ -366,7 +366,11 @@ def derm_features(array: np.ndarray, mm_per_px: float) -> dict[str, Any]:
     # Colours: illumination-normalised pixels, edge and hairs excluded.
     illum = bg / np.maximum(centre_bg, 1e-3)
     flat = np.clip(rgb / np.maximum(illum, 0.2), 0, 1)
-    inner = ndi.binary_erosion(mask, iterations=1) & ~ndi.binary_dilation(hairs, iterations=1)
+    # The convex hull: pale regions (white, regression) at the rim are close to the skin colour
+    # and may fall outside the contrast mask, but they lie within the lesion's hull.
+    from medsynth.measure.cxr import _hull_mask
+
+    inner = _hull_mask(ndi.binary_erosion(mask, iterations=1)) & ~ndi.binary_dilation(hairs, iterations=1)
     if inner.sum() < 4:
         inner = mask
     f["shares"] = color_shares(_rgb_to_lab(flat[inner]))
