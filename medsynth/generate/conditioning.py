@@ -155,6 +155,14 @@ def plan_samples(requests: list[Request], model_classes: list[str], *, base_seed
     return specs
 
 
+def plan_digest(specs: list[SampleSpec]) -> str:
+    """sha256 of what the plan makes (ids, classes, seeds, descriptions): resume must match it."""
+    h = hashlib.sha256()
+    for s in specs:
+        h.update(f"{s.sample_id}\x00{s.cls}\x00{s.seed}\x00{s.description}\x01".encode())
+    return h.hexdigest()
+
+
 def shard(specs: list[SampleSpec], index: int, count: int) -> list[SampleSpec]:
     """The disjoint share of process ``index`` of ``count`` (round-robin over the plan)."""
     return specs[index::count]

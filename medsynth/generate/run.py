@@ -45,6 +45,7 @@ from medsynth.errors import MedsynthError
 from medsynth.generate.conditioning import (
     SampleSpec,
     class_folders,
+    plan_digest,
     plan_samples,
     requests_from_csv,
     requests_from_options,
@@ -242,6 +243,7 @@ def run_generate(cfg: GenerateConfig, *, resume: bool = False, overwrite: bool =
                             "generate yet (2D only)")
     store = _store_for(cfg, bundle.manifest)
     plan = plan_for(cfg, bundle.classes, store)
+    digest = plan_digest(plan)
     if only:
         wanted = set(only)
         unknown = sorted(wanted - {s.sample_id for s in plan})
@@ -255,11 +257,20 @@ def run_generate(cfg: GenerateConfig, *, resume: bool = False, overwrite: bool =
 
     # Run state: identity for resume checks, and the DICOM study/series UIDs of the whole run.
     run_state = _check_identity(out, cfg, bundle.sha256) if resume else None
+    if run_state is not None:
+        # Same options but another plan: the store or the prompts CSV changed since.
+        if run_state.get("plan_sha256", digest) != digest:
+            raise MedsynthError(
+                f"{out}: --resume would make different images than the run it continues "
+                "(the description store or the prompts CSV changed)",
+                hint="use --overwrite or another --out")
+        if (run_state.get("only") or None) != (only or None):
+            raise MedsynthError(f"{out}: --resume must use the same --only as the original run")
     if run_state is None:
         if state.is_main_process:
             run_state = {
                 "identity": cfg.identity(), "only": only, "model_sha256": bundle.sha256,
-                "n_planned": len(plan),
+                "n_planned": len(plan), "plan_sha256": digest,
                 "dicom": dataclasses.asdict(DicomRunInfo.new(
                     bundle.classes, bundle.modality, Path(cfg.model).resolve().name)),
             }

@@ -113,6 +113,11 @@ def test_prompts_csv_mixed_batch(rgb_model: Path, tmp_path: Path) -> None:
     # nevus rows draw from the model's store (its only stored description).
     assert (t[t["class"] == "nevus"]["description"] == "small round tan lesion, regular border").all()
     assert (t["png"] == "").all() and (t["nifti"] != "").all()
+    # The CSV changed since: resuming would make other images, so it is refused.
+    csv.write_text("class,prompt,n\nmelanoma,pink nodule,2\nnevus,,3\n")
+    res = generate(rgb_model, "--prompts-csv", csv, "--out", out, "--format", "nifti", "--resume",
+                   *FAST)
+    assert res.exit_code == 1 and "changed" in res.output, res.output
 
 
 def test_bad_classes_and_paths(rgb_model: Path, tmp_path: Path) -> None:
