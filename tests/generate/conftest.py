@@ -25,6 +25,7 @@ DESCRIPTIONS = {
 def _dataset(root: Path, classes: list[str], channels: int, dtype: str, modality: str) -> Path:
     from medsynth.data.dataset import finish_dataset
     from medsynth.data.save import save_png
+    from medsynth.store import class_dirname
 
     rng = np.random.default_rng(0)
     rows = []
@@ -32,7 +33,7 @@ def _dataset(root: Path, classes: list[str], channels: int, dtype: str, modality
     for c in classes:
         for i in range(2):
             arr = rng.integers(0, hi, (channels, 16, 16)).astype(dtype)
-            rel = f"images/{c}/{c}_{i}.png"
+            rel = f"images/{class_dirname(c)}/{i}.png"
             save_png(arr, root / rel)
             rows.append({"image_id": f"{c}_{i}", "path": rel, "class": c, "split": "train"})
     finish_dataset(root, pd.DataFrame(rows), config={"demo": "generate-tests"}, classes=classes,
@@ -46,7 +47,7 @@ def _store(root: Path, dataset: Path, classes: list[str]) -> Path:
 
     for c in classes:
         with record_writer(root, c) as w:
-            for i, text in enumerate(DESCRIPTIONS[c]):
+            for i, text in enumerate(DESCRIPTIONS.get(c, [f"a {c} image"])):
                 w.write(DescriptionRecord(
                     image_id=f"{c}_{i}", path=f"images/{c}/{c}_{i}.png", cls=c, split="train",
                     attributes={}, text=text, backend="fixture", model="none",
@@ -83,8 +84,9 @@ def make_model(root: Path, *, classes: list[str], channels: int, dtype: str, mod
     save_pretrained_atomic(unet, model / "unet")
     save_pretrained_atomic(unet, model / "unet_raw")
     DDPMScheduler(num_train_timesteps=1000).save_pretrained(model / "scheduler")
-    texts = [t for c in classes for t in DESCRIPTIONS[c]]
-    labels = torch.tensor([i for i, c in enumerate(classes) for _ in DESCRIPTIONS[c]])
+    texts = [t for c in classes for t in DESCRIPTIONS.get(c, [f"a {c} image"])]
+    labels = torch.tensor([i for i, c in enumerate(classes)
+                           for _ in DESCRIPTIONS.get(c, [f"a {c} image"])])
     hidden, mask = enc.encode(texts)
     save_prototypes(model / PROTOTYPE_FILE, build_prototypes(hidden, mask, labels, len(classes), 4),
                     classes)

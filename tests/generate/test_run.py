@@ -138,6 +138,28 @@ def test_bad_classes_and_paths(rgb_model: Path, tmp_path: Path) -> None:
     assert res.exit_code == 1 and "n (1 -> 2)" in res.output
 
 
+def test_odd_class_names_stay_inside_out(tmp_path: Path) -> None:
+    import pydicom
+
+    from tests.generate.conftest import make_model
+
+    odd = ["../../escape", "a b/ü\\x", "a_b"]
+    model = make_model(tmp_path / "m", classes=odd, channels=1, dtype="uint8", modality="OT")
+    out = tmp_path / "box" / "synth"
+    res = generate(model, "--class", "all", "--n", "1", "--out", out, "--format", "png,dicom",
+                   *FAST)
+    assert res.exit_code == 0, res.output
+    t = pd.read_csv(out / "samples.csv", keep_default_na=False)
+    assert list(t["class"]) == odd and t["sample_id"].is_unique
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".png", ".dcm")
+               and "synth" in p.parts]
+    assert len(written) == 6 and all(p.resolve().is_relative_to(out.resolve()) for p in written)
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "box" / "escape").exists()
+    for row in t.itertuples():
+        assert_valid_dicom(out / row.dicom)
+        assert pydicom.dcmread(out / row.dicom).SeriesDescription.startswith(row._2[:4].strip())
+
+
 def test_killed_run_resumes_to_exactly_n(gray16_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "synth"
     n = 30
