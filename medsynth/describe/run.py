@@ -306,7 +306,14 @@ def run_describe(cfg: DescribeConfig, *, backend: Any = None, progress: bool = T
     out = Path(cfg.out)
     prev: dict[str, Any] = {}
     if (out / MANIFEST_NAME).is_file():
-        prev = read_manifest(out, "describe").outputs
+        prev_manifest = read_manifest(out, "describe")
+        prev = prev_manifest.outputs
+        before = {i.get("sha256") for i in prev_manifest.inputs if i.get("stage") == "data"}
+        if before and ds.sha256 not in before and not cfg.overwrite:
+            from medsynth.ui import console
+
+            console.print(f"[yellow]warning[/]: {out} was made from another version of the dataset "
+                          f"(or another dataset) than {ds.root}; records are matched by image_id")
     if out.resolve() == ds.root.resolve():
         raise MedsynthError(f"{out}: --out must not be the dataset folder")
     if cfg.backend == "attributes" and template.name == "derm" and _mm_per_px(ds) is None:
