@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from medsynth.measure.derm import _otsu
+from medsynth.measure.common import hull_mask, otsu, row_spans
 
 CXR_COLUMNS = ("side", "zone", "opacity_extent", "ctr", "heart_width_px", "thorax_width_px")
 """The keys :func:`measure_cxr` returns (the demo ``labels.csv`` attribute columns)."""
@@ -38,44 +38,15 @@ def _normalize(array: np.ndarray) -> np.ndarray:
     return np.clip((a - lo) / max(hi - lo, 1e-9), 0, 1)
 
 
-def _hull_mask(mask: np.ndarray) -> np.ndarray:
-    """Filled convex hull of a binary mask (half-plane tests inside the bounding box)."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) < 3:
-        return mask.copy()
-    from scipy.spatial import ConvexHull
-
-    # The hull of the pixels' row end points equals the hull of all pixels, with far fewer points.
-    has, first, last = _row_spans(mask)
-    rows = np.nonzero(has)[0]
-    pts = np.concatenate([np.stack([first[rows], rows], 1), np.stack([last[rows], rows], 1)])
-    pts = pts.astype(float)
-    try:
-        hull = pts[ConvexHull(pts).vertices]  # counter-clockwise in (x, y)
-    except Exception:
-        return mask.copy()
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(float)
-    inside = np.ones(yy.shape, bool)
-    nxt = np.roll(hull, -1, axis=0)
-    for (ax, ay), (bx, by) in zip(hull, nxt, strict=True):
-        # Left of (or on, within half a pixel) every edge of a counter-clockwise polygon.
-        cross = (bx - ax) * (yy - ay) - (by - ay) * (xx - ax)
-        inside &= cross >= -0.5 * np.hypot(bx - ax, by - ay)
-    out = mask.copy()
-    out[y0:y1, x0:x1] |= inside
-    return out
-
-
 def segment_lungs(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dark lung masks on the image's left and right halves (either may be empty)."""
     h, w = img.shape
     sm = ndi.gaussian_filter(img, max(h / 128, 0.7))
     # Threshold between lung and soft tissue, computed inside the body only.
-    body = sm > _otsu(sm.ravel()) * 0.5
+    body = sm > otsu(sm.ravel()) * 0.5
     body = ndi.binary_fill_holes(ndi.binary_closing(body, iterations=2))
     vals = sm[body] if body.sum() > 0.1 * h * w else sm.ravel()
-    dark = (sm < _otsu(vals)) & body
+    dark = (sm < otsu(vals)) & body
     dark = ndi.binary_opening(dark, iterations=max(1, h // 64))
     lab, n = ndi.label(dark)
     halves = []
@@ -111,14 +82,6 @@ def _robust_trend(sm: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return fit + float(np.median((sm - fit)[mask]))
 
 
-def _row_spans(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: has pixels, first column, last column (-1 where empty)."""
-    has = mask.any(1)
-    first = np.where(has, mask.argmax(1), -1)
-    last = np.where(has, mask.shape[1] - 1 - mask[:, ::-1].argmax(1), -1)
-    return has, first, last
-
-
 def expected_field(lung: np.ndarray, other: np.ndarray, medial_right: bool,
                    hulls: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Where this lung should be aerated: its convex hull without the medial concavity (the
@@ -128,8 +91,8 @@ def expected_field(lung: np.ndarray, other: np.ndarray, medial_right: bool,
     ``medial_right``: the midline is to the right of this lung (the image-left lung).
     """
     h, w = lung.shape
-    hull, other_hull = hulls if hulls is not None else (_hull_mask(lung), _hull_mask(other))
-    has, first, last = _row_spans(lung)
+    hull, other_hull = hulls if hulls is not None else (hull_mask(lung), hull_mask(other))
+    has, first, last = row_spans(lung)
     cols = np.arange(w)[None, :]
     if medial_right:
         medial = cols > np.where(has, last, w)[:, None]
@@ -157,8 +120,8 @@ def heart_width(left: np.ndarray, right: np.ndarray) -> float:
     gap just before it.
     """
     h = left.shape[0]
-    hl, _, ll = _row_spans(left)
-    hr, fr, _ = _row_spans(right)
+    hl, _, ll = row_spans(left)
+    hr, fr, _ = row_spans(right)
     rows = np.nonzero(hl & hr)[0]
     if len(rows) < 4:
         return 0.0
@@ -186,7 +149,7 @@ def measure_cxr(array: np.ndarray) -> dict[str, Any]:
     img = _normalize(array)
     h, w = img.shape
     lungs = segment_lungs(img)  # image left (patient right), image right (patient left)
-    hulls = (_hull_mask(lungs[0]), _hull_mask(lungs[1]))
+    hulls = (hull_mask(lungs[0]), hull_mask(lungs[1]))
     fields = [expected_field(lungs[0], lungs[1], True, hulls),
               expected_field(lungs[1], lungs[0], False, hulls[::-1])]
     sm = ndi.gaussian_filter(img, h / 48)

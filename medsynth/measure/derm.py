@@ -17,7 +17,7 @@ The pipeline is classical image analysis, each step chosen to survive what dermo
    nearest vocabulary colour in CIE Lab; a colour is present when it covers a minimum share.
 7. D (diameter): the largest Feret diameter of the contour, in mm.
 8. Structures: dots/globules (small dark blobs), streaks (thin radial protrusions at the border),
-   pigment network (mid-frequency texture energy), blue-white veil (blue-grey and white together).
+   pigment network (mid-frequency texture energy), blue-white veil (a large blue-grey share).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from medsynth.measure.common import hull_mask, otsu
 
 COLOR_VOCAB = ("light_brown", "dark_brown", "black", "blue_grey", "red", "white")
 """Dermoscopy colour vocabulary, in the canonical order used in ``labels.csv``."""
@@ -98,19 +100,6 @@ def _disk(radius: int) -> np.ndarray:
     return x * x + y * y <= r * r
 
 
-def _otsu(values: np.ndarray, bins: int = 128) -> float:
-    """Otsu's threshold of a 1-D sample."""
-    hist, edges = np.histogram(values, bins=bins)
-    centers = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centers)
-    mu0 = m0 / np.maximum(w0, 1)
-    mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mu0 - mu1) ** 2
-    return float(centers[int(np.argmax(between))])
-
-
 @functools.lru_cache(maxsize=8)
 def _quad_basis(h: int, w: int) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w]
@@ -159,13 +148,6 @@ def _contour(mask: np.ndarray) -> np.ndarray:
         return np.zeros((0, 2))
     best = max(lines, key=len)
     return np.asarray(best, dtype=float) - 2.0
-
-
-def _perimeter(pts: np.ndarray) -> float:
-    if len(pts) < 2:
-        return 0.0
-    closed = np.vstack([pts, pts[:1]])
-    return float(np.sum(np.hypot(*np.diff(closed, axis=0).T)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,20 +214,20 @@ def segment_lesion(rgb: np.ndarray, hairs: np.ndarray) -> tuple[np.ndarray, np.n
     for it in range(2):
         bg = _fit_surface(clean, skin)
         dist = np.linalg.norm(clean - bg, axis=-1) / (np.linalg.norm(bg, axis=-1) + 1e-3)
-        otsu = max(_otsu(dist[field]), 0.06)
-        thr = otsu
+        t_otsu = max(otsu(dist[field]), 0.06)
+        thr = t_otsu
         if it == 1 and mask.any():
             # Half of the lesion's typical contrast (the middle of its soft edge), but above
             # the skin's own texture so a faint lesion does not leak into the skin.
             core = ndi.binary_erosion(mask, iterations=max(1, h // 32))
             if core.sum() > 8:
-                floor = float(np.percentile(dist[skin], 98)) if skin.sum() > 20 else otsu
-                thr = max(0.5 * float(np.median(dist[core])), min(floor, 0.8 * otsu), 0.05)
+                floor = float(np.percentile(dist[skin], 98)) if skin.sum() > 20 else t_otsu
+                thr = max(0.5 * float(np.median(dist[core])), min(floor, 0.8 * t_otsu), 0.05)
         new = _clean_mask((dist > thr) & field, h)
-        if it == 1 and thr < otsu:
+        if it == 1 and thr < t_otsu:
             # A faint lesion's half-contrast level can leak into the skin: then keep the
             # plain Otsu mask (also when the refined one is empty).
-            plain = _clean_mask((dist > otsu) & field, h)
+            plain = _clean_mask((dist > t_otsu) & field, h)
             if not new.any() or new.sum() > 2.0 * max(plain.sum(), 1):
                 new = plain
         if not new.any():
@@ -368,9 +350,7 @@ def derm_features(array: np.ndarray, mm_per_px: float) -> dict[str, Any]:
     flat = np.clip(rgb / np.maximum(illum, 0.2), 0, 1)
     # The convex hull: pale regions (white, regression) at the rim are close to the skin colour
     # and may fall outside the contrast mask, but they lie within the lesion's hull.
-    from medsynth.measure.cxr import _hull_mask
-
-    inner = _hull_mask(ndi.binary_erosion(mask, iterations=1)) & ~ndi.binary_dilation(hairs, iterations=1)
+    inner = hull_mask(ndi.binary_erosion(mask, iterations=1)) & ~ndi.binary_dilation(hairs, iterations=1)
     if inner.sum() < 4:
         inner = mask
     f["shares"] = color_shares(_rgb_to_lab(flat[inner]))
