@@ -29,9 +29,9 @@ def evaluate_cmd(
                           "setting: fractions (1.0, 0.1) or images per class (20).")] = "1.0,0.1",
     size: Annotated[int | None, typer.Option("--size", help="Classifier image size in pixels "
                                              "(default: the data's, at most 64).")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Maximum classifier epochs.")] = 20,
+    epochs: Annotated[int, typer.Option("--epochs", help="Maximum classifier epochs.")] = 30,
     patience: Annotated[int, typer.Option("--patience", help="Early-stopping patience (epochs "
-                                          "without a lower real val loss).")] = 5,
+                                          "without a lower real val loss).")] = 8,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Classifier batch size.")] = 32,
     lr: Annotated[float, typer.Option("--lr", help="Classifier learning rate.")] = 1e-3,
     max_synthetic: Annotated[

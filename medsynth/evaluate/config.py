@@ -61,9 +61,9 @@ class EvaluateConfig:
     """Real training data per arm: fractions (``1.0``, ``0.1``) or images per class (``20``)."""
     size: int | None = None
     """Classifier input size in pixels (None = the data's size, at most 64)."""
-    epochs: int = 20
+    epochs: int = 30
     """Maximum classifier training epochs (early stopping on the real val split)."""
-    patience: int = 5
+    patience: int = 8
     """Epochs without improvement of the val loss before training stops."""
     batch_size: int = 32
     """Classifier batch size."""
