@@ -53,3 +53,16 @@ def hull_mask(mask: np.ndarray) -> np.ndarray:
     out = mask.copy()
     out[y0:y1, x0:x1] |= inside
     return out
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.binary_fill_holes`` by labelling the background once (same result for
+    4-connected holes, and much faster than the iterative reconstruction on small images)."""
+    from scipy import ndimage as ndi
+
+    lab, n = ndi.label(~mask)
+    if n == 0:
+        return mask.copy()
+    border = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    outside = np.isin(lab, border[border > 0])
+    return ~outside

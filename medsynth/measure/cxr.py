@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from medsynth.measure.common import hull_mask, otsu, row_spans
+from medsynth.measure.common import fill_holes, hull_mask, otsu, row_spans
 
 CXR_COLUMNS = ("side", "zone", "opacity_extent", "ctr", "heart_width_px", "thorax_width_px")
 """The keys :func:`measure_cxr` returns (the demo ``labels.csv`` attribute columns)."""
@@ -44,7 +44,7 @@ def segment_lungs(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sm = ndi.gaussian_filter(img, max(h / 128, 0.7))
     # Threshold between lung and soft tissue, computed inside the body only.
     body = sm > otsu(sm.ravel()) * 0.5
-    body = ndi.binary_fill_holes(ndi.binary_closing(body, iterations=2))
+    body = fill_holes(ndi.binary_closing(body, iterations=2))
     vals = sm[body] if body.sum() > 0.1 * h * w else sm.ravel()
     dark = (sm < otsu(vals)) & body
     dark = ndi.binary_opening(dark, iterations=max(1, h // 64))
@@ -159,7 +159,7 @@ def measure_cxr(array: np.ndarray) -> dict[str, Any]:
         op = ndi.binary_opening(field & ~lung, iterations=max(1, h // 64))
         # ... and patchy consolidation that is still darker than soft tissue: brighter than
         # the lung's own smooth intensity trend (denser bases, lateral chest wall).
-        filled = ndi.binary_fill_holes(lung)
+        filled = fill_holes(lung)
         core = ndi.binary_erosion(filled, iterations=max(1, h // 24))
         if core.sum() > 30:
             res = sm - _robust_trend(sm, core)

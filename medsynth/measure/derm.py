@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from medsynth.measure.common import hull_mask, otsu
+from medsynth.measure.common import fill_holes, hull_mask, otsu
 
 COLOR_VOCAB = ("light_brown", "dark_brown", "black", "blue_grey", "red", "white")
 """Dermoscopy colour vocabulary, in the canonical order used in ``labels.csv``."""
@@ -179,7 +179,7 @@ def _clean_mask(mask: np.ndarray, h: int) -> np.ndarray:
     mask = ndi.binary_opening(mask, structure=_disk(max(1, h // 64)))
     if not mask.any():
         return mask
-    return ndi.binary_fill_holes(_largest_central_component(mask))
+    return fill_holes(_largest_central_component(mask))
 
 
 def segment_lesion(rgb: np.ndarray, hairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -198,7 +198,7 @@ def segment_lesion(rgb: np.ndarray, hairs: np.ndarray) -> tuple[np.ndarray, np.n
     clean = ndi.gaussian_filter(clean, sigma=(max(h / 128, 0.5), max(w / 128, 0.5), 0))
     # The dermoscope's round field can leave the corners almost black: they are not skin.
     lum = clean @ np.array([0.299, 0.587, 0.114])
-    field = ndi.binary_fill_holes(lum > 0.5 * float(np.median(lum)))
+    field = fill_holes(lum > 0.5 * float(np.median(lum)))
     if not field.all():  # drop the soft transition ring of the round field as well
         field = ndi.binary_erosion(field, iterations=max(2, h // 16), border_value=1)
     ring = np.zeros((h, w), bool)
