@@ -167,7 +167,7 @@ def plot_benchmark(out: Path, bench: dict[str, Any], metric: str = "balanced_acc
     ax.set_ylabel(metric.replace("_", " "), fontsize=11)
     ax.set_ylim(0, 1.05)
     ax.set_title(f"Test {metric.replace('_', ' ')} (mean, 95% CI over seeds)", fontsize=12)
-    ax.legend(fontsize=9, loc="lower right")
+    ax.legend(fontsize=9, loc="best", framealpha=0.9)
     ax.grid(axis="y", alpha=0.3)
 
     gains = [a for a in arms if "gain" in a]
@@ -201,6 +201,7 @@ def plot_confusions(out: Path, bench: dict[str, Any]) -> str:
     nrows = math.ceil(len(arms) / ncols)
     side = 2.2 + 0.45 * len(classes)
     fig = _figure(side * ncols, side * nrows + 0.4)
+    fig.set_layout_engine("constrained")  # keeps axis labels clear of the next row's titles
     axes = fig.subplots(nrows, ncols, squeeze=False)
     short = [c if len(c) <= 10 else c[:9] + "…" for c in classes]
     for ax in axes.ravel()[len(arms):]:
@@ -218,7 +219,6 @@ def plot_confusions(out: Path, bench: dict[str, Any]) -> str:
         ax.set_title(f"{a['setting']} @ {a['fraction']}", fontsize=10)
         ax.set_xlabel("predicted", fontsize=8)
     fig.suptitle("Confusion matrices on the real test split (rows: true class)", fontsize=12)
-    fig.tight_layout()
     return _save(fig, out, "confusion")
 
 
