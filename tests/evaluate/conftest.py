@@ -41,19 +41,24 @@ def shape_image(cls: str, rng: np.random.Generator, size: int = 32) -> np.ndarra
     return np.moveaxis(np.clip(img, 0, 255).astype(np.uint8), -1, 0)
 
 
-def make_dataset(root: Path, n_per_class: int = 30, size: int = 32, seed: int = 0) -> Path:
-    """A medsynth dataset folder of RGB shapes, stratified train/val/test splits."""
+def make_dataset(root: Path, n_per_class: int = 30, size: int = 32, seed: int = 0,
+                 gray16: bool = False) -> Path:
+    """A medsynth dataset folder of shapes (RGB uint8, or 16-bit grayscale), stratified splits."""
     rng = np.random.default_rng(seed)
     rows = []
     for cls in CLASSES:
         for i in range(n_per_class):
             rel = f"images/{cls}/{cls}_{i:03d}.png"
-            save_png(shape_image(cls, rng, size), root / rel)
+            img = shape_image(cls, rng, size)
+            if gray16:  # full 16-bit range, one channel
+                img = (img.astype(np.float64).mean(0, keepdims=True) * 257).astype(np.uint16)
+            save_png(img, root / rel)
             rows.append({"image_id": f"{cls}_{i:03d}", "path": rel, "class": cls})
     table = pd.DataFrame(rows)
     table["split"] = assign_splits(table["class"], (0.6, 0.15, 0.25), seed=seed)
-    finish_dataset(root, table, config={"fixture": "shapes"}, classes=CLASSES, channels=3,
-                   dtype="uint8", modality="XC")
+    finish_dataset(root, table, config={"fixture": "shapes"}, classes=CLASSES,
+                   channels=1 if gray16 else 3, dtype="uint16" if gray16 else "uint8",
+                   modality="DX" if gray16 else "XC")
     return root
 
 
@@ -84,11 +89,13 @@ def make_synthetic(root: Path, dataset: Path, model: Path, *, mode: str = "pertu
         for i in range(n_per_class):
             row = src.iloc[i % len(src)]
             a = ds.load(row).array
+            top = int(np.iinfo(a.dtype).max)
             if mode == "perturbed":
-                a = np.roll(a, tuple(rng.integers(-4, 5, 2)), axis=(1, 2)).astype(float)
-                a = np.clip(a + rng.normal(0, 14, a.shape), 0, 255).astype(np.uint8)
+                shifted = np.roll(a, tuple(rng.integers(-4, 5, 2)), axis=(1, 2)).astype(float)
+                noise = rng.normal(0, 14 * top / 255, a.shape)
+                a = np.clip(shifted + noise, 0, top).astype(a.dtype)
             elif mode == "noise":
-                a = rng.integers(0, 256, a.shape, dtype=np.uint8)
+                a = rng.integers(0, top + 1, a.shape).astype(a.dtype)
             sid = f"{cls}-{i:06d}"
             rel = f"png/{cls}/{sid}.png"
             save_png(a, root / rel)
@@ -104,8 +111,9 @@ def make_synthetic(root: Path, dataset: Path, model: Path, *, mode: str = "pertu
     table.to_csv(buf, index=False)
     atomic_write_bytes(root / "samples.csv", buf.getvalue().encode("utf-8"))
     write_manifest(root, "generate", config={"fixture": mode}, inputs=[input_ref(model, "train")],
-                   outputs={"n_images": len(table), "classes": ds.classes, "channels": 3,
-                            "dtype": "uint8", "samples": "samples.csv", "formats": ["png"],
+                   outputs={"n_images": len(table), "classes": ds.classes,
+                            "channels": ds.channels,
+                            "dtype": ds.dtype, "samples": "samples.csv", "formats": ["png"],
                             "synthetic": True})
     return root
 

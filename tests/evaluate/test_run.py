@@ -108,3 +108,22 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
     # The page rendered: the dark header band and many distinct colours (plots, images).
     assert im.getpixel((20, 20))[2] < 120
     assert len(im.resize((260, 480)).getcolors(1 << 16) or []) > 500
+
+
+def test_gray16_without_benchmark(tmp_path: Path) -> None:
+    """16-bit grayscale stays one channel (3 only inside the feature extractor); --no-benchmark."""
+    from .conftest import make_dataset, make_model, make_synthetic
+
+    data = make_dataset(tmp_path / "gray", n_per_class=12, gray16=True)
+    synth = make_synthetic(tmp_path / "s", data, make_model(tmp_path / "m", data), n_per_class=6)
+    out = tmp_path / "report"
+    res = CliRunner().invoke(app, ["evaluate", "--real", str(data), "--synthetic", str(synth),
+                                   "--out", str(out), "--no-benchmark", "--epochs", "2",
+                                   "--feature-size", "32"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["benchmark"] is None and metrics["real"]["channels"] == 1
+    assert metrics["fidelity"]["sets"]["s"]["overall"]["fid"] is not None
+    # Class fidelity still works: the reference classifier is trained on its own.
+    assert (out / "classifiers" / "real-full-seed0.pt").is_file()
+    assert "Skipped (--no-benchmark)" in (out / "report.html").read_text()
