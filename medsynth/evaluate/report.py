@@ -235,7 +235,7 @@ def plot_pairs(out: Path, name: str, s: Any, train: Any, closest: list[dict[str,
             ax.imshow(t, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_xlabel(label[-14:], fontsize=7)
+            ax.set_xlabel(label if len(label) <= 24 else "…" + label[-23:], fontsize=6)
         axes[0][j].set_title(f"d={c['feature_distance']:.3f}\nrmse={c['pixel_distance']:.3f}",
                              fontsize=8)
     axes[0][0].set_ylabel("synthetic", fontsize=10)
@@ -434,11 +434,11 @@ def _adherence_html(adh: dict[str, Any]) -> str:
                 f'<p class="note">Not applicable: {html.escape(adh.get("reason", ""))}</p>'
                 '</section>')
     how = adh["fields"]
-    rows = []
+    rows, notes = [], []
     for name, s in adh["sets"].items():
         if not s.get("n"):
-            rows.append([html.escape(name), "–", "–", "–", html.escape(s.get("reason", "")),
-                         ""])
+            notes.append(f'<p class="note"><b>{html.escape(name)}</b>: not measured '
+                         f'({html.escape(s.get("reason", ""))}).</p>')
             continue
         for f, kind in how.items():
             if f not in s["synthetic"]:
@@ -447,6 +447,8 @@ def _adherence_html(adh: dict[str, Any]) -> str:
                     "jaccard": "Jaccard (higher better)"}[kind]
             rows.append([html.escape(name), f, unit, fmt(s["synthetic"].get(f), 3),
                          fmt(s["shuffled"].get(f), 3), fmt(adh["real"].get(f), 3)])
+    table = _table(["set", "attribute", "measure", "synthetic", "shuffled", "real"], rows, 3) \
+        if rows else ""
     return ('<section id="adherence"><h2>Attribute adherence</h2>'
             '<p class="note">Each synthetic image is measured with <code>medsynth.measure</code> '
             'and compared with the attributes of the description it was generated from. '
@@ -454,8 +456,7 @@ def _adherence_html(adh: dict[str, Any]) -> str:
             'sample of the same class (what the class alone explains); <b>real</b>: real test '
             'images against their own ground truth (the measurement noise floor). Text '
             'conditioning works when <i>synthetic</i> beats <i>shuffled</i>.</p>'
-            + _table(["set", "attribute", "measure", "synthetic", "shuffled", "real"], rows, 3)
-            + '</section>')
+            + table + "".join(notes) + '</section>')
 
 
 def write_report(out: Path, metrics: dict[str, Any], *, train: Any, test: Any,
