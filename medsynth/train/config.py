@@ -71,6 +71,8 @@ class TrainConfig:
     """diffusers beta schedule: linear, scaled_linear or squaredcos_cap_v2."""
     prediction_type: str = "epsilon"
     """What the UNet predicts: epsilon, v_prediction or sample."""
+    snr_gamma: float | None = None
+    """Min-SNR-gamma loss weighting (Hang et al. 2023; 5.0 is typical): faster convergence. None = off."""
     # --- optimisation -----------------------------------------------------------------------
     max_steps: int = 2000
     """Optimizer steps in total (a resumed run continues up to this)."""
@@ -156,6 +158,8 @@ class TrainConfig:
             bad(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if self.lr <= 0:
             bad("lr must be > 0")
+        if self.snr_gamma is not None and self.snr_gamma <= 0:
+            bad("snr_gamma must be > 0 (or null = off)")
 
     # --- YAML -------------------------------------------------------------------------------
     @classmethod

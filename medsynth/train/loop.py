@@ -72,18 +72,24 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
     if resume and not (out / "checkpoints").is_dir():
         raise MedsynthError(f"{out}: nothing to resume (no checkpoints/ folder)",
                             hint="start a new run without --resume")
-    if overwrite and not resume and not (out / MANIFEST_NAME).exists() and (out / CONFIG_NAME).is_file():
-        # An interrupted training run (recipe written, no manifest yet) is ours to replace.
-        for child in out.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    prepare_output_dir(out, "train", resume=resume, overwrite=overwrite)
     cfg = _check_resume_config(out, cfg) if resume else cfg
-    # The folder is about to change: it must not look complete until the new manifest is written.
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
-    atomic_write_text(out / CONFIG_NAME, cfg.to_yaml())
-    if cfg.num_threads:
-        import torch
+    import torch
+    from accelerate import PartialState
 
+    # Under `accelerate launch` only the main process touches the folder. cpu=True without CUDA:
+    # launched processes then form a gloo group (MULTI_CPU) instead of each thinking it is alone.
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.is_main_process:
+        if overwrite and not resume and not (out / MANIFEST_NAME).exists() and \
+                (out / CONFIG_NAME).is_file():
+            # An interrupted training run (recipe written, no manifest yet) is ours to replace.
+            for child in out.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        prepare_output_dir(out, "train", resume=resume, overwrite=overwrite)
+        if not resume:
+            atomic_write_text(out / CONFIG_NAME, cfg.to_yaml())
+    state.wait_for_everyone()
+    if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     data = load_train_data(dataset, cfg, store, progress=progress)
     if store is not None and data.n_described == 0:
@@ -243,6 +249,11 @@ class _Trainer:
             unet, head, opt, lr_sched, ema, tap)
 
         start = self._load_checkpoint() if self.resume else 0
+        if acc.is_main_process:
+            # The folder is about to change: it must not look complete until the new manifest
+            # is written (removed only now, so a failed resume leaves a finished model intact).
+            (self.out / MANIFEST_NAME).unlink(missing_ok=True)
+            atomic_write_text(self.out / CONFIG_NAME, cfg.to_yaml())
         self._open_log(start)
         try:
             step = self._loop(start)
@@ -353,6 +364,7 @@ class _Trainer:
     def _loop(self, start: int) -> int:
         import torch
         import torch.nn.functional as F
+        from diffusers.training_utils import compute_snr
         from rich.progress import TextColumn
 
         from medsynth.ui import progress_bar
@@ -399,7 +411,19 @@ class _Trainer:
                     with acc.accumulate(unet, head), acc.autocast():
                         pred = unet(xt, t, encoder_hidden_states=hidden, class_labels=c,
                                     encoder_attention_mask=mask).sample
-                        mse = F.mse_loss(pred.float(), target.float())
+                        if cfg.snr_gamma is None:
+                            mse = F.mse_loss(pred.float(), target.float())
+                        else:
+                            # Min-SNR-gamma: per-sample weights min(SNR, gamma) / SNR (eps),
+                            # / (SNR + 1) (v), / 1 (x0), as in diffusers' training examples.
+                            snr = compute_snr(self.noise_sched, t)
+                            w = torch.clamp(snr, max=cfg.snr_gamma)
+                            if cfg.prediction_type == "epsilon":
+                                w = w / snr
+                            elif cfg.prediction_type == "v_prediction":
+                                w = w / (snr + 1)
+                            per = F.mse_loss(pred.float(), target.float(), reduction="none")
+                            mse = (per.mean(dim=(1, 2, 3)) * w).mean()
                         if cfg.class_loss_weight > 0:
                             ce = F.cross_entropy(head(self.tap.features).float(), y)
                         else:

@@ -146,8 +146,9 @@ def test_corrupt_checkpoint_and_changed_recipe(tiny: dict[str, Path]) -> None:
     with pytest.raises(MedsynthError, match="corrupt") as e:
         train(tiny["ds"], out, cfg=cfg.replace(max_steps=3), resume=True, progress=False)
     assert "step-0000001" in str(e.value) or "delete" in str(e.value)
-    # Nothing already written is damaged by the failed resume.
+    # Nothing already written is damaged by the failed resume: the finished model still loads.
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == before
+    assert load_bundle(out).info["steps"] == 2
     shutil.rmtree(last)
     with pytest.raises(MedsynthError, match="other settings"):
         train(tiny["ds"], out, cfg=cfg.replace(lr=1e-2), resume=True, progress=False)
@@ -173,3 +174,11 @@ def test_interrupted_run_can_be_overwritten_but_not_silently_reused(tiny: dict[s
         train(tiny["ds"], out, cfg=cfg, progress=False)  # neither --resume nor --overwrite
     train(tiny["ds"], out, cfg=cfg.replace(max_steps=1), overwrite=True, progress=False)
     assert [s for s, _ in _losses(out)] == [1] and (out / "medsynth.json").is_file()
+
+
+def test_v_prediction_with_min_snr(tiny: dict[str, Path]) -> None:
+    out = train(tiny["ds"], tiny["root"] / "vpred",
+                cfg=TrainConfig.tiny(prediction_type="v_prediction", snr_gamma=5.0), progress=False)
+    b = load_bundle(out)
+    assert b.prediction_type == "v_prediction" == b.scheduler_config["prediction_type"]
+    assert all(np.isfinite(v) for _, v in _losses(out))
