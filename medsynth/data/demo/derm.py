@@ -85,17 +85,17 @@ class ClassPrior:
 
 PRIORS: dict[str, ClassPrior] = {
     "melanoma": ClassPrior(
-        diameter=(8.0, 2.6, 3.0, 16.0), asymmetry=(0.18, 0.37, 0.45), border=(3.2, 2.6),
-        colors=(0.70, 0.80, 0.45, 0.40, 0.28, 0.25), structures=(0.50, 0.55, 0.38, 0.32),
-        edge_mm=(0.08, 0.35), fissures=0.04),
+        diameter=(9.0, 2.6, 3.0, 16.0), asymmetry=(0.12, 0.35, 0.53), border=(3.6, 2.2),
+        colors=(0.65, 0.85, 0.55, 0.50, 0.35, 0.30), structures=(0.45, 0.60, 0.45, 0.40),
+        edge_mm=(0.08, 0.35), fissures=0.03),
     "nevus": ClassPrior(
-        diameter=(5.6, 1.9, 2.5, 12.0), asymmetry=(0.58, 0.32, 0.10), border=(2.0, 4.2),
-        colors=(0.88, 0.62, 0.10, 0.07, 0.07, 0.04), structures=(0.68, 0.38, 0.10, 0.04),
-        edge_mm=(0.20, 0.60), fissures=0.04),
+        diameter=(5.2, 1.7, 2.5, 12.0), asymmetry=(0.65, 0.28, 0.07), border=(1.8, 4.6),
+        colors=(0.90, 0.55, 0.06, 0.05, 0.05, 0.03), structures=(0.75, 0.35, 0.08, 0.03),
+        edge_mm=(0.20, 0.60), fissures=0.03),
     "seborrheic_keratosis": ClassPrior(
-        diameter=(7.2, 2.4, 3.0, 15.0), asymmetry=(0.35, 0.40, 0.25), border=(2.6, 3.0),
-        colors=(0.72, 0.70, 0.25, 0.12, 0.12, 0.38), structures=(0.12, 0.38, 0.05, 0.06),
-        edge_mm=(0.04, 0.18), fissures=0.55),
+        diameter=(7.4, 2.4, 3.0, 15.0), asymmetry=(0.35, 0.40, 0.25), border=(2.6, 3.0),
+        colors=(0.75, 0.70, 0.22, 0.10, 0.10, 0.50), structures=(0.08, 0.35, 0.04, 0.05),
+        edge_mm=(0.03, 0.15), fissures=0.75),
 }
 
 
