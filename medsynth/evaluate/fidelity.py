@@ -4,7 +4,8 @@
   train vs real test, the value two samples of the *real* distribution reach at these sizes
   (FID is biased upward for small samples, so only the comparison is meaningful).
 * k-NN precision/recall (Kynkaanniemi et al. 2019): precision = share of synthetic images inside
-  the real k-NN manifold, recall = share of real images inside the synthetic manifold.
+  the real k-NN manifold, recall = share of real images inside the synthetic manifold; and the
+  outlier-robust density/coverage (Naeem et al. 2020) from the same balls.
 * MS-SSIM diversity: mean MS-SSIM of random same-class image pairs (lower = more diverse).
 * Class fidelity: accuracy of a classifier trained on real data on the synthetic images of each
   class (reference: its accuracy on the real test images of that class).
@@ -87,20 +88,34 @@ def kid(real: Any, fake: Any, subsets: int = 50, seed: int = 0) -> tuple[float |
 
 def knn_precision_recall(real: Any, fake: Any, k: int = 3) -> tuple[float | None, float | None]:
     """Improved precision and recall (Kynkaanniemi et al.) with k-NN balls in feature space."""
+    m = knn_manifold_metrics(real, fake, k)
+    return m["precision"], m["recall"]
+
+
+def knn_manifold_metrics(real: Any, fake: Any, k: int = 3) -> dict[str, float | None]:
+    """Precision/recall (Kynkaanniemi et al. 2019) and density/coverage (Naeem et al. 2020).
+
+    Precision: share of fake samples inside any real k-NN ball; recall: share of real samples
+    inside any fake ball. One real outlier with a huge ball can make garbage look precise, so
+    density (how many real balls hold a fake sample, over k; about 1 for matching
+    distributions) and coverage (share of real balls holding any fake sample) are given too.
+    """
     import torch
 
+    none = {"precision": None, "recall": None, "density": None, "coverage": None}
     if len(real) <= k or len(fake) <= k:
-        return None, None
+        return none
 
     def radii(f: Any) -> Any:
         d = torch.cdist(f, f)
         return d.kthvalue(k + 1, dim=1).values  # k+1: the point itself is at distance 0
 
     r_real, r_fake = radii(real), radii(fake)
-    d = torch.cdist(fake, real)  # (n_fake, n_real)
-    precision = (d <= r_real[None, :]).any(dim=1).float().mean()
-    recall = (r_fake[None, :] >= d.T).any(dim=1).float().mean()
-    return float(precision), float(recall)
+    inside = torch.cdist(fake, real) <= r_real[None, :]  # (n_fake, n_real): fake j in ball i
+    recall = (torch.cdist(real, fake) <= r_fake[None, :]).any(dim=1).float().mean()
+    return {"precision": float(inside.any(dim=1).float().mean()), "recall": float(recall),
+            "density": float(inside.float().sum() / (k * len(fake))),
+            "coverage": float(inside.any(dim=0).float().mean())}
 
 
 def msssim_diversity(x: Any, n_pairs: int = 64, seed: int = 0) -> float | None:
@@ -135,10 +150,9 @@ def msssim_diversity(x: Any, n_pairs: int = 64, seed: int = 0) -> float | None:
 def fidelity_pair(real_feats: Any, fake_feats: Any, k: int) -> dict[str, Any]:
     """FID, KID, precision and recall of one (real, fake) pair of feature sets."""
     kid_mean, kid_std = kid(real_feats, fake_feats)
-    precision, recall = knn_precision_recall(real_feats, fake_feats, k)
     return {"fid": fid(real_feats, fake_feats), "kid": kid_mean, "kid_std": kid_std,
-            "precision": precision, "recall": recall, "n_real": int(len(real_feats)),
-            "n_fake": int(len(fake_feats))}
+            **knn_manifold_metrics(real_feats, fake_feats, k),
+            "n_real": int(len(real_feats)), "n_fake": int(len(fake_feats))}
 
 
 def class_accuracy(probs: Any, y: Any, n_classes: int) -> dict[str, Any]:

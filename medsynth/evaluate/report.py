@@ -385,6 +385,8 @@ def _fidelity_html(out: Path, fid: dict[str, Any], classes: list[str], plots: di
                          f'{fmt(p["kid"], 4)} {_ref(fmt(rp["kid"], 4))}',
                          f'{fmt(p["precision"], 2)} {_ref(fmt(rp["precision"], 2))}',
                          f'{fmt(p["recall"], 2)} {_ref(fmt(rp["recall"], 2))}',
+                         f'{fmt(p.get("density"), 2)} {_ref(fmt(rp.get("density"), 2))}',
+                         f'{fmt(p.get("coverage"), 2)} {_ref(fmt(rp.get("coverage"), 2))}',
                          f'{fmt(ms, 3)} {_ref(fmt(rms, 3))}' if c != "overall" else "",
                          f'{fmt(cf, 2)} {_ref(fmt(rcf, 2))}'])
     fx = fid["feature_extractor"]
@@ -396,11 +398,13 @@ def _fidelity_html(out: Path, fid: dict[str, Any], classes: list[str], plots: di
         'real-vs-real reference (real train vs real test), what two samples of the real '
         'distribution of these sizes reach. FID/KID: lower is closer. Precision: share of '
         'synthetic images on the real manifold (k-NN); recall: share of real images covered '
-        'by the synthetic manifold. MS-SSIM between random same-class pairs: lower = more '
+        'by the synthetic manifold; density (about 1 when the distributions match) and '
+        'coverage are their outlier-robust versions (Naeem et al. 2020). MS-SSIM between '
+        'random same-class pairs: lower = more '
         'diverse. Class fidelity: accuracy of a real-trained classifier on the synthetic '
         'images (reference: on real test images).</p>'
-        + _table(["set", "class", "n", "FID", "KID", "precision", "recall", "MS-SSIM",
-                  "class fidelity"], rows, 2)
+        + _table(["set", "class", "n", "FID", "KID", "precision", "recall", "density",
+                  "coverage", "MS-SSIM", "class fidelity"], rows, 2)
         + _img(out, plots["fidelity"], "FID per class") + '</section>')
 
 
@@ -545,7 +549,7 @@ def print_summary(metrics: dict[str, Any]) -> None:
     fid = metrics["fidelity"]
     ref = fid["reference"]
     t = Table(title="Fidelity vs real test (real-vs-real reference in brackets)")
-    for col in ("set", "FID", "KID", "precision", "recall", "class fid.", "near-copies"):
+    for col in ("set", "FID", "KID", "precision", "coverage", "class fid.", "near-copies"):
         t.add_column(col, justify="left" if col == "set" else "right")
     for name, s in fid["sets"].items():
         p, rp = s["overall"], ref["overall"]
@@ -555,7 +559,7 @@ def print_summary(metrics: dict[str, Any]) -> None:
         t.add_row(name, f'{fmt(p["fid"], 1)} ({fmt(rp["fid"], 1)})',
                   f'{fmt(p["kid"], 4)} ({fmt(rp["kid"], 4)})',
                   f'{fmt(p["precision"], 2)} ({fmt(rp["precision"], 2)})',
-                  f'{fmt(p["recall"], 2)} ({fmt(rp["recall"], 2)})',
+                  f'{fmt(p.get("coverage"), 2)} ({fmt(rp.get("coverage"), 2)})',
                   f"{fmt(cf, 2)} ({fmt(rcf, 2)})",
                   f'{fmt(100 * (priv["near_copy_share"] or 0), 1)}% '
                   f'({fmt(100 * priv["expected_share"], 1)}%)')

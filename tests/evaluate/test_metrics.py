@@ -118,6 +118,16 @@ def test_knn_precision_recall_and_msssim() -> None:
     # Mode collapse: everything at one real point -> precise but no recall.
     p, r = knn_precision_recall(real, real[:1].repeat(10, 1) + 1e-3 * torch.randn(10, 8), k=3)
     assert p == 1.0 and r < 0.2
+    # One real outlier with a huge ball makes a far-off cluster "precise"; density and
+    # coverage see through it.
+    from medsynth.evaluate.fidelity import knn_manifold_metrics
+
+    outlier = torch.cat([real, torch.full((1, 8), 30.0)])
+    fake = torch.full((20, 8), 30.0) + 0.01 * torch.randn(20, 8, generator=g)
+    m = knn_manifold_metrics(outlier, fake, k=3)
+    assert m["precision"] == 1.0 and m["coverage"] < 0.1 and m["density"] < 0.5
+    same = knn_manifold_metrics(real, torch.randn(400, 8, generator=g), k=3)
+    assert 0.6 < same["density"] < 1.5 and same["coverage"] > 0.8
     x = torch.rand(8, 3, 32, 32, generator=g)
     assert msssim_diversity(x[:1].repeat(4, 1, 1, 1), 8) == pytest.approx(1.0, abs=1e-4)
     assert msssim_diversity(x, 16) < 0.5
