@@ -299,7 +299,7 @@ class _Trainer:
                 if len(ckpts) > 1 else "start again with --overwrite",
             ) from None
         step = int(state["step"])
-        self.elapsed_before = float(state.get("elapsed_s", 0.0))
+        self.elapsed_before = float(state.get("elapsed_s", _logged_elapsed(self.out / LOG_NAME, step)))
         console.print(f"resumed from {last} (step {step})")
         return step
 
@@ -585,6 +585,16 @@ class _Trainer:
         atomic_write_text(out / "README.md", model_card(self.dataset, self.store, data, cfg, info,
                                                         outputs))
         write_manifest(out, "train", config=config, inputs=inputs, outputs=outputs)
+
+
+def _logged_elapsed(path: Path, step: int) -> float:
+    """Elapsed seconds of the last log row at or before ``step`` (checkpoints without the field)."""
+    try:
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+        return float(rows[-1]["elapsed_s"]) if rows else 0.0
+    except (OSError, KeyError, ValueError):
+        return 0.0
 
 
 def _last_loss(path: Path) -> float | None:
