@@ -26,7 +26,7 @@ def evaluate_cmd(
                                        "over seeds).")] = 3,
     real_fraction: Annotated[
         str, typer.Option("--real-fraction", help="Comma-separated real training data per "
-                          "setting: fractions (1.0, 0.1) or images per class (20).")] = "1.0,0.1",
+                          "setting: fractions (1.0, 0.1) or images per class (20 or 20/class).")] = "1.0,0.1",
     size: Annotated[int | None, typer.Option("--size", help="Classifier image size in pixels "
                                              "(default: the data's, at most 64).")] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Maximum classifier epochs.")] = 30,

@@ -24,22 +24,33 @@ class Fraction:
 
 
 def parse_fraction(text: str) -> Fraction:
-    """``"0.1"`` -> 10 % of each class; ``"20"`` -> 20 images per class; ``"1.0"`` -> all."""
-    s = str(text).strip()
+    """``"0.1"`` -> 10 % of each class; ``"20"`` or ``"20/class"`` -> 20 images per class.
+
+    A bare ``"1"`` is refused as ambiguous: write ``1.0`` (all images) or ``1/class``.
+    """
+    s = str(text).strip().lower()
     try:
-        if "." in s or "e" in s.lower():
+        if s.endswith("/class"):
+            n = int(s[: -len("/class")])
+            if n < 1:
+                raise ValueError
+            return Fraction(label=f"{n}/class", per_class=n)
+        if "." in s or "e" in s:
             f = float(s)
             if not 0 < f <= 1:
                 raise ValueError
             return Fraction(label=f"{f:g}" if f < 1 else "1.0", fraction=f)
         n = int(s)
+        if n == 1:
+            raise BadUsageError("--real-fraction: '1' is ambiguous; write 1.0 for all real "
+                                "training images or 1/class for one image per class")
         if n < 1:
             raise ValueError
         return Fraction(label=f"{n}/class", per_class=n)
     except ValueError:
         raise BadUsageError(
             f"--real-fraction: {text!r} is neither a fraction in (0, 1] (write 1.0, 0.1) "
-            "nor a number of images per class (an integer >= 1)"
+            "nor a number of images per class (20 or 20/class)"
         ) from None
 
 

@@ -98,7 +98,9 @@ def test_config_validation(tmp_path: Path) -> None:
     assert parse_fraction("0.1").fraction == 0.1
     assert parse_fraction("20").per_class == 20
     assert parse_fraction("1.0").label == "1.0"
-    for bad in ("0", "1.5", "-3", "abc"):
+    assert parse_fraction("1/class").per_class == 1
+    assert parse_fraction("5/class") == parse_fraction("5")
+    for bad in ("0", "1", "1.5", "-3", "abc", "0/class"):
         with pytest.raises(BadUsageError):
             parse_fraction(bad)
     kw = {"real": tmp_path, "synthetic": [tmp_path / "s"], "out": tmp_path / "o"}
