@@ -16,7 +16,7 @@ class Fraction:
     """How much of the real training split a benchmark arm uses."""
 
     label: str
-    """As written by the user: ``1.0`` and ``0.1`` are fractions, ``20`` means 20 images per class."""
+    """As written: ``1.0`` and ``0.1`` are fractions; ``20`` or ``20/class`` is 20 images per class."""
     fraction: float | None = None
     """Share of each class's real training images (at least one image per class)."""
     per_class: int | None = None

@@ -33,7 +33,11 @@ def _store(root: Path, dataset: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("splits", [["train"], ["train", "test"]])
+@pytest.mark.parametrize("splits", [
+    ["train"],
+    # A second real training run: slow; test_inputs covers the guard on emulated manifests.
+    pytest.param(["train", "test"], marks=pytest.mark.slow),
+])
 def test_real_train_generate_evaluate(tmp_path: Path, splits: list[str]) -> None:
     from medsynth.errors import MedsynthError
     from medsynth.evaluate.config import EvaluateConfig
