@@ -15,6 +15,11 @@ from typer.core import TyperGroup
 from medsynth import __version__
 
 _state = {"debug": bool(os.environ.get("MEDSYNTH_DEBUG"))}
+# Our own rich progress bars report the work; the libraries' tqdm bars and info chatter
+# ("Loading weights", dtype notes) would interleave with them.
+for _k, _v in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+               ("DIFFUSERS_VERBOSITY", "error"), ("TOKENIZERS_PARALLELISM", "false")):
+    os.environ.setdefault(_k, _v)
 
 
 class _Group(TyperGroup):

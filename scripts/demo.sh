@@ -7,39 +7,52 @@ MS=${MEDSYNTH:-.venv/bin/medsynth}
 RECIPE=${RECIPE:-examples/derm-demo.yaml}
 mkdir -p "$OUT"
 has() { "$MS" "$1" --help >/dev/null 2>&1; }
-stage() { printf '\n\033[1m== %s\033[0m (%s)\n' "$1" "$(date +%T)"; }
-t0=$(date +%s)
+TIMES=()
+last=""; tl=$(date +%s); t0=$tl
+stage() {
+  local now; now=$(date +%s)
+  [ -n "$last" ] && TIMES+=("$last=$((now - tl))")
+  last=$1; tl=$now
+  printf '\n\033[1m== %s\033[0m (%s)\n' "$2" "$(date +%T)"
+}
 
-stage "1/5 data: derm phantoms"
+stage data "1/5 data: derm phantoms"
 if [ ! -f "$OUT/data/medsynth.json" ]; then
   "$MS" data demo derm --out "$OUT/data" --n-per-class "${N_PER_CLASS:-200}" --size "${SIZE:-32}" --seed 0
 fi
 "$MS" data info "$OUT/data"
 
 if has describe; then
-  stage "2/5 describe (offline attributes backend)"
-  "$MS" describe "$OUT/data" --out "$OUT/store" --backend attributes --resume
+  stage describe "2/5 describe (offline attributes backend)"
+  "$MS" describe "$OUT/data" --out "$OUT/store" --backend attributes --split train --resume
   "$MS" describe show "$OUT/store" --n 2
 else echo "describe: not built yet, skipped"; fi
 
 if has train; then
-  stage "3/5 train ($RECIPE)"
+  stage train "3/5 train ($RECIPE)"
   STORE_OPT=(); [ -f "$OUT/store/medsynth.json" ] && STORE_OPT=(--store "$OUT/store")
-  "$MS" train "$OUT/data" "${STORE_OPT[@]}" --out "$OUT/model" --config "$RECIPE" --resume
+  if [ -f "$OUT/model/medsynth.json" ] && [ -d "$OUT/model/unet" ]; then
+    echo "model already trained: $OUT/model"
+  else
+    RESUME=(); [ -d "$OUT/model/checkpoints" ] && RESUME=(--resume)
+    "$MS" train "$OUT/data" "${STORE_OPT[@]}" --out "$OUT/model" --config "$RECIPE" "${RESUME[@]}"
+  fi
 else echo "train: not built yet, skipped"; fi
 
 if has generate && [ -f "$OUT/model/medsynth.json" ]; then
-  stage "4/5 generate"
+  stage generate "4/5 generate"
   STORE_OPT=(); [ -f "$OUT/store/medsynth.json" ] && STORE_OPT=(--store "$OUT/store")
-  "$MS" generate "$OUT/model" --class all --n "${N_SYNTH:-100}" "${STORE_OPT[@]}" --out "$OUT/synth" \
+  "$MS" generate "$OUT/model" --class all --n "${N_SYNTH:-60}" "${STORE_OPT[@]}" --out "$OUT/synth" \
     --format png,dicom,nifti --steps 20 --resume
 else echo "generate: not built yet, skipped"; fi
 
 if has evaluate && [ -f "$OUT/synth/medsynth.json" ]; then
-  stage "5/5 evaluate"
-  "$MS" evaluate --real "$OUT/data" --synthetic "$OUT/synth" --out "$OUT/report" --seeds 2 \
-    --real-fraction 1.0,0.1 --overwrite
+  stage evaluate "5/5 evaluate"
+  "$MS" evaluate --real "$OUT/data" --synthetic "$OUT/synth" --out "$OUT/report" --seeds 2 --resume \
+    --real-fraction 1.0,0.1
   echo "report: $OUT/report/report.html"
 else echo "evaluate: not built yet, skipped"; fi
 
-echo; echo "demo finished in $(( $(date +%s) - t0 )) s; outputs in $OUT/"
+stage done "done"
+echo "demo finished in $(( $(date +%s) - t0 )) s; outputs in $OUT/"
+echo "[demo-timing] total=$(( $(date +%s) - t0 )) ${TIMES[*]}"
