@@ -38,10 +38,14 @@ def source_info(path: str | Path, *, skip_bad: bool = False, progress: object | 
     src = scan_source(path, classes=classes)
     info = SourceInfo(str(path), src.kind, {}, Counter(), Counter(), Counter(), Counter(), Counter(), [],
                       [c for c in src.items.columns if c not in ("key", "class", "split", "image_id", "source")])
+    dataset_modality = None
     if src.kind == "dataset":
         from medsynth.data.dataset import open_dataset
 
-        info.phantom = bool(open_dataset(path).manifest.outputs.get("phantom", False))
+        outputs = open_dataset(path).manifest.outputs
+        info.phantom = bool(outputs.get("phantom", False))
+        # PNG files carry no modality; the dataset manifest records it.
+        dataset_modality = outputs.get("modality")
     track = progress if progress is not None else (lambda it, **_: it)
     for _, item in track(list(src.items.iterrows()), description="reading"):  # type: ignore[operator]
         try:
@@ -58,5 +62,5 @@ def source_info(path: str | Path, *, skip_bad: bool = False, progress: object | 
         info.channels[img.channels] += 1
         info.dtypes[str(img.array.dtype)] += 1
         info.bit_depths[int(img.meta.get("bits_stored", img.bit_depth))] += 1
-        info.modalities[img.modality] += 1
+        info.modalities[dataset_modality or img.modality] += 1
     return info
