@@ -87,13 +87,15 @@ class Store:
         return str(self.manifest.sha256)
 
     def records(self, cls: str | None = None, *, status: str | None = "ok",
-                backend: str | None = None) -> list[DescriptionRecord]:
+                backend: str | None = None,
+                splits: list[str] | None = None) -> list[DescriptionRecord]:
         if cls is not None and cls not in self.by_class:
             raise MedsynthError(f"{self.root}: no descriptions for class {cls!r}",
                                 hint=f"classes in the store: {', '.join(self.classes)}")
         pool = self.by_class[cls] if cls is not None else [r for v in self.by_class.values() for r in v]
         return [r for r in pool if (status is None or r.status == status)
-                and (backend is None or r.backend == backend)]
+                and (backend is None or r.backend == backend)
+                and (splits is None or r.split in splits)]
 
     def by_image(self, backend: str | None = None) -> dict[str, DescriptionRecord]:
         """image_id -> the latest 'ok' record (of ``backend`` when given)."""
@@ -102,10 +104,13 @@ class Store:
             out[r.image_id] = r
         return out
 
-    def sample(self, cls: str, rng: random.Random, backend: str | None = None) -> DescriptionRecord:
-        pool = self.records(cls, backend=backend)
+    def sample(self, cls: str, rng: random.Random, backend: str | None = None,
+               splits: list[str] | None = None) -> DescriptionRecord:
+        """A random 'ok' description of ``cls``; ``splits`` keeps held-out images' texts out."""
+        pool = self.records(cls, backend=backend, splits=splits)
         if not pool:
-            raise MedsynthError(f"{self.root}: class {cls!r} has no successful descriptions")
+            where = f" in splits {splits}" if splits else ""
+            raise MedsynthError(f"{self.root}: class {cls!r} has no successful descriptions{where}")
         return pool[rng.randrange(len(pool))]
 
 

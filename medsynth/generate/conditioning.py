@@ -128,8 +128,12 @@ def requests_from_csv(path: str | Path, model_classes: list[str]) -> list[Reques
 
 
 def plan_samples(requests: list[Request], model_classes: list[str], *, base_seed: int,
-                 store: Store | None) -> list[SampleSpec]:
-    """Every sample of the run, in a fixed order, with its id, seed and description."""
+                 store: Store | None, splits: list[str] | None = None) -> list[SampleSpec]:
+    """Every sample of the run, in a fixed order, with its id, seed and description.
+
+    ``splits``: draw stored descriptions only from images of these dataset splits (the model's
+    training splits), so no synthetic image is conditioned on a held-out test image's text.
+    """
     folders = class_folders(model_classes)
     counters: dict[str, int] = {}
     specs: list[SampleSpec] = []
@@ -143,7 +147,7 @@ def plan_samples(requests: list[Request], model_classes: list[str], *, base_seed
             if req.prompt is not None:
                 text, source = req.prompt, "prompt"
             elif store is not None:
-                rec = store.sample(req.cls, random.Random(seed))
+                rec = store.sample(req.cls, random.Random(seed), splits=splits)
                 text, source = rec.text, f"store:{rec.image_id}"
             else:
                 text, source = "", "none"

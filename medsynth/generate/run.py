@@ -200,13 +200,14 @@ def _encode(bundle: Any, specs: list[SampleSpec], cache: dict[str, Any],
     return pad_features(feats)
 
 
-def plan_for(cfg: GenerateConfig, classes: list[str], store: Any) -> list[SampleSpec]:
+def plan_for(cfg: GenerateConfig, classes: list[str], store: Any,
+             splits: list[str] | None = None) -> list[SampleSpec]:
     """The full, ordered list of samples a config asks for (before sharding and resume)."""
     if cfg.prompts_csv:
         requests = requests_from_csv(cfg.prompts_csv, classes)
     else:
         requests = requests_from_options(cfg.classes, classes, cfg.n, cfg.prompt)
-    return plan_samples(requests, classes, base_seed=cfg.seed, store=store)
+    return plan_samples(requests, classes, base_seed=cfg.seed, store=store, splits=splits)
 
 
 def run_generate(cfg: GenerateConfig, *, resume: bool = False, overwrite: bool = False,
@@ -242,7 +243,8 @@ def run_generate(cfg: GenerateConfig, *, resume: bool = False, overwrite: bool =
         raise MedsynthError(f"{cfg.model}: {bundle.spatial_dims}D models are not supported by "
                             "generate yet (2D only)")
     store = _store_for(cfg, bundle.manifest)
-    plan = plan_for(cfg, bundle.classes, store)
+    # Stored descriptions only of images the model trained on: never a test image's text.
+    plan = plan_for(cfg, bundle.classes, store, splits=bundle.train_splits or None)
     digest = plan_digest(plan)
     if only:
         wanted = set(only)

@@ -111,3 +111,22 @@ def test_config_validation() -> None:
         GenerateConfig(model="m", out="o", n=0)
     cfg = GenerateConfig(model="m", out="o", formats=["nifti", "PNG"])
     assert cfg.formats == ["png", "nifti"]
+
+
+def test_stored_descriptions_come_only_from_training_splits(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    from medsynth.artifacts import write_manifest
+    from medsynth.store import DescriptionRecord, open_store, record_writer
+
+    with record_writer(tmp_path, "melanoma") as w:
+        for i, split in enumerate(["train", "test", "test", "test"]):
+            w.write(DescriptionRecord(f"m{i}", f"m{i}.png", "melanoma", split, {}, f"text {split} {i}",
+                                      "attributes", "", "1", dt.datetime.now().isoformat()).to_dict())
+    write_manifest(tmp_path, "describe")
+    store = open_store(tmp_path)
+    reqs = requests_from_options(["melanoma"], ["melanoma"], 20, None)
+    specs = plan_samples(reqs, ["melanoma"], base_seed=0, store=store, splits=["train"])
+    assert {s.description for s in specs} == {"text train 0"}
+    unfiltered = plan_samples(reqs, ["melanoma"], base_seed=0, store=store)
+    assert any("test" in s.description for s in unfiltered)
