@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -17,8 +18,8 @@ def main() -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         exe = Path(sys.executable).parent / "medsynth"
         r = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh"), str(Path(tmp) / "demo")],
-                           cwd=ROOT, capture_output=True, text=True, env={**__import__("os").environ,
-                                                                          "MEDSYNTH": str(exe)})
+                           cwd=ROOT, capture_output=True, text=True,
+                           env={**os.environ, "MEDSYNTH": str(exe)})
     if r.returncode != 0:
         raise RuntimeError(f"demo failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("[demo-timing]"))

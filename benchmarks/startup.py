@@ -7,12 +7,13 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from benchmarks.common import record
 
 
 def main() -> dict[str, float]:
-    exe = shutil.which("medsynth") or str(__import__("pathlib").Path(sys.executable).parent / "medsynth")
+    exe = shutil.which("medsynth") or str(Path(sys.executable).parent / "medsynth")
     times = []
     for _ in range(7):
         t0 = time.perf_counter()

@@ -49,7 +49,7 @@ def read_raster(path: str | Path) -> Image:
                 arr = narrowest_integer(np.array(im))
             elif mode == "F":
                 arr = np.array(im, dtype=np.float32)
-            elif mode in ("L", "1") or mode == "LA":
+            elif mode in ("L", "1", "LA"):
                 arr = np.array(im.convert("L"), dtype=np.uint8)
             elif mode == "P":
                 im2 = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
