@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from medsynth.measure.common import fill_holes, hull_mask, otsu
+from medsynth.measure.common import fill_holes, hull_mask
 
 COLOR_VOCAB = ("light_brown", "dark_brown", "black", "blue_grey", "red", "white")
 """Dermoscopy colour vocabulary, in the canonical order used in ``labels.csv``."""
@@ -71,6 +71,14 @@ MIN_STREAKS = 3
 """Thin rim protrusions needed for streaks."""
 VEIL_BLUE, VEIL_WHITE = 0.16, 0.0
 """Blue-grey and white shares that together make a blue-white veil."""
+SKIN_NOISE_FLOOR = 0.01
+"""Smallest skin colour-ratio noise (per channel) assumed by the skin distance."""
+SEED_DISTANCE = 4.0
+"""Skin distance (Mahalanobis) above which a pixel seeds the lesion."""
+GROW_DISTANCE = 3.0
+"""Smoothed skin distance below which the lesion never grows (skin texture)."""
+EDGE_LEVEL = 0.5
+"""The lesion's edge: this share of the contrast of the nearest lesion core pixel."""
 IRREGULAR_AT = 0.5
 """``border`` is ``irregular`` when border_irregularity >= this (the demo's rule)."""
 
@@ -182,11 +190,32 @@ def _clean_mask(mask: np.ndarray, h: int) -> np.ndarray:
     return fill_holes(_largest_central_component(mask))
 
 
-def segment_lesion(rgb: np.ndarray, hairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lesion mask, colour-distance map and fitted skin surface; rgb (H, W, 3) in [0, 1].
+def _skin_distance(clean: np.ndarray, bg: np.ndarray, skin: np.ndarray) -> np.ndarray:
+    """Mahalanobis distance of each pixel's colour ratio to the skin surface (``clean / bg - 1``,
+    linear in the lesion's opacity), with the covariance of the skin's own residuals.
 
-    The mask is the half-contrast level of the distance to the skin surface (where the
-    lesion's soft edge is half way), so the diameter does not depend on the contrast.
+    The skin varies mostly in brightness (illumination, texture); a lesion that differs in
+    chroma (light brown on dark skin) stands out even when its luminance contrast is small.
+    """
+    d = clean / np.maximum(bg, 1e-3) - 1.0
+    res = d[skin]
+    cov = np.cov(res.T)
+    for _ in range(2):  # trimmed: hairs, lesion rim and stray spots do not widen the skin model
+        inv = np.linalg.inv(cov + 1e-5 * np.eye(3))
+        md = np.einsum("ni,ij,nj->n", res, inv, res)
+        cov = np.cov(res[md <= np.percentile(md, 90)].T) * 1.5
+    inv = np.linalg.inv(cov + SKIN_NOISE_FLOOR ** 2 * np.eye(3))
+    return np.sqrt(np.maximum(np.einsum("...i,ij,...j->...", d, inv, d), 0.0))
+
+
+def segment_lesion(rgb: np.ndarray, hairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lesion mask, skin-distance map and fitted skin surface; rgb (H, W, 3) in [0, 1].
+
+    1. Seed: pixels far (Mahalanobis) from the skin surface, the component that is large and
+       central; skin and surface refitted around it (three rounds).
+    2. Edge: grown from the seed's core through pixels above half of the contrast of the
+       nearest core pixel (the middle of the soft edge), so the diameter does not depend on the
+       contrast, and a dark centre does not cut off a paler rim of another colour.
     """
     h, w, _ = rgb.shape
     clean = rgb
@@ -209,34 +238,37 @@ def segment_lesion(rgb: np.ndarray, hairs: np.ndarray) -> tuple[np.ndarray, np.n
         ring = field & ~ndi.binary_erosion(field, iterations=b)
     skin = ring
     mask = np.zeros((h, w), bool)
-    dist = np.zeros((h, w))
-    bg = clean
-    for it in range(2):
+    small = _disk(max(1, h // 64))
+    bg, dist, lo = clean, np.zeros((h, w)), SEED_DISTANCE
+    for _ in range(3):
         bg = _fit_surface(clean, skin)
-        dist = np.linalg.norm(clean - bg, axis=-1) / (np.linalg.norm(bg, axis=-1) + 1e-3)
-        t_otsu = max(otsu(dist[field]), 0.06)
-        thr = t_otsu
-        if it == 1 and mask.any():
-            # Half of the lesion's typical contrast (the middle of its soft edge), but above
-            # the skin's own texture so a faint lesion does not leak into the skin.
-            core = ndi.binary_erosion(mask, iterations=max(1, h // 32))
-            if core.sum() > 8:
-                floor = float(np.percentile(dist[skin], 98)) if skin.sum() > 20 else t_otsu
-                thr = max(0.5 * float(np.median(dist[core])), min(floor, 0.8 * t_otsu), 0.05)
-        new = _clean_mask((dist > thr) & field, h)
-        if it == 1 and thr < t_otsu:
-            # A faint lesion's half-contrast level can leak into the skin: then keep the
-            # plain Otsu mask (also when the refined one is empty).
-            plain = _clean_mask((dist > t_otsu) & field, h)
-            if not new.any() or new.sum() > 2.0 * max(plain.sum(), 1):
-                new = plain
-        if not new.any():
+        dist = _skin_distance(clean, bg, skin)
+        lo = max(SEED_DISTANCE, float(np.percentile(dist[skin], 99)))
+        cand = ndi.binary_closing(ndi.binary_opening((dist > lo) & field, structure=small),
+                                  structure=small)
+        if not cand.any():
             break
-        mask = new
-        skin = field & ~ndi.binary_dilation(mask, iterations=max(2, h // 24))
+        mask = fill_holes(_largest_central_component(cand))
+        skin = field & ~ndi.binary_dilation(mask, iterations=max(2, h // 16))
         if skin.sum() < 0.05 * h * w:
             skin = ring
-    return mask, dist, bg
+    if not mask.any():
+        return mask, dist, bg
+    core = ndi.binary_erosion(mask, iterations=max(2, h // 32))
+    if core.sum() < 6:
+        core = ndi.binary_erosion(mask, iterations=1)
+        if core.sum() < 3:
+            return mask, dist, bg
+    sm = ndi.gaussian_filter(dist, 1.0)
+    floor = max(GROW_DISTANCE, float(np.percentile(sm[skin], 99.5)))
+    # The contrast of the nearest core pixel (smoothed over the core only).
+    weight = ndi.gaussian_filter(core.astype(float), 1.0)
+    level = ndi.gaussian_filter(np.where(core, dist, 0.0), 1.0) / np.maximum(weight, 1e-6)
+    _, (iy, ix) = ndi.distance_transform_edt(~core, return_indices=True)
+    thr = np.maximum(EDGE_LEVEL * level[iy, ix], floor)
+    grown = ndi.binary_propagation(core, mask=((sm > thr) & field) | core)
+    grown = ndi.binary_opening(grown, structure=small) | core
+    return fill_holes(_largest_central_component(grown)), dist, bg
 
 
 def feret_diameter(pts: np.ndarray) -> float:
