@@ -3,6 +3,9 @@
     python -m benchmarks                 # all
     python -m benchmarks startup train_speed
     python -m benchmarks --report-only   # only regenerate docs/benchmarks.md from results/
+
+All of them take about two hours on the 2-core CPU VM (recipe_quality alone trains two models
+for 30 minutes each, side by side); each also runs alone as ``python -m benchmarks.NAME --help``.
 """
 
 from __future__ import annotations
@@ -10,12 +13,16 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
 from benchmarks.common import RESULTS
 
-ALL = ["startup", "demo_speed", "describe_agreement", "train_speed", "sample_speed", "demo_e2e"]
+ALL = ["startup", "demo_speed", "describe_agreement", "train_speed", "train_flops", "sample_speed",
+       "precision_quality", "sampler_quality", "memory", "recipe_quality", "demo_e2e"]
+# These share one trained demo model (fp32, examples/derm-demo.yaml) through a common --workdir.
+SHARED = {"precision_quality", "sampler_quality", "memory"}
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 MARK = "<!-- generated below by `python -m benchmarks`; edit above this line -->"
 
@@ -59,6 +66,7 @@ def main(argv: list[str]) -> int:
         return 0
     names = [a for a in argv if not a.startswith("-")] or ALL
     failed = []
+    shared = tempfile.TemporaryDirectory(prefix="medsynth-bench-")
     for name in names:
         try:
             mod = importlib.import_module(f"benchmarks.{name}")
@@ -67,10 +75,14 @@ def main(argv: list[str]) -> int:
             continue
         print(f"[bench] {name}")
         try:
-            mod.main()
+            if name in SHARED:
+                mod.main(["--workdir", shared.name])
+            else:
+                mod.main()
         except Exception:
             traceback.print_exc()
             failed.append(name)
+    shared.cleanup()
     write_report()
     if failed:
         print(f"[bench] failed: {failed}")

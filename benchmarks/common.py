@@ -80,3 +80,72 @@ def git_rev() -> str:
                               cwd=Path(__file__).parent).stdout.strip()
     except OSError:
         return "?"
+
+
+def run_cli(args: list[str], log: Path, threads: int | None = None) -> dict[str, float]:
+    """Run ``medsynth ARGS`` as a user would; return its wall time and peak RSS (that process).
+
+    Output goes to LOG (appended). Raises with the log's path if the command fails.
+    """
+    import sys
+
+    exe = str(Path(sys.executable).parent / "medsynth")
+    env = {**os.environ, "MEDSYNTH_NO_PROGRESS": "1"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    t0 = time.perf_counter()
+    with open(log, "a") as f:
+        f.write(f"\n$ medsynth {' '.join(args)}\n")
+        f.flush()
+        p = subprocess.Popen([exe, *args], stdout=f, stderr=subprocess.STDOUT, env=env,
+                             cwd=Path(__file__).resolve().parent.parent)
+        _, status, ru = os.wait4(p.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"medsynth {args[0]} failed ({code}); see {log}")
+    return {"wall_s": round(time.perf_counter() - t0, 1), "peak_rss_mb": round(ru.ru_maxrss / 1024)}
+
+
+def fidelity_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The headline fidelity figures of an evaluate metrics.json (first synthetic set)."""
+    fid = metrics["fidelity"]
+    s = next(iter(fid["sets"].values()))["overall"]
+    ref = fid["reference"]["overall"]
+    return {"fid": s["fid"], "fid_real_vs_real": ref["fid"], "kid": s["kid"],
+            "kid_real_vs_real": ref["kid"], "precision": s["precision"],
+            "precision_real": ref["precision"], "coverage": s.get("coverage"),
+            "coverage_real": ref.get("coverage")}
+
+
+def demo_data(root: Path, *, size: int = 32, n_per_class: int = 200) -> tuple[Path, Path]:
+    """Derm phantoms and their descriptions (train split) under ROOT, made once and reused."""
+    root.mkdir(parents=True, exist_ok=True)
+    data, store = root / "data", root / "store"
+    if not (data / "medsynth.json").exists():
+        run_cli(["data", "demo", "derm", "--out", str(data), "--n-per-class", str(n_per_class),
+                 "--size", str(size), "--seed", "0"], root / "log.txt")
+    if not (store / "medsynth.json").exists():
+        run_cli(["describe", str(data), "--out", str(store), "--split", "train"], root / "log.txt")
+    return data, store
+
+
+def demo_model(root: Path, *, mixed_precision: str = "no", threads: int = 2,
+               recipe: str = "examples/derm-demo.yaml") -> dict[str, Any]:
+    """A model trained with RECIPE on :func:`demo_data` under ROOT/model-PRECISION (reused).
+
+    Returns the paths and, when it trained, the train stage's wall time and peak RSS.
+    """
+    import yaml
+
+    repo = Path(__file__).resolve().parent.parent
+    size = int(yaml.safe_load((repo / recipe).read_text())["size"])
+    data, store = demo_data(root, size=size)
+    model = root / f"model-{mixed_precision}"
+    out: dict[str, Any] = {"data": data, "store": store, "model": model}
+    if not (model / "unet").exists():
+        resume = ["--resume"] if (model / "checkpoints").exists() else []
+        out["train"] = run_cli(["train", str(data), "--store", str(store), "--out", str(model),
+                                "--config", str(repo / recipe), "--threads", str(threads),
+                                "--mixed-precision", mixed_precision, *resume],
+                               root / f"log-{mixed_precision}.txt", threads)
+    return out
