@@ -56,13 +56,16 @@ SKIN_RGB: dict[int, tuple[int, int, int]] = {
 MIN_SHARE: dict[str, float] = {"light_brown": 0.17, "dark_brown": 0.15, "black": 0.01,
                                "blue_grey": 0.05, "red": 0.01, "white": 0.03}
 """A colour is present when at least this share of lesion pixels is nearest to it."""
-ASYMMETRY_THRESHOLDS = (0.12, 0.11)
-"""Non-overlap share of the lesion with its mirror image for the more and the less asymmetric
-principal axis to count."""
-ROUGH_OFFSET = -0.027
-"""Radial roughness (harmonics 5-12, relative to the mean radius) that maps to 0."""
-BORDER_SCALE = 5.74
-"""border_irregularity = clip((roughness - ROUGH_OFFSET) * BORDER_SCALE, 0, 1)."""
+ASYMMETRY_THRESHOLDS = (0.065, 0.055)
+"""Relative amplitude of the outline's third harmonic that breaks the mirror symmetry about a
+principal axis, for the more and the less asymmetric axis to count."""
+ROUGH_MID = 0.0059
+"""Outline roughness (weighted RMS of the radial harmonics 6-12, relative to the mean radius)
+at border_irregularity 0.5."""
+ROUGH_SLOPE = 0.3
+"""border_irregularity = clip(0.5 + ROUGH_SLOPE * ln(roughness / ROUGH_MID), 0, 1)."""
+ROUGH_HARMONICS = (6, 12)
+"""Radial harmonics of the roughness: above the oval (2, 4) and lobed (3, 5) shape terms."""
 NETWORK_STD = 0.08
 """Band-pass texture energy above which a pigment network is reported."""
 MIN_DOTS = 8
@@ -146,16 +149,33 @@ def _largest_central_component(mask: np.ndarray) -> np.ndarray:
     return lab == idx[int(np.argmax(score))]
 
 
-def _contour(mask: np.ndarray) -> np.ndarray:
-    """Longest sub-pixel iso-contour (x, y) of a slightly smoothed mask."""
+def _contour(mask: np.ndarray, edge: np.ndarray | None = None) -> np.ndarray:
+    """Longest sub-pixel outline (x, y): the 0-level of the edge field when given, else the
+    0.5-level of the slightly smoothed mask."""
     import contourpy
 
-    z = ndi.gaussian_filter(np.pad(mask.astype(float), 2), 0.7)
-    lines = contourpy.contour_generator(z=z).lines(0.5)
+    if edge is not None:
+        lines = contourpy.contour_generator(z=edge).lines(0.0)
+        offset = 0.0
+    else:
+        z = ndi.gaussian_filter(np.pad(mask.astype(float), 2), 0.7)
+        lines = contourpy.contour_generator(z=z).lines(0.5)
+        offset = 2.0
     if not lines:
         return np.zeros((0, 2))
     best = max(lines, key=len)
-    return np.asarray(best, dtype=float) - 2.0
+    return np.asarray(best, dtype=float) - offset
+
+
+def _polygon_centroid(pts: np.ndarray) -> tuple[float, float] | None:
+    """Area centroid (x, y) of a closed polygon (shoelace), None when degenerate."""
+    x, y = pts[:, 0], pts[:, 1]
+    x1, y1 = np.roll(x, -1), np.roll(y, -1)
+    cross = x * y1 - x1 * y
+    area = cross.sum() / 2
+    if abs(area) < 1e-6:
+        return None
+    return float(((x + x1) * cross).sum() / (6 * area)), float(((y + y1) * cross).sum() / (6 * area))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,8 +228,12 @@ def _skin_distance(clean: np.ndarray, bg: np.ndarray, skin: np.ndarray) -> np.nd
     return np.sqrt(np.maximum(np.einsum("...i,ij,...j->...", d, inv, d), 0.0))
 
 
-def segment_lesion(rgb: np.ndarray, hairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lesion mask, skin-distance map and fitted skin surface; rgb (H, W, 3) in [0, 1].
+def segment_lesion(rgb: np.ndarray, hairs: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Lesion mask, skin-distance map, fitted skin surface and edge field; rgb (H, W, 3) in [0, 1].
+
+    The edge field is positive inside the lesion and crosses 0 at its edge (for a sub-pixel
+    outline); None when the lesion is too small to have a core.
 
     1. Seed: pixels far (Mahalanobis) from the skin surface, the component that is large and
        central; skin and surface refitted around it (three rounds).
@@ -253,12 +277,12 @@ def segment_lesion(rgb: np.ndarray, hairs: np.ndarray) -> tuple[np.ndarray, np.n
         if skin.sum() < 0.05 * h * w:
             skin = ring
     if not mask.any():
-        return mask, dist, bg
+        return mask, dist, bg, None
     core = ndi.binary_erosion(mask, iterations=max(2, h // 32))
     if core.sum() < 6:
         core = ndi.binary_erosion(mask, iterations=1)
         if core.sum() < 3:
-            return mask, dist, bg
+            return mask, dist, bg, None
     sm = ndi.gaussian_filter(dist, 1.0)
     floor = max(GROW_DISTANCE, float(np.percentile(sm[skin], 99.5)))
     # The contrast of the nearest core pixel (smoothed over the core only).
@@ -268,7 +292,11 @@ def segment_lesion(rgb: np.ndarray, hairs: np.ndarray) -> tuple[np.ndarray, np.n
     thr = np.maximum(EDGE_LEVEL * level[iy, ix], floor)
     grown = ndi.binary_propagation(core, mask=((sm > thr) & field) | core)
     grown = ndi.binary_opening(grown, structure=small) | core
-    return fill_holes(_largest_central_component(grown)), dist, bg
+    mask = fill_holes(_largest_central_component(grown))
+    edge = np.where(ndi.binary_dilation(mask, iterations=2), sm / thr - 1.0, -1.0)
+    edge[mask & (edge <= 0)] = 0.05  # holes filled and opened-away specks stay inside
+    edge[~mask & (edge > 0)] = -0.05
+    return mask, dist, bg, edge
 
 
 def feret_diameter(pts: np.ndarray) -> float:
@@ -285,24 +313,16 @@ def feret_diameter(pts: np.ndarray) -> float:
     return float(np.sqrt((d ** 2).sum(-1)).max())
 
 
-def asymmetry_scores(mask: np.ndarray) -> tuple[float, float]:
-    """Non-overlap share of the mask with its reflection about its major and minor axes."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) < 5:
-        return 0.0, 0.0
-    cy, cx = ys.mean(), xs.mean()
-    evals, evecs = np.linalg.eigh(np.cov(np.stack([xs - cx, ys - cy])))
-    h, w = mask.shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(float)
-    p = np.stack([xx - cx, yy - cy], axis=-1)
-    scores = []
-    for k in (1, 0):
-        u = evecs[:, k]
-        refl = 2 * (p @ u)[..., None] * u - p
-        m2 = ndi.map_coordinates(mask.astype(np.float32), [refl[..., 1] + cy, refl[..., 0] + cx],
-                                 order=1, mode="constant") > 0.5
-        scores.append(float(np.logical_xor(mask, m2).sum() / (2 * mask.sum())))
-    return scores[0], scores[1]
+def axis_asymmetry(c: np.ndarray) -> tuple[float, float]:
+    """Asymmetry about the major and the minor axis from the harmonics ``c`` of the outline in
+    its long-axis frame (relative to the mean radius).
+
+    Mirroring about the major axis (θ -> -θ) keeps the cosine terms and flips the sine terms;
+    mirroring about the minor axis (θ -> π - θ) flips the odd cosine terms. The third harmonic
+    is the lowest that changes the shape (the first only moves it): its sine amplitude breaks
+    the symmetry about the major axis, its cosine amplitude the symmetry about the minor axis.
+    """
+    return float(2 * abs(c[3].imag)), float(2 * abs(c[3].real))
 
 
 def polar_harmonics(pts: np.ndarray, center: tuple[float, float], n: int = 128,
@@ -317,8 +337,9 @@ def polar_harmonics(pts: np.ndarray, center: tuple[float, float], n: int = 128,
     rg = np.interp(grid, th[order], r[order], period=2 * np.pi)
     c = np.fft.rfft(rg)[: kmax + 1] / n
     r0 = float(c[0].real)
-    # Rotate to the long axis: r(θ) ~ r0 + 2|c2| cos 2(θ - φ) with φ = arg(c2) / 2.
-    phi = np.angle(c[2]) / 2 if abs(c[2]) > 0 else 0.0
+    # Rotate to the long axis: r(θ) ~ r0 + 2|c2| cos 2(θ - φ) with φ = -arg(c2) / 2, so that
+    # c_2 becomes real and positive in the new frame (θ = 0 along the long axis).
+    phi = -np.angle(c[2]) / 2 if abs(c[2]) > 0 else 0.0
     k = np.arange(len(c))
     c = c * np.exp(1j * k * phi)
     return c, r0
@@ -361,7 +382,7 @@ def derm_features(array: np.ndarray, mm_per_px: float) -> dict[str, Any]:
     h, w, _ = rgb.shape
     lum = rgb @ np.array([0.299, 0.587, 0.114])
     hairs = hair_mask(lum)
-    mask, dist, bg = segment_lesion(rgb, hairs)
+    mask, dist, bg, edge = segment_lesion(rgb, hairs)
     centre_bg = bg[h // 2, w // 2]
     f: dict[str, Any] = {"h": h, "w": w, "area": int(mask.sum()), "hair": count_hairs(hairs),
                          "skin_rgb": centre_bg}
@@ -369,14 +390,23 @@ def derm_features(array: np.ndarray, mm_per_px: float) -> dict[str, Any]:
         return f
     ys, xs = np.nonzero(mask)
     f["center"] = (float(xs.mean()), float(ys.mean()))
-    pts = _contour(mask)
+    pts = _contour(mask, edge)
+    if len(pts) < 8 or _polygon_centroid(pts) is None:
+        pts = _contour(mask)
     f["diameter_px"] = feret_diameter(pts) if len(pts) >= 3 else 0.0
-    c, r0 = polar_harmonics(pts, f["center"]) if len(pts) >= 8 else (np.zeros(17, complex), 1.0)
-    r0 = max(r0, 1e-6)
-    # r(θ) = r0 + 2 Σ Re(c_k e^{ikθ}): cos amplitude 2 Re c_k, sin amplitude -2 Im c_k.
-    f["rough"] = float(2 * np.sqrt(np.sum(np.abs(c[5:13]) ** 2)) / r0)
+    centroid = _polygon_centroid(pts) if len(pts) >= 8 else None
+    if centroid is not None:
+        c, r0 = polar_harmonics(pts, centroid, n=256, kmax=ROUGH_HARMONICS[1])
+        c = c / max(r0, 1e-6)
+    else:
+        c, r0 = np.zeros(ROUGH_HARMONICS[1] + 1, complex), 0.0
+    # r(θ) = r0 (1 + 2 Σ Re(c_k e^{ikθ})): the harmonics' amplitudes relative to the mean radius,
+    # weighted up with k because a ragged outline's spectrum falls off with k.
+    k = np.arange(ROUGH_HARMONICS[0], ROUGH_HARMONICS[1] + 1)
+    weight = (k / 4.0) ** 1.6
+    f["rough"] = float(np.sqrt((np.abs(c[k]) ** 2 * weight).sum() / weight.sum()))
     f["r0_px"] = r0
-    f["refl_major"], f["refl_minor"] = asymmetry_scores(mask)
+    f["asym_major"], f["asym_minor"] = axis_asymmetry(c)
     # Colours: illumination-normalised pixels, edge and hairs excluded.
     illum = bg / np.maximum(centre_bg, 1e-3)
     flat = np.clip(rgb / np.maximum(illum, 0.2), 0, 1)
@@ -424,9 +454,10 @@ def measure_derm(array: np.ndarray, mm_per_px: float) -> dict[str, Any]:
         return {"diameter_mm": 0.0, "asymmetry": 0, "border_irregularity": 0.0, "border": "regular",
                 "colors": "", "n_colors": 0, "structures": "none", "skin_tone": tone,
                 "hair": f["hair"], "center_x": (w - 1) / 2, "center_y": (h - 1) / 2}
-    hi, lo = sorted((f["refl_major"], f["refl_minor"]), reverse=True)
+    hi, lo = sorted((f["asym_major"], f["asym_minor"]), reverse=True)
     asym = int(hi > ASYMMETRY_THRESHOLDS[0]) + int(lo > ASYMMETRY_THRESHOLDS[1])
-    irregularity = float(np.clip((f["rough"] - ROUGH_OFFSET) * BORDER_SCALE, 0.0, 1.0))
+    rough = max(f["rough"], 1e-9)
+    irregularity = float(np.clip(0.5 + ROUGH_SLOPE * np.log(rough / ROUGH_MID), 0.0, 1.0))
     shares = f["shares"]
     colors = [c for c in COLOR_VOCAB if shares[c] >= MIN_SHARE[c]]
     if not colors:
