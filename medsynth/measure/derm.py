@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from medsynth.measure.common import fill_holes, hull_mask
+from medsynth.measure.common import fill_holes
 
 COLOR_VOCAB = ("light_brown", "dark_brown", "black", "blue_grey", "red", "white")
 """Dermoscopy colour vocabulary, in the canonical order used in ``labels.csv``."""
@@ -53,9 +53,11 @@ SKIN_RGB: dict[int, tuple[int, int, int]] = {
 }
 """Reference skin colours of the Fitzpatrick-like types 1..6 under dermoscope light."""
 # Decision thresholds, calibrated on the demo phantoms (benchmarks/describe_agreement.py).
-MIN_SHARE: dict[str, float] = {"light_brown": 0.17, "dark_brown": 0.15, "black": 0.01,
-                               "blue_grey": 0.05, "red": 0.01, "white": 0.03}
+MIN_SHARE: dict[str, float] = {"light_brown": 0.12, "dark_brown": 0.15, "black": 0.03,
+                               "blue_grey": 0.035, "red": 0.01, "white": 0.01}
 """A colour is present when at least this share of lesion pixels is nearest to it."""
+LESION_OPACITY = 0.9
+"""How much of a lesion's colour shows over the skin beneath (the rest is the skin's)."""
 ASYMMETRY_THRESHOLDS = (0.065, 0.055)
 """Relative amplitude of the outline's third harmonic that breaks the mirror symmetry about a
 principal axis, for the more and the less asymmetric axis to count."""
@@ -101,7 +103,8 @@ def _rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     return lab
 
 
-_VOCAB_LAB = _rgb_to_lab(np.array([COLOR_RGB[c] for c in COLOR_VOCAB], dtype=float) / 255.0)
+_VOCAB_RGB = np.array([COLOR_RGB[c] for c in COLOR_VOCAB], dtype=float) / 255.0
+_VOCAB_LAB = _rgb_to_lab(_VOCAB_RGB)
 _SKIN_LAB = _rgb_to_lab(np.array([SKIN_RGB[k] for k in range(1, 7)], dtype=float) / 255.0)
 
 
@@ -345,11 +348,20 @@ def polar_harmonics(pts: np.ndarray, center: tuple[float, float], n: int = 128,
     return c, r0
 
 
-def color_shares(lab_pixels: np.ndarray) -> dict[str, float]:
-    """Share of pixels whose nearest vocabulary colour (Lab distance) is each colour."""
+def color_shares(lab_pixels: np.ndarray, skin_rgb: np.ndarray | None = None) -> dict[str, float]:
+    """Share of pixels whose nearest vocabulary colour (Lab distance) is each colour.
+
+    A lesion is seen through a thin layer of skin: with ``skin_rgb`` (sRGB in [0, 1]) each
+    vocabulary colour is compared as it appears on that skin (``LESION_OPACITY`` of the colour
+    over the skin), not as the bare reference.
+    """
     if len(lab_pixels) == 0:
         return {c: 0.0 for c in COLOR_VOCAB}
-    d = np.linalg.norm(lab_pixels[:, None, :] - _VOCAB_LAB[None], axis=-1)
+    ref = _VOCAB_LAB
+    if skin_rgb is not None:
+        seen = LESION_OPACITY * _VOCAB_RGB + (1 - LESION_OPACITY) * np.clip(skin_rgb, 0, 1)[None]
+        ref = _rgb_to_lab(seen)
+    d = np.linalg.norm(lab_pixels[:, None, :] - ref[None], axis=-1)
     nearest = np.argmin(d, axis=1)
     counts = np.bincount(nearest, minlength=len(COLOR_VOCAB)) / len(lab_pixels)
     return {c: float(counts[i]) for i, c in enumerate(COLOR_VOCAB)}
@@ -410,12 +422,11 @@ def derm_features(array: np.ndarray, mm_per_px: float) -> dict[str, Any]:
     # Colours: illumination-normalised pixels, edge and hairs excluded.
     illum = bg / np.maximum(centre_bg, 1e-3)
     flat = np.clip(rgb / np.maximum(illum, 0.2), 0, 1)
-    # The convex hull: pale regions (white, regression) at the rim are close to the skin colour
-    # and may fall outside the contrast mask, but they lie within the lesion's hull.
-    inner = hull_mask(ndi.binary_erosion(mask, iterations=1)) & ~ndi.binary_dilation(hairs, iterations=1)
+    # The mask shrunk by a pixel: the soft edge is a blend of lesion and skin.
+    inner = ndi.binary_erosion(mask, iterations=1) & ~ndi.binary_dilation(hairs, iterations=1)
     if inner.sum() < 4:
         inner = mask
-    f["shares"] = color_shares(_rgb_to_lab(flat[inner]))
+    f["shares"] = color_shares(_rgb_to_lab(flat[inner]), centre_bg)
     # Texture inside the lesion (structures).
     s = max(h / 96, 0.6)
     core = ndi.binary_erosion(mask, iterations=max(2, h // 24)) & ~hairs
