@@ -70,8 +70,11 @@ ROUGH_HARMONICS = (6, 12)
 """Radial harmonics of the roughness: above the oval (2, 4) and lobed (3, 5) shape terms."""
 NETWORK_STD = 0.08
 """Band-pass texture energy above which a pigment network is reported."""
-MIN_DOTS = 8
+MIN_DOTS = 4
 """Small dark blobs needed for dots/globules."""
+DOT_SIGMA_MM, DOT_RIM_MM, DOT_STRENGTH = 0.16, 0.3, 0.025
+"""Dot detection: blob scale (mm), lesion rim left out (mm), least scale-normalised curvature
+of the relative luminance (see :func:`count_dots`)."""
 MIN_STREAKS = 3
 """Thin rim protrusions needed for streaks."""
 VEIL_BLUE, VEIL_WHITE = 0.16, 0.0
@@ -367,6 +370,29 @@ def color_shares(lab_pixels: np.ndarray, skin_rgb: np.ndarray | None = None) -> 
     return {c: float(counts[i]) for i, c in enumerate(COLOR_VOCAB)}
 
 
+def count_dots(lum: np.ndarray, mask: np.ndarray, hairs: np.ndarray, mm_per_px: float) -> int:
+    """Dots and globules: small dark blobs inside the lesion (its rim and hairs excluded).
+
+    A blob is a local maximum of the Hessian's smaller eigenvalue (both curvatures positive: a
+    dark spot, not a line) of the luminance relative to the lesion's median, at the scale of a
+    dot (``DOT_SIGMA_MM``, at least 0.7 px), with scale-normalised strength above
+    ``DOT_STRENGTH``.
+    """
+    sig = max(0.7, DOT_SIGMA_MM / mm_per_px)
+    inner = ndi.binary_erosion(mask, iterations=max(1, round(DOT_RIM_MM / mm_per_px)))
+    inner &= ~ndi.binary_dilation(hairs, iterations=1)
+    if inner.sum() < 5:
+        return 0
+    rel = lum / max(float(np.median(lum[mask])), 1e-3)
+    hxx = ndi.gaussian_filter(rel, sig, order=(0, 2))
+    hyy = ndi.gaussian_filter(rel, sig, order=(2, 0))
+    hxy = ndi.gaussian_filter(rel, sig, order=(1, 1))
+    half_tr = (hxx + hyy) / 2
+    lmin = (half_tr - np.sqrt(np.maximum(half_tr ** 2 - (hxx * hyy - hxy ** 2), 0.0))) * sig ** 2
+    peaks = (lmin == ndi.maximum_filter(lmin, size=3)) & inner & (lmin > DOT_STRENGTH)
+    return int(peaks.sum())
+
+
 def skin_tone_of(skin_rgb: np.ndarray) -> int:
     """Fitzpatrick-like type 1..6: the nearest reference skin colour in CIE Lab."""
     lab = _rgb_to_lab(np.clip(skin_rgb, 0, 1)[None])[0]
@@ -434,10 +460,7 @@ def derm_features(array: np.ndarray, mm_per_px: float) -> dict[str, Any]:
     if core.sum() > 12:
         band = ndi.gaussian_filter(flum, s) - ndi.gaussian_filter(flum, 3 * s)
         f["network"] = float(np.std(band[core]))
-        local = ndi.gaussian_filter(flum, 2.5 * s) - ndi.gaussian_filter(flum, 0.6 * s)
-        blobs = (local > 0.06) & core
-        lab, n = ndi.label(blobs)
-        f["dots"] = int(n)
+    f["dots"] = count_dots(flum, mask, hairs, float(mm_per_px))
     opened = ndi.binary_opening(mask, structure=_disk(max(2, h // 24)))
     spikes = mask & ~opened
     lab, n = ndi.label(spikes)
