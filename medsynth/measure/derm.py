@@ -216,6 +216,13 @@ def _clean_mask(mask: np.ndarray, h: int) -> np.ndarray:
     return fill_holes(_largest_central_component(mask))
 
 
+def _quad_form(d: np.ndarray, inv: np.ndarray) -> np.ndarray:
+    """d^T inv d for every row vector of ``d`` (..., 3), written out (no small BLAS calls)."""
+    x, y, z = d[..., 0], d[..., 1], d[..., 2]
+    return (inv[0, 0] * x * x + inv[1, 1] * y * y + inv[2, 2] * z * z
+            + 2 * (inv[0, 1] * x * y + inv[0, 2] * x * z + inv[1, 2] * y * z))
+
+
 def _skin_distance(clean: np.ndarray, bg: np.ndarray, skin: np.ndarray) -> np.ndarray:
     """Mahalanobis distance of each pixel's colour ratio to the skin surface (``clean / bg - 1``,
     linear in the lesion's opacity), with the covariance of the skin's own residuals.
@@ -227,11 +234,10 @@ def _skin_distance(clean: np.ndarray, bg: np.ndarray, skin: np.ndarray) -> np.nd
     res = d[skin]
     cov = np.cov(res.T)
     for _ in range(2):  # trimmed: hairs, lesion rim and stray spots do not widen the skin model
-        inv = np.linalg.inv(cov + 1e-5 * np.eye(3))
-        md = np.einsum("ni,ij,nj->n", res, inv, res)
+        md = _quad_form(res, np.linalg.inv(cov + 1e-5 * np.eye(3)))
         cov = np.cov(res[md <= np.percentile(md, 90)].T) * 1.5
     inv = np.linalg.inv(cov + SKIN_NOISE_FLOOR ** 2 * np.eye(3))
-    return np.sqrt(np.maximum(np.einsum("...i,ij,...j->...", d, inv, d), 0.0))
+    return np.sqrt(np.maximum(_quad_form(d, inv), 0.0))
 
 
 def segment_lesion(rgb: np.ndarray, hairs: np.ndarray
