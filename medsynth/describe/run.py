@@ -4,13 +4,14 @@ Guarantees:
 
 * every finished image is one JSON line, appended and fsync'ed before the next is written, so a
   killed run loses nothing already described; ``--resume`` skips images that already have a
-  record of the same backend and model (ok or failed), so a kill-and-resume ends with exactly one
-  record per image;
+  record of the same backend, model and template version (name@version+content hash; ok or
+  failed), so a kill-and-resume ends with exactly one record per image, and a changed template
+  re-describes every image instead of skipping it;
 * an invalid or incomplete answer is re-asked at most ``max_reasks`` times, then recorded as
   ``failed`` with every raw answer kept; never dropped silently;
 * an image whose request could not be completed at all (server down after all retries) gets no
   record and is counted as an error: the next ``--resume`` tries it again;
-* records of other backends or models in the same store are kept.
+* records of other backends, models or template versions in the same store are kept.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class DescribeSummary:
     failed: int = 0
     """Images recorded as failed (invalid answers after all re-asks; raw answers kept)."""
     skipped: int = 0
-    """Images already described by this backend and model (resume)."""
+    """Images already described by this backend, model and template version (resume)."""
     errors: int = 0
     """Images whose requests failed for good; not recorded, retried by --resume."""
     seconds: float = 0.0
@@ -70,6 +71,8 @@ class DescribeSummary:
     backend: str = ""
     model: str = ""
     template_version: str = ""
+    split: str = ""
+    """The split described (``all`` for every image)."""
     error_messages: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -78,14 +81,29 @@ class DescribeSummary:
         return n / self.seconds if self.seconds > 0 else 0.0
 
 
-def existing_keys(root: Path, backend: str, model: str) -> set[str]:
-    """image_ids that already have a record (ok or failed) of this backend and model."""
+def run_key(d: dict[str, Any]) -> tuple[str, str, str]:
+    """What makes two descriptions of one image the same work: backend, model, template version."""
+    return (str(d.get("backend")), str(d.get("model")), str(d.get("template_version")))
+
+
+def existing_keys(root: Path, backend: str, model: str, template_version: str) -> set[str]:
+    """image_ids that already have a record (ok or failed) of this backend, model and template
+    version (``name@version+hash``: an edited template file is a different version)."""
+    want = (backend, model, template_version)
     keys: set[str] = set()
     for f in root.glob(f"*/{RECORDS_NAME}"):
         for d in read_jsonl(f):
-            if d.get("backend") == backend and d.get("model") == model:
+            if run_key(d) == want:
                 keys.add(str(d.get("image_id")))
     return keys
+
+
+def resolve_split(split: str | None, ds: Dataset) -> str:
+    """The split to describe: as asked, or by default ``train`` when the dataset has training
+    images (generate conditions on the training images' descriptions), else ``all``."""
+    if split is not None:
+        return split
+    return "train" if (ds.table["split"].astype(str) == "train").any() else "all"
 
 
 def _mm_per_px(ds: Dataset) -> float | None:
@@ -274,6 +292,10 @@ def write_summaries(root: Path) -> dict[str, dict[str, int]]:
         summary["by_backend"] = {
             f"{b}:{m}": split_numeric(summarize_records(sel := [r for r in recs if (r.backend, r.model) == (b, m)]), sel)
             for b, m in sorted({(r.backend, r.model) for r in recs})}
+        summary["by_run"] = {
+            f"{b}:{m}:{t}": {"n_ok": sum(r.status == "ok" for r in sel), "n_failed": sum(r.status != "ok" for r in sel)}
+            for b, m, t in sorted({(r.backend, r.model, r.template_version) for r in recs})
+            for sel in [[r for r in recs if (r.backend, r.model, r.template_version) == (b, m, t)]]}
         atomic_write_json(f.parent / SUMMARY_NAME, summary)
         counts[cls] = {"ok": summary["n_ok"], "failed": summary["n_failed"]}
     return counts
@@ -281,8 +303,7 @@ def write_summaries(root: Path) -> dict[str, dict[str, int]]:
 
 def _outputs(prev: dict[str, Any], run: dict[str, Any], counts: dict[str, Any], status: str,
              classes: list[str]) -> dict[str, Any]:
-    runs = [r for r in prev.get("runs", []) if (r.get("backend"), r.get("model"))
-            != (run["backend"], run["model"])] + [run]
+    runs = [r for r in prev.get("runs", []) if run_key(r) != run_key(run)] + [run]
     return {"status": status, "classes": classes, "counts": counts, "runs": runs,
             "backends": sorted({r["backend"] for r in runs}),
             "template_versions": sorted({r["template_version"] for r in runs}),
@@ -325,24 +346,27 @@ def run_describe(cfg: DescribeConfig, *, backend: Any = None, progress: bool = T
     if backend is None:
         backend = make_backend(cfg, template, **({"mm_per_px": _mm_per_px(ds)}
                                                  if cfg.backend == "attributes" else {}))
-    # A store already holding another backend's or model's work is added to, not refused.
-    other_run = bool(prev) and not any(
-        (r.get("backend"), r.get("model")) == (backend.name, backend.model) for r in prev.get("runs", []))
+    # A store already holding another backend's, model's or template version's work is added
+    # to, not refused.
+    this_run = (backend.name, backend.model, template.full_version)
+    other_run = bool(prev) and not any(run_key(r) == this_run for r in prev.get("runs", []))
     prepare_output_dir(out, "describe", resume=cfg.resume or other_run, overwrite=cfg.overwrite)
     if cfg.overwrite:
         prev = {}
-    rows = ds.split(None if cfg.split == "all" else cfg.split)
-    done = existing_keys(out, backend.name, backend.model)
+    split = resolve_split(cfg.split, ds)
+    rows = ds.split(None if split == "all" else split)
+    done = existing_keys(out, *this_run)
     todo = rows[~rows["image_id"].astype(str).isin(done)]
     summary = DescribeSummary(skipped=len(rows) - len(todo), backend=backend.name,
-                              model=backend.model, template_version=template.full_version)
+                              model=backend.model, template_version=template.full_version,
+                              split=split)
     if cfg.limit is not None:
         todo = todo.iloc[:cfg.limit]
     run_info = {"backend": backend.name, "model": backend.model,
                 "template_version": template.full_version, "template": template.source,
                 "started": now_iso()}
     inputs = [input_ref(ds.root, "data")]
-    config = {**dataclasses.asdict(cfg), "template_version": template.full_version}
+    config = {**dataclasses.asdict(cfg), "split": split, "template_version": template.full_version}
     # Manifest first (status running): open_store works on a partial store and resume finds it.
     write_manifest(out, "describe", config=config, inputs=inputs,
                    outputs=_outputs(prev, run_info, prev.get("counts", {}), "running", ds.classes))

@@ -24,8 +24,9 @@ def _invoke(*args: str) -> str:
 
 def test_describe_writes_a_store(derm_dataset: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    out = _invoke("describe", str(derm_dataset), "--out", str(store), "--concurrency", "1")
-    assert "described 8" in out
+    out = _invoke("describe", str(derm_dataset), "--out", str(store), "--concurrency", "1",
+                  "--split", "all")
+    assert "described 8" in out and "split all" in out
     st = open_store(store)
     assert st.classes == ["melanoma", "nevus"]
     m = read_manifest(store, "describe")
@@ -50,14 +51,68 @@ def test_describe_writes_a_store(derm_dataset: Path, tmp_path: Path) -> None:
 
 def test_resume_and_limit_give_one_record_per_image(derm_dataset: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
-    _invoke("describe", str(derm_dataset), "--out", str(store), "--limit", "3")
+    _invoke("describe", str(derm_dataset), "--out", str(store), "--limit", "3", "--split", "all")
     assert len(open_store(store).records()) == 3
-    res = runner.invoke(app, ["describe", str(derm_dataset), "--out", str(store)])
+    res = runner.invoke(app, ["describe", str(derm_dataset), "--out", str(store), "--split", "all"])
     assert res.exit_code == 1 and "--resume" in res.output
-    out = _invoke("describe", str(derm_dataset), "--out", str(store), "--resume")
+    out = _invoke("describe", str(derm_dataset), "--out", str(store), "--resume", "--split", "all")
     assert "described 5" in out and "skipped 3" in out
     ids = [d["image_id"] for f in store.glob("*/descriptions.jsonl") for d in read_jsonl(f)]
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 8
+
+
+def test_default_split_is_train(derm_dataset: Path, tmp_path: Path) -> None:
+    """generate conditions on training images' descriptions: only those are described unless
+    --split says otherwise; a dataset without a train split is described whole."""
+    store = tmp_path / "store"
+    out = _invoke("describe", str(derm_dataset), "--out", str(store))
+    assert "described 6" in out and "split train" in out
+    recs = open_store(store).records()
+    assert len(recs) == 6 and {r.split for r in recs} == {"train"}
+    assert read_manifest(store, "describe").config["split"] == "train"
+    # The rest on request, into the same store.
+    out = _invoke("describe", str(derm_dataset), "--out", str(store), "--resume", "--split", "all")
+    assert "described 2" in out and "skipped 6" in out
+    # No train split at all (e.g. every image held out): the default describes everything.
+    labels = pd.read_csv(derm_dataset / "labels.csv")
+    labels["split"] = "test"
+    labels.to_csv(derm_dataset / "labels.csv", index=False)
+    out = _invoke("describe", str(derm_dataset), "--out", str(tmp_path / "store2"))
+    assert "described 8" in out and "split all" in out
+
+
+def test_resume_is_keyed_on_the_template_version(derm_dataset: Path, tmp_path: Path) -> None:
+    """An edited template is a different version (its content hash): --resume re-describes the
+    images with it instead of skipping them, and keeps the old template's records."""
+    from medsynth.describe.prompts import TEMPLATE_DIR
+    from medsynth.describe.run import existing_keys
+
+    store = tmp_path / "store"
+    mine = tmp_path / "derm.yaml"
+    mine.write_bytes((TEMPLATE_DIR / "derm.yaml").read_bytes())
+    _invoke("describe", str(derm_dataset), "--out", str(store), "--template", str(mine))
+    old = {r.template_version for r in open_store(store).records()}
+    assert len(old) == 1
+    out = _invoke("describe", str(derm_dataset), "--out", str(store), "--template", str(mine),
+                  "--resume")
+    assert "described 0" in out and "skipped 6" in out
+    # Same name and version line, different content: a new hash.
+    mine.write_text(mine.read_text() + "\n# edited: clearer border question\n")
+    out = _invoke("describe", str(derm_dataset), "--out", str(store), "--template", str(mine),
+                  "--resume")
+    assert "described 6" in out and "skipped 0" in out
+    recs = open_store(store).records()
+    versions = {r.template_version for r in recs}
+    assert len(recs) == 12 and len(versions) == 2 and old < versions
+    (new,) = versions - old
+    assert new.split("+")[0] == next(iter(old)).split("+")[0]  # only the hash differs
+    assert len(existing_keys(store, recs[0].backend, recs[0].model, new)) == 6
+    runs = read_manifest(store, "describe").outputs["runs"]
+    assert sorted(r["template_version"] for r in runs) == sorted(versions)
+    # A changed template needs no --resume either: like another backend, it adds to the store.
+    mine.write_text(mine.read_text() + "# edited again\n")
+    out = _invoke("describe", str(derm_dataset), "--out", str(store), "--template", str(mine))
+    assert "described 6" in out and len(open_store(store).records()) == 18
 
 
 def test_split_option_and_show(derm_dataset: Path, tmp_path: Path) -> None:
