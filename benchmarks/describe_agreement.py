@@ -109,7 +109,7 @@ def describe(dataset: Path, store: Path, concurrency: int) -> dict[str, Any]:
 
     load_before = os.getloadavg()[0]
     s = run_describe(DescribeConfig(dataset=str(dataset), out=str(store), overwrite=True,
-                                    concurrency=concurrency), progress=False)
+                                    concurrency=concurrency, split="all"), progress=False)
     # CPU time of read + measure in this process: a rate that does not depend on how busy the
     # shared machine is (the wall-clock rate above does).
     ds = open_dataset(dataset)

@@ -46,7 +46,10 @@ def run_cmd(
         help="Prompt template: derm | cxr | colon | mri | auto (from the dataset's modality).")] = "auto",
     template: Annotated[Path | None, typer.Option(
         help="Your own template YAML (format in docs/describe.md); overrides --modality.")] = None,
-    split: Annotated[str, typer.Option(help="Split to describe: all | train | val | test.")] = "all",
+    split: Annotated[str | None, typer.Option(
+        help="Split to describe: train | val | test | all. Default: train when the dataset has a "
+             "train split (the images generate conditions on), else all.",
+        show_default=False)] = None,
     concurrency: Annotated[int, typer.Option(
         help="Requests in flight (openai), batch size (transformers), worker processes "
              "(attributes).")] = 4,
@@ -77,7 +80,8 @@ def run_cmd(
     console.print(
         f"[bold green]described[/] {s.described}, [bold]failed[/] {s.failed} (raw answers kept), "
         f"[bold]skipped[/] {s.skipped} (already in the store), [bold]errors[/] {s.errors} "
-        f"in {s.seconds:.1f} s ({s.rate:.1f} img/s) · {s.backend} {s.model} · {s.template_version}")
+        f"in {s.seconds:.1f} s ({s.rate:.1f} img/s) · split {s.split} · {s.backend} {s.model} · "
+        f"{s.template_version}")
     for msg in s.error_messages[:5]:
         console.print(f"  [yellow]error[/] {msg}", markup=True)
     if s.errors:

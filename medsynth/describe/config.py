@@ -32,8 +32,10 @@ class DescribeConfig:
     """Template family: derm, cxr, colon, mri, or auto (from the dataset's modality code)."""
     template: str | None = None
     """A user template YAML file (overrides ``modality``)."""
-    split: str = "all"
-    """Which split to describe: all, train, val or test."""
+    split: str | None = None
+    """Which split to describe: train, val, test or all. None (the default) = train when the
+    dataset has a train split (the images the generator is trained on and conditioned with),
+    else all."""
     concurrency: int = 4
     """Requests in flight (openai) or images per batch (transformers, attributes workers)."""
     limit: int | None = None
@@ -60,7 +62,7 @@ class DescribeConfig:
             raise BadUsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.modality not in MODALITIES:
             raise BadUsageError(f"--modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}")
-        if self.split not in SPLITS:
+        if self.split is not None and self.split not in SPLITS:
             raise BadUsageError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.concurrency < 1:
             raise BadUsageError(f"--concurrency must be >= 1, got {self.concurrency}")

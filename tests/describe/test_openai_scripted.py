@@ -27,6 +27,7 @@ from tests.describe.conftest import VALID, Scripted
 
 
 def _cfg(ds: Path, out: Path, url: str, **kw: object) -> DescribeConfig:
+    kw.setdefault("split", "all")  # every image of the fixture, not only its training split
     return DescribeConfig(dataset=str(ds), out=str(out), backend="openai", model="scripted",
                           base_url=url, **kw)  # type: ignore[arg-type]
 
@@ -141,7 +142,8 @@ def test_concurrency_is_bounded(scripted: Scripted, derm_dataset: Path, tmp_path
 def test_other_backend_records_are_kept(scripted: Scripted, derm_dataset: Path,
                                         tmp_path: Path) -> None:
     store = tmp_path / "store"
-    run_describe(DescribeConfig(dataset=str(derm_dataset), out=str(store)), progress=False)
+    run_describe(DescribeConfig(dataset=str(derm_dataset), out=str(store), split="all"),
+                 progress=False)
     run_describe(_cfg(derm_dataset, store, scripted.url), progress=False)
     st = open_store(store)
     assert len(st.records(backend="attributes")) == 8 and len(st.records(backend="openai")) == 8
@@ -155,7 +157,7 @@ def test_kill_mid_run_then_resume_gives_one_record_per_image(scripted: Scripted,
     store = tmp_path / "store"
     cmd = [sys.executable, "-m", "medsynth.cli", "describe", str(derm_dataset), "--out", str(store),
            "--backend", "openai", "--model", "scripted", "--base-url", scripted.url,
-           "--concurrency", "2"]
+           "--concurrency", "2", "--split", "all"]
     env = {**os.environ, "MEDSYNTH_NO_PROGRESS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     files = lambda: [d for f in store.glob("*/descriptions.jsonl") for d in read_jsonl(f)]  # noqa: E731

@@ -54,7 +54,7 @@ def test_describe_with_transformers_backend_records_failures(tiny_llava: Path, s
                                                              tmp_path: Path) -> None:
     cfg = DescribeConfig(dataset=str(small_dataset), out=str(tmp_path / "store"),
                          backend="transformers", model=str(tiny_llava), max_new_tokens=12,
-                         max_reasks=1, concurrency=4)
+                         max_reasks=1, concurrency=4, split="all")
     s = run_describe(cfg, progress=False)
     # Gibberish from random weights: every image is re-asked once, then recorded as failed.
     assert (s.described, s.failed, s.errors) == (0, 4, 0)
@@ -112,7 +112,7 @@ def test_openai_backend_against_transformers_serve(served: str, tiny_llava: Path
     store = tmp_path / "store"
     cfg = DescribeConfig(dataset=str(small_dataset), out=str(store), backend="openai",
                          model=str(tiny_llava), base_url=served, max_new_tokens=12, max_reasks=1,
-                         concurrency=2, timeout=60)
+                         concurrency=2, timeout=60, split="all")
     s = run_describe(cfg, progress=False)
     # The server answered every request (over real HTTP, image as data URL) with gibberish:
     # all four images re-asked once and recorded as failed with both raw answers kept.
