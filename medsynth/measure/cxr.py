@@ -13,8 +13,9 @@ MONOCHROME2 (air dark, bone and fluid bright), any bit depth.
    further than the diaphragm's edge would (an effusion hides the diaphragm and the
    costophrenic angle). Extent = opaque share of the side's lung field (aerated + opaque); side
    and zone (upper/middle/lower third of the lung height) of the opaque pixels.
-4. Cardiothoracic ratio: the widest gap between the lungs in the lower half of the lung fields
-   (the heart shadow) over the widest outer distance between the lungs (the thorax).
+4. Cardiothoracic ratio: the widest gap between the medial lung borders above the costophrenic
+   recesses (the heart shadow, less the blur of its borders) over the widest outer distance
+   between the lungs (the thorax).
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ DIAPHRAGM_EDGE = 0.04
 continue at least twice as far."""
 MIN_EXTENT = 0.08
 """A side counts as affected when at least this share of its lung field is opaque."""
+RECESS_STEP = 3.0
+"""Row-to-row widening (px at 128 px) of the gap between the lungs where they withdraw into
+the costophrenic recesses, below the heart."""
+HEART_EDGE = 3 / 128
+"""Share of the image width by which the gap between the dark lung masks exceeds the heart's
+width (both borders blurred)."""
 
 
 def _normalize(array: np.ndarray) -> np.ndarray:
@@ -137,12 +144,14 @@ def expected_field(lung: np.ndarray, other: np.ndarray, medial_right: bool,
 
 
 def heart_width(left: np.ndarray, right: np.ndarray) -> float:
-    """Widest gap between the medial lung borders down to the diaphragm domes.
+    """Widest gap between the medial lung borders down to the diaphragm domes, less the blur.
 
-    Going down, the gap follows the heart's border and widens smoothly; just below the domes the
-    lungs withdraw into the costophrenic recesses and the gap jumps. That jump is searched a
-    recess depth (5-16% of the image height) above the lowest lung row; the heart width is the
-    gap just before it.
+    Going down, the gap follows the heart's border and widens smoothly (a pixel or two per row);
+    just below the domes the lungs withdraw into the costophrenic recesses and the gap jumps.
+    The first such jump (``RECESS_STEP`` px per row at 128 px) is searched a recess depth (3-16 %
+    of the image height) above the lowest lung row; the heart width is the widest gap above it.
+    The dark lung masks stop short of the heart's blurred border on both sides: ``HEART_EDGE``
+    of the width is taken off.
     """
     h = left.shape[0]
     hl, _, ll = row_spans(left)
@@ -152,11 +161,12 @@ def heart_width(left: np.ndarray, right: np.ndarray) -> float:
         return 0.0
     gap = (fr[rows] - ll[rows] - 1).astype(float)
     diff = np.diff(gap)
-    window = (rows[1:] >= rows[-1] - 0.16 * h) & (rows[1:] <= rows[-1] - 0.05 * h)
+    window = (rows[1:] >= rows[-1] - 0.16 * h) & (rows[1:] <= rows[-1] - 0.03 * h)
     if not window.any():
-        return float(gap.max())
-    j = int(np.argmax(np.where(window, diff, -np.inf)))
-    return float(gap[: j + 1].max())
+        return max(float(gap.max()) - HEART_EDGE * h, 0.0)
+    jumps = window & (diff >= RECESS_STEP * h / 128)
+    j = int(np.argmax(jumps)) if jumps.any() else int(np.argmax(np.where(window, diff, -np.inf)))
+    return max(float(gap[: j + 1].max()) - HEART_EDGE * h, 0.0)
 
 
 def opacity(img: np.ndarray, sm: np.ndarray, lung: np.ndarray,
