@@ -230,6 +230,8 @@ class _Trainer:
             attention_head_dim=cfg.attention_head_dim, norm_num_groups=cfg.norm_num_groups,
             latent=cfg.latent)
         unet = build_denoiser(self.spec)
+        if cfg.channels_last:  # before the EMA copy, so its shadow weights share the layout
+            unet = unet.to(memory_format=torch.channels_last)
         head = build_class_head(self.spec)
         tap = MidBlockTap(unet)
         self.noise_sched = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps,
@@ -402,6 +404,8 @@ class _Trainer:
                     x0, noise, t, y, c = x0.to(dev), noise.to(dev), t.to(dev), y.to(dev), c.to(dev)
                     hidden, mask = hidden.to(dev), mask.to(dev)
                     xt = self.noise_sched.add_noise(x0, noise, t)
+                    if cfg.channels_last:
+                        xt = xt.contiguous(memory_format=torch.channels_last)
                     if cfg.prediction_type == "epsilon":
                         target = noise
                     elif cfg.prediction_type == "v_prediction":

@@ -182,3 +182,18 @@ def test_v_prediction_with_min_snr(tiny: dict[str, Path]) -> None:
     b = load_bundle(out)
     assert b.prediction_type == "v_prediction" == b.scheduler_config["prediction_type"]
     assert all(np.isfinite(v) for _, v in _losses(out))
+
+
+def test_channels_last_is_a_layout_not_a_different_model(tiny: dict[str, Path]) -> None:
+    """Same seed with and without channels-last: same losses and weights; plain contiguous files."""
+    root = tiny["root"]
+    cfg = TrainConfig.tiny(max_steps=3, checkpoint_every=3)
+    a = train(tiny["ds"], root / "cl", cfg=cfg.replace(channels_last=True), store_path=tiny["store"],
+              progress=False)
+    b = train(tiny["ds"], root / "nchw", cfg=cfg.replace(channels_last=False),
+              store_path=tiny["store"], progress=False)
+    np.testing.assert_allclose([v for _, v in _losses(a)], [v for _, v in _losses(b)], rtol=1e-4)
+    ua, ub = load_bundle(a).unet, load_bundle(b).unet
+    for p, q in zip(ua.parameters(), ub.parameters(), strict=True):
+        assert p.is_contiguous()
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-5)
