@@ -48,7 +48,8 @@ def write_report() -> None:
         data = json.loads(path.read_text())
         m = data.get("machine", {})
         parts += [f"## {data.get('benchmark', path.stem)}", "",
-                  f"{data.get('date', '?')} · {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
+                  f"{data.get('date', '?')}{' · commit ' + data['commit'] if data.get('commit') else ''}"
+                  f" · {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
                   f"{m.get('memory_gb', '?')} GB · torch {m.get('torch', '?')} · GPU: {m.get('gpu') or 'none'}",
                   "", "| metric | value |", "| --- | --- |"]
         for k, v in _flat(data.get("results", {})):
