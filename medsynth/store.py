@@ -106,8 +106,14 @@ class Store:
 
     def sample(self, cls: str, rng: random.Random, backend: str | None = None,
                splits: list[str] | None = None) -> DescriptionRecord:
-        """A random 'ok' description of ``cls``; ``splits`` keeps held-out images' texts out."""
-        pool = self.records(cls, backend=backend, splits=splits)
+        """A random 'ok' description of ``cls``; ``splits`` keeps held-out images' texts out.
+
+        Each image counts once, with its latest description (as in :meth:`by_image`, what
+        training used): an image re-described with another template or backend is not
+        drawn twice as often as the others.
+        """
+        latest = {r.image_id: r for r in self.records(cls, backend=backend, splits=splits)}
+        pool = list(latest.values())
         if not pool:
             where = f" in splits {splits}" if splits else ""
             raise MedsynthError(f"{self.root}: class {cls!r} has no successful descriptions{where}")

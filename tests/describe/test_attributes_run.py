@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pandas as pd
@@ -113,6 +114,15 @@ def test_resume_is_keyed_on_the_template_version(derm_dataset: Path, tmp_path: P
     mine.write_text(mine.read_text() + "# edited again\n")
     out = _invoke("describe", str(derm_dataset), "--out", str(store), "--template", str(mine))
     assert "described 6" in out and len(open_store(store).records()) == 18
+    # generate draws one description per image, its latest (the one training used).
+    st = open_store(store)
+    latest = st.by_image()
+    for cls in st.classes:
+        drawn = [st.sample(cls, random.Random(i)) for i in range(200)]
+        assert {r.template_version for r in drawn} == {latest[r.image_id].template_version
+                                                       for r in drawn}
+        n_images = len({r.image_id for r in st.records(cls)})
+        assert len({r.image_id for r in drawn}) == n_images
 
 
 def test_split_option_and_show(derm_dataset: Path, tmp_path: Path) -> None:
