@@ -19,10 +19,16 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   fi
 fi
 "${PIP[@]}" install -e ".[dev]"
-# dciodvfy (dicom3tools) validates the DICOM files medsynth writes; optional but used by the tests.
-if ! command -v dciodvfy >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  (apt-get install -y -qq dicom3tools >/dev/null 2>&1 \
-    || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dicom3tools >/dev/null 2>&1)) \
-    || echo "[install] dicom3tools not installed: DICOM validation tests will be skipped"
-fi
+# Optional system tools the tests use when present: dciodvfy (dicom3tools) validates the DICOM
+# files medsynth writes; headless chromium renders the evaluate report. Installed when root.
+apt_tool() {  # apt_tool COMMAND PACKAGE
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get install -y -qq "$2" >/dev/null 2>&1 \
+      || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$2" >/dev/null 2>&1)) && return 0
+  fi
+  echo "[install] $2 not installed: the tests that need $1 will be skipped"
+}
+apt_tool dciodvfy dicom3tools
+apt_tool chromium chromium
 echo "[install] done: $("$VENV/bin/python" -c 'import torch, medsynth; print("medsynth", medsynth.__version__, "torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")')"
