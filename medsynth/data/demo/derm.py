@@ -39,7 +39,6 @@ DTYPE = "uint8"
 FOV_MM = 20.0
 """Field of view (mm) at every image size: mm per pixel = 20 / size."""
 SUPERSAMPLE = 2
-
 COLOR_VOCAB = ("light_brown", "dark_brown", "black", "blue_grey", "red", "white")
 STRUCTURE_VOCAB = ("pigment_network", "dots_globules", "streaks", "blue_white_veil")
 COLOR_RGB: dict[str, tuple[int, int, int]] = {
@@ -296,36 +295,51 @@ def render_attributes(cls: str, a: dict[str, Any], rng: np.random.Generator,
     # Regression areas are a milky, slightly pink white, not a specular highlight.
     palette[COLOR_VOCAB.index("white")] = 0.85 * palette[COLOR_VOCAB.index("white")] + 0.15 * palette[COLOR_VOCAB.index("red")]
     lesion = np.moveaxis(palette[label], -1, 0)  # (3, n, n)
-    # Colour regions blend over about 0.25 mm, with mottling inside.
+    # Colour regions blend over about 0.25 mm, with mottling inside (the fine mottling is faint:
+    # it sits at the pigment network's scale).
     soft = max(ss, 0.25 / step)
     lesion = ndi.gaussian_filter(lesion, (0, soft, soft))
-    lesion *= 1 + 0.07 * smooth_noise(rng, n, 10) + 0.04 * smooth_noise(rng, n, max(12, size // 4))
+    lesion *= 1 + 0.07 * smooth_noise(rng, n, 10) + 0.015 * smooth_noise(rng, n, max(12, size // 4))
     if veil and "blue_grey" in colors:
         region = ndi.gaussian_filter((label == COLOR_VOCAB.index("blue_grey")).astype(float), 2 * soft)
         haze = np.clip(region * 1.3, 0, 1) * rng.uniform(0.08, 0.16) * (0.7 + 0.3 * smooth_noise(rng, n, 9))
         lesion = lesion * (1 - haze) + palette[COLOR_VOCAB.index("white")][:, None, None] * haze
     elif "blue_grey" in colors:  # regression peppering: grey granules on the base colour
-        pepper = (smooth_noise(rng, n, max(8, size // 3)) > 0.3) & (label == COLOR_VOCAB.index("blue_grey"))
-        lesion = np.where(pepper, lesion, 0.5 * lesion + 0.5 * palette[COLOR_VOCAB.index(base)][:, None, None])
+        # Only the blue-grey region is peppered: between its granules it is half the base colour;
+        # the rest of the lesion keeps its colours.
+        granules = smooth_noise(rng, n, max(8, size // 3)) > 0.3
+        region = ndi.gaussian_filter((label == COLOR_VOCAB.index("blue_grey")).astype(float), soft)
+        wash = 0.5 * np.clip(3 * region, 0, 1) * ~granules
+        lesion = lesion * (1 - wash) + palette[COLOR_VOCAB.index(base)][:, None, None] * wash
 
     dark = palette[COLOR_VOCAB.index("dark_brown")][:, None, None]
     blackc = palette[COLOR_VOCAB.index("black")][:, None, None]
     # --- structures ---------------------------------------------------------------------
+    net_gain: np.ndarray | None = None
+    net_period = 0.0
     if "pigment_network" in a["structures"]:
-        period = max(0.45, 3.6 * px_out) * rng.uniform(0.9, 1.3)
+        # A honeycomb of lighter holes (less pigment) in a mesh of the lesion's own brown (the
+        # Worley cell walls), at the finest mesh the image resolves: a period of 0.45 mm or
+        # 4.5 px, whichever is larger. Typical in nevi (thin regular lines, fading towards the
+        # periphery), atypical in melanoma (thicker lines of varying width, in patches that reach
+        # the edge). Only over the brown areas: veil, regression and black blotches have none.
+        period = max(0.45, 4.5 * px_out) * rng.uniform(0.9, 1.3)
         atyp = cls == "melanoma"
         warp = (0.5 if atyp else 0.3) * period
         uu = u + warp * smooth_noise(rng, n, 8)
         vv = v + warp * smooth_noise(rng, n, 8)
-        edges = _cell_edges(rng, uu, vv, period, 0.9 if atyp else 0.6)
-        # Atypical network: thicker lines of varying width.
-        thick = period * (rng.uniform(0.12, 0.25) if atyp else rng.uniform(0.08, 0.14))
-        thick = thick * (1 + (0.5 if atyp else 0.2) * smooth_noise(rng, n, 6))
+        edges = _cell_edges(rng, uu, vv, period, 1.0 if atyp else 0.85)
+        # F2 - F1 is about twice the distance to the wall: a line is about ``thick`` wide.
+        thick = period * (rng.uniform(0.28, 0.40) if atyp else rng.uniform(0.22, 0.30))
+        thick = thick * (1 + (0.35 if atyp else 0.15) * smooth_noise(rng, n, 6))
         line = smoothstep(thick + step, np.maximum(thick - step, 0), edges)
-        fade = smoothstep(1.05, 0.55, q) if not atyp else (smooth_noise(rng, n, 5) > -0.3) * smoothstep(1.05, 0.8, q)
-        fade = fade * np.clip(0.75 + 0.35 * smooth_noise(rng, n, 7), 0, 1)
-        strength = rng.uniform(0.25, 0.45) * fade * ndi.gaussian_filter(line, 0.6 * ss)
-        lesion = lesion * (1 - strength) + dark * 0.8 * strength
+        fade = smoothstep(1.05, 0.75, q) if not atyp else (smooth_noise(rng, n, 5) > -0.7) * smoothstep(1.05, 0.8, q)
+        fade = fade * np.clip(0.8 + 0.3 * smooth_noise(rng, n, 7), 0, 1)
+        brown = (label == COLOR_VOCAB.index("light_brown")) | (label == COLOR_VOCAB.index("dark_brown"))
+        fade = fade * ndi.gaussian_filter(brown.astype(float), soft)
+        # Holes up to 45-60 % lighter; applied after the dots (globules replace the mesh).
+        net_gain = rng.uniform(0.45, 0.6) * fade * (1 - ndi.gaussian_filter(line, 0.35 * ss))
+        net_period = period
     fiss = rng.random() < p.fissures
     if fiss:  # cerebriform: curved fissures (dark) between ridges
         per = max(0.8, 4 * px_out) * rng.uniform(1.0, 1.6)
@@ -350,8 +364,14 @@ def render_attributes(cls: str, a: dict[str, Any], rng: np.random.Generator,
             _disc_stamp(acc, xx, yy, x, y, rad, 0.4 * step + 0.05)
         col = blackc if (cls != "nevus" and rng.random() < 0.6) else dark * 0.85
         acc = ndi.gaussian_filter(acc, 0.5 * ss) * np.clip(0.8 + 0.2 * smooth_noise(rng, n, 12), 0, 1)
+        if net_gain is not None:  # no mesh within about half a cell of a globule
+            near = ndi.gaussian_filter(acc, 0.5 * net_period / step)
+            net_gain = net_gain * (1 - np.clip(8 * near, 0, 1))
         lesion = lesion * (1 - 0.85 * acc) + col * 0.85 * acc
         acc[:] = 0
+    if net_gain is not None:
+        lit = lesion * (1 + net_gain)
+        lesion = lit / np.maximum(lit.max(axis=0), 1.0)  # lighter holes, same hue
     streak_alpha = np.zeros((n, n))
     if "streaks" in a["structures"]:
         ns = int(rng.integers(6, 16))
