@@ -22,8 +22,9 @@ The pipeline is classical image analysis, each step chosen to survive what dermo
    skin; a colour is present when it covers a minimum share.
 8. D (diameter): the largest Feret diameter of the outline, in mm.
 9. Structures: dots/globules (dark blobs: Hessian peaks at the scale of a dot, in mm), streaks
-   (thin protrusions at the border), pigment network (band-pass texture energy), blue-white veil
-   (a large blue-grey share).
+   (thin protrusions at the border), pigment network (a mesh of lighter holes and thin lines:
+   Hessian blob and line strength at the mesh's scale, less the line strength at twice that
+   scale), blue-white veil (a large blue-grey share).
 """
 
 from __future__ import annotations
@@ -74,8 +75,12 @@ ROUGH_SLOPE = 0.3
 """border_irregularity = clip(0.5 + ROUGH_SLOPE * ln(roughness / ROUGH_MID), 0, 1)."""
 ROUGH_HARMONICS = (6, 12)
 """Radial harmonics of the roughness: above the oval (2, 4) and lobed (3, 5) shape terms."""
-NETWORK_STD = 0.08
-"""Band-pass texture energy above which a pigment network is reported."""
+NETWORK_SIGMA_MM = 0.065
+"""Scale of the pigment network's lines and holes (mm), at least ``NETWORK_MIN_SIGMA_PX``: a mesh
+of about 0.45 mm, or the finest mesh the pixels resolve (about 4.5 px) when that is coarser."""
+NETWORK_MIN_SIGMA_PX = 0.7
+NETWORK_LEVEL = 0.0045
+"""Mesh texture (see :func:`network_texture`) above which a pigment network is reported."""
 MIN_DOTS = 4
 """Small dark blobs needed for dots/globules."""
 DOT_SIGMA_MM, DOT_RIM_MM, DOT_STRENGTH = 0.16, 0.3, 0.025
@@ -83,7 +88,7 @@ DOT_SIGMA_MM, DOT_RIM_MM, DOT_STRENGTH = 0.16, 0.3, 0.025
 of the relative luminance (see :func:`count_dots`)."""
 MIN_STREAKS = 3
 """Thin rim protrusions needed for streaks."""
-VEIL_BLUE, VEIL_WHITE = 0.16, 0.0
+VEIL_BLUE, VEIL_WHITE = 0.17, 0.0
 """Blue-grey and white shares that together make a blue-white veil."""
 SKIN_NOISE_FLOOR = 0.01
 """Smallest skin colour-ratio noise (per channel) assumed by the skin distance."""
@@ -405,6 +410,40 @@ def count_dots(lum: np.ndarray, mask: np.ndarray, hairs: np.ndarray, mm_per_px: 
     return int(peaks.sum())
 
 
+def _hessian_eigen(img: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Scale-normalised eigenvalues (smaller, larger) of the Hessian of ``img`` at ``sigma``."""
+    hxx = ndi.gaussian_filter(img, sigma, order=(0, 2))
+    hyy = ndi.gaussian_filter(img, sigma, order=(2, 0))
+    hxy = ndi.gaussian_filter(img, sigma, order=(1, 1))
+    half_tr = (hxx + hyy) / 2
+    root = np.sqrt(np.maximum(half_tr ** 2 - (hxx * hyy - hxy ** 2), 0.0))
+    return (half_tr - root) * sigma ** 2, (half_tr + root) * sigma ** 2
+
+
+def network_texture(lum: np.ndarray, mask: np.ndarray, hairs: np.ndarray, mm_per_px: float) -> float:
+    """Pigment network: a mesh of lighter holes inside thin lines of the lesion's brown.
+
+    From the scale-normalised Hessian of the log luminance at the mesh's scale, averaged over
+    the lesion without its rim and hairs: twice the strength of light holes (both curvatures
+    negative) plus that of dark lines (the larger curvature positive, the smaller one not: not a
+    dot), less half the line strength at twice the scale, where colour borders and blotches
+    respond as much and a fine mesh hardly at all. 0 when the lesion is too small to tell.
+    """
+    core = ndi.binary_erosion(mask, iterations=2) & ~ndi.binary_dilation(hairs, iterations=1)
+    if core.sum() < 8:
+        core = ndi.binary_erosion(mask, iterations=1) & ~hairs
+        if core.sum() < 8:
+            return 0.0
+    log_lum = np.log(np.maximum(lum, 0.02))
+    sigma = max(NETWORK_MIN_SIGMA_PX, NETWORK_SIGMA_MM / mm_per_px)
+    small, large = _hessian_eigen(log_lum, sigma)
+    holes = float(np.maximum(-large, 0.0)[core].mean())
+    lines = float(np.maximum(large - np.maximum(small, 0.0), 0.0)[core].mean())
+    small, large = _hessian_eigen(log_lum, 2 * sigma)
+    coarse_lines = float(np.maximum(large - np.maximum(small, 0.0), 0.0)[core].mean())
+    return 2 * holes + lines - 0.5 * coarse_lines
+
+
 def skin_tone_of(skin_rgb: np.ndarray) -> int:
     """Fitzpatrick-like type 1..6: the nearest reference skin colour in CIE Lab."""
     lab = _rgb_to_lab(np.clip(skin_rgb, 0, 1)[None])[0]
@@ -466,12 +505,8 @@ def derm_features(array: np.ndarray, mm_per_px: float) -> dict[str, Any]:
         inner = mask
     f["shares"] = color_shares(_rgb_to_lab(flat[inner]), centre_bg)
     # Texture inside the lesion (structures).
-    s = max(h / 96, 0.6)
-    core = ndi.binary_erosion(mask, iterations=max(2, h // 24)) & ~hairs
     flum = flat @ np.array([0.299, 0.587, 0.114])
-    if core.sum() > 12:
-        band = ndi.gaussian_filter(flum, s) - ndi.gaussian_filter(flum, 3 * s)
-        f["network"] = float(np.std(band[core]))
+    f["network"] = network_texture(flum, mask, hairs, float(mm_per_px))
     f["dots"] = count_dots(flum, mask, hairs, float(mm_per_px))
     opened = ndi.binary_opening(mask, structure=_disk(max(2, h // 24)))
     spikes = mask & ~opened
@@ -509,7 +544,7 @@ def measure_derm(array: np.ndarray, mm_per_px: float) -> dict[str, Any]:
     if not colors:
         colors = [max(shares, key=shares.get)]
     structures = []
-    if f.get("network", 0.0) > NETWORK_STD:
+    if f.get("network", 0.0) > NETWORK_LEVEL:
         structures.append("pigment_network")
     if f.get("dots", 0) >= MIN_DOTS:
         structures.append("dots_globules")

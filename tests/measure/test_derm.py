@@ -56,3 +56,31 @@ def test_skin_tone_orders_with_lightness() -> None:
 def test_rejects_grayscale() -> None:
     with pytest.raises(ValueError):
         measure_derm(np.zeros((1, 32, 32), np.uint8), 0.3)
+
+
+def _honeycomb(arr: np.ndarray, period: float = 5.0, gain: float = 0.5) -> np.ndarray:
+    """``arr`` with lighter holes on a hexagonal lattice inside the lesion (brown pixels)."""
+    from scipy import ndimage as ndi
+
+    img = arr.astype(float)
+    inside = ndi.binary_erosion(img[0] < 200, iterations=1)  # the lesion, not the skin
+    yy, xx = np.mgrid[0:arr.shape[1], 0:arr.shape[2]].astype(float)
+    row = np.round(yy / (period * 0.866))
+    shift = (row % 2) * period / 2
+    dy = yy - row * period * 0.866
+    dx = (xx - shift) - np.round((xx - shift) / period) * period
+    hole = ndi.gaussian_filter((np.hypot(dx, dy) < 0.32 * period).astype(float), 0.6)
+    img = img * (1 + gain * hole * inside)[None]
+    return np.clip(img / np.maximum(img.max(axis=0, keepdims=True) / 255, 1), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_pigment_network_is_a_mesh_of_lighter_holes(size: int) -> None:
+    plain = lesion(size, 0.3 * size, 0.22 * size, color=(176, 116, 72))
+    m_plain = measure_derm(plain, 20 / size)
+    m_net = measure_derm(_honeycomb(plain), 20 / size)
+    assert "pigment_network" not in m_plain["structures"]
+    assert "pigment_network" in m_net["structures"]
+    # The mesh does not add colours or dots.
+    assert m_net["colors"] == m_plain["colors"] == "light_brown"
+    assert "dots_globules" not in m_net["structures"]
