@@ -109,9 +109,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--n-synth", type=int, default=200)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads per modality (default: the cores shared between them)")
     a = ap.parse_args(argv)
     mods = a.modality.split(",")
-    threads = max(1, (os.cpu_count() or 1) // len(mods))
+    threads = a.threads or max(1, (os.cpu_count() or 1) // len(mods))
     tmp = None if a.workdir else tempfile.TemporaryDirectory()
     root = a.workdir or Path(tmp.name)  # type: ignore[union-attr]
     root.mkdir(parents=True, exist_ok=True)
