@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import fidelity_summary, record, run_cli
+from benchmarks.common import RESULTS, fidelity_summary, record, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,6 +137,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise RuntimeError("; ".join(errors))
     res["setup"] = (f"{len(mods)} modalities side by side, {threads} torch thread(s) each, "
                     f"{a.budget_min:g} min training budget each")
+    # A run of some modalities keeps the others' earlier results, marked with their date.
+    old = RESULTS / "recipe_quality.json"
+    if old.exists():
+        prev = json.loads(old.read_text())
+        for m, r in prev.get("results", {}).items():
+            if m not in res and isinstance(r, dict):
+                res[m] = {**r, "measured_earlier": prev.get("date"), "commit": prev.get("commit")}
     record("recipe_quality", res)
     return res
 
