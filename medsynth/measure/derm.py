@@ -81,11 +81,15 @@ of about 0.45 mm, or the finest mesh the pixels resolve (about 4.5 px) when that
 NETWORK_MIN_SIGMA_PX = 0.7
 NETWORK_LEVEL = 0.0045
 """Mesh texture (see :func:`network_texture`) above which a pigment network is reported."""
-MIN_DOTS = 4
+MIN_DOTS = 2
 """Small dark blobs needed for dots/globules."""
 DOT_SIGMA_MM, DOT_RIM_MM, DOT_STRENGTH = 0.16, 0.3, 0.025
 """Dot detection: blob scale (mm), lesion rim left out (mm), least scale-normalised curvature
 of the relative luminance (see :func:`count_dots`)."""
+DOT_MESH, DOT_RING = 0.8, 0.01
+"""A dot's strength must also exceed ``DOT_MESH`` times the lesion's mesh texture (a network's
+line crossings are small dark blobs too), and it must be darker, by ``DOT_RING``, than 10 of 12
+points around it at three blob scales (a blotch's edge or a line is not)."""
 MIN_STREAKS = 3
 """Thin rim protrusions needed for streaks."""
 VEIL_BLUE, VEIL_WHITE = 0.17, 0.0
@@ -387,13 +391,15 @@ def color_shares(lab_pixels: np.ndarray, skin_rgb: np.ndarray | None = None) -> 
     return {c: float(counts[i]) for i, c in enumerate(COLOR_VOCAB)}
 
 
-def count_dots(lum: np.ndarray, mask: np.ndarray, hairs: np.ndarray, mm_per_px: float) -> int:
+def count_dots(lum: np.ndarray, mask: np.ndarray, hairs: np.ndarray, mm_per_px: float,
+               mesh: float = 0.0) -> int:
     """Dots and globules: small dark blobs inside the lesion (its rim and hairs excluded).
 
     A blob is a local maximum of the Hessian's smaller eigenvalue (both curvatures positive: a
     dark spot, not a line) of the luminance relative to the lesion's median, at the scale of a
     dot (``DOT_SIGMA_MM``, at least 0.7 px), with scale-normalised strength above
-    ``DOT_STRENGTH``.
+    ``DOT_STRENGTH`` plus ``DOT_MESH`` times the lesion's ``mesh`` texture
+    (:func:`network_texture`), and darker than nearly all of a ring around it.
     """
     sig = max(0.7, DOT_SIGMA_MM / mm_per_px)
     inner = ndi.binary_erosion(mask, iterations=max(1, round(DOT_RIM_MM / mm_per_px)))
@@ -401,13 +407,19 @@ def count_dots(lum: np.ndarray, mask: np.ndarray, hairs: np.ndarray, mm_per_px: 
     if inner.sum() < 5:
         return 0
     rel = lum / max(float(np.median(lum[mask])), 1e-3)
-    hxx = ndi.gaussian_filter(rel, sig, order=(0, 2))
-    hyy = ndi.gaussian_filter(rel, sig, order=(2, 0))
-    hxy = ndi.gaussian_filter(rel, sig, order=(1, 1))
-    half_tr = (hxx + hyy) / 2
-    lmin = (half_tr - np.sqrt(np.maximum(half_tr ** 2 - (hxx * hyy - hxy ** 2), 0.0))) * sig ** 2
-    peaks = (lmin == ndi.maximum_filter(lmin, size=3)) & inner & (lmin > DOT_STRENGTH)
-    return int(peaks.sum())
+    lmin, _ = _hessian_eigen(rel, sig)
+    strength = DOT_STRENGTH + DOT_MESH * max(mesh, 0.0)
+    peaks = (lmin == ndi.maximum_filter(lmin, size=3)) & inner & (lmin > strength)
+    ys, xs = np.nonzero(peaks)
+    if len(ys) == 0:
+        return 0
+    smooth = ndi.gaussian_filter(rel, 0.5)
+    ang = np.arange(12) * np.pi / 6
+    ry = ys[:, None] + 3 * sig * np.sin(ang)[None]
+    rx = xs[:, None] + 3 * sig * np.cos(ang)[None]
+    ring = ndi.map_coordinates(smooth, [ry.ravel(), rx.ravel()], order=1, mode="nearest").reshape(ry.shape)
+    lighter = np.sort(ring - smooth[ys, xs][:, None], axis=1)[:, 2]  # all but the two darkest
+    return int((lighter > DOT_RING).sum())
 
 
 def _hessian_eigen(img: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -507,7 +519,7 @@ def derm_features(array: np.ndarray, mm_per_px: float) -> dict[str, Any]:
     # Texture inside the lesion (structures).
     flum = flat @ np.array([0.299, 0.587, 0.114])
     f["network"] = network_texture(flum, mask, hairs, float(mm_per_px))
-    f["dots"] = count_dots(flum, mask, hairs, float(mm_per_px))
+    f["dots"] = count_dots(flum, mask, hairs, float(mm_per_px), f["network"])
     opened = ndi.binary_opening(mask, structure=_disk(max(2, h // 24)))
     spikes = mask & ~opened
     lab, n = ndi.label(spikes)
