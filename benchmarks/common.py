@@ -82,10 +82,23 @@ def git_rev() -> str:
         return "?"
 
 
-def run_cli(args: list[str], log: Path, threads: int | None = None) -> dict[str, float]:
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def run_cli(args: list[str], log: Path, threads: int | None = None, *,
+            trace_rss: bool = False) -> dict[str, Any]:
     """Run ``medsynth ARGS`` as a user would; return its wall time and peak RSS (that process).
 
-    Output goes to LOG (appended). Raises with the log's path if the command fails.
+    Output goes to LOG (appended). Raises with the log's path if the command fails. With
+    ``trace_rss`` the RSS is also sampled every 0.2 s from /proc: the mean per quarter of the
+    run shows whether memory grows with the work or stays flat.
     """
     import sys
 
@@ -93,17 +106,54 @@ def run_cli(args: list[str], log: Path, threads: int | None = None) -> dict[str,
     env = {**os.environ, "MEDSYNTH_NO_PROGRESS": "1"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
+    samples: list[float] = []
     t0 = time.perf_counter()
     with open(log, "a") as f:
         f.write(f"\n$ medsynth {' '.join(args)}\n")
         f.flush()
         p = subprocess.Popen([exe, *args], stdout=f, stderr=subprocess.STDOUT, env=env,
                              cwd=Path(__file__).resolve().parent.parent)
-        _, status, ru = os.wait4(p.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
+        while True:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG if trace_rss else 0)
+            if pid:
+                break
+            r = _rss_mb(p.pid)
+            if r:
+                samples.append(r)
+            time.sleep(0.2)
+    p.returncode = code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"medsynth {args[0]} failed ({code}); see {log}")
-    return {"wall_s": round(time.perf_counter() - t0, 1), "peak_rss_mb": round(ru.ru_maxrss / 1024)}
+    out: dict[str, Any] = {"wall_s": round(time.perf_counter() - t0, 1),
+                           "peak_rss_mb": round(ru.ru_maxrss / 1024)}
+    if trace_rss:
+        q = max(1, len(samples) // 4)
+        out["mean_rss_mb_by_quarter"] = [round(sum(c) / len(c)) for c in
+                                         (samples[i * q:(i + 1) * q] for i in range(4)) if c]
+    return out
+
+
+def side_by_side(fn: Any, keys: list[str]) -> dict[str, Any]:
+    """``{k: fn(k)}`` with every call in its own thread (each runs subprocesses); all errors raised."""
+    import threading
+
+    res: dict[str, Any] = {}
+    errors: list[str] = []
+
+    def work(k: str) -> None:
+        try:
+            res[k] = fn(k)
+        except Exception as e:  # noqa: BLE001 - reported below, the others go on
+            errors.append(f"{k}: {e}")
+
+    ts = [threading.Thread(target=work, args=(k,)) for k in keys]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    return res
 
 
 def fidelity_summary(metrics: dict[str, Any]) -> dict[str, Any]:

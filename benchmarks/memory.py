@@ -14,51 +14,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import demo_data, demo_model, record
+from benchmarks.common import demo_data, demo_model, record, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def watch(args: list[str], log: Path, threads: int) -> dict[str, Any]:
-    """Run ``medsynth ARGS``, sampling its RSS; peak, and mean RSS per quarter of the run."""
-    exe = str(Path(sys.executable).parent / "medsynth")
-    env = {**os.environ, "MEDSYNTH_NO_PROGRESS": "1", "OMP_NUM_THREADS": str(threads)}
-    samples: list[float] = []
-    t0 = time.perf_counter()
-    with open(log, "a") as f:
-        f.write(f"\n$ medsynth {' '.join(args)}\n")
-        f.flush()
-        p = subprocess.Popen([exe, *args], stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-        while p.poll() is None:
-            r = _rss_mb(p.pid)
-            if r:
-                samples.append(r)
-            time.sleep(0.2)
-    if p.returncode:
-        raise RuntimeError(f"medsynth {args[0]} failed ({p.returncode}); see {log}")
-    q = max(1, len(samples) // 4)
-    quarters = [round(sum(samples[i * q:(i + 1) * q]) / len(samples[i * q:(i + 1) * q]))
-                for i in range(4) if samples[i * q:(i + 1) * q]]
-    return {"wall_s": round(time.perf_counter() - t0, 1),
-            "peak_rss_mb": round(max(samples)) if samples else None,
-            "mean_rss_mb_by_quarter": quarters}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -75,19 +38,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for n in (500, 5000):
         per_class = -(-n // 3)
         out = root / f"mem-synth-{n}"
-        gen[str(n)] = watch(["generate", str(model), "--class", "all", "--n", str(per_class),
+        gen[str(n)] = run_cli(["generate", str(model), "--class", "all", "--n", str(per_class),
                              "--out", str(out), "--steps", "2", "--format", "png,dicom,nifti",
-                             "--overwrite"], log, threads)
+                              "--overwrite"], log, threads, trace_rss=True)
         gen[str(n)]["images"] = per_class * 3
         print(n, gen[str(n)], flush=True)
     data, store = demo_data(root / "demo")
     train: dict[str, Any] = {}
     for steps in (200, 800):
         out = root / f"mem-train-{steps}"
-        train[str(steps)] = watch(["train", str(data), "--store", str(store), "--out", str(out),
+        train[str(steps)] = run_cli(["train", str(data), "--store", str(store), "--out", str(out),
                                    "--config", str(ROOT / "examples" / "derm-demo.yaml"),
                                    "--max-steps", str(steps), "--sample-every", "0",
-                                   "--threads", str(threads), "--overwrite"], log, threads)
+                                   "--threads", str(threads), "--overwrite"], log, threads, trace_rss=True)
         print(steps, train[str(steps)], flush=True)
     p500, p5000 = gen["500"]["peak_rss_mb"], gen["5000"]["peak_rss_mb"]
     res = {"threads": threads, "load_average_1min": round(os.getloadavg()[0], 2),

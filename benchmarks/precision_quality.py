@@ -18,11 +18,10 @@ import json
 import os
 import statistics
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import demo_data, demo_model, record, run_cli
+from benchmarks.common import demo_data, demo_model, record, run_cli, side_by_side
 
 PRECISIONS = ("no", "bf16")
 
@@ -46,22 +45,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     root = a.workdir or Path(tmp.name)  # type: ignore[union-attr]
     demo = root / "demo"
     data, _ = demo_data(demo)
-    trained: dict[str, Any] = {}
-    errors: list[str] = []
-
-    def work(p: str) -> None:
-        try:
-            trained[p] = demo_model(demo, mixed_precision=p, threads=1)
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(f"{p}: {e}")
-
-    ts = [threading.Thread(target=work, args=(p,)) for p in PRECISIONS]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    if errors:
-        raise RuntimeError("; ".join(errors))
+    trained = side_by_side(lambda p: demo_model(demo, mixed_precision=p, threads=1),
+                           list(PRECISIONS))
     log, sets, rows = root / "log.txt", [], {}
     for p in PRECISIONS:
         out = root / f"synth-{p}"

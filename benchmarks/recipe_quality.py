@@ -21,11 +21,10 @@ import json
 import os
 import statistics
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, fidelity_summary, record, run_cli
+from benchmarks.common import RESULTS, fidelity_summary, record, run_cli, side_by_side
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,24 +116,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tmp = None if a.workdir else tempfile.TemporaryDirectory()
     root = a.workdir or Path(tmp.name)  # type: ignore[union-attr]
     root.mkdir(parents=True, exist_ok=True)
-    res: dict[str, Any] = {}
-    errors: list[str] = []
-
-    def work(m: str) -> None:
-        try:
-            res[m] = one(m, root, a.budget_min, threads, a.n_synth, a.seeds)
-        except Exception as e:  # noqa: BLE001 - reported below, the other modality goes on
-            errors.append(f"{m}: {e}")
-
-    ts = [threading.Thread(target=work, args=(m,)) for m in mods]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    if tmp:
-        tmp.cleanup()
-    if errors:
-        raise RuntimeError("; ".join(errors))
+    try:
+        res: dict[str, Any] = side_by_side(
+            lambda m: one(m, root, a.budget_min, threads, a.n_synth, a.seeds), mods)
+    finally:
+        if tmp:
+            tmp.cleanup()
     res["setup"] = (f"{len(mods)} modalities side by side, {threads} torch thread(s) each, "
                     f"{a.budget_min:g} min training budget each")
     # A run of some modalities keeps the others' earlier results, marked with their date.
