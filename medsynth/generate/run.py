@@ -52,6 +52,7 @@ from medsynth.generate.conditioning import (
     shard,
 )
 from medsynth.generate.config import GenerateConfig
+from medsynth.resume import require_same_settings
 
 RUN_FILE = "run.json"
 JOURNAL_DIR = ".journal"
@@ -124,14 +125,10 @@ def _check_identity(out: Path, cfg: GenerateConfig, model_sha: str) -> dict[str,
         state = json.loads(path.read_text("utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise MedsynthError(f"{path}: unreadable run state ({e})") from e
-    old, new = state.get("identity", {}), json.loads(json.dumps(cfg.identity()))
-    diffs = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if diffs:
-        raise MedsynthError(
-            f"{out}: --resume must continue the same run, but these settings differ: "
-            + ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in diffs),
-            hint="rerun with the original options, or use --overwrite / another --out",
-        )
+    require_same_settings(
+        state.get("identity", {}), cfg.identity(),
+        where=f"{out}: --resume must continue the same run, but these settings differ",
+        hint="rerun with the original options, or use --overwrite / another --out")
     if state.get("model_sha256") != model_sha:
         raise MedsynthError(f"{out}: was generated with a different model (sha256 mismatch)",
                             hint="use --overwrite or another --out")
@@ -223,9 +220,9 @@ def run_generate(cfg: GenerateConfig, *, resume: bool = False, overwrite: bool =
     import torch
     from accelerate import PartialState
 
-    from medsynth.generate.sampler import denoise, make_scheduler
     from medsynth.generate.writers.dicom import DicomRunInfo
     from medsynth.models.bundle import load_bundle
+    from medsynth.models.sampler import denoise
     from medsynth.ui import console, progress_bar
 
     # cpu=True without CUDA: processes started by `accelerate launch`/torchrun then form a gloo
@@ -254,7 +251,7 @@ def run_generate(cfg: GenerateConfig, *, resume: bool = False, overwrite: bool =
                                 hint="sample ids look like <class>-000012 (see samples.csv)")
         plan = [s for s in plan if s.sample_id in wanted]
     folders = class_folders(bundle.classes)
-    spacing_src = cfg.spacing or bundle.info.get("spacing")
+    spacing_src = cfg.spacing or bundle.spacing
     spacing = tuple(float(v) for v in spacing_src[-2:]) if spacing_src else None
 
     # Run state: identity for resume checks, and the DICOM study/series UIDs of the whole run.
@@ -288,9 +285,8 @@ def run_generate(cfg: GenerateConfig, *, resume: bool = False, overwrite: bool =
     if state.is_main_process and done:
         console.print(f"resuming: {len(done)} of {len(plan)} image(s) already done")
 
-    scheduler = make_scheduler(cfg.sampler, bundle.scheduler_config)
+    scheduler = bundle.make_scheduler(cfg.sampler)
     null_h, null_m = bundle.encode_text([""])
-    shape = (bundle.channels, bundle.size, bundle.size)
     cache: dict[str, Any] = {}
     made, t0 = 0, time.perf_counter()
     with JsonlAppender(out / JOURNAL_DIR / f"rank{rank}.jsonl") as journal, \
@@ -300,11 +296,11 @@ def run_generate(cfg: GenerateConfig, *, resume: bool = False, overwrite: bool =
         for start in range(0, len(todo), cfg.batch_size):
             batch = todo[start : start + cfg.batch_size]
             hidden, mask = _encode(bundle, batch, cache, cfg.prototype_strength)
-            x = denoise(bundle.unet, scheduler, class_ids=[s.class_id for s in batch],
+            x = denoise(bundle.denoiser, scheduler, class_ids=[s.class_id for s in batch],
                         text_hidden=hidden, text_mask=mask, null_class=bundle.null_class,
                         null_hidden=null_h.cpu(), null_mask=null_m.cpu(),
-                        seeds=[s.seed for s in batch], sample_shape=shape, steps=cfg.steps,
-                        guidance=cfg.guidance, device=device)
+                        seeds=[s.seed for s in batch], sample_shape=bundle.sample_shape,
+                        steps=cfg.steps, guidance=cfg.guidance, device=device)
             pixels = bundle.to_pixels(x)
             for spec, px in zip(batch, pixels, strict=True):
                 paths = relative_paths(spec, folders[spec.cls], cfg.formats)

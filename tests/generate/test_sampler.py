@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medsynth.generate.config import SAMPLERS
-from medsynth.generate.sampler import denoise, make_scheduler
+from medsynth.models.sampler import SAMPLERS, denoise, make_scheduler
 
 SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
             "beta_end": 0.012, "prediction_type": "epsilon"}
