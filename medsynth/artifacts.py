@@ -28,7 +28,7 @@ from medsynth.errors import MedsynthError
 
 MANIFEST_NAME = "medsynth.json"
 SCHEMA_VERSION = 1
-STAGES = ("data", "describe", "train", "generate", "evaluate")
+STAGES = ("data", "describe", "train", "generate", "judge", "refine", "evaluate")
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
