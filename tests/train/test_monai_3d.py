@@ -40,10 +40,12 @@ def _losses(folder: Path) -> list[tuple[int, float]]:
 def test_train_monai_then_generate_through_the_same_sampler(tiny: dict[str, Path]) -> None:
     root = tiny["root"]
     recipe = root / "monai.yaml"
-    recipe.write_text(TrainConfig.tiny(max_steps=3, sample_every=2, **MONAI).to_yaml())
+    recipe.write_text(TrainConfig.tiny(max_steps=3, sample_every=2,
+                                       **{**MONAI, "denoiser": "auto"}).to_yaml())
     runner = CliRunner()
     r = runner.invoke(app, ["train", str(tiny["ds"]), "--store", str(tiny["store"]),
-                            "--out", str(root / "model"), "--config", str(recipe)])
+                            "--out", str(root / "model"), "--config", str(recipe),
+                            "--denoiser", "monai"])
     assert r.exit_code == 0, r.output
     model = root / "model"
     conf = json.loads((model / "unet" / "config.json").read_text())
