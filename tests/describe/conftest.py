@@ -67,7 +67,7 @@ class Scripted:
         self.script: list[tuple[Any, ...]] = []
         self.default: tuple[Any, ...] = ("ok", "```json\n" + json.dumps(VALID) + "\n```")
         self.requests: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
+        self.headers: list[Any] = []
         self.lock = threading.Lock()
         self.url = ""
 
@@ -101,7 +101,7 @@ def scripted() -> Iterator[Scripted]:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with state.lock:
                 state.requests.append(body)
-                state.headers.append(dict(self.headers))
+                state.headers.append(self.headers)  # case-insensitive lookups
             step = state.next()
             if self.path != "/v1/chat/completions":
                 self._send(404, {"error": {"message": f"no route {self.path}"}})

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medsynth.describe.backends.transformers import TransformersBackend
 from medsynth.describe.config import DescribeConfig
 from medsynth.describe.prompts import load_template
 from medsynth.describe.run import REASK_SEPARATOR, run_describe
+from medsynth.mllm.local import TransformersBackend
 from medsynth.store import open_store
 from tests.describe.conftest import make_derm_dataset
 from tests.describe.tiny_vlm import build_tiny_llava
@@ -42,12 +42,12 @@ def test_backend_answers_batches(tiny_llava: Path) -> None:
     t = load_template("derm")
     rng = np.random.default_rng(0)
     convs = [t.conversation(rng.integers(0, 255, (3, 40, 40), dtype=np.uint8), "nevus") for _ in range(3)]
-    answers = b.chat(convs)
+    answers = b.answer(convs)
     assert len(answers) == 3 and all(isinstance(a, str) and a.strip() for a in answers)
     # Greedy decoding of the same batch is deterministic.
-    assert b.chat(convs) == answers
+    assert b.answer(convs) == answers
     convs[0].reask(answers[0], ["no JSON"])
-    assert len(b.chat(convs[:2])) == 2  # conversations of different lengths batch together
+    assert len(b.answer(convs[:2])) == 2  # conversations of different lengths batch together
 
 
 def test_describe_with_transformers_backend_records_failures(tiny_llava: Path, small_dataset: Path,
