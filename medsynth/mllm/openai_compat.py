@@ -36,7 +36,7 @@ API_KEY_VARS = ("MEDSYNTH_OPENAI_API_KEY", "OPENAI_API_KEY")
 NO_KEY = "no-key"
 """Sent when no key is set (local servers ignore it; the SDK requires one)."""
 REDACTED = "[REDACTED]"
-LOGGERS = ("openai", "httpx", "httpx2", "httpcore")
+LOGGERS = ("openai", "httpx", "httpx2", "httpcore", "httpcore2")
 """Loggers of the HTTP stack that get the redacting filter."""
 REFUSED_STATUS = (400, 422)
 """Statuses a server answers a field it does not accept with."""
@@ -118,9 +118,16 @@ class OpenAIBackend:
         self._client = openai.OpenAI(base_url=self.base_url, api_key=key or NO_KEY,
                                      timeout=timeout, max_retries=retries)
         self._filter = _RedactingFilter(self._redact)
-        self._loggers = _http_loggers()
-        for lg in self._loggers:
+        self._loggers: list[logging.Logger] = []
+        self._attach_filter()
+
+    def _attach_filter(self) -> None:
+        """Redact on every logger of the HTTP stack (again after requests: loggers of modules
+        imported late appear then; adding a filter twice is a no-op)."""
+        for lg in _http_loggers():
             lg.addFilter(self._filter)
+            if lg not in self._loggers:
+                self._loggers.append(lg)
 
     @property
     def endpoint(self) -> str:
@@ -209,6 +216,8 @@ class OpenAIBackend:
             reason = f"{type(cause).__name__}: {cause}" if cause else f"{type(e).__name__}: {e}"
             raise RequestError(self._redact(f"{self.endpoint}: gave up after {self.retries + 1} "
                                             f"attempts ({reason})")) from None
+        finally:
+            self._attach_filter()
         return self._redact(_answer_text(raw.http_response.content))
 
     def _detail(self, e: Any) -> str:
