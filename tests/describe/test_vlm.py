@@ -24,12 +24,6 @@ from medsynth.describe.run import REASK_SEPARATOR, run_describe
 from medsynth.mllm.local import TransformersBackend
 from medsynth.store import open_store
 from tests.describe.conftest import make_derm_dataset
-from tests.describe.tiny_vlm import build_tiny_llava
-
-
-@pytest.fixture(scope="session")
-def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llava(tmp_path_factory.mktemp("vlm") / "tiny-llava")
 
 
 @pytest.fixture(scope="module")

@@ -102,8 +102,8 @@ def test_api_key_is_sent_but_never_kept(scripted: Scripted, monkeypatch: pytest.
     caplog.set_level(logging.DEBUG)
     ds = make_derm_dataset(tmp_path / "derm", n_per_class=2, size=32)
     store = tmp_path / "store"
-    # Image 1: the server echoes the header in its answer (re-asked: no JSON object... it has one,
-    # but with the echo in front it still parses); image 2: in an error message, then fine.
+    # The server echoes the Authorization header in answers (the JSON after the echo still
+    # parses), in a response header and in an error message.
     scripted.script = [("echo_key",), ("echo_key_error", 500), ("ok", json.dumps(VALID)),
                        ("echo_key",), ("echo_key",)]
     s = run_describe(DescribeConfig(dataset=str(ds), out=str(store), backend="openai",
