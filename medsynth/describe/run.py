@@ -12,7 +12,8 @@ against the template's schema, and writes the store. Guarantees:
 * an invalid or incomplete answer is re-asked at most ``max_reasks`` times, then recorded as
   ``failed`` with every raw answer kept; never dropped silently;
 * an image whose request could not be completed at all (server down after all retries) gets no
-  record and is counted as an error: the next ``--resume`` tries it again;
+  record and is counted as an error: the next ``--resume`` tries it again; a server that fails
+  many requests in a row stops the run (``BackendUnavailable``), keeping what finished;
 * records of other backends, models or template versions in the same store are kept.
 """
 

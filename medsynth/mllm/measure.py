@@ -29,6 +29,10 @@ def _measure_one(job: tuple[Measurer, Request]) -> str:
     return json.dumps(measurer(req), default=_plain)
 
 
+def _noop(i: int) -> int:
+    return i
+
+
 def _plain(v: Any) -> Any:
     """numpy scalars and tuples in a measurement to JSON types."""
     if hasattr(v, "item"):
@@ -54,22 +58,28 @@ class MeasureBackend:
         self.batch_size = max(1, batch_size)
         self._pool: Any = None
         self._lock = threading.Lock()  # engine workers call answer() from several threads
+        if self.processes > 1:
+            # Start the workers now, from the constructing (main) thread: forking later from an
+            # engine thread while another one holds a lock (an import, a file) could leave the
+            # child waiting on that lock forever.
+            import concurrent.futures as cf
+
+            self._pool = cf.ProcessPoolExecutor(max_workers=self.processes)
+            list(self._pool.map(_noop, range(self.processes)))
 
     def info(self) -> dict[str, Any]:
         return {"processes": self.processes}
 
     def answer(self, requests: Sequence[Request]) -> list[str | RequestError]:
         jobs = [(self.measurer, r) for r in requests]
-        if self.processes > 1:
-            with self._lock:
-                if self._pool is None:
-                    import concurrent.futures as cf
-
-                    self._pool = cf.ProcessPoolExecutor(max_workers=self.processes)
-            return list(self._pool.map(_measure_one, jobs))
+        with self._lock:
+            pool = self._pool
+        if pool is not None:
+            return list(pool.map(_measure_one, jobs))
         return [_measure_one(j) for j in jobs]
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
