@@ -61,17 +61,20 @@ class Engine:
     """Runs requests through one backend with validation and bounded re-asks."""
 
     def __init__(self, backend: Backend, *, max_reasks: int = 2,
-                 max_consecutive_errors: int = 8) -> None:
+                 max_consecutive_errors: int | None = None) -> None:
         """
         Args:
             backend: any :class:`~medsynth.mllm.backend.Backend`.
             max_reasks: re-asks of an invalid answer (none for backends that cannot revise).
-            max_consecutive_errors: failed requests in a row that stop the run (0 = never).
+            max_consecutive_errors: failed requests in a row that stop the run (0 = never;
+                None = 8, or twice the requests in flight when that is more).
         """
         if not isinstance(backend, Backend):
             raise TypeError(f"{type(backend).__name__} does not implement the Backend protocol")
         self.backend = backend
         self.max_reasks = max_reasks if backend.can_revise else 0
+        if max_consecutive_errors is None:
+            max_consecutive_errors = max(8, 2 * int(backend.workers) * int(backend.batch_size))
         self.max_consecutive_errors = max_consecutive_errors
 
     def ask(self, request: Request, check: Check, item: Any = None) -> Outcome[Any]:
