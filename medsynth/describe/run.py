@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,9 @@ def _request(template: Template, ds: Dataset, row: pd.Series, mm_per_px: float |
     return req
 
 
-def _check(template: Template, require_summary: bool) -> Any:
+def _check(template: Template, require_summary: bool) -> Callable[[str, pd.Series], Checked]:
+    """The template's validator as an engine check (the class label must not be parroted)."""
+
     def check(raw: str, row: pd.Series) -> Checked:
         obj = extract_json(raw)
         if obj is None:
