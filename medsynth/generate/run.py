@@ -21,19 +21,15 @@ images still to do and writes its own journal; the main process merges them at t
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from medsynth import __version__
 from medsynth.artifacts import (
     JsonlAppender,
     Manifest,
-    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     input_ref,
@@ -53,13 +49,10 @@ from medsynth.generate.conditioning import (
 )
 from medsynth.generate.config import GenerateConfig
 from medsynth.resume import require_same_settings
+from medsynth.synthset import SAMPLES_CSV, write_samples
 
 RUN_FILE = "run.json"
 JOURNAL_DIR = ".journal"
-SAMPLES_CSV = "samples.csv"
-COLUMNS = ["sample_id", "class", "png", "dicom", "nifti", "report", "description", "seed",
-           "sampler", "steps", "guidance", "model_sha256", "medsynth_version",
-           "class_id", "index", "description_source"]
 _EXT = {"png": ".png", "dicom": ".dcm", "nifti": ".nii.gz"}
 
 
@@ -319,6 +312,7 @@ def run_generate(cfg: GenerateConfig, *, resume: bool = False, overwrite: bool =
 
 
 def _row(spec: SampleSpec, paths: dict[str, str], cfg: GenerateConfig, model_sha: str) -> dict[str, Any]:
+    """One samples.csv row (journal record); the columns are defined in medsynth.synthset."""
     return {
         "sample_id": spec.sample_id, "class": spec.cls,
         "png": paths.get("png", ""), "dicom": paths.get("dicom", ""),
@@ -338,11 +332,7 @@ def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any,
     if missing:
         raise MedsynthError(f"{out}: {len(missing)} image(s) missing after the run "
                             f"(first: {missing[0]})", hint="rerun with --resume")
-    rows = [done[s.sample_id] for s in plan]
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    buf = io.StringIO()
-    table.to_csv(buf, index=False)
-    atomic_write_bytes(out / SAMPLES_CSV, buf.getvalue().encode("utf-8"))
+    table = write_samples(out, [done[s.sample_id] for s in plan])
     counts = table.groupby("class").size().to_dict()
     inputs = [input_ref(cfg.model, "train")]
     if store is not None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from medsynth.artifacts import Manifest, atomic_write_bytes, read_manifest
+from medsynth.artifacts import MODEL_STAGES, Manifest, atomic_write_bytes, read_manifest
 from medsynth.errors import MedsynthError
 from medsynth.models.info import MODEL_INFO, ModelInfo, load_model_info, save_model_info
 from medsynth.models.intensity import IntensityMapping
@@ -37,8 +37,6 @@ from medsynth.models.prototypes import load_prototypes, save_prototypes
 from medsynth.models.text_encoder import TextEncoder, TextEncoderRef, null_text, pad_features
 
 CLASS_HEAD_FILE = "class_head.safetensors"
-MODEL_STAGES = ("train", "refine")
-"""Stages whose output folder is a model (same layout, same loader)."""
 
 
 @dataclasses.dataclass
