@@ -562,6 +562,9 @@ class _Trainer:
             "augmentation": {"hflip": data.hflip, "vflip": data.vflip},
             "train_splits": list(cfg.splits),
             "steps": step,
+            # geometry of a generated image (realdata/seams contract): writers read these
+            "spacing": list(data.spacing) if data.spacing else None,
+            "affine": data.affine,
         }
         write_model_info(out, info)
         final_loss = _last_loss(out / LOG_NAME)
