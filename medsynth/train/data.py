@@ -157,6 +157,16 @@ def load_train_data(dataset: Any, cfg: TrainConfig, store: Any = None,
     h, v = flips_for(dataset.modality, cfg)
     first = next(iter(shapes))
     spacing = tuple(float(v) for v in np.median(np.array(spacings), axis=0)) if spacings else None
+    if spacings and progress:
+        lo, hi = np.min(np.array(spacings), axis=0), np.max(np.array(spacings), axis=0)
+        if np.any(hi > lo * 1.1):
+            from medsynth.ui import console
+
+            console.print(
+                f"[yellow]note:[/] the training images' pixel spacings (as trained) range from "
+                f"{lo[0]:.3g} x {lo[1]:.3g} to {hi[0]:.3g} x {hi[1]:.3g} mm; the model records "
+                f"the median {spacing[0]:.3g} x {spacing[1]:.3g} mm for generated DICOM/NIfTI "
+                "(generate --spacing overrides it)", soft_wrap=True)
     return TrainData(pixels=pixels, labels=labels, texts=texts, image_ids=ids, classes=classes,
                      modality=dataset.modality, dtype=str(pixels.dtype), hflip=h, vflip=v,
                      n_described=sum(1 for t in texts if t), source_size=(first[1], first[2]),
