@@ -297,10 +297,11 @@ def decide_dtype(entries: list[Any], forced: str = "auto", source: str = "source
     modalities = {e.modality for e in entries}
     if len(modalities) == 1 and modalities <= QUANTITATIVE and "uint8" not in dtypes:
         m = next(iter(modalities))
+        kinds = ", ".join(f"{n} {d}" for d, n in sorted(dtypes.items()))
         if "float32" in dtypes:
-            return "float32", f"{m} values of types {listing} kept exactly as float32"
+            return "float32", f"{m} values ({kinds} images) kept exactly as float32"
         if lo >= -32768 and hi <= 32767:
-            return "int16", f"{m} values of types {listing} kept exactly as int16"
+            return "int16", f"{m} values ({kinds} images) kept exactly as int16"
     raise MedsynthError(
         f"{source}: images of different kinds of values ({listing}) have no common representation",
         hint="import each modality separately (--modality labels a set); or --voi yes to store "

@@ -158,10 +158,16 @@ def load_train_data(dataset: Any, cfg: TrainConfig, store: Any = None,
     first = next(iter(shapes))
     spacing = tuple(float(v) for v in np.median(np.array(spacings), axis=0)) if spacings else None
     if spacings and progress:
-        lo, hi = np.min(np.array(spacings), axis=0), np.max(np.array(spacings), axis=0)
-        if np.any(hi > lo * 1.1):
-            from medsynth.ui import console
+        from medsynth.ui import console
 
+        lo, hi = np.min(np.array(spacings), axis=0), np.max(np.array(spacings), axis=0)
+        if len(spacings) < len(arrays):
+            console.print(
+                f"[yellow]note:[/] {len(arrays) - len(spacings)} of {len(arrays)} training images "
+                f"record no pixel spacing; the model records the median of the others, "
+                f"{spacing[0]:.3g} x {spacing[1]:.3g} mm (generate --spacing overrides it)",
+                soft_wrap=True)
+        elif np.any(hi > lo * 1.1):
             console.print(
                 f"[yellow]note:[/] the training images' pixel spacings (as trained) range from "
                 f"{lo[0]:.3g} x {lo[1]:.3g} to {hi[0]:.3g} x {hi[1]:.3g} mm; the model records "
