@@ -216,7 +216,9 @@ def _write(cfg: ImportConfig, out: Path, img: Image, stem: str, cls: str, item: 
         arr, r = fit_to_size(arr, cfg.size, cfg.resize)
         spacing, affine = resample_spacing(spacing, r), resample_affine(affine, r)
     written = save_lossless(arr, out / "images" / stem, affine=affine, spacing=spacing)
-    modality = cfg.modality or img.modality or "OT"
+    given = item.get("modality") if "modality" in item.index else None  # a CSV's own column
+    given = str(given).strip().upper() if isinstance(given, str) and given.strip() else None
+    modality = cfg.modality or given or img.modality or "OT"
     row: dict[str, Any] = {"image_id": stem.replace("/", "__"), "path": str(written.relative_to(out)),
                            "class": cls, "split": item.get("split"),
                            "source": img.meta.get("source", str(item["key"]))

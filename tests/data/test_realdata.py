@@ -234,3 +234,18 @@ def test_reimport_of_a_dataset_keeps_geometry_and_modality(pydicom_data_dir: Pat
     assert again.modality == "MR"
     assert again.load(0).spacing == pytest.approx((0.625, 0.625))  # 0.3125 mm x 64/32
     assert open_dataset(again.root).attribute_columns == []
+
+
+def test_csv_modality_column_and_option(tmp_path: Path) -> None:
+    import pandas as pd
+
+    save_png(np.zeros((1, 8, 8), np.uint16), tmp_path / "a.png")
+    save_png(np.ones((1, 8, 8), np.uint16), tmp_path / "b.png")
+    pd.DataFrame({"path": ["a.png", "b.png"], "label": ["x", "y"], "modality": ["dx", "DX"]}) \
+        .to_csv(tmp_path / "l.csv", index=False)
+    ds, _ = import_dataset(ImportConfig(str(tmp_path / "l.csv"), str(tmp_path / "ds")))
+    assert ds.modality == "DX" and ds.attribute_columns == []
+    ds2, _ = import_dataset(ImportConfig(str(tmp_path / "l.csv"), str(tmp_path / "ds2"), modality="cr"))
+    assert ds2.modality == "CR" and set(ds2.table["modality"]) == {"CR"}
+    with pytest.raises(MedsynthError, match="modality"):
+        ImportConfig(str(tmp_path / "l.csv"), str(tmp_path / "ds3"), modality="chest x-ray")
