@@ -46,6 +46,9 @@ COLUMNS: dict[str, str] = {
     "class_id": "index of the class in the model's class list",
     "index": "index of the image within its class",
     "description_source": "where the description came from (store:<image_id>, prompt, csv, ...)",
+    "png_values": "how PNG stored values map back to the image's values for int16/float32 models "
+                  "(e.g. 'HU = stored * 1 + -1024'); '' when the PNG holds the values as they are",
+    "text_cut": "1 when the description was longer than the text encoder's window and was cut",
 }
 """Every samples.csv column, in file order, with its meaning (docs/artifacts.md)."""
 SAMPLE_COLUMNS = tuple(COLUMNS)

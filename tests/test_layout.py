@@ -12,8 +12,8 @@ import medsynth
 
 STAGES = ("data", "describe", "train", "generate", "evaluate", "judge", "refine")
 """Stage packages (medsynth/<stage>/): each may import shared modules, never another stage."""
-SHARED_DATA_MODULES = ("dataset", "readers", "image", "dicom", "nifti", "save", "transforms",
-                       "modality")
+SHARED_DATA_MODULES = ("dataset", "readers", "image", "dicom", "nifti", "save", "storage",
+                       "transforms", "modality")
 """Modules of medsynth/data that are the shared readers and writers of images and dataset
 folders (everything else in medsynth/data is the ``data`` stage itself: cli, ingest, sources,
 info, demo)."""

@@ -16,7 +16,8 @@ def generate_cmd(
     classes: Annotated[
         list[str] | None,
         typer.Option("--class", "-c", help="Class to generate; repeat it, separate with commas, "
-                     "or 'all' for every class of the model."),
+                     "or '*' for every class of the model (the default; 'all' too, unless the "
+                     "model has a class named 'all', which it then selects)."),
     ] = None,
     n: Annotated[int, typer.Option("--n", "-n", help="Images per requested class.")] = 16,
     formats: Annotated[
@@ -58,6 +59,11 @@ def generate_cmd(
         typer.Option("--spacing", help="Pixel spacing 'ROW,COL' in mm for DICOM/NIfTI "
                      "(default: the model's, else 1 mm)."),
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="CPU threads for torch (default: the cores free now, i.e. "
+                     "the CPUs minus the load average, at least 1)."),
+    ] = None,
     only: Annotated[
         list[str] | None,
         typer.Option("--only", help="Make only this sample id of the run's plan (repeatable): "
@@ -75,7 +81,7 @@ def generate_cmd(
     Example: medsynth generate MODEL --class melanoma --n 500 --out SYNTH --format png,dicom,nifti
     """
     from medsynth.errors import BadUsageError
-    from medsynth.generate.config import GenerateConfig
+    from medsynth.generate.config import EVERY_CLASS, GenerateConfig
     from medsynth.generate.run import run_generate
     from medsynth.ui import out as stdout
 
@@ -86,11 +92,12 @@ def generate_cmd(
         except ValueError:
             raise BadUsageError(f"--spacing {spacing!r}: expected two numbers 'ROW,COL'") from None
     cfg = GenerateConfig(
-        model=str(model), out=str(out), classes=list(classes or ([] if prompts_csv else ["all"])),
+        model=str(model), out=str(out),
+        classes=list(classes or ([] if prompts_csv else [EVERY_CLASS])),
         n=n, formats=formats.split(","), prompt=prompt, store=str(store) if store else None,
         prompts_csv=str(prompts_csv) if prompts_csv else None, sampler=sampler, steps=steps,
         guidance=guidance, seed=seed, batch_size=batch_size, ema=not raw_weights,
-        prototype_strength=prototype_strength, spacing=sp,
+        prototype_strength=prototype_strength, spacing=sp, threads=threads,
     )
     res = run_generate(cfg, resume=resume, overwrite=overwrite, only=only)
     if res.manifest is not None:

@@ -227,10 +227,12 @@ class _Trainer:
         key = hashlib.sha256(json.dumps([ref.to_dict(), uniq]).encode()).hexdigest()[:16]
         cache = self.ckdir / "cache" / f"text_{key}.safetensors"
         meta_path = cache.with_suffix(".json")
+        cut: dict[str, Any] | None = None  # descriptions cut at the encoder's token window
         if cache.is_file() and meta_path.is_file():
             t = load_file(str(cache))
             hidden, mask = t["hidden"], t["mask"]
-            ref = TextEncoderRef.from_dict(json.loads(meta_path.read_text()))
+            meta = json.loads(meta_path.read_text())
+            ref, cut = TextEncoderRef.from_dict(meta), meta.get("text_cut")
         elif len(uniq) == 1:
             # Class-only training: only the encoder's width is needed, not the encoder itself.
             from transformers import AutoConfig
@@ -248,12 +250,17 @@ class _Trainer:
 
             console.print(f"encoding {len(uniq) - 1} distinct descriptions with {cfg.text_encoder}")
             enc = TextEncoder(ref)
-            hidden, mask = enc.encode(uniq)
+            hidden, mask = enc.encode(uniq)  # warns once when descriptions are cut
+            counts = dict(zip(uniq, enc.token_counts(uniq), strict=True))
+            long = {u for u, n in counts.items() if n > ref.max_tokens}
+            cut = {"texts": len(long), "images": sum(1 for t in data.texts if t in long),
+                   "max_tokens": int(ref.max_tokens), "longest_tokens": max(counts.values())}
             ref = enc.ref
             del enc
         if not cache.is_file():
             atomic_write_bytes(cache, save({"hidden": hidden.contiguous(), "mask": mask.contiguous()}))
-            atomic_write_text(meta_path, json.dumps(ref.to_dict()))
+            atomic_write_text(meta_path, json.dumps({**ref.to_dict(), "text_cut": cut}))
+        self.text_cut = cut
         self.text_ref = ref
         self.text_hidden, self.text_mask = hidden, mask
         index = {t: i for i, t in enumerate(uniq)}
@@ -624,6 +631,7 @@ class _Trainer:
             "steps": step, "n_train_images": len(data), "n_described": data.n_described,
             "final_loss": final_loss, "train_time_s": round(self.train_time, 1),
             "images_per_s": round(speed, 2) if speed else None,
+            "text_cut": getattr(self, "text_cut", None),
             "mixed_precision": self.acc.mixed_precision, "processes": self.acc.num_processes,
             "device": str(self.acc.device),
             "files": {"unet": info.denoiser.folder, "unet_raw": info.denoiser.raw_folder,
