@@ -4,7 +4,7 @@
     .venv/bin/python -m benchmarks generate_threads
 
 The denoiser is the CPU derm recipe's network (32 px RGB, random weights: speed does not depend
-on them) in medsynth's own loop (:func:`medsynth.generate.sampler.denoise`, dpmsolver++, CFG).
+on them) in medsynth's own loop (:func:`medsynth.models.sampler.denoise`, dpmsolver++, CFG).
 For each thread count (1, every CPU = torch's default, and medsynth's default
 :func:`medsynth.threads.default_threads` as chosen at that moment) it measures images/s twice:
 with the machine as it is, and beside a "neighbour", a second process doing float32 matmuls with
