@@ -4,7 +4,7 @@
     .venv/bin/python -m benchmarks generate_threads
 
 The denoiser is the CPU derm recipe's network (32 px RGB, random weights: speed does not depend
-on them) in medsynth's own loop (:func:`medsynth.generate.sampler.denoise`, dpmsolver++, CFG).
+on them) in medsynth's own loop (:func:`medsynth.models.sampler.denoise`, dpmsolver++, CFG).
 For each thread count (1, every CPU = torch's default, and medsynth's default
 :func:`medsynth.threads.default_threads` as chosen at that moment) it measures images/s twice:
 with the machine as it is, and beside a "neighbour", a second process doing float32 matmuls with
@@ -36,7 +36,7 @@ def _speed(threads: int, steps: int, batch: int, seconds: float) -> float:
     import torch
 
     from benchmarks.sample_speed import SCHEDULE, _recipe_unet
-    from medsynth.generate.sampler import denoise, make_scheduler
+    from medsynth.models.sampler import denoise, make_scheduler
 
     torch.set_num_threads(threads)
     unet = _recipe_unet()

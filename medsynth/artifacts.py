@@ -201,6 +201,27 @@ def prepare_output_dir(
     ``overwrite`` (start again); anything else non-empty is an error, so no finished work
     is lost by a mistyped path.
     """
+    folder = check_output_dir(folder, stage, resume=resume, overwrite=overwrite)
+    if folder.is_dir() and any(folder.iterdir()) and overwrite and not resume:
+        import shutil
+
+        for child in folder.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def check_output_dir(
+    folder: str | os.PathLike[str], stage: str, *, resume: bool = False, overwrite: bool = False
+) -> Path:
+    """The refusals of :func:`prepare_output_dir`, with nothing created or deleted.
+
+    Lets a stage fail early (before long work) and still validate its input before it
+    touches the folder.
+    """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise MedsynthError(f"{folder}: exists and is not a folder")
@@ -222,15 +243,6 @@ def prepare_output_dir(
                 f"{folder}: already exists and is not empty",
                 hint="use --resume to continue it, --overwrite to replace it, or another --out",
             )
-        if overwrite and not resume:
-            import shutil
-
-            for child in folder.iterdir():
-                if child.is_dir():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
-    folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 

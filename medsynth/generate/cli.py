@@ -7,9 +7,11 @@ from typing import Annotated
 
 import typer
 
+from medsynth.models.sampler import SAMPLERS
+
 
 def generate_cmd(
-    model: Annotated[Path, typer.Argument(help="Model folder written by `medsynth train`.")],
+    model: Annotated[Path, typer.Argument(help="Model folder written by `medsynth train` or `medsynth refine`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the synthetic set.")],
     classes: Annotated[
         list[str] | None,
@@ -36,7 +38,7 @@ def generate_cmd(
                      "(empty prompt = random stored description)."),
     ] = None,
     sampler: Annotated[
-        str, typer.Option("--sampler", help="dpmsolver++, ddim, ddpm or unipc.")
+        str, typer.Option("--sampler", help=f"{', '.join(SAMPLERS)}.")
     ] = "dpmsolver++",
     steps: Annotated[int, typer.Option("--steps", help="Denoising steps.")] = 25,
     guidance: Annotated[

@@ -6,8 +6,8 @@ import dataclasses
 from typing import Any
 
 from medsynth.errors import BadUsageError
+from medsynth.models.sampler import SAMPLERS
 
-SAMPLERS = ("dpmsolver++", "ddim", "ddpm", "unipc")
 FORMATS = ("png", "dicom", "nifti")
 EVERY_CLASS = "*"
 """--class value meaning every class of the model (always; ``all`` too, unless a class is named so)."""
@@ -35,7 +35,7 @@ class GenerateConfig:
     prompts_csv: str | None = None
     """CSV with columns class, prompt, n: mixed batches (an empty prompt = retrieval)."""
     sampler: str = "dpmsolver++"
-    """Scheduler: dpmsolver++, ddim, ddpm or unipc."""
+    """Sampler: one of :data:`medsynth.models.sampler.SAMPLERS` (dpmsolver++, ddim, ddpm, unipc)."""
     steps: int = 25
     """Denoising steps."""
     guidance: float = 3.0

@@ -51,6 +51,7 @@ from medsynth.generate.conditioning import (
     shard,
 )
 from medsynth.generate.config import GenerateConfig
+from medsynth.resume import require_same_settings
 from medsynth.synthset import SAMPLES_CSV, write_samples
 from medsynth.threads import torch_threads
 
@@ -121,14 +122,10 @@ def _check_identity(out: Path, cfg: GenerateConfig, model_sha: str) -> dict[str,
         state = json.loads(path.read_text("utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise MedsynthError(f"{path}: unreadable run state ({e})") from e
-    old, new = state.get("identity", {}), json.loads(json.dumps(cfg.identity()))
-    diffs = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if diffs:
-        raise MedsynthError(
-            f"{out}: --resume must continue the same run, but these settings differ: "
-            + ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in diffs),
-            hint="rerun with the original options, or use --overwrite / another --out",
-        )
+    require_same_settings(
+        state.get("identity", {}), cfg.identity(),
+        where=f"{out}: --resume must continue the same run, but these settings differ",
+        hint="rerun with the original options, or use --overwrite / another --out")
     if state.get("model_sha256") != model_sha:
         raise MedsynthError(f"{out}: was generated with a different model (sha256 mismatch)",
                             hint="use --overwrite or another --out")
@@ -169,9 +166,9 @@ class Geometry:
 
 def run_geometry(cfg: GenerateConfig, bundle: Any) -> Geometry:
     """Spacing, affine and value map of a run, from the options and the model."""
-    spacing_src = cfg.spacing or bundle.info.get("spacing")
+    spacing_src = cfg.spacing or bundle.spacing
     spacing = tuple(float(v) for v in spacing_src[-2:]) if spacing_src else None
-    affine = bundle.info.get("affine")
+    affine = bundle.info.affine
     if affine is not None and cfg.spacing:
         # --spacing overrides the model's: keep its orientation, rescale its in-plane axes
         a = np.asarray(affine, dtype=np.float64)
@@ -259,9 +256,9 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     import torch
     from accelerate import PartialState
 
-    from medsynth.generate.sampler import denoise, make_scheduler
     from medsynth.generate.writers.dicom import DicomRunInfo
     from medsynth.models.bundle import load_bundle
+    from medsynth.models.sampler import denoise
     from medsynth.ui import console, progress_bar
 
     # cpu=True without CUDA: processes started by `accelerate launch`/torchrun then form a gloo
@@ -323,9 +320,8 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     if state.is_main_process and done:
         console.print(f"resuming: {len(done)} of {len(plan)} image(s) already done")
 
-    scheduler = make_scheduler(cfg.sampler, bundle.scheduler_config)
+    scheduler = bundle.make_scheduler(cfg.sampler)
     null_h, null_m = bundle.encode_text([""])
-    shape = (bundle.channels, bundle.size, bundle.size)
     cut = _cut_texts(bundle, plan, warn=state.is_main_process and not only)
     cache: dict[str, Any] = {}
     made, t0 = 0, time.perf_counter()
@@ -336,11 +332,11 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
         for start in range(0, len(todo), cfg.batch_size):
             batch = todo[start : start + cfg.batch_size]
             hidden, mask = _encode(bundle, batch, cache, cfg.prototype_strength)
-            x = denoise(bundle.unet, scheduler, class_ids=[s.class_id for s in batch],
+            x = denoise(bundle.denoiser, scheduler, class_ids=[s.class_id for s in batch],
                         text_hidden=hidden, text_mask=mask, null_class=bundle.null_class,
                         null_hidden=null_h.cpu(), null_mask=null_m.cpu(),
-                        seeds=[s.seed for s in batch], sample_shape=shape, steps=cfg.steps,
-                        guidance=cfg.guidance, device=device)
+                        seeds=[s.seed for s in batch], sample_shape=bundle.sample_shape,
+                        steps=cfg.steps, guidance=cfg.guidance, device=device)
             pixels = bundle.to_pixels(x)
             for spec, px in zip(batch, pixels, strict=True):
                 paths = relative_paths(spec, folders[spec.cls], cfg.formats)

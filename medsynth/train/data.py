@@ -15,13 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from medsynth.data.modality import allowed_flips
 from medsynth.errors import MedsynthError
 from medsynth.train.config import TrainConfig
-
-#: Modalities whose images have no left/right meaning (dermoscopy/photo, microscopy, endoscopy).
-HFLIP_OK = {"XC", "SM", "GM", "ES"}
-#: Modalities whose images have no up/down meaning either.
-VFLIP_OK = {"XC", "SM", "GM"}
 
 
 @dataclasses.dataclass
@@ -29,7 +25,7 @@ class TrainData:
     """Decoded training images, labels and per-image texts."""
 
     pixels: np.ndarray
-    """(N, C, H, W) in the data's own dtype."""
+    """(N, C, H, W), or (N, C, D, H, W) for volumes, in the data's own dtype."""
     labels: np.ndarray
     """(N,) class ids into :attr:`classes`."""
     texts: list[str]
@@ -58,15 +54,25 @@ class TrainData:
     def size(self) -> int:
         return int(self.pixels.shape[-1])
 
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """(H, W) or (D, H, W)."""
+        return tuple(int(s) for s in self.pixels.shape[2:])
+
+    @property
+    def spatial_dims(self) -> int:
+        return self.pixels.ndim - 2
+
     def __len__(self) -> int:
         return int(self.pixels.shape[0])
 
 
 def flips_for(modality: str, cfg: TrainConfig) -> tuple[bool, bool]:
-    """(horizontal, vertical) flip allowed for ``modality`` under the recipe's auto/yes/no."""
-    m = modality.upper()
-    h = m in HFLIP_OK if cfg.hflip == "auto" else cfg.hflip == "yes"
-    v = m in VFLIP_OK if cfg.vflip == "auto" else cfg.vflip == "yes"
+    """(horizontal, vertical) flips for ``modality`` under the recipe's auto/yes/no (auto =
+    :func:`medsynth.data.modality.allowed_flips`)."""
+    auto_h, auto_v = allowed_flips(modality)
+    h = auto_h if cfg.hflip == "auto" else cfg.hflip == "yes"
+    v = auto_v if cfg.vflip == "auto" else cfg.vflip == "yes"
     return h, v
 
 
@@ -241,7 +247,7 @@ def _store_texts(dataset: Any, store: Any, classes: list[str]) -> dict[str, str]
 
 
 def batch_tensors(data: TrainData, idx: Any, gen: Any, mapping: Any) -> Any:
-    """Images ``idx`` as float32 [-1, 1] ``(B, C, H, W)`` with seeded flips from ``gen``."""
+    """Images ``idx`` as float32 [-1, 1] ``(B, C, *spatial)`` with seeded flips from ``gen``."""
     import torch
 
     x = torch.from_numpy(mapping.from_pixels(data.pixels[idx.numpy()]))
