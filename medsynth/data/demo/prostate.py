@@ -253,7 +253,7 @@ def _gland_distance(sc: _Scene, a: dict[str, Any]) -> np.ndarray:
     depth = np.where(v < 0, ay / 1.3, ay).astype(np.float32)  # a flat back facing the rectum
     q = np.sqrt(((x - gx) / lat) ** 2 + ((y - gy) / depth) ** 2 + w ** 2) + 1e-6
     scale = np.minimum(np.minimum(lat, depth), az)
-    return ((q + 0.025 * sc.tex[3] - 1) * scale).astype(np.float32)
+    return ((q + 0.03 * sc.tex[3] + 0.01 * sc.tex[12] - 1) * scale).astype(np.float32)
 
 
 def _pelvis(sc: _Scene, a: dict[str, Any], y_post: float) -> None:
@@ -268,7 +268,7 @@ def _pelvis(sc: _Scene, a: dict[str, Any], y_post: float) -> None:
     # levator ani: a thin band each side of the gland and the rectum, running back and out;
     # below the apex the puborectal sling wraps behind the anorectum
     rx, (rax, ray) = a["rect_x"], a["rect_ax"]
-    ry = y_post - a["rect_gap"] - ray
+    ry = y_post - a["rect_gap"] - 0.75 * ray
     lift = np.clip(z - (gz - az), 0, None)
     off = max(ax, rax) + 3.0 + 0.4 * lift + 0.25 * np.clip(gy - y, 0, None)
     side = inside(np.abs(np.abs(x - gx) - off) - 1.2, e) * inside(y - (gy + 0.3 * ay), 4.0)
@@ -298,9 +298,11 @@ def _rectum(sc: _Scene, a: dict[str, Any], y_post: float) -> None:
     t = smoothstep(gz - az - 12, gz - az + 3, z).astype(np.float32)  # 0 anal canal, 1 rectum
     rad_x = 7.0 + (rax - 7.0) * t
     rad_y = 6.0 + (ray - 6.0) * t
-    ry = y_post - a["rect_gap"] - ray - 0.06 * np.clip(z - gz, 0, None)  # curving back
-    rq = np.sqrt(((x - rx) / rad_x) ** 2 + ((y - ry) / rad_y) ** 2) + 1e-6
-    rd = (rq + 0.05 * sc.tex[7] - 1) * np.minimum(rad_x, rad_y)
+    ry = y_post - a["rect_gap"] - 0.75 * ray - 0.06 * np.clip(z - gz, 0, None)  # curving back
+    # flattened in front, where the gland presses on it; lumpy (folds, contents)
+    ry_eff = np.where(y > ry, rad_y * 0.75, rad_y)
+    rq = np.sqrt(((x - rx) / rad_x) ** 2 + ((y - ry) / ry_eff) ** 2) + 1e-6
+    rd = (rq + 0.06 * sc.tex[7] - 1) * np.minimum(rad_x, ry_eff)
     sc.paint(inside(rd, e), T2["rectal_wall"] * (1 + 0.06 * sc.tex[12]))
     sc.paint(inside(rd + 2.6, e), T2["mucosa"] * (1 + 0.12 * sc.tex[12]))
     kind = a["rect_lumen"]
