@@ -49,6 +49,9 @@ COLUMNS: dict[str, str] = {
     "png_values": "how PNG stored values map back to the image's values for int16/float32 models "
                   "(e.g. 'HU = stored * 1 + -1024'); '' when the PNG holds the values as they are",
     "text_cut": "1 when the description was longer than the text encoder's window and was cut",
+    "class_input": "how the class reached the model: 'id' (class id), or for CCELLA-mode models "
+                   "'class' (one-hot of the requested class) or 'text:p0,p1,...' (the class "
+                   "probabilities predicted from the description)",
 }
 """Every samples.csv column, in file order, with its meaning (docs/artifacts.md)."""
 SAMPLE_COLUMNS = tuple(COLUMNS)

@@ -215,24 +215,12 @@ class ModelBundle:
         class (``"class"``); the default is the text where the image has one (mask with more
         than the null token), else the class.
         """
-        import torch
-
-        from medsynth.models.ccella import text_class_probabilities
+        from medsynth.models.ccella import sampling_class_input
 
         if not self.class_probabilities:
             return list(class_ids)
-        n = len(self.classes)
-        onehot = torch.nn.functional.one_hot(torch.as_tensor(class_ids), n).float()
-        has_text = hidden.abs().flatten(1).sum(1).cpu() > 0
-        want = source or ["text" if bool(t) else "class" for t in has_text]
-        if not any(s == "text" for s in want):
-            return onehot
-        with torch.no_grad():
-            probs = text_class_probabilities(self.text_class_head(), hidden.to(
-                self.device or "cpu").float(), mask.to(self.device or "cpu"),
-                self.info.conditioning.temperature).cpu()
-        use = torch.tensor([s == "text" for s in want])
-        return torch.where(use[:, None], probs, onehot)
+        return sampling_class_input(self.text_class_head(), class_ids, hidden, mask,
+                                    len(self.classes), self.info.conditioning.temperature, source)
 
     def make_scheduler(self, name: str) -> Any:
         """Sampler ``name`` (:data:`medsynth.models.sampler.SAMPLERS`) on this model's schedule."""

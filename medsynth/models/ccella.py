@@ -69,6 +69,31 @@ def class_inputs(probs: Any, labels: Any, has_text: Any, drop_class: Any, null_c
     return torch.where(drop_class[:, None], null, out)
 
 
+def sampling_class_input(head: Any, class_ids: list[int], hidden: Any, mask: Any,
+                         n_classes: int, temperature: float = 1.0,
+                         source: list[str] | None = None) -> Any:
+    """Class probabilities ``(B, n_classes)`` for sampling a CCELLA-mode model.
+
+    Per image, ``source`` ``"text"`` takes the text head's prediction, ``"class"`` the one-hot of
+    the requested class; the default is the text where the image has one (a non-zero text
+    feature: the null text is all zeros), else the class.
+    """
+    import torch
+
+    onehot = torch.nn.functional.one_hot(torch.as_tensor(list(class_ids)), n_classes).float()
+    if source is None:
+        has_text = (hidden.detach().float().abs().flatten(1).sum(1) > 0).cpu()
+        source = ["text" if bool(t) else "class" for t in has_text]
+    if not any(s == "text" for s in source):
+        return onehot
+    dev = next(head.parameters()).device
+    with torch.no_grad():
+        probs = text_class_probabilities(head, hidden.to(dev).float(), mask.to(dev),
+                                         temperature).float().cpu()
+    use = torch.tensor([s == "text" for s in source])
+    return torch.where(use[:, None], probs, onehot)
+
+
 def class_loss(logits: Any, labels: Any, kind: str = "focal", gamma: float = 2.0,
                weights: Any = None) -> Any:
     """Focal loss ``(1 - p_y)^gamma * CE`` (kind ``focal``) or cross-entropy (``ce``), averaged

@@ -53,6 +53,11 @@ class TrainData:
     centred on the world origin (a synthetic image has no position in any patient), volumes
     on the median centre of the training volumes (so volumes that share one affine keep it
     exactly); None when unknown."""
+    eval_pixels: np.ndarray | None = None
+    """Held-out images for the autoencoder's reconstruction metrics (the validation split,
+    resized like the training images), or None."""
+    eval_split: str = ""
+    """Where :attr:`eval_pixels` come from (``val``, or ``train (no val split)``)."""
 
     @property
     def channels(self) -> int:
@@ -243,6 +248,33 @@ def load_train_data(dataset: Any, cfg: TrainConfig, store: Any = None,
                      modality=dataset.modality, dtype=str(pixels.dtype), hflip=h, vflip=v,
                      n_described=sum(1 for t in texts if t), source_size=tuple(first[1:]),
                      spacing=spacing, affine=affine)
+
+
+def attach_eval_pixels(dataset: Any, cfg: TrainConfig, data: TrainData, *,
+                       split: str = "val", limit: int = 32) -> None:
+    """Set ``data.eval_pixels``: up to ``limit`` images of ``split`` (never the test split),
+    every class in turn, resized like the training images; training images when there are none."""
+    table = dataset.table
+    rows = table[(table["split"] == split) & table["class"].isin(data.classes)]
+    if split == "test" or rows.empty or split in cfg.splits:
+        data.eval_pixels = data.pixels[:limit]
+        data.eval_split = "train (no held-out val split)"
+        return
+    # round-robin over classes so a short limit still sees every class
+    rows = rows.assign(_k=rows.groupby("class").cumcount()).sort_values(["_k", "class"])
+    want = tuple(int(v) for v in data.spatial_shape)
+    arrays = []
+    for _, r in rows.head(limit).iterrows():
+        a = dataset.load(r).array
+        if a.ndim - 1 != data.spatial_dims or a.shape[0] != data.channels:
+            continue
+        if tuple(a.shape[1:]) != want:
+            a = _resize(a, want)
+        arrays.append(a.astype(data.pixels.dtype))
+    if not arrays:
+        data.eval_pixels, data.eval_split = data.pixels[:limit], "train (no held-out val split)"
+        return
+    data.eval_pixels, data.eval_split = np.stack(arrays), split
 
 
 def _check_dims(path: Any, dims: int, cfg: TrainConfig) -> None:
