@@ -110,11 +110,17 @@ def test_autoencoder_reuse_and_mismatch(latent2d: dict[str, Path],
     wb = load_file(str(out / "autoencoder" / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert json.loads((out / "medsynth.json").read_text())["outputs"]["latent"]["reused"]
-    # a 2D RGB autoencoder on 3D gray volumes: one clear error, nothing written
+    # a 2D RGB autoencoder on 3D gray volumes (CLI --autoencoder): one clear error, nothing written
+    from typer.testing import CliRunner
+
+    from medsynth.cli import app
+
     bad = root / "bad_reuse"
-    with pytest.raises(MedsynthError, match="3-channel 2D data, the data are 1-channel 3D"):
-        train(prostate16["ds"], bad, cfg=tiny_latent(autoencoder=str(latent2d["full"]),
-                                                     **TINY_3D), progress=False)
+    recipe = root / "tiny3d.yaml"
+    recipe.write_text(tiny_latent(**TINY_3D).to_yaml())
+    r = CliRunner().invoke(app, ["train", str(prostate16["ds"]), "--out", str(bad), "--config",
+                                 str(recipe), "--autoencoder", str(latent2d["full"])])
+    assert r.exit_code == 1 and "3-channel 2D data, the data are 1-channel 3D" in r.output
     assert not bad.exists()
     with pytest.raises(MedsynthError, match="no autoencoder here"):
         train(latent2d["ds"], bad, cfg=tiny_latent(autoencoder=str(root)), progress=False)
