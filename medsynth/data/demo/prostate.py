@@ -488,15 +488,18 @@ def _lesion(sc: _Scene, les: dict[str, Any], a: dict[str, Any], dg: np.ndarray, 
     rot = _rotation_to(radial)
     axes = (r1 * radial_f, r1, r1 * cc_f)
     ill = les["margin"] == "ill_defined"
-    got = sc.ellipsoid((cx, cy, cz), axes, rot, margin=4.0)
+    # ill-defined: a lumpy outline fading out over several millimetres ("erased charcoal");
+    # circumscribed: a sharp, smooth edge
+    fade = max(4.0, 0.4 * r1) if ill else e
+    got = sc.ellipsoid((cx, cy, cz), axes, rot, margin=4.0 + fade / 2)
     assert got is not None  # its centre is a voxel of the volume
     sl, d = got
-    if ill:  # a lumpy outline that fades out
-        d = d + np.float32(0.1 * r1) * sc.tex[12][sl]
+    if ill:
+        d = d + np.float32(0.15 * r1) * sc.tex[12][sl]
     allowed = inside(dg[sl] - (2.5 if les["epe"] else -0.4), e)
-    m = inside(d, 2.6 if ill else e) * allowed
+    m = inside(d, fade) * allowed
     base = T2["pz"] if zone == "peripheral" else T2["tz"]
-    value = base * (1 - les["h"]) * (1 + (0.12 if ill else 0.03) * sc.tex[7][sl])
+    value = base * (1 - les["h"]) * (1 + (0.15 if ill else 0.03) * sc.tex[12][sl])
     sc.paint(m, value, sl)
     hard = m > 0.5
     xs, ys, zs = (np.broadcast_to(v, m.shape) for v in sc.grid(sl))
