@@ -31,7 +31,6 @@ def _psnr(a: Any, b: Any) -> float:
 
 def decode_check(model: Path, data: Path, n: int = 6, window: int = 8) -> dict[str, Any]:
     """Whole vs windowed decoding of ``n`` validation volumes' latents (PSNR in [-1, 1])."""
-    import torch
 
     from medsynth.data.dataset import open_dataset
     from medsynth.models.bundle import load_bundle
@@ -113,7 +112,8 @@ def class_recognition(data: Path, synth: Path, *, seed: int = 0, epochs: int = 4
         return float(np.mean(pp == yy)), bal, pred
 
     t0 = time.perf_counter()
-    for ep in range(epochs):
+    ep = 0
+    for ep in range(epochs):  # noqa: B007  (the epochs run are reported)
         perm = torch.randperm(len(xtr), generator=g)
         for i in range(0, len(perm), 8):
             idx = perm[i:i + 8]
