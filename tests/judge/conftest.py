@@ -24,21 +24,26 @@ def phantom(demo: str, cls: str, index: int, size: int, seed: int = 7):
 
 def make_phantom_set(root: Path, demo: str, n_per_class: int = 2, *, classes=None,
                      size: int | None = None, seed: int = 7) -> Path:
-    """data manifest (demo: mm_per_px, size) -> train manifest -> synthetic set of phantoms."""
+    """A real demo dataset (root/data, 5 images per class) -> a train manifest on its train
+    split (root/model) -> a synthetic set of other phantoms of the same kind (root/synth)."""
     from medsynth.data.demo import cxr, derm
+    from medsynth.data.demo.common import DemoConfig, write_demo
 
     mod = derm if demo == "derm" else cxr
     size = size or (DERM_SIZE if demo == "derm" else CXR_SIZE)
-    fov = 20.0 if demo == "derm" else 430.0
     all_classes = list(mod.CLASSES)
     data = root / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    write_manifest(data, "data", outputs={"classes": all_classes, "mm_per_px": fov / size,
-                                          "size": size, "phantom": True, "demo": demo})
+    if not (data / "medsynth.json").is_file():
+        write_demo(DemoConfig(demo=demo, out=str(data), n_per_class=5, size=size, seed=seed + 1,
+                              workers=1))
     model = root / "model"
-    model.mkdir(exist_ok=True)
-    write_manifest(model, "train", config={"train_splits": ["train"]},
-                   inputs=[input_ref(data, "data")], outputs={"classes": all_classes})
+    if not (model / "medsynth.json").is_file():
+        from medsynth.data.dataset import open_dataset
+
+        model.mkdir(exist_ok=True)
+        write_manifest(model, "train", config={"train_splits": ["train"],
+                                               "dataset_sha256": open_dataset(data).sha256},
+                       inputs=[input_ref(data, "data")], outputs={"classes": all_classes})
     synth = root / "synth"
     rows = []
     for k, cls in enumerate(classes or all_classes):
@@ -52,7 +57,8 @@ def make_phantom_set(root: Path, demo: str, n_per_class: int = 2, *, classes=Non
     write_samples(synth, rows)
     write_manifest(synth, "generate", config={"fixture": demo}, inputs=[input_ref(model, "train")],
                    outputs={"samples": "samples.csv", "synthetic": True, "size": size,
-                            "classes": classes or all_classes, "formats": ["png"]})
+                            "classes": classes or all_classes, "formats": ["png"],
+                            "channels": 3 if demo == "derm" else 1})
     return synth
 
 
