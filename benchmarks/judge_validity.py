@@ -16,6 +16,7 @@ code path: ``make_judge`` + ``judge_arrays``) against each class's checklist.
   (the criteria's own ceiling: what a perfect measurer would reach).
 * Per criterion: agreement of the judge's verdict with the verdict the rule gives on the
   ground-truth attributes (over the decided verdicts), Cohen's kappa, and the unsure share.
+* A 95 % bootstrap interval of the pooled AUROC (images resampled within their class).
 * Cost: images judged per second (the own-class pass, worker processes included).
 """
 
@@ -84,16 +85,34 @@ def score_matrix(records: dict[str, list[Any]], classes: list[str]) -> np.ndarra
                      for i in range(len(records[classes[0]]))])
 
 
-def summarize(S: np.ndarray, y: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    k = len(classes)
+def pooled_auroc(S: np.ndarray, y: np.ndarray) -> float:
+    """Own-class scores vs other-class scores, pooled over the classes."""
+    k = S.shape[1]
     pos = S[np.arange(len(y)), y]
     neg = np.concatenate([S[y == c][:, [j for j in range(k) if j != c]].ravel()
                           for c in range(k)])
+    return auroc(pos, neg)
+
+
+def bootstrap_interval(S: np.ndarray, y: np.ndarray, n: int = 1000, seed: int = 0
+                       ) -> list[float]:
+    """95 % percentile interval of the pooled AUROC, resampling images (within each class)."""
+    rng = np.random.default_rng(seed)
+    idx = [np.nonzero(y == c)[0] for c in range(S.shape[1])]
+    vals = []
+    for _ in range(n):
+        pick = np.concatenate([rng.choice(i, len(i)) for i in idx if len(i)])
+        vals.append(pooled_auroc(S[pick], y[pick]))
+    return [round(float(v), 4) for v in np.percentile(vals, [2.5, 97.5])]
+
+
+def summarize(S: np.ndarray, y: np.ndarray, classes: list[str]) -> dict[str, Any]:
     top = S.max(1, keepdims=True)
     ties = np.isclose(S, top)
     top1 = float((ties[np.arange(len(y)), y] / ties.sum(1)).mean())
     return {
-        "auroc_own_vs_other": round(auroc(pos, neg), 4),
+        "auroc_own_vs_other": round(pooled_auroc(S, y), 4),
+        "auroc_interval_95": bootstrap_interval(S, y),
         "auroc_per_class": {c: round(auroc(S[y == j, j], S[y != j, j]), 4)
                             for j, c in enumerate(classes)},
         "top1_accuracy": round(top1, 4),
