@@ -170,3 +170,21 @@ def test_check_made_by(tmp_path: Path) -> None:
     assert j.check_made_by(tmp_path / "a" / "model").root == synth
     with pytest.raises(MedsynthError, match="judges images made by .*, not by"):
         j.check_made_by(other.parent / "model")
+
+
+def test_a_judge_that_cannot_start_leaves_no_debris(tmp_path: Path, derm_set: Path) -> None:
+    own = tmp_path / "nomeasure.yaml"
+    own.write_text(load_criteria("derm").text.replace("measurer: derm", "measurer: none")
+                   .replace("field_of_view_mm: 20\n", ""))
+    import re
+
+    own.write_text(re.sub(r"\n\s+measure: \{[^}]*\}", "", own.read_text()))
+    out = tmp_path / "j"
+    with pytest.raises(MedsynthError, match="measurer is 'none'"):
+        run_judge(JudgeConfig(synth=str(derm_set), criteria=str(own), out=str(out)))
+    assert not out.exists()
+    with pytest.raises(MedsynthError, match="cannot load a vision-language model"):
+        run_judge(JudgeConfig(synth=str(derm_set), criteria="derm", out=str(out),
+                              settings=JudgeSettings(backend="transformers",
+                                                     model=str(tmp_path / "no-model"))))
+    assert not out.exists()
