@@ -52,6 +52,9 @@ COLUMNS: dict[str, str] = {
     "class_input": "how the class reached the model: 'id' (class id), or for CCELLA-mode models "
                    "'class' (one-hot of the requested class) or 'text:p0,p1,...' (the class "
                    "probabilities predicted from the description)",
+    "request": "index of the requested image within its class; the candidates of one request "
+               "(generate --oversample) share it, its class and its description",
+    "oversample": "candidates made per requested image (generate --oversample K; 1 = none)",
 }
 """Every samples.csv column, in file order, with its meaning (docs/artifacts.md)."""
 SAMPLE_COLUMNS = tuple(COLUMNS)

@@ -79,6 +79,12 @@ def generate_cmd(
         typer.Option("--threads", help="CPU threads for torch (default: the cores free now, i.e. "
                      "the CPUs minus the load average, at least 1)."),
     ] = None,
+    oversample: Annotated[
+        int,
+        typer.Option("--oversample", help="Make K candidates per requested image (same class and "
+                     "description, own seeds); `medsynth judge` then `judge filter --per-request` "
+                     "keeps the best of each, i.e. exactly --n per class again."),
+    ] = 1,
     only: Annotated[
         list[str] | None,
         typer.Option("--only", help="Make only this sample id of the run's plan (repeatable): "
@@ -115,6 +121,7 @@ def generate_cmd(
         guidance=guidance, seed=seed, batch_size=batch_size, ema=not raw_weights,
         prototype_strength=prototype_strength, spacing=sp, threads=threads,
         class_input=class_input, decode_window=decode_window, dicom_layout=dicom_layout,
+        oversample=oversample,
     )
     res = run_generate(cfg, resume=resume, overwrite=overwrite, only=only)
     if res.manifest is not None:
