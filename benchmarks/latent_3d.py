@@ -79,30 +79,59 @@ def store_from_reports(data: Path, store: Path) -> None:
                    inputs=[input_ref(data, "data")], outputs={"classes": ds.classes})
 
 
-def stages(w: Path, threads: int, n_synth: int, log: Path) -> dict[str, Any]:
+def _finished(folder: Path) -> bool:
+    """A stage folder whose manifest says it finished (describe writes one while running)."""
+    man = folder / "medsynth.json"
+    return man.exists() and json.loads(man.read_text()).get("outputs", {}).get("status") != "running"
+
+
+def budget_recipe(w: Path, ae_steps: int | None, max_steps: int | None) -> Path:
+    """examples/prostate-cpu.yaml, or a copy of it with fewer autoencoder/denoiser steps."""
+    if ae_steps is None and max_steps is None:
+        return RECIPE
+    import yaml
+
+    cfg = yaml.safe_load(RECIPE.read_text())
+    if ae_steps is not None:
+        cfg["ae_max_steps"] = ae_steps
+        cfg["ae_checkpoint_every"] = min(cfg["ae_checkpoint_every"], ae_steps)
+    if max_steps is not None:
+        cfg["max_steps"] = max_steps
+        cfg["checkpoint_every"] = min(cfg["checkpoint_every"], max_steps)
+    path = w / "recipe.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def stages(w: Path, a: argparse.Namespace, log: Path) -> dict[str, Any]:
+    """The documented pipeline, stage by stage, through the CLI (docs/train.md, prostate)."""
     data, store, model, synth = w / "data", w / "store", w / "model", w / "synth"
+    threads = a.threads
     out: dict[str, Any] = {}
-    if not (data / "medsynth.json").exists():
+    if not _finished(data):
         out["data"] = run_cli(["data", "demo", "prostate", "--out", str(data), "--n-per-class",
-                               "50", "--size", "64", "--seed", "0", "--overwrite"], log, threads)
-    if not (store / "medsynth.json").exists():
+                               str(a.n_per_class), "--size", "64", "--seed", "0", "--overwrite"],
+                              log, threads)
+    if not _finished(store):
+        again = ["--resume"] if store.exists() else []
         try:
             out["describe"] = run_cli(["describe", str(data), "--out", str(store), "--split",
-                                       "train", "--overwrite"], log, threads)
+                                       "train", *again], log, threads)
             out["store"] = "medsynth describe"
         except RuntimeError:
             store_from_reports(data, store)
             out["store"] = "phantom reports (describe could not read volumes)"
-    if not (model / "medsynth.json").exists():
+    if not _finished(model):
         resume = ["--resume"] if (model / "checkpoints").exists() else ["--overwrite"]
         out["train"] = run_cli(["train", str(data), "--store", str(store), "--out", str(model),
-                                "--config", str(RECIPE), "--threads", str(threads), *resume],
-                               log, threads)
-    if not (synth / "medsynth.json").exists():
+                                "--config", str(budget_recipe(w, a.ae_steps, a.max_steps)),
+                                "--threads", str(threads), *resume], log, threads)
+    if not _finished(synth):
         out["generate"] = run_cli(["generate", str(model), "--out", str(synth), "--class", "all",
-                                   "--n", str(n_synth), "--sampler", "ddim", "--steps", "50",
-                                   "--format", "nifti", "--batch-size", "4", "--threads",
-                                   str(threads), "--resume"], log, threads)
+                                   "--n", str(a.n_synth), "--sampler", "ddim", "--steps",
+                                   str(a.sample_steps), "--format", "nifti,dicom",
+                                   "--batch-size", "4", "--threads", str(threads), "--resume"],
+                                  log, threads)
     return out
 
 
@@ -121,6 +150,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "work" / "latent3d")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--n-synth", type=int, default=20, help="generated volumes per class")
+    ap.add_argument("--n-per-class", type=int, default=50, help="phantom volumes per class")
+    ap.add_argument("--sample-steps", type=int, default=50, help="DDIM steps")
+    ap.add_argument("--ae-steps", type=int, default=None,
+                    help="autoencoder steps (default: the recipe's)")
+    ap.add_argument("--max-steps", type=int, default=None,
+                    help="denoiser steps (default: the recipe's)")
     ap.add_argument("--skip-eval", action="store_true", help="stop after generate")
     a = ap.parse_args(argv)
     w = a.workdir
@@ -129,10 +164,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     prev = json.loads(done.read_text()) if done.exists() else {}
     watch = LoadWatch()
     t0 = time.perf_counter()
-    new = stages(w, a.threads, a.n_synth, w / "log.txt")
+    new = stages(w, a, w / "log.txt")
     st = {**prev, **new}
     done.write_text(json.dumps(st, indent=2))
     res: dict[str, Any] = {"recipe": "examples/prostate-cpu.yaml", "threads": a.threads,
+                           "budget": {"ae_steps": a.ae_steps or "recipe",
+                                      "denoiser_steps": a.max_steps or "recipe",
+                                      "n_per_class": a.n_per_class, "n_synth": a.n_synth,
+                                      "ddim_steps": a.sample_steps},
                            "stages": st, "model": model_figures(w / "model")}
     if not a.skip_eval:
         from benchmarks.latent_eval import evaluate_3d
