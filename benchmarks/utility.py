@@ -1,0 +1,283 @@
+"""Does synthetic data help a classifier? The few-shot utility study on the derm and cxr phantoms.
+
+    .venv/bin/python -m benchmarks.utility [--modality derm,cxr] [--settings 10,25,50,all]
+        [--steps-scale 1.0] [--seeds 5] [--n-synth 200] [--test-per-class 300]
+    .venv/bin/python -m benchmarks utility
+
+Per modality, through the real CLI (one subprocess per stage, as a user runs it):
+
+1. ``data demo`` draws one pool of phantoms (seed 0), split once: a held-out test set of
+   ``--test-per-class`` images per class, a val pool of 30 per class and a train pool of 150 per
+   class; ``data demo`` with seed 1 draws the oracle's extra real images (``--n-synth`` per class,
+   as many as the synthetic images).
+2. For every setting (10, 25, 50 real images per class, and ``all`` = the 150-per-class pool) a
+   dataset folder holds exactly that setting's real images (nested subsets; val = min(setting,
+   30) per class; the same test set everywhere). The generator of a setting is trained on that
+   setting's train images only (``describe`` -> ``train`` with examples/<mod>-cpu.yaml, its
+   ``max_steps`` scaled by ``--steps-scale``): a few-shot user has no more real images for
+   the generator than for the classifier.
+3. ``generate`` ``--n-synth`` images per class (DPM-Solver++ 20 steps), then ``evaluate`` with
+   ``--baselines augment,oracle --extra-real <seed-1 phantoms>``: real-only, real+synthetic,
+   real+augmentation, real+extra real (oracle) and synthetic-only, ``--seeds`` seeds each, paired
+   bootstrap intervals over test images and seeds.
+
+Everything resumes: each stage is skipped when its output is complete, and ``train``,
+``generate`` and ``evaluate`` continue where they were killed. The two modalities run side by
+side, one torch thread each. The load average is sampled every 30 s and recorded per stage with
+the step budget, so a run on a busy machine says so. Results: benchmarks/results/utility.json and
+the "Utility study" section of docs/benchmarks.md (``--report-only`` rewrites it from the json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import RESULTS, record, run_cli, side_by_side
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_WORK = ROOT / "benchmarks" / "work" / "utility"
+TRAIN_POOL, VAL_POOL = 150, 30
+"""Per class: real training pool (the ``all`` setting) and the val pool."""
+SIZE = 32
+"""Image size of the CPU recipes (examples/derm-cpu.yaml, cxr-cpu.yaml)."""
+
+
+class LoadSampler:
+    """The 1-minute load average every ``every`` seconds in a background thread."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        self.every, self.samples = every, [os.getloadavg()[0]]
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.samples.append(os.getloadavg()[0])
+
+    def __enter__(self) -> LoadSampler:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+        self.samples.append(os.getloadavg()[0])
+
+    def summary(self) -> dict[str, float]:
+        s = self.samples
+        return {"load_mean": round(sum(s) / len(s), 2), "load_max": round(max(s), 2)}
+
+
+def stage(log: Path, args: list[str], threads: int) -> dict[str, Any]:
+    """One CLI stage with its wall time, peak RSS and the load average while it ran."""
+    with LoadSampler() as load:
+        res = run_cli(args, log, threads)
+    return {**res, **load.summary()}
+
+
+class Stages:
+    """Per-setting stage records in ``stages.json``: a resumed run keeps the earlier ones."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+
+    def run(self, name: str, log: Path, args: list[str], threads: int, **extra: Any) -> None:
+        res = stage(log, args, threads)
+        old = self.data.get(name)
+        if old and "wall_s" in old:  # a resumed stage: add the time already spent
+            res["wall_s_earlier"] = round(old["wall_s"] + old.get("wall_s_earlier", 0), 1)
+        self.data[name] = {**res, **extra}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2))
+        tmp.replace(self.path)
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def make_pool(mod: str, w: Path, test_per_class: int, n_extra: int, threads: int) -> None:
+    """The seed-0 pool (train / val / test re-split here) and the seed-1 oracle images."""
+    log = w / "log.txt"
+    if not (w / "pool" / "medsynth.json").exists():
+        n = TRAIN_POOL + VAL_POOL + test_per_class
+        stage(log, ["data", "demo", mod, "--out", str(w / "pool"), "--n-per-class", str(n),
+                    "--size", str(SIZE), "--seed", "0", "--overwrite"], threads)
+    if not (w / "extra" / "medsynth.json").exists():
+        stage(log, ["data", "demo", mod, "--out", str(w / "extra"), "--n-per-class",
+                    str(n_extra), "--size", str(SIZE), "--seed", "1", "--overwrite"], threads)
+
+
+def make_setting_data(w: Path, setting: str, test_per_class: int) -> Path:
+    """Dataset folder of one setting: its train/val images and the common test set."""
+    import numpy as np
+
+    from medsynth.artifacts import input_ref
+    from medsynth.data.dataset import finish_dataset, open_dataset
+
+    out = w / f"k{setting}" / "data"
+    if (out / "medsynth.json").exists():
+        return out
+    pool = open_dataset(w / "pool")
+    k = TRAIN_POOL if setting == "all" else int(setting)
+    n_val = min(k, VAL_POOL)
+    rows = []
+    rng = np.random.default_rng(0)  # the same permutation for every setting: nested subsets
+    for cls in pool.classes:
+        t = pool.table[pool.table["class"] == cls]
+        t = t.iloc[rng.permutation(len(t))]
+        parts = {"test": t.iloc[:test_per_class],
+                 "val": t.iloc[test_per_class:test_per_class + n_val],
+                 "train": t.iloc[test_per_class + VAL_POOL:test_per_class + VAL_POOL + k]}
+        for split, part in parts.items():
+            rows.append(part.assign(split=split))
+    import pandas as pd
+
+    table = pd.concat(rows, ignore_index=True)
+    if out.exists():
+        shutil.rmtree(out)
+    for p in table["path"]:
+        _link(pool.root / p, out / p)
+    m = pool.manifest.outputs
+    finish_dataset(out, table, config={"study": "utility", "setting": setting,
+                                       "train_per_class": k, "val_per_class": n_val,
+                                       "test_per_class": test_per_class, "pool": str(pool.root)},
+                   classes=pool.classes, channels=int(m["channels"]), dtype=str(m["dtype"]),
+                   modality=str(m["modality"]), inputs=[input_ref(pool.root, "data")],
+                   extra={k2: m[k2] for k2 in ("phantom", "demo", "mm_per_px", "size")
+                          if k2 in m})
+    return out
+
+
+def recipe_steps(mod: str, scale: float) -> int:
+    import yaml
+
+    steps = int(yaml.safe_load((ROOT / "examples" / f"{mod}-cpu.yaml").read_text())["max_steps"])
+    return max(50, int(round(steps * scale)))
+
+
+def prepare(mod: str, w: Path, setting: str, a: argparse.Namespace, threads: int) -> None:
+    """data -> describe -> train -> generate for one setting (each resumes or is skipped)."""
+    sw = w / f"k{setting}"
+    data = make_setting_data(w, setting, a.test_per_class)
+    st = Stages(sw / "stages.json")
+    log = sw / "log.txt"
+    if not (sw / "store" / "medsynth.json").exists():
+        st.run("describe", log, ["describe", str(data), "--out", str(sw / "store"), "--split",
+                                 "train", "--resume"], threads)
+    steps = recipe_steps(mod, a.steps_scale)
+    if not (sw / "model" / "medsynth.json").exists() or not (sw / "model" / "unet").exists():
+        resume = ["--resume"] if (sw / "model" / "checkpoints").exists() else []
+        st.run("train", log, ["train", str(data), "--store", str(sw / "store"), "--out",
+                              str(sw / "model"), "--config",
+                              str(ROOT / "examples" / f"{mod}-cpu.yaml"), "--max-steps",
+                              str(steps), "--threads", str(threads), "--checkpoint-every", "500",
+                              "--sample-every", "0", *resume], threads, steps=steps,
+               recipe=f"examples/{mod}-cpu.yaml", steps_scale=a.steps_scale)
+    if not (sw / "synth" / "medsynth.json").exists():
+        st.run("generate", log, ["generate", str(sw / "model"), "--class", "all", "--n",
+                                 str(a.n_synth), "--out", str(sw / "synth"), "--steps", "20",
+                                 "--format", "png", "--resume"],
+               threads)
+
+
+def evaluate(mod: str, w: Path, setting: str, a: argparse.Namespace, threads: int
+             ) -> dict[str, Any]:
+    """The evaluate stage of one setting and its headline figures."""
+    sw = w / f"k{setting}"
+    st = Stages(sw / "stages.json")
+    if not (sw / "report" / "medsynth.json").exists():
+        st.run("evaluate", sw / "log.txt",
+               ["evaluate", "--real", str(sw / "data"), "--synthetic", str(sw / "synth"),
+                "--out", str(sw / "report"), "--seeds", str(a.seeds), "--real-fraction", "1.0",
+                "--baselines", "augment,oracle", "--extra-real", str(w / "extra"),
+                "--threads", str(threads), "--resume"], threads)
+    metrics = json.loads((sw / "report" / "metrics.json").read_text())
+    return {"stages": st.data, "result": summarise(metrics)}
+
+
+def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Per arm: balanced accuracy, gain over real-only with interval, power, verdict."""
+    bench = metrics["benchmark"]
+    arms = {}
+    for arm in bench["arms"]:
+        row: dict[str, Any] = {"kind": arm["kind"], "n_real": arm["n_real"],
+                               "n_added": arm.get("n_added", 0),
+                               "balanced_accuracy": arm["metrics"]["balanced_accuracy"],
+                               "converged": arm.get("converged")}
+        if "gain" in arm:
+            g = arm["gain"]["balanced_accuracy"]
+            row.update(gain=g, verdict=arm["verdict"], mde=arm.get("power", {}).get("mde"))
+        if "vs_augment" in arm:
+            row["vs_augment"] = arm["vs_augment"]["balanced_accuracy"]
+        if "oracle_recovery" in arm:
+            row["oracle_recovery"] = arm["oracle_recovery"]
+        arms[arm["setting"]] = row
+    fid = metrics["fidelity"]
+    s = next(iter(fid["sets"].values()))
+    return {"arms": arms, "n_test": metrics["real"]["n_test"],
+            "fid": s["overall"]["fid"], "fid_real_vs_real": fid["reference"]["overall"]["fid"],
+            "near_copy_share": next(iter(metrics["privacy"]["sets"].values()))["feature"][
+                "near_copy_share"],
+            "warnings": metrics.get("warnings", [])}
+
+
+def one(mod: str, a: argparse.Namespace, threads: int) -> dict[str, Any]:
+    w = a.workdir / mod
+    w.mkdir(parents=True, exist_ok=True)
+    make_pool(mod, w, a.test_per_class, a.n_synth, threads)
+    res: dict[str, Any] = {"recipe": f"examples/{mod}-cpu.yaml",
+                           "train_steps": recipe_steps(mod, a.steps_scale), "settings": {}}
+    for setting in a.settings:
+        prepare(mod, w, setting, a, threads)
+        if not a.prepare_only:
+            res["settings"][setting] = evaluate(mod, w, setting, a, threads)
+    return res
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--modality", default="derm,cxr")
+    ap.add_argument("--settings", default="10,25,50,all",
+                    help="real training images per class, or 'all' (150 per class)")
+    ap.add_argument("--steps-scale", type=float, default=1.0,
+                    help="share of the recipe's max_steps each generator trains (1.0 = the "
+                         "30-minute CPU recipe)")
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--n-synth", type=int, default=200, help="synthetic images per class")
+    ap.add_argument("--test-per-class", type=int, default=300)
+    ap.add_argument("--workdir", type=Path, default=DEFAULT_WORK)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per modality")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="train and generate only (evaluate later)")
+    a = ap.parse_args(argv)
+    a.settings = [s.strip() for s in a.settings.split(",")]
+    mods = a.modality.split(",")
+    t0 = time.time()
+    with LoadSampler(60) as load:
+        res: dict[str, Any] = side_by_side(lambda m: one(m, a, a.threads), mods)
+    res["setup"] = {"modalities": mods, "settings": a.settings, "seeds": a.seeds,
+                    "n_synth_per_class": a.n_synth, "test_per_class": a.test_per_class,
+                    "train_pool_per_class": TRAIN_POOL, "val_pool_per_class": VAL_POOL,
+                    "steps_scale": a.steps_scale, "threads_per_modality": a.threads,
+                    "size_px": SIZE, "wall_s_this_invocation": round(time.time() - t0),
+                    **load.summary()}
+    if not a.prepare_only:
+        record("utility", res)
+    return res
+
+
+if __name__ == "__main__":
+    main()
