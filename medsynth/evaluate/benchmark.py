@@ -38,9 +38,47 @@ from medsynth.evaluate.stats import METRICS, PER_CLASS, verdict
 
 __all__ = ["METRICS", "PER_CLASS", "Arm", "aggregate", "plan_arms", "run_benchmark", "verdict"]
 
+MIN_TEST_PER_CLASS = 30
+"""Below this many test images a class's figures are flagged as noisy."""
 RUNS_FILE = "runs.jsonl"
 REFERENCE_MODEL = "classifiers/real-full-seed0.pt"
 """Real-only classifier (all real train images, seed 0), reused for class fidelity."""
+
+
+def check_test_split(real: Any, classes: list[str]) -> list[str]:
+    """Refuse a test split whose metrics are undefined (one class); warn about thin classes."""
+    from medsynth.errors import MedsynthError
+
+    counts = real.split("test")["class"].astype(str).value_counts()
+    present = [c for c in classes if int(counts.get(c, 0)) > 0]
+    if len(present) < 2:
+        raise MedsynthError(
+            f"{real.root}: the test split holds images of {len(present)} class(es) "
+            f"({', '.join(present) or 'none'}); balanced accuracy, macro-F1 and AUROC are "
+            "undefined with fewer than two classes",
+            hint="re-split the dataset so that every class has test images, or run "
+                 "with --no-benchmark for fidelity and privacy only")
+    warnings = []
+    for c in classes:
+        n = int(counts.get(c, 0))
+        if n == 0:
+            warnings.append(f"class {c} has no test images: its recall and AUROC are undefined "
+                            "and left out of the averages")
+        elif n < MIN_TEST_PER_CLASS:
+            warnings.append(f"class {c} has only {n} test images (< {MIN_TEST_PER_CLASS}): its "
+                            "figures are noisy and every interval is wide")
+    return warnings
+
+
+def convergence_warnings(bench: dict[str, Any]) -> list[str]:
+    """Arms whose runs were still improving when ``--epochs`` ran out."""
+    out = []
+    for a in bench["arms"]:
+        if a.get("n_not_converged"):
+            out.append(f"{a['setting']} @ {a['fraction']}: {a['n_not_converged']} of "
+                       f"{a['n_runs']} run(s) were still improving at --epochs "
+                       f"{a.get('max_epochs')}; raise --epochs so that early stopping ends them")
+    return out
 
 
 def subsample(train: ImageSet, frac: Fraction, seed: int, n_classes: int, *,

@@ -44,6 +44,7 @@ def _identity(cfg: EvaluateConfig) -> dict[str, Any]:
     d = to_jsonable(cfg)
     d["real"] = str(Path(cfg.real).resolve())
     d["synthetic"] = [str(Path(p).resolve()) for p in cfg.synthetic]
+    d["extra_real"] = str(Path(cfg.extra_real).resolve()) if cfg.extra_real else None
     return {k: v for k, v in d.items() if k not in IDENTITY_IGNORES}
 
 
@@ -116,7 +117,8 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     import torch
 
     from medsynth.evaluate.adherence import adherence_report
-    from medsynth.evaluate.benchmark import run_benchmark
+    from medsynth.evaluate.baselines import load_extra_real
+    from medsynth.evaluate.benchmark import check_test_split, convergence_warnings, run_benchmark
     from medsynth.evaluate.classifier import FLIP_MODALITIES, pick_device, predict_proba
     from medsynth.evaluate.features import FeatureExtractor
     from medsynth.evaluate.fidelity import fidelity_report
@@ -129,12 +131,21 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     # Open and check everything before creating the output folder: a refused (leaking) set
     # leaves nothing behind.
     real, synths, notes = open_inputs(cfg.real, cfg.synthetic, cfg.independent_model)
+    for s in synths:  # a set named like a baseline arm would share its name in the tables
+        if s.name in ("real", "augment", "oracle"):
+            s.name = f"{s.name}-synthetic"
+    if cfg.benchmark:
+        notes += check_test_split(real, real.classes)
+    classes = real.classes
+    size = cfg.size or default_size(real)
+    extra = None
+    if cfg.benchmark and "oracle" in cfg.baselines and cfg.extra_real is not None:
+        extra, extra_notes = load_extra_real(cfg.extra_real, real, size, classes)
+        notes += extra_notes
     out = prepare_output_dir(cfg.out, "evaluate", resume=cfg.resume, overwrite=cfg.overwrite)
     _check_identity(out, cfg)
     for w in notes:
         console.print(f"[yellow]warning:[/] {w}")
-    classes = real.classes
-    size = cfg.size or default_size(real)
     device = pick_device(cfg.device)
     torch.manual_seed(0)
 
@@ -150,7 +161,10 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     bench = None
     if cfg.benchmark:
         bench = run_benchmark(cfg, out, classes, train, val, test, synth, flips=flips,
-                              device=device)
+                              device=device, extra=extra)
+        for w in convergence_warnings(bench):
+            console.print(f"[yellow]warning:[/] {w}")
+            notes.append(w)
     timings["benchmark"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -190,7 +204,12 @@ def _run(cfg: EvaluateConfig) -> Manifest:
                                         for c in sorted(set(synth[n].y.tolist()))}}
                       for n, s in zip(synth, synths, strict=True)},
         "classifier": {"name": cfg.classifier, "epochs": cfg.epochs, "patience": cfg.patience,
-                       "device": device, "flips": flips},
+                       "device": device, "flips": flips, "seeds": cfg.seeds},
+        "baselines": {"names": cfg.baselines,
+                      "extra_real": None if extra is None else
+                      {"path": str(cfg.extra_real), "n_images": len(extra),
+                       "per_class": {classes[c]: int((extra.y == c).sum())
+                                     for c in sorted(set(extra.y.tolist()))}}},
         "warnings": notes,
         "benchmark": bench,
         "fidelity": fidelity,
@@ -206,6 +225,8 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     atomic_write_json(out / "metrics.json", metrics)
     print_summary(metrics)
     inputs = [input_ref(real.root, "data")] + [input_ref(s.root, "generate") for s in synths]
+    if extra is not None and cfg.extra_real is not None:
+        inputs.append(input_ref(cfg.extra_real, "data"))
     summary = [{"setting": a["setting"], "fraction": a["fraction"], "verdict": a.get("verdict")}
                for a in (bench or {}).get("arms", []) if a.get("verdict")]
     outputs = {"metrics": "metrics.json", "report": "report.html", "plots": files,

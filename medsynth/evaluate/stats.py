@@ -176,21 +176,43 @@ def verdict(gain: dict[str, Any], *, min_seeds: int = SEEDS_FOR_VERDICT) -> str:
     return "no clear effect"
 
 
+def mde_floor(class_sizes: list[int], level: float = LEVEL, pw: float = POWER) -> float:
+    """Smallest detectable balanced-accuracy gain when every changed answer is a gain.
+
+    A gain ``d`` in a class needs at least a share ``d`` of its images answered differently, so
+    the paired difference has variance at least ``d (1 - d) / n_k`` there; with ``c = sum_k
+    1 / n_k / K^2`` the detectable ``d`` solves ``d = f sqrt(c d (1 - d))``: ``f^2 c / (1 + f^2
+    c)``. It keeps the statement honest when the two arms happen to agree on every test image
+    (zero bootstrap spread, e.g. both perfect on a tiny test set).
+    """
+    f2c = mde_factor(level, pw) ** 2 * sum(1 / n for n in class_sizes) / len(class_sizes) ** 2
+    return f2c / (1 + f2c)
+
+
+def _floor_test_images(n_test: int, class_sizes: list[int], target: float) -> int:
+    """Test images (same class shares) at which :func:`mde_floor` reaches ``target``."""
+    c_now = sum(1 / n for n in class_sizes) / len(class_sizes) ** 2
+    c_goal = target / (mde_factor() ** 2 * (1 - target))
+    return int(math.ceil(n_test * c_now / c_goal))
+
+
 def power(test_var: float, seed_var: float | None, n_test: int, n_seeds: int,
-          target: float = ADVICE_ABOVE) -> dict[str, Any]:
+          target: float = ADVICE_ABOVE, class_sizes: list[int] | None = None) -> dict[str, Any]:
     """Smallest detectable gain (80 % power, 5 % level) and advice when it exceeds ``target``.
 
     ``test_var``: variance of the seed-mean gain over test resamples alone (seeds fixed);
     ``seed_var``: variance of that mean from the seeds alone (per-seed variance / n_seeds),
     None with one seed. The test part shrinks as 1/test images, the seed part as 1/seeds.
+    ``class_sizes`` (test images per class) adds the floor of :func:`mde_floor`.
     """
     f = mde_factor()
     sv = seed_var or 0.0
-    mde = f * math.sqrt(test_var + sv)
+    floor = mde_floor(class_sizes) if class_sizes else 0.0
+    mde = max(f * math.sqrt(test_var + sv), floor)
     out: dict[str, Any] = {"mde": mde, "se": math.sqrt(test_var + sv),
                            "se_test": math.sqrt(test_var),
                            "se_seeds": math.sqrt(seed_var) if seed_var is not None else None,
-                           "target": target, "advice": None}
+                           "mde_floor": floor, "target": target, "advice": None}
     if seed_var is None:
         out["advice"] = (f"one seed: the training noise is not measured; run at least "
                          f"{SEEDS_FOR_VERDICT} seeds (5 recommended)")
@@ -200,6 +222,9 @@ def power(test_var: float, seed_var: float | None, n_test: int, n_seeds: int,
     goal = (target / f) ** 2
     need_test = n_test * test_var / (goal - sv) if goal > sv else math.inf
     need_seeds = n_seeds * sv / (goal - test_var) if goal > test_var else math.inf
+    if class_sizes and floor > target:
+        need_test = max(need_test, _floor_test_images(n_test, class_sizes, target))
+        need_seeds = math.inf  # more seeds do not lift the floor
     out["needed_test_images"] = None if math.isinf(need_test) else int(math.ceil(need_test))
     out["needed_seeds"] = None if math.isinf(need_seeds) else int(math.ceil(need_seeds))
     ways = []
@@ -209,9 +234,14 @@ def power(test_var: float, seed_var: float | None, n_test: int, n_seeds: int,
         ways.append(f"about {int(math.ceil(need_seeds))} seeds (now {n_seeds})")
     if ways:
         out["advice"] = f"to detect a {100 * target:.0f}-point gain use " + " or ".join(ways)
-    else:
-        out["advice"] = (f"to detect a {100 * target:.0f}-point gain use more test images "
-                         "and more seeds together")
+    else:  # neither alone suffices: scale both by the same factor
+        m = (test_var + sv) / goal
+        if class_sizes:
+            m = max(m, _floor_test_images(n_test, class_sizes, target) / n_test)
+        out["advice"] = (f"to detect a {100 * target:.0f}-point gain use about "
+                         f"{int(math.ceil(n_test * m))} test images and "
+                         f"{int(math.ceil(n_seeds * m))} seeds together (now {n_test} and "
+                         f"{n_seeds})")
     return out
 
 
@@ -293,7 +323,8 @@ class Bootstrap:
         d = pa - pb
         test_var = float((ra - rb).mean(0).var(ddof=1))  # seeds fixed, test images resampled
         seed_var = float(d.var(ddof=1) / len(d)) if len(d) > 1 else None
-        return power(test_var, seed_var, len(self.y), len(d))
+        sizes = [int(n) for n in np.bincount(self.y, minlength=self.n_classes) if n]
+        return power(test_var, seed_var, len(self.y), len(d), class_sizes=sizes)
 
     def ratio(self, num: tuple[list[Any], list[Any]], den: tuple[list[Any], list[Any]],
               metric: str = "balanced_accuracy") -> dict[str, Any]:
