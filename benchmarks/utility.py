@@ -179,11 +179,14 @@ def prepare(mod: str, w: Path, setting: str, a: argparse.Namespace, threads: int
                                  "train", "--resume"], threads)
     steps = recipe_steps(mod, a.steps_scale)
     if not (sw / "model" / "medsynth.json").exists() or not (sw / "model" / "unet").exists():
-        resume = ["--resume"] if (sw / "model" / "checkpoints").exists() else []
+        ck = sw / "model" / "checkpoints"
+        # Resume from a complete checkpoint; a run killed before its first one starts again.
+        done = ck.is_dir() and any((c / "state.json").is_file() for c in ck.iterdir())
+        resume = ["--resume"] if done else ["--overwrite"] if (sw / "model").exists() else []
         st.run("train", log, ["train", str(data), "--store", str(sw / "store"), "--out",
                               str(sw / "model"), "--config",
                               str(ROOT / "examples" / f"{mod}-cpu.yaml"), "--max-steps",
-                              str(steps), "--threads", str(threads), "--checkpoint-every", "500",
+                              str(steps), "--threads", str(threads), "--checkpoint-every", "250",
                               "--sample-every", "0", *resume], threads, steps=steps,
                recipe=f"examples/{mod}-cpu.yaml", steps_scale=a.steps_scale)
     if not (sw / "synth" / "medsynth.json").exists():
@@ -208,30 +211,100 @@ def evaluate(mod: str, w: Path, setting: str, a: argparse.Namespace, threads: in
     return {"stages": st.data, "result": summarise(metrics)}
 
 
+def _ci(d: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The figures of an interval worth keeping: mean, lo, hi (and the seed sd)."""
+    if not d or d.get("mean") is None:
+        return None
+    out = {k: None if d.get(k) is None else round(float(d[k]), 4) for k in ("mean", "lo", "hi")}
+    sd = (d.get("seeds") or {}).get("sd")
+    if sd is not None:
+        out["seed_sd"] = round(float(sd), 4)
+    return out
+
+
 def summarise(metrics: dict[str, Any]) -> dict[str, Any]:
     """Per arm: balanced accuracy, gain over real-only with interval, power, verdict."""
     bench = metrics["benchmark"]
     arms = {}
     for arm in bench["arms"]:
-        row: dict[str, Any] = {"kind": arm["kind"], "n_real": arm["n_real"],
-                               "n_added": arm.get("n_added", 0),
-                               "balanced_accuracy": arm["metrics"]["balanced_accuracy"],
-                               "converged": arm.get("converged")}
+        row: dict[str, Any] = {"n_real": arm["n_real"], "n_added": arm.get("n_added", 0),
+                               "balanced_accuracy": _ci(arm["metrics"]["balanced_accuracy"]),
+                               "auroc": _ci(arm["metrics"]["auroc"]),
+                               "converged": arm.get("converged"),
+                               "epochs": round(arm.get("epochs", 0), 1)}
         if "gain" in arm:
-            g = arm["gain"]["balanced_accuracy"]
-            row.update(gain=g, verdict=arm["verdict"], mde=arm.get("power", {}).get("mde"))
+            row.update(gain=_ci(arm["gain"]["balanced_accuracy"]), verdict=arm["verdict"],
+                       detectable_gain=round(arm["power"]["mde"], 4),
+                       advice=arm["power"].get("advice"))
         if "vs_augment" in arm:
-            row["vs_augment"] = arm["vs_augment"]["balanced_accuracy"]
+            row["vs_augment"] = _ci(arm["vs_augment"]["balanced_accuracy"])
+            row["vs_augment_verdict"] = arm["vs_augment_verdict"]
         if "oracle_recovery" in arm:
-            row["oracle_recovery"] = arm["oracle_recovery"]
-        arms[arm["setting"]] = row
+            rec = arm["oracle_recovery"]
+            row["oracle_recovery"] = (_ci(rec) if rec.get("mean") is not None
+                                      else {"undefined": rec.get("reason")})
+        arms[arm["kind"]] = row
     fid = metrics["fidelity"]
     s = next(iter(fid["sets"].values()))
-    return {"arms": arms, "n_test": metrics["real"]["n_test"],
-            "fid": s["overall"]["fid"], "fid_real_vs_real": fid["reference"]["overall"]["fid"],
+    return {"arms": arms, "n_test": metrics["real"]["n_test"], "n_train": metrics["real"]["n_train"],
+            "fid": round(s["overall"]["fid"], 1),
+            "fid_real_vs_real": round(fid["reference"]["overall"]["fid"], 1),
             "near_copy_share": next(iter(metrics["privacy"]["sets"].values()))["feature"][
                 "near_copy_share"],
             "warnings": metrics.get("warnings", [])}
+
+
+def _fmt(d: dict[str, Any] | None, signed: bool = True) -> str:
+    if not d or d.get("mean") is None:
+        return "–"
+
+    def f(v: float) -> str:
+        return f"{v:+.3f}" if signed else f"{v:.3f}"
+
+    if d.get("lo") is None:
+        return f(d["mean"])
+    return f"{f(d['mean'])} [{f(d['lo'])}, {f(d['hi'])}]"
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """The study's table for docs/benchmarks.md."""
+    setup = res["setup"]
+    lines = [
+        "| modality | real / class | real only | real + synthetic: gain | detectable | verdict "
+        "| augment: gain | oracle: gain | synthetic vs augment | share of oracle gain | FID "
+        "(real) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for mod in setup["modalities"]:
+        for setting, r in (res.get(mod, {}).get("settings") or {}).items():
+            a = r["result"]["arms"]
+            syn, aug, orc = a.get("synthetic", {}), a.get("augment", {}), a.get("oracle", {})
+            rec = syn.get("oracle_recovery") or {}
+            share = "undefined (oracle gain not > 0)"
+            if rec.get("mean") is not None:
+                share = (f"{100 * rec['mean']:.0f} % [{100 * rec['lo']:.0f}, "
+                         f"{100 * rec['hi']:.0f}]")
+            lines.append(
+                f"| {mod} | {setting} | {_fmt(a['real']['balanced_accuracy'], signed=False)} "
+                f"| {_fmt(syn.get('gain'))} | {100 * syn.get('detectable_gain', 0):.1f} pt "
+                f"| {syn.get('verdict', '–')} | {_fmt(aug.get('gain'))} "
+                f"| {_fmt(orc.get('gain'))} | {_fmt(syn.get('vs_augment'))} "
+                f"({syn.get('vs_augment_verdict', '–')}) | {share} "
+                f"| {r['result']['fid']} ({r['result']['fid_real_vs_real']}) |")
+    return "\n".join(lines)
+
+
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- utility:begin -->", "<!-- utility:end -->"
+
+
+def write_doc(res: dict[str, Any]) -> None:
+    """Replace the study's table between the markers of docs/benchmarks.md."""
+    text = DOC.read_text()
+    if BEGIN not in text or END not in text:
+        return
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    DOC.write_text(f"{head}{BEGIN}\n{markdown(res)}\n{END}{tail}")
 
 
 def one(mod: str, a: argparse.Namespace, threads: int) -> dict[str, Any]:
@@ -262,8 +335,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per modality")
     ap.add_argument("--prepare-only", action="store_true",
                     help="train and generate only (evaluate later)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the docs table from benchmarks/results/utility.json")
     a = ap.parse_args(argv)
     a.settings = [s.strip() for s in a.settings.split(",")]
+    if a.report_only:
+        res = json.loads((RESULTS / "utility.json").read_text())["results"]
+        write_doc(res)
+        return res
     mods = a.modality.split(",")
     t0 = time.time()
     with LoadSampler(60) as load:
@@ -276,6 +355,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     **load.summary()}
     if not a.prepare_only:
         record("utility", res)
+        write_doc(res)
     return res
 
 
