@@ -24,8 +24,8 @@ Per modality, through the real CLI (one subprocess per stage, as a user runs it)
 Everything resumes: each stage is skipped when its output is complete, and ``train``,
 ``generate`` and ``evaluate`` continue where they were killed. The two modalities run side by
 side, one torch thread each. The load average is sampled every 30 s and recorded per stage with
-the step budget, so a run on a busy machine says so. Results: benchmarks/results/utility.json and
-the "Utility study" section of docs/benchmarks.md (``--report-only`` rewrites it from the json).
+the step budget, so a run on a busy machine says so. Results: benchmarks/results/utility.json,
+whose table ``python -m benchmarks --report-only`` puts in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, record, run_cli, side_by_side
+from benchmarks.common import record, run_cli, side_by_side
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORK = ROOT / "benchmarks" / "work" / "utility"
@@ -267,9 +267,21 @@ def _fmt(d: dict[str, Any] | None, signed: bool = True) -> str:
 
 
 def markdown(res: dict[str, Any]) -> str:
-    """The study's table for docs/benchmarks.md."""
+    """The study's table for docs/benchmarks.md, with what was run and under what load."""
     setup = res["setup"]
+    budget = ", ".join(f"{m} {res[m]['train_steps']} steps ({res[m]['recipe']})"
+                       for m in setup["modalities"] if m in res)
     lines = [
+        f"Generators: one per setting, trained on that setting's real images only: {budget}, "
+        f"= {setup['steps_scale']:g} x the 30-minute recipe's max_steps; {setup['threads_per_modality']} "
+        f"torch thread per modality, both side by side. {setup['n_synth_per_class']} synthetic "
+        f"and {setup['n_synth_per_class']} oracle (extra real, seed 1) images per class; "
+        f"{setup['test_per_class']} held-out test images per class; {setup['seeds']} seeds; "
+        f"balanced accuracy with 95 % paired bootstrap intervals (test images and seeds). This "
+        f"invocation: {setup['wall_s_this_invocation']} s wall, load average mean "
+        f"{setup['load_mean']} (max {setup['load_max']}) on {os.cpu_count()} cores; per stage "
+        "wall times and load in benchmarks/results/utility.json.", "",
+
         "| modality | real / class | real only | real + synthetic: gain | detectable | verdict "
         "| augment: gain | oracle: gain | synthetic vs augment | share of oracle gain | FID "
         "(real) |",
@@ -293,20 +305,6 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- utility:begin -->", "<!-- utility:end -->"
-
-
-def write_doc(res: dict[str, Any]) -> None:
-    """Replace the study's table between the markers of docs/benchmarks.md."""
-    text = DOC.read_text()
-    if BEGIN not in text or END not in text:
-        return
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    DOC.write_text(f"{head}{BEGIN}\n{markdown(res)}\n{END}{tail}")
-
-
 def one(mod: str, a: argparse.Namespace, threads: int) -> dict[str, Any]:
     w = a.workdir / mod
     w.mkdir(parents=True, exist_ok=True)
@@ -321,6 +319,7 @@ def one(mod: str, a: argparse.Namespace, threads: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the study; ``argv`` as on the command line (None = defaults)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modality", default="derm,cxr")
     ap.add_argument("--settings", default="10,25,50,all",
@@ -335,14 +334,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per modality")
     ap.add_argument("--prepare-only", action="store_true",
                     help="train and generate only (evaluate later)")
-    ap.add_argument("--report-only", action="store_true",
-                    help="rewrite the docs table from benchmarks/results/utility.json")
-    a = ap.parse_args(argv)
+    a = ap.parse_args(argv or [])
     a.settings = [s.strip() for s in a.settings.split(",")]
-    if a.report_only:
-        res = json.loads((RESULTS / "utility.json").read_text())["results"]
-        write_doc(res)
-        return res
     mods = a.modality.split(",")
     t0 = time.time()
     with LoadSampler(60) as load:
@@ -354,10 +347,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "size_px": SIZE, "wall_s_this_invocation": round(time.time() - t0),
                     **load.summary()}
     if not a.prepare_only:
+        res["markdown"] = markdown(res)  # docs/benchmarks.md shows this table, not a flat list
         record("utility", res)
-        write_doc(res)
     return res
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])
