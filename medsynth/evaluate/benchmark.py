@@ -71,14 +71,16 @@ def check_test_split(real: Any, classes: list[str]) -> list[str]:
 
 
 def convergence_warnings(bench: dict[str, Any]) -> list[str]:
-    """Arms whose runs were still improving when ``--epochs`` ran out."""
-    out = []
-    for a in bench["arms"]:
-        if a.get("n_not_converged"):
-            out.append(f"{a['setting']} @ {a['fraction']}: {a['n_not_converged']} of "
-                       f"{a['n_runs']} run(s) were still improving at --epochs "
-                       f"{a.get('max_epochs')}; raise --epochs so that early stopping ends them")
-    return out
+    """One line naming the arms whose runs were still improving when ``--epochs`` ran out."""
+    bad = [a for a in bench["arms"] if a.get("n_not_converged")]
+    if not bad:
+        return []
+    n = sum(a["n_not_converged"] for a in bad)
+    total = sum(a["n_runs"] for a in bench["arms"])
+    names = ", ".join(f"{a['setting']} @ {a['fraction']}" for a in bad)
+    return [f"{n} of {total} classifier runs were still improving when --epochs "
+            f"{bad[0].get('max_epochs')} ran out ({names}); raise --epochs so that early "
+            "stopping ends them"]
 
 
 def subsample(train: ImageSet, frac: Fraction, seed: int, n_classes: int, *,

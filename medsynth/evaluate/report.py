@@ -50,9 +50,11 @@ def fmt_pm(d: dict[str, Any] | None, digits: int = 3, signed: bool = False) -> s
     return m if d.get("lo") is None else f"{m} ±{(d['hi'] - d['lo']) / 2:.{digits}f}"
 
 
-def points(v: float | None) -> str:
+def points(v: float | None, unit: str = "points") -> str:
     """A balanced-accuracy difference in percentage points: ``3.2 points``."""
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f} points"
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{100 * v:.1f} {unit}"
 
 
 def gain_text(a: dict[str, Any]) -> str:
@@ -83,6 +85,11 @@ def baseline_texts(a: dict[str, Any]) -> list[str]:
                        f"{100 * rec['mean']:.0f} % [{lo}, {hi}] of the oracle gain "
                        f"({fmt(rec.get('oracle_gain'), 3)})")
     return out
+
+
+def _detects(bench: dict[str, Any], target: float = 0.05) -> bool:
+    mdes = [a["power"]["mde"] for a in bench["arms"] if a.get("power")]
+    return bool(mdes) and max(mdes) <= target
 
 
 def power_text(bench: dict[str, Any], target: float = 0.05) -> str:
@@ -400,23 +407,29 @@ def _benchmark_html(out: Path, bench: dict[str, Any], plots: dict[str, str]) -> 
                      f'{points(pw.get("mde"))}; seed spread ±'
                      f'{fmt((g.get("seeds") or {}).get("sd"), 3)})</span>{advice}</li>')
         items += [f'<li class="sub">{html.escape(t)}</li>' for t in baseline_texts(a)]
-    rows = []
+    rows, more = [], []
     for a in bench["arms"]:
         m = a["metrics"]
         g = a.get("gain", {}).get("balanced_accuracy")
         rows.append([html.escape(a["setting"]), html.escape(a["fraction"]), fmt(a["n_real"]),
                      fmt(a.get("n_added", a["n_synthetic"])), str(a["n_runs"]),
-                     fmt_ci(m["accuracy"]), fmt_ci(m["balanced_accuracy"]),
-                     fmt_ci(m["macro_f1"]), fmt_ci(m["auroc"]),
+                     fmt_ci(m["balanced_accuracy"]), fmt_ci(m["auroc"]),
                      fmt_ci(g, signed=True) if g else "",
                      fmt((g.get("seeds") or {}).get("sd")) if g else "",
-                     points((a.get("power") or {}).get("mde")) if g else "",
+                     points((a.get("power") or {}).get("mde"), "pt") if g else "",
                      _verdict_span(a.get("verdict")),
                      f'{a.get("epochs", 0):.0f} ({a.get("best_epoch", 0):.0f})'
                      + ("" if a.get("converged", True) else " ⚠")])
-    table = _table(["setting", "real data", "n real", "n added", "seeds", "accuracy",
-                    "balanced acc.", "macro-F1", "AUROC", "gain (bal. acc.)", "seed sd of gain",
-                    "detectable gain", "verdict", "epochs (best)"], rows, 2)
+        gains = a.get("gain", {})
+        more.append([html.escape(a["setting"]), html.escape(a["fraction"]),
+                     fmt_ci(m["accuracy"]), fmt_ci(m["macro_f1"])]
+                    + [fmt_ci(gains.get(k), signed=True) if gains else ""
+                       for k in ("accuracy", "macro_f1", "auroc")])
+    table = _table(["setting", "real data", "n real", "n added", "seeds", "balanced acc.",
+                    "AUROC", "gain (bal. acc.)", "seed sd", "detectable", "verdict",
+                    "epochs (best)"], rows, 2)
+    table2 = _table(["setting", "real data", "accuracy", "macro-F1", "gain (accuracy)",
+                     "gain (macro-F1)", "gain (AUROC)"], more, 2)
     pc_rows = []
     for a in bench["arms"]:
         pc_rows.append([html.escape(a["setting"]), html.escape(a["fraction"])] +
@@ -438,9 +451,11 @@ def _benchmark_html(out: Path, bench: dict[str, Any], plots: dict[str, str]) -> 
         'two seeds. <i>augment</i>: the same real images with standard augmentation, repeated '
         'to the size of real+synthetic; <i>oracle</i>: the same real images plus as many extra '
         'real images as synthetic ones.</p>'
-        f'<p class="power">{html.escape(power_text(bench))}</p>'
+        f'<p class="power{"" if _detects(bench) else " weak"}">'
+        f'{html.escape(power_text(bench))}</p>'
         f'<ul class="verdicts">{"".join(items)}</ul>{table}'
         f'{_img(out, plots["benchmark"], "benchmark chart")}'
+        f'<h3>Other metrics (95 % paired bootstrap intervals)</h3>{table2}'
         f'<h3>Per class (recall = sensitivity)</h3>{pc}'
         f'<h3>Confusion matrices</h3>{_img(out, plots["confusion"], "confusion matrices")}'
         '</section>')
@@ -626,7 +641,7 @@ def print_summary(metrics: dict[str, Any]) -> None:
                       fmt(a.get("n_added", a["n_synthetic"])),
                       fmt_pm(m["balanced_accuracy"]),
                       fmt_pm(a["gain"]["balanced_accuracy"], signed=True) if "gain" in a else "",
-                      points(a["power"]["mde"]) if a.get("power") else "",
+                      points(a["power"]["mde"], "pt") if a.get("power") else "",
                       f"[{color}]{v}[/]" if v else "")
         out.print(t)
         for a in bench["arms"]:
