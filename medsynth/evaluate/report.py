@@ -413,7 +413,7 @@ def _benchmark_html(out: Path, bench: dict[str, Any], plots: dict[str, str]) -> 
         g = a.get("gain", {}).get("balanced_accuracy")
         rows.append([html.escape(a["setting"]), html.escape(a["fraction"]), fmt(a["n_real"]),
                      fmt(a.get("n_added", a["n_synthetic"])), str(a["n_runs"]),
-                     fmt_ci(m["balanced_accuracy"]), fmt_ci(m["auroc"]),
+                     fmt_ci(m["balanced_accuracy"]),
                      fmt_ci(g, signed=True) if g else "",
                      fmt((g.get("seeds") or {}).get("sd")) if g else "",
                      points((a.get("power") or {}).get("mde"), "pt") if g else "",
@@ -422,13 +422,13 @@ def _benchmark_html(out: Path, bench: dict[str, Any], plots: dict[str, str]) -> 
                      + ("" if a.get("converged", True) else " ⚠")])
         gains = a.get("gain", {})
         more.append([html.escape(a["setting"]), html.escape(a["fraction"]),
-                     fmt_ci(m["accuracy"]), fmt_ci(m["macro_f1"])]
+                     fmt_ci(m["accuracy"]), fmt_ci(m["macro_f1"]), fmt_ci(m["auroc"])]
                     + [fmt_ci(gains.get(k), signed=True) if gains else ""
                        for k in ("accuracy", "macro_f1", "auroc")])
     table = _table(["setting", "real data", "n real", "n added", "seeds", "balanced acc.",
-                    "AUROC", "gain (bal. acc.)", "seed sd", "detectable", "verdict",
-                    "epochs (best)"], rows, 2)
-    table2 = _table(["setting", "real data", "accuracy", "macro-F1", "gain (accuracy)",
+                    "gain (bal. acc.)", "seed sd", "detectable", "verdict", "epochs (best)"],
+                   rows, 2)
+    table2 = _table(["setting", "real data", "accuracy", "macro-F1", "AUROC", "gain (accuracy)",
                      "gain (macro-F1)", "gain (AUROC)"], more, 2)
     pc_rows = []
     for a in bench["arms"]:
