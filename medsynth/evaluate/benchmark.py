@@ -283,7 +283,10 @@ def run_benchmark(cfg: EvaluateConfig, out: Path, classes: list[str], train: Ima
                        "synthetic", "synthetic-only") else 0,
                    "n_added": n_added, "n_train": len(data),
                    "n_val": len(val_part), "epochs": res.epochs, "best_epoch": res.best_epoch,
-                   "stopped_early": res.epochs < cfg.epochs,
+                   # Converged: early stopping fired, or the last `patience` epochs brought no
+                   # better val loss (also when that happens exactly at --epochs).
+                   "stopped_early": res.epochs < cfg.epochs
+                   or res.epochs - res.best_epoch >= max(cfg.patience, 1),
                    "seconds": round(res.seconds, 2), **m}
             log.write(rec)
             done[key] = rec
