@@ -302,6 +302,16 @@ def markdown(res: dict[str, Any]) -> str:
                 f"| {_fmt(orc.get('gain'))} | {_fmt(syn.get('vs_augment'))} "
                 f"({syn.get('vs_augment_verdict', '–')}) | {share} "
                 f"| {r['result']['fid']} ({r['result']['fid_real_vs_real']}) |")
+    met, missed = [], []
+    for mod in setup["modalities"]:
+        for setting, r in (res.get(mod, {}).get("settings") or {}).items():
+            if setting == "all":
+                continue
+            g = r["result"]["arms"].get("synthetic", {}).get("gain") or {}
+            ok = g.get("lo") is not None and g["lo"] > 0 and g["mean"] >= 0.05
+            (met if ok else missed).append(f"{mod} {setting}/class ({_fmt(g)})")
+    lines += ["", "Product target (few-shot gain >= +5 points with its interval above 0): "
+              f"met for {', '.join(met) or 'none'}; not met for {', '.join(missed) or 'none'}."]
     return "\n".join(lines)
 
 
