@@ -31,7 +31,8 @@ def evaluate_cmd(
     baselines: Annotated[
         str, typer.Option("--baselines", help="Comma-separated baseline arms besides real-only: "
                           "augment (real with standard augmentation, same budget), oracle (real + "
-                          "as many extra real images as synthetic; needs --extra-real).")] = "",
+                          "as many extra real images as synthetic; needs --extra-real, which "
+                          "also turns it on), or none.")] = "augment",
     extra_real: Annotated[
         Path | None, typer.Option("--extra-real", help="Dataset folder of extra real images "
                                   "(same classes, not the test images) for the oracle arm.")

@@ -80,9 +80,10 @@ class EvaluateConfig:
     """Classifier batch size."""
     lr: float = 1e-3
     """Classifier learning rate (AdamW)."""
-    baselines: list[str] = dataclasses.field(default_factory=list)
+    baselines: list[str] = dataclasses.field(default_factory=lambda: ["augment"])
     """Baseline arms besides real-only: ``augment`` (standard augmentation, same budget) and
-    ``oracle`` (real + as many extra real images as synthetic ones; needs ``extra_real``)."""
+    ``oracle`` (real + as many extra real images as synthetic ones; needs ``extra_real``, and is
+    added whenever ``extra_real`` is given). ``[]`` or ``["none"]``: real-only alone."""
     extra_real: Path | None = None
     """Dataset of extra real images (other images of the same classes) for the oracle arm."""
     bootstrap: int = 2000
