@@ -108,8 +108,9 @@ def describe(dataset: Path, store: Path, concurrency: int) -> dict[str, Any]:
     import time
 
     from medsynth.data.dataset import open_dataset
-    from medsynth.describe.backends.attributes import measure_file
+    from medsynth.data.readers import read_image
     from medsynth.describe.config import DescribeConfig
+    from medsynth.describe.measured import measure_array
     from medsynth.describe.run import run_describe
 
     load_before = os.getloadavg()[0]
@@ -120,12 +121,17 @@ def describe(dataset: Path, store: Path, concurrency: int) -> dict[str, Any]:
     ds = open_dataset(dataset)
     family = "derm" if ds.modality == "XC" else "cxr"
     mm = ds.manifest.outputs.get("mm_per_px")
-    jobs = [(family, str(ds.path_of(r)), mm) for _, r in ds.table.head(100).iterrows()]
-    measure_file(jobs[0])
+    paths = [ds.path_of(r) for _, r in ds.table.head(100).iterrows()]
+
+    def measure_file(path: Path) -> None:
+        img = read_image(path)
+        measure_array(family, img.array, mm or 20.0 / img.array.shape[-1])
+
+    measure_file(paths[0])
     t0 = time.process_time()
-    for j in jobs:
-        measure_file(j)
-    cpu = (time.process_time() - t0) / len(jobs)
+    for p in paths:
+        measure_file(p)
+    cpu = (time.process_time() - t0) / len(paths)
     return {"described": s.described, "failed": s.failed, "seconds": round(s.seconds, 2),
             "images_per_s": round(s.rate, 1), "workers": concurrency,
             "load_average_1min": round(max(load_before, os.getloadavg()[0]), 1),

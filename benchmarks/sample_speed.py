@@ -9,8 +9,8 @@ at a trained model folder: speed does not depend on the weight values. Both loop
 scheduler (built ``.from_config`` from the same training schedule), steps, batch, classifier-free
 guidance (one UNet call on a doubled batch) and 16-token text conditions:
 
-- ``medsynth``: :func:`medsynth.generate.sampler.denoise` (per-image generators, CFG on class
-  and text);
+- ``medsynth``: :func:`medsynth.models.sampler.denoise` (per-image generators, CFG on class
+  and text, through the :class:`~medsynth.models.denoiser.Denoiser` interface);
 - ``diffusers``: the loop of diffusers' own pipelines (``randn_tensor`` with a generator list,
   ``scale_model_input``, UNet, CFG, ``scheduler.step``), written as the docs show it.
 
@@ -105,8 +105,7 @@ def _end_to_end(model: str, n: int, batch: int, steps: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
-    from medsynth.generate.config import SAMPLERS
-    from medsynth.generate.sampler import denoise, make_scheduler
+    from medsynth.models.sampler import SAMPLERS, denoise, make_scheduler
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="trained model folder (default: recipe network, random weights)")
@@ -121,10 +120,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from medsynth.models.bundle import load_bundle
 
         bundle = load_bundle(args.model)
-        unet, schedule, n_cls = bundle.unet, bundle.scheduler_config, len(bundle.classes)
+        den, schedule, n_cls = bundle.denoiser, bundle.scheduler_config, len(bundle.classes)
         d = bundle.text_ref.hidden_size
     else:
-        unet, schedule, n_cls, d = _recipe_unet(), SCHEDULE, 3, 384
+        den, schedule, n_cls, d = _recipe_unet(), SCHEDULE, 3, 384
+    unet = den.net  # the bare diffusers UNet, for the reference loop
     b, g = args.batch, 3.0
     gen = torch.Generator().manual_seed(0)
     hidden = torch.randn(b, 16, d, generator=gen)
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for steps in step_list:
             sched = make_scheduler(sampler, schedule)
             t_ms = _time(lambda sched=sched, steps=steps: denoise(
-                unet, sched, class_ids=class_ids.tolist(), text_hidden=hidden, text_mask=mask,
+                den, sched, class_ids=class_ids.tolist(), text_hidden=hidden, text_mask=mask,
                 null_class=n_cls, null_hidden=torch.zeros(1, 1, d),
                 null_mask=torch.ones(1, 1, dtype=torch.long), seeds=seeds, sample_shape=shape,
                 steps=steps, guidance=g), args.repeats)
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 # Interleaved pairs (medsynth, diffusers, medsynth, ...): both loops see the same
                 # load, so the median of the per-pair ratios is robust on a shared machine.
                 def ms_run(steps: int = steps) -> None:
-                    denoise(unet, make_scheduler("dpmsolver++", schedule), class_ids=class_ids.tolist(),
+                    denoise(den, make_scheduler("dpmsolver++", schedule), class_ids=class_ids.tolist(),
                             text_hidden=hidden, text_mask=mask, null_class=n_cls,
                             null_hidden=torch.zeros(1, 1, d),
                             null_mask=torch.ones(1, 1, dtype=torch.long), seeds=seeds,

@@ -31,7 +31,7 @@ def _unet(block: tuple[int, ...], attn: tuple[bool, ...], head_dim: int, groups:
     spec = DenoiserSpec(channels=3, size=32, n_classes=3, cross_attention_dim=384,
                         block_out_channels=block, attention_levels=attn,
                         attention_head_dim=head_dim, norm_num_groups=groups)
-    return build_denoiser(spec).train()
+    return build_denoiser(spec).net.train()  # the bare diffusers UNet
 
 
 def _step_fn(unet: Any, batch: int, bf16: bool, channels_last: bool) -> Any:

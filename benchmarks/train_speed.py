@@ -101,7 +101,7 @@ def reference_speed(ds: Path, store: Path) -> float:
                         block_out_channels=tuple(cfg.block_out_channels),
                         attention_levels=tuple(cfg.attention_levels),
                         attention_head_dim=cfg.attention_head_dim, norm_num_groups=cfg.norm_num_groups)
-    unet = build_denoiser(spec).train()
+    unet = build_denoiser(spec).net.train()  # the bare diffusers UNet
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True,
                    model_cls=UNet2DConditionModel, model_config=unet.config)
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule=cfg.beta_schedule)

@@ -7,7 +7,8 @@ Every artifact folder holds a ``medsynth.json`` manifest::
      "inputs": [{"path": "...", "stage": "data", "sha256": "..."}],
      "outputs": {...}}
 
-A stage reads its upstream artifact through :func:`read_manifest` only.
+A stage reads its upstream artifact through :func:`read_manifest` only. Where an artifact came
+from (synthetic set -> model -> refined-from models -> dataset) is :func:`walk_lineage`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ from medsynth.errors import MedsynthError
 
 MANIFEST_NAME = "medsynth.json"
 SCHEMA_VERSION = 1
-STAGES = ("data", "describe", "train", "generate", "evaluate")
+STAGES = ("data", "describe", "train", "generate", "evaluate", "judge", "refine")
+MODEL_STAGES = ("train", "refine")
+"""Stages that write a model folder (``refine`` writes one whose input is another model)."""
+SOURCE_STAGES = ("generate", "judge")
+"""Stages between a synthetic set and its model: a set, or the judged folder a filtered set
+was selected from."""
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -57,6 +63,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:
+        tmp_path.unlink(missing_ok=True)
+        if e.filename is None:  # a failed write (full disk) names no file: name the target
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -190,6 +201,27 @@ def prepare_output_dir(
     ``overwrite`` (start again); anything else non-empty is an error, so no finished work
     is lost by a mistyped path.
     """
+    folder = check_output_dir(folder, stage, resume=resume, overwrite=overwrite)
+    if folder.is_dir() and any(folder.iterdir()) and overwrite and not resume:
+        import shutil
+
+        for child in folder.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def check_output_dir(
+    folder: str | os.PathLike[str], stage: str, *, resume: bool = False, overwrite: bool = False
+) -> Path:
+    """The refusals of :func:`prepare_output_dir`, with nothing created or deleted.
+
+    Lets a stage fail early (before long work) and still validate its input before it
+    touches the folder.
+    """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise MedsynthError(f"{folder}: exists and is not a folder")
@@ -211,15 +243,6 @@ def prepare_output_dir(
                 f"{folder}: already exists and is not empty",
                 hint="use --resume to continue it, --overwrite to replace it, or another --out",
             )
-        if overwrite and not resume:
-            import shutil
-
-            for child in folder.iterdir():
-                if child.is_dir():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
-    folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
@@ -273,3 +296,106 @@ def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 break
             raise MedsynthError(f"{path}: line {i + 1} is not valid JSON ({e})") from e
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# lineage
+
+
+@dataclasses.dataclass
+class Lineage:
+    """Where an artifact came from, read from the ``inputs`` of its manifests.
+
+    From a synthetic set: the sets (and judged folders) it was made from, then the model that
+    generated it, then each model that one was refined from, down to the trained model, and the
+    datasets every one of those models trained on.
+    """
+
+    start: Manifest
+    """The manifest the walk started from."""
+    sources: list[Manifest] = dataclasses.field(default_factory=list)
+    """Synthetic sets and judged folders before the first model (the start first, if it is
+    one)."""
+    models: list[Manifest] = dataclasses.field(default_factory=list)
+    """The generating model first, then each model it was refined from (stage train/refine)."""
+    data: list[tuple[Manifest, dict[str, Any]]] = dataclasses.field(default_factory=list)
+    """(model, input reference of stage data) for every model on the chain."""
+    problems: list[str] = dataclasses.field(default_factory=list)
+    """Links that could not be followed (folder gone) or whose manifest changed since."""
+
+    @property
+    def generator(self) -> Manifest | None:
+        """The model that made the images (None when it cannot be read)."""
+        return self.models[0] if self.models else None
+
+    @property
+    def trained(self) -> Manifest | None:
+        """The model at the root of the chain (stage train, when the chain is complete)."""
+        return self.models[-1] if self.models else None
+
+    def data_sha256(self) -> set[str]:
+        """sha256 of every dataset manifest a model on the chain trained on (as recorded)."""
+        out = {str(ref.get("sha256")) for _, ref in self.data if ref.get("sha256")}
+        out |= {str(m.config["dataset_sha256"]) for m in self.models
+                if m.config.get("dataset_sha256")}
+        return out
+
+
+def resolve_input(manifest: Manifest, ref: dict[str, Any]) -> Path:
+    """The folder an input reference names (relative paths are relative to ``manifest``'s)."""
+    p = Path(str(ref.get("path", "")))
+    if not p.is_absolute() and manifest.folder is not None:
+        p = (manifest.folder / p).resolve()
+    return p
+
+
+def walk_lineage(folder: str | os.PathLike[str]) -> Lineage:
+    """Follow an artifact's inputs back to its datasets (see :class:`Lineage`).
+
+    From a synthetic set (or a judged folder) the walk takes the first input of a model stage,
+    else the first input of :data:`SOURCE_STAGES`; from a model, the first input of a model
+    stage (the model it refined) and all inputs of stage data. An input whose folder is gone
+    ends the walk with a problem; an input whose manifest changed after the downstream artifact
+    was made (sha256 differs) is followed and noted. Never loops.
+    """
+    start = read_manifest(folder)
+    lin = Lineage(start=start)
+    seen: set[Path] = set()
+    cur: Manifest | None = start
+    while cur is not None:
+        key = (cur.folder or Path(".")).resolve()
+        if key in seen:
+            lin.problems.append(f"{cur.folder}: the lineage loops back to this folder")
+            break
+        seen.add(key)
+        if cur.stage in MODEL_STAGES:
+            lin.models.append(cur)
+            lin.data += [(cur, ref) for ref in cur.inputs if ref.get("stage") == "data"]
+            cur = _follow(lin, cur, MODEL_STAGES)
+        elif cur.stage in SOURCE_STAGES or cur.outputs.get("synthetic") is True:
+            lin.sources.append(cur)
+            nxt = [r for r in cur.inputs if r.get("stage") in MODEL_STAGES]
+            cur = _follow(lin, cur, MODEL_STAGES if nxt else SOURCE_STAGES)
+        else:
+            break
+    return lin
+
+
+def _follow(lin: Lineage, m: Manifest, stages: tuple[str, ...]) -> Manifest | None:
+    ref = next((r for r in m.inputs if r.get("stage") in stages), None)
+    if ref is None:
+        return None
+    path = resolve_input(m, ref)
+    if not (path / MANIFEST_NAME).is_file():
+        lin.problems.append(f"{m.folder}: its {ref.get('stage')} input {path} cannot be read "
+                            "(moved or deleted?)")
+        return None
+    try:
+        up = read_manifest(path)
+    except MedsynthError as e:
+        lin.problems.append(str(e))
+        return None
+    if ref.get("sha256") and up.sha256 != ref.get("sha256"):
+        lin.problems.append(f"{path}: changed after {m.folder} was made from it (its manifest's "
+                            "sha256 differs from the one recorded)")
+    return up

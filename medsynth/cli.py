@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Annotated
 
+import click
 import typer
 from typer.core import TyperGroup
 
@@ -20,6 +21,29 @@ _state = {"debug": bool(os.environ.get("MEDSYNTH_DEBUG"))}
 for _k, _v in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
                ("DIFFUSERS_VERBOSITY", "error"), ("TOKENIZERS_PARALLELISM", "false")):
     os.environ.setdefault(_k, _v)
+# Help is drawn by rich at the terminal's width, 80 columns when piped: too narrow for the option
+# table, which then cuts long option names ("--max-synthetic-…"). 100 columns fit every name.
+if not os.environ.get("TERMINAL_WIDTH"):
+    import shutil
+
+    os.environ["TERMINAL_WIDTH"] = str(max(shutil.get_terminal_size((100, 24)).columns, 100))
+
+
+def _print_error(e: Exception) -> None:
+    from medsynth.ui import console
+
+    console.print("[bold red]error:[/] ", end="", soft_wrap=True)
+    console.print(str(e), soft_wrap=True, markup=False)
+
+
+def _out_arg(args: list[str]) -> str | None:
+    """The value of ``--out``/``-o`` in a command line, if any."""
+    for i, a in enumerate(args):
+        if a in ("--out", "-o") and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--out="):
+            return a.split("=", 1)[1]
+    return None
 
 
 class _Group(TyperGroup):
@@ -28,16 +52,28 @@ class _Group(TyperGroup):
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         from medsynth.errors import MedsynthError
 
+        # The command line left for the subcommand, kept to name --out in disk-full messages
+        # from libraries that do not say which file they were writing.
+        args = [*getattr(ctx, "_protected_args", []), *ctx.args]
         try:
             return super().invoke(ctx)
         except MedsynthError as e:
             if _state["debug"]:
                 raise
-            from medsynth.ui import console
-
-            console.print("[bold red]error:[/] ", end="", soft_wrap=True)
-            console.print(str(e), soft_wrap=True, markup=False)
+            _print_error(e)
             raise typer.Exit(e.exit_code) from None
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:
+            # Operating-system failures (read-only or full disk, permissions) are the user's to
+            # fix: one line naming the path, not a traceback. Anything else is a bug.
+            from medsynth.errors import os_error
+
+            err = os_error(e, _out_arg(args))
+            if err is None or _state["debug"]:
+                raise
+            _print_error(err)
+            raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             from medsynth.ui import console
 

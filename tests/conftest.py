@@ -29,6 +29,14 @@ def pydicom_data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random LLaVA (model + processor) saved on the spot (tests/describe/tiny_vlm.py)."""
+    from tests.describe.tiny_vlm import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("vlm") / "tiny-llava")
+
+
+@pytest.fixture(scope="session")
 def mni_t1() -> Path:
     """The real MNI152 T1 brain volume shipped by nilearn."""
     p = _site_packages() / "nilearn" / "datasets" / "data" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"

@@ -45,3 +45,80 @@ def test_every_command_and_option_has_help() -> None:
 def test_unknown_command_is_usage_error() -> None:
     r = runner.invoke(app, ["frobnicate"])
     assert r.exit_code == 2
+
+
+def test_help_never_cuts_option_names() -> None:
+    """Rich draws help at the terminal width (80 when piped); option names must stay whole."""
+    root = typer.main.get_command(app)
+    for path, cmd in _walk(root, []):
+        r = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"})
+        assert r.exit_code == 0 and "…" not in r.output, (path, r.output)
+        for p in cmd.params:
+            if p.param_type_name == "option":
+                assert any(o in r.output for o in p.opts), (path, p.opts)
+
+
+# Every command with an --out, as a user would call it (inputs need not exist: the output folder
+# is made first, or the inputs are read after it fails).
+_COMMANDS = [["data", "demo", "derm", "--n-per-class", "2", "--size", "16"],
+             ["data", "import", "{derm}"], ["describe", "{derm}"], ["train", "{derm}"],
+             ["generate", "{model}"], ["evaluate", "--real", "{derm}", "--synthetic", "{synth}"]]
+
+
+def test_os_errors_are_one_line_naming_the_path(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A read-only folder (simulated: tests may run as root) gives one line, for every command."""
+    import errno
+    import pathlib
+
+    derm = tmp_path / "derm"
+    assert runner.invoke(app, ["data", "demo", "derm", "--out", str(derm), "--n-per-class", "2",
+                               "--size", "16"]).exit_code == 0
+    ro = tmp_path / "ro"
+    real_mkdir = pathlib.Path.mkdir
+
+    def mkdir(self, *a, **k):  # type: ignore[no-untyped-def]
+        if str(self).startswith(str(ro)):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *a, **k)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    # evaluate checks its inputs before making --out; these are not the point here
+    import medsynth.evaluate.inputs
+
+    monkeypatch.setattr(medsynth.evaluate.inputs, "open_inputs", lambda *a: (None, [], []))
+    for cmd in _COMMANDS:
+        args = [a.format(derm=derm, model=derm, synth=derm) for a in cmd]
+        out = ro / "out" / args[0]
+        r = runner.invoke(app, [*args, "--out", str(out)])
+        assert r.exit_code == 1, (cmd, r.output)
+        lines = [ln for ln in r.output.splitlines() if ln.strip()]
+        assert any(ln.startswith(f"error: {out}") and "Read-only file system" in ln
+                   for ln in lines), (cmd, r.output)
+        assert "Traceback" not in r.output and len(lines) <= 3, (cmd, r.output)
+        assert isinstance(r.exception, SystemExit)
+
+
+def test_disk_full_names_the_file_or_the_out_folder(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import errno
+
+    from medsynth.errors import os_error
+
+    # an atomic write's temp file is reported under the name the user knows
+    e = os_error(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / ".a.png.x1y2.part")))
+    assert str(e).startswith(f"{tmp_path / 'a.png'}: No space left on device") and "disk" in str(e)
+    # libraries that only say so in their message (torch, safetensors): the --out folder is named
+    e = os_error(RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"),
+                 "MODEL")
+    assert str(e).startswith("MODEL: No space left on device")
+    assert os_error(ValueError("a bug"), "X") is None
+    # a real failed write through the shared atomic writer names the target file
+    from medsynth import artifacts
+
+    def no_space(*a, **k):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(artifacts.os, "fsync", no_space)
+    r = runner.invoke(app, ["data", "demo", "derm", "--out", str(tmp_path / "d"),
+                            "--n-per-class", "2", "--size", "16", "--workers", "1"])
+    assert r.exit_code == 1 and "No space left on device" in r.output, r.output
+    assert f"error: {tmp_path / 'd'}" in r.output and "Traceback" not in r.output

@@ -61,11 +61,14 @@ def info_cmd(
     out.print(t)
     p = Table(show_header=False, title="images")
     fmt = lambda c: ", ".join(f"{k} ({v})" for k, v in c.most_common(6))  # noqa: E731
-    p.add_row("sizes", fmt(info.sizes))
+    p.add_row("sizes (D x H x W)" if any(k.count("x") == 2 for k in info.sizes) else "sizes (H x W)",
+              fmt(info.sizes))
     p.add_row("channels", fmt(info.channels))
     p.add_row("dtype", fmt(info.dtypes))
     p.add_row("bit depth", fmt(info.bit_depths))
     p.add_row("modality", fmt(info.modalities))
+    if info.spacings:
+        p.add_row("spacing", fmt(info.spacings))
     if info.attributes:
         p.add_row("attributes", ", ".join(info.attributes))
     out.print(p)
@@ -79,14 +82,28 @@ def info_cmd(
 def import_cmd(
     source: Annotated[Path, typer.Argument(help="Image folder, CSV, MedMNIST .npz or folder of DICOM/NIfTI files.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write (images + labels.csv + medsynth.json).")],
-    size: Annotated[int | None, typer.Option(help="Resize 2D images to SIZE x SIZE, aspect ratio preserved.")] = None,
+    size: Annotated[int | None, typer.Option(
+        help="Resize images and volumes to SIZE on every axis, voxel aspect kept (see --resize); "
+        "spacing and affine follow.")] = None,
     resize: Annotated[str, typer.Option(help="How to fit the aspect ratio when resizing: pad (letterbox) or crop (centre).")] = "pad",
     seed: Annotated[int, typer.Option(help="Seed of the stratified split, when the source gives none.")] = 0,
     val_fraction: Annotated[float, typer.Option(help="Share of each class for validation (generated split only).")] = 0.1,
     test_fraction: Annotated[float, typer.Option(help="Share of each class for the held-out test set (generated split only).")] = 0.2,
     classes: Classes = None,
-    voi: Annotated[str, typer.Option(help="DICOM VOI LUT / window: auto (radiographs only), yes, no.")] = "auto",
-    skip_bad: SkipBad = False,
+    voi: Annotated[str, typer.Option(
+        help="DICOM VOI LUT / window: auto (radiographs only), yes (every image with one: 16-bit "
+        "display values), no.")] = "auto",
+    dtype: Annotated[str, typer.Option(
+        help="Pixel type of the dataset: auto (one rule, docs/intensities.md), uint8, uint16, "
+        "int16 (CT Hounsfield units) or float32; values are converted exactly, floats rounded.")] = "auto",
+    modality: Annotated[str | None, typer.Option(
+        help="DICOM modality code of every image (CT, MR, CR, DX, XC, ...); default: each "
+        "DICOM file's own, OT where the file has none (PNG, JPEG, NIfTI).")] = None,
+    slices: Annotated[bool, typer.Option(
+        help="Import 3D volumes (NIfTI, multi-frame DICOM) as their 2D slices along the first axis.")] = False,
+    skip_bad: Annotated[bool, typer.Option(
+        "--skip-bad", help="Skip unreadable files and files that cannot join the set (another "
+        "dimensionality or channel count), and list them, instead of stopping.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset folder at --out.")] = False,
 ) -> None:
     """Import a source into a dataset folder: lossless PNG (8/16-bit) or NIfTI, labels.csv with splits."""
@@ -95,12 +112,18 @@ def import_cmd(
 
     cfg = ImportConfig(source=str(source), out=str(out_dir), size=size, resize=resize, seed=seed,
                        val_fraction=val_fraction, test_fraction=test_fraction,
-                       classes=_split_classes(classes), skip_bad=skip_bad, voi=voi,
-                       overwrite=overwrite)
+                       classes=_split_classes(classes), skip_bad=skip_bad, voi=voi, dtype=dtype,
+                       modality=modality, slices=slices, overwrite=overwrite)
     ds, bad = import_dataset(cfg, progress=track)
-    console.print(f"[green]wrote[/] {len(ds.table)} images in {len(ds.classes)} classes to {ds.root}")
+    o = ds.manifest.outputs
+    console.print(f"[green]wrote[/] {len(ds.table)} images in {len(ds.classes)} classes to {ds.root} "
+                  f"({o['spatial_dims']}D, {o['channels']} channel(s), {o['dtype']}, modality "
+                  f"{o['modality']})")
+    for note in o.get("notes", []):
+        console.print(f"  [cyan]note[/] {note}", markup=True, soft_wrap=True)
     for b in bad:
-        console.print(f"  [yellow]skipped[/] {b}", markup=True)
+        console.print("  [yellow]skipped[/] ", end="", soft_wrap=True)
+        console.print(b, markup=False, soft_wrap=True)
 
 
 from medsynth.data.demo.cli import demo_app  # noqa: E402

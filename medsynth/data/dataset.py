@@ -20,6 +20,10 @@ from medsynth.data.readers import read_image
 from medsynth.errors import MedsynthError
 
 CORE_COLUMNS = ("image_id", "path", "class", "split")
+META_COLUMNS = ("source", "modality", "spacing", "affine")
+"""Per-image facts that are not ground-truth attributes: where the image came from, its
+modality (mixed sets), and the geometry a PNG file cannot hold (spacing in mm in array axis
+order, the 4x4 RAS affine row by row), as comma-separated numbers."""
 LABELS_NAME = "labels.csv"
 
 
@@ -36,7 +40,7 @@ class Dataset:
 
     @property
     def attribute_columns(self) -> list[str]:
-        return [c for c in self.table.columns if c not in CORE_COLUMNS and c != "source"]
+        return [c for c in self.table.columns if c not in CORE_COLUMNS and c not in META_COLUMNS]
 
     @property
     def channels(self) -> int:
@@ -63,7 +67,45 @@ class Dataset:
         return self.root / str(row["path"])
 
     def load(self, row: pd.Series | int) -> Image:
-        return read_image(self.path_of(row))
+        """The image of ``row``, with the modality and geometry recorded for it at import."""
+        if isinstance(row, (int, np.integer)):
+            row = self.table.iloc[int(row)]
+        img = read_image(self.path_of(row))
+        modality = _cell(row, "modality")
+        img.modality = modality or self.modality
+        if "spacing" in row.index:
+            # Written by data import: the column is the truth; empty = unknown, even where a
+            # NIfTI header had to say 1 mm.
+            spacing = _cell(row, "spacing")
+            img.spacing = parse_numbers(spacing) if spacing else None
+            if spacing is None:
+                img.affine = None
+        if img.affine is None and _cell(row, "affine"):
+            img.affine = np.asarray(parse_numbers(str(row["affine"])), dtype=np.float64).reshape(4, 4)
+        # Readers store values in their narrowest type (a float32 NIfTI of whole numbers reads
+        # as integers); the dataset has one type, so widen back to it where that is exact.
+        want = self.dtype
+        have = str(img.array.dtype)
+        if have != want and (want == "float32" and have in ("uint8", "uint16", "int16")
+                             or want == "int16" and have == "uint8"):
+            img.array = img.array.astype(want)
+        return img
+
+
+def _cell(row: pd.Series, column: str) -> str | None:
+    value = row.get(column) if column in row.index else None
+    if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
+        return None
+    return str(value)
+
+
+def format_numbers(values: object) -> str:
+    """Spacing or affine as a compact comma-separated string for labels.csv."""
+    return ",".join(f"{float(v):.9g}" for v in np.asarray(values, dtype=np.float64).reshape(-1))
+
+
+def parse_numbers(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
 
 
 def open_dataset(path: str | Path) -> Dataset:

@@ -80,11 +80,17 @@ def _pixels(ds, path: str | Path, voi: str) -> Image:  # type: ignore[no-untyped
         arr = apply_color_lut(arr, ds)  # (..., 3) RGB at the palette's bit depth
         if arr.dtype != np.uint8 and int(np.max(arr)) <= 255:
             arr = arr.astype(np.uint8)
+        elif arr.dtype == np.uint16:
+            # 16-bit palettes of 8-bit colours hold v * 256 or v * 257: exactly 8-bit RGB.
+            for div in (256, 257):
+                if not np.any(arr % div):
+                    arr = (arr // div).astype(np.uint8)
+                    break
         arr = np.ascontiguousarray(np.moveaxis(arr, -1, 0))
         applied.append("palette->RGB")
     elif spp == 1:
         stored_dtype = arr.dtype
-        out = apply_modality_lut(arr, ds)
+        out = apply_modality_lut(arr, _with_frame_rescale(ds))
         if out is not arr and not np.array_equal(out, arr):
             applied.append("modality_lut")
         want_voi = voi == "yes" or (voi == "auto" and modality in VOI_BY_DEFAULT)
@@ -116,17 +122,12 @@ def _pixels(ds, path: str | Path, voi: str) -> Image:  # type: ignore[no-untyped
     if not arr.dtype.isnative:
         arr = arr.astype(arr.dtype.newbyteorder("="))
 
-    spacing = None
-    ps = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
-    if ps is not None:
-        spacing = (float(ps[0]), float(ps[1]))
-        if frames > 1:
-            st = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")
-            spacing = (float(st) if st else 1.0, *spacing)
+    spacing, affine = _geometry(ds, frames)
     return Image(
         array=arr,
         modality=modality,
         spacing=spacing,
+        affine=affine,
         meta={
             "format": "dicom",
             "photometric": photometric,
@@ -136,3 +137,87 @@ def _pixels(ds, path: str | Path, voi: str) -> Image:  # type: ignore[no-untyped
             "applied": applied,
         },
     )
+
+
+def _functional(ds, keyword: str, frame: int = 0):  # type: ignore[no-untyped-def]
+    """Item of an enhanced (multi-frame) functional group macro: per-frame first, then shared."""
+    for seq_name, index in (("PerFrameFunctionalGroupsSequence", frame),
+                            ("SharedFunctionalGroupsSequence", 0)):
+        groups = ds.get(seq_name)
+        if groups and len(groups) > index and keyword in groups[index] and groups[index][keyword].value:
+            return groups[index][keyword][0]
+    return None
+
+
+def _with_frame_rescale(ds):  # type: ignore[no-untyped-def]
+    """Enhanced images keep Rescale Slope/Intercept in a functional group: lift it to the top
+    level, where pydicom's modality LUT looks (only when the top level has none)."""
+    if "RescaleSlope" in ds or "ModalityLUTSequence" in ds:
+        return ds
+    item = _functional(ds, "PixelValueTransformationSequence")
+    if item is None or "RescaleSlope" not in item:
+        return ds
+    ds = ds.copy()
+    ds.RescaleSlope = item.RescaleSlope
+    ds.RescaleIntercept = item.get("RescaleIntercept", 0)
+    return ds
+
+
+def _positive(values) -> tuple[float, ...] | None:  # type: ignore[no-untyped-def]
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        return None
+    return out if out and all(v > 0 for v in out) else None
+
+
+def _geometry(ds, frames: int) -> tuple[tuple[float, ...] | None, np.ndarray | None]:  # type: ignore[no-untyped-def]
+    """Spacing in array axis order and the RAS voxel-to-world affine (NIfTI convention).
+
+    From Pixel Spacing (or Imager Pixel Spacing for projection images), Image Orientation and
+    Image Position (Patient), top level or in the functional groups of enhanced multi-frame
+    objects. Zero or missing spacing is unknown (None); the affine needs orientation and position.
+    """
+    measures = _functional(ds, "PixelMeasuresSequence")
+    ps = ds.get("PixelSpacing") or (measures.get("PixelSpacing") if measures else None) \
+        or ds.get("ImagerPixelSpacing")
+    inplane = _positive(ps) if ps is not None else None
+    if inplane is None or len(inplane) != 2:
+        return None, None
+    row_sp, col_sp = inplane
+    between = ds.get("SpacingBetweenSlices") or (measures.get("SpacingBetweenSlices") if measures else None)
+    thick = ds.get("SliceThickness") or (measures.get("SliceThickness") if measures else None)
+    step = None
+    iop = ds.get("ImageOrientationPatient")
+    if iop is None:
+        item = _functional(ds, "PlaneOrientationSequence")
+        iop = item.get("ImageOrientationPatient") if item is not None else None
+    positions = []
+    if "ImagePositionPatient" in ds:
+        positions = [ds.ImagePositionPatient]
+    else:
+        for f in range(min(frames, 2)):
+            item = _functional(ds, "PlanePositionSequence", f)
+            if item is not None and "ImagePositionPatient" in item:
+                positions.append(item.ImagePositionPatient)
+    # distance between frames: from consecutive positions, else the recorded spacing/thickness
+    slice_sp = None
+    if len(positions) > 1:
+        step = np.array([float(v) for v in positions[1]]) - np.array([float(v) for v in positions[0]])
+        slice_sp = float(np.linalg.norm(step)) or None
+    for candidate in (between, thick):
+        if slice_sp is None and candidate is not None and _positive([candidate]):
+            slice_sp = float(candidate)
+    affine = None
+    if iop is not None and len(iop) == 6 and positions:
+        r = np.array([float(v) for v in iop[:3]])  # direction of increasing column index
+        c = np.array([float(v) for v in iop[3:]])  # direction of increasing row index
+        lps = np.eye(4)
+        lps[:3, 0] = r * col_sp
+        lps[:3, 1] = c * row_sp
+        lps[:3, 2] = step if len(positions) > 1 and slice_sp else np.cross(r, c) * (slice_sp or 1.0)
+        lps[:3, 3] = [float(v) for v in positions[0]]
+        affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # DICOM LPS -> NIfTI RAS
+    if frames > 1:
+        return (slice_sp or 1.0, row_sp, col_sp), affine
+    return (row_sp, col_sp), affine

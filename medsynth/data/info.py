@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from medsynth.data.dataset import META_COLUMNS
 from medsynth.data.sources import scan_source
 from medsynth.errors import MedsynthError
 
@@ -25,10 +26,12 @@ class SourceInfo:
     bad: list[str]
     attributes: list[str]
     phantom: bool = False
+    spacings: Counter[str] = dataclasses.field(default_factory=Counter)
+    """Pixel/voxel spacing in mm (array axis order) -> n images, where known."""
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        for k in ("sizes", "channels", "dtypes", "bit_depths", "modalities"):
+        for k in ("sizes", "channels", "dtypes", "bit_depths", "modalities", "spacings"):
             d[k] = {str(a): b for a, b in getattr(self, k).items()}
         return d
 
@@ -37,15 +40,13 @@ def source_info(path: str | Path, *, skip_bad: bool = False, progress: object | 
                 classes: list[str] | None = None) -> SourceInfo:
     src = scan_source(path, classes=classes)
     info = SourceInfo(str(path), src.kind, {}, Counter(), Counter(), Counter(), Counter(), Counter(), [],
-                      [c for c in src.items.columns if c not in ("key", "class", "split", "image_id", "source")])
-    dataset_modality = None
+                      [c for c in src.items.columns
+                       if c not in ("key", "class", "split", "image_id", *META_COLUMNS)])
     if src.kind == "dataset":
         from medsynth.data.dataset import open_dataset
 
         outputs = open_dataset(path).manifest.outputs
         info.phantom = bool(outputs.get("phantom", False))
-        # PNG files carry no modality; the dataset manifest records it.
-        dataset_modality = outputs.get("modality")
     track = progress if progress is not None else (lambda it, **_: it)
     for _, item in track(list(src.items.iterrows()), description="reading"):  # type: ignore[operator]
         try:
@@ -62,5 +63,7 @@ def source_info(path: str | Path, *, skip_bad: bool = False, progress: object | 
         info.channels[img.channels] += 1
         info.dtypes[str(img.array.dtype)] += 1
         info.bit_depths[int(img.meta.get("bits_stored", img.bit_depth))] += 1
-        info.modalities[dataset_modality or img.modality] += 1
+        info.modalities[img.modality] += 1
+        if img.spacing:
+            info.spacings[" x ".join(f"{v:.3g}" for v in img.spacing) + " mm"] += 1
     return info

@@ -1,21 +1,39 @@
-"""``medsynth data import``: turn any source into a dataset folder (lossless PNG or NIfTI)."""
+"""``medsynth data import``: turn any source into a dataset folder (lossless PNG or NIfTI).
+
+Every image is read (DICOM modality LUT applied, so CT is in Hounsfield units), optionally cut
+into 2D slices (``--slices``) and resized (``--size``, 2D and 3D alike, spacing and affine
+following), and written in its own type. Then the dataset's one representation is decided
+(:func:`decide_dtype`, the rule of docs/intensities.md) and the few images of another type are
+converted exactly; images that cannot join the set (another dimensionality or channel count)
+are named, and skipped with ``--skip-bad``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import re
 import shutil
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from medsynth.artifacts import prepare_output_dir
-from medsynth.data.dataset import Dataset, assign_splits, finish_dataset
-from medsynth.data.save import save_lossless
+from medsynth.data.dataset import Dataset, assign_splits, finish_dataset, format_numbers
+from medsynth.data.image import Image
+from medsynth.data.readers import read_image
+from medsynth.data.save import can_png, save_lossless
 from medsynth.data.sources import Source, scan_source
-from medsynth.data.transforms import resize_2d
-from medsynth.errors import MedsynthError
+from medsynth.data.transforms import fit_to_size, resample_affine, resample_spacing
+from medsynth.errors import BadUsageError, MedsynthError
+
+DTYPES = ("auto", "uint8", "uint16", "int16", "float32")
+_LIMITS = {"uint8": (0, 255), "uint16": (0, 65535), "int16": (-32768, 32767)}
+#: Pixel values with a physical unit: CT (HU), PET/NM (counts, SUV), MR (scanner units). Their
+#: values are never rescaled to join another type; display-referred 8-bit images are widened.
+QUANTITATIVE = {"CT", "PT", "NM", "MR"}
 
 
 @dataclasses.dataclass
@@ -27,7 +45,8 @@ class ImportConfig:
     out: str
     """Dataset folder to write."""
     size: int | None = None
-    """Resize 2D images to size x size (aspect preserved); None keeps the original size."""
+    """Resize images (2D) and volumes (3D) to size on every axis, voxel aspect kept (pad or crop);
+    None keeps the original size."""
     resize: str = "pad"
     """'pad' (letterbox) or 'crop' (centre crop) when resizing."""
     seed: int = 0
@@ -37,28 +56,65 @@ class ImportConfig:
     classes: list[str] | None = None
     """Class names for .npz label indices (MedMNIST tables are known)."""
     skip_bad: bool = False
-    """Skip unreadable files (listed at the end) instead of stopping."""
+    """Skip unreadable files and files that cannot join the set (listed at the end) instead of
+    stopping."""
     voi: str = "auto"
     """DICOM VOI LUT/window: auto (projection radiography only), yes, no."""
+    dtype: str = "auto"
+    """Pixel type of the dataset: auto (the rule of docs/intensities.md), uint8, uint16, int16
+    or float32 (values converted exactly, floats rounded to integers; out of range = error)."""
+    modality: str | None = None
+    """DICOM modality code for every image (CT, MR, CR, DX, XC, ...); None = each file's own
+    (DICOM), OT (other) where the file records none (PNG, JPEG, NIfTI)."""
+    slices: bool = False
+    """Import each 3D volume (NIfTI volume, multi-frame DICOM) as its 2D slices along the first
+    axis (z / frames), each slice one image."""
     overwrite: bool = False
     """Replace an existing dataset folder at ``out``."""
 
     def __post_init__(self) -> None:
         if self.resize not in ("pad", "crop"):
-            raise MedsynthError(f"--resize must be pad or crop, not {self.resize!r}")
+            raise BadUsageError(f"--resize must be pad or crop, not {self.resize!r}")
         if self.size is not None and self.size < 8:
-            raise MedsynthError(f"--size must be at least 8, not {self.size}")
+            raise BadUsageError(f"--size must be at least 8, not {self.size}")
         if not 0 <= self.val_fraction < 1 or not 0 <= self.test_fraction < 1 or \
                 self.val_fraction + self.test_fraction >= 1:
-            raise MedsynthError("--val-fraction and --test-fraction must be in [0, 1) and sum below 1")
+            raise BadUsageError("--val-fraction and --test-fraction must be in [0, 1) and sum below 1")
         if self.voi not in ("auto", "yes", "no"):
-            raise MedsynthError(f"--voi must be auto, yes or no, not {self.voi!r}")
+            raise BadUsageError(f"--voi must be auto, yes or no, not {self.voi!r}")
+        if self.dtype not in DTYPES:
+            raise BadUsageError(f"--dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        if self.modality is not None:
+            self.modality = self.modality.strip().upper()
+            if not re.fullmatch(r"[A-Z0-9]{2,16}", self.modality):
+                raise BadUsageError(f"--modality {self.modality!r}: give a DICOM modality code "
+                                    "such as CT, MR, CR, DX, MG, US, XC")
 
 
 def safe_name(name: str) -> str:
     """A file-system-safe version of a class or image name (no separators, no dot-dot)."""
     s = re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("._")
     return s or "x"
+
+
+@dataclasses.dataclass
+class _Entry:
+    """One written image, before the dataset's representation is decided."""
+
+    row: dict[str, Any]
+    path: Path
+    """Written file (absolute)."""
+    where: str
+    """The source file (and slice), for messages."""
+    channels: int
+    dims: int
+    shape: tuple[int, ...]
+    dtype: str
+    low: float
+    high: float
+    modality: str
+    spacing: tuple[float, ...] | None
+    affine: np.ndarray | None
 
 
 def import_dataset(cfg: ImportConfig, progress: object | None = None) -> tuple[Dataset, list[str]]:
@@ -73,14 +129,24 @@ def import_dataset(cfg: ImportConfig, progress: object | None = None) -> tuple[D
         raise
 
 
+def volume_slices(img: Image) -> list[tuple[int, Image]]:
+    """A (C, D, H, W) volume as D images (C, H, W), each with its own spacing and affine."""
+    out = []
+    for k in range(img.array.shape[1]):
+        affine = None
+        if img.affine is not None:
+            affine = np.asarray(img.affine, dtype=np.float64).copy()
+            affine[:3, 3] = affine[:3, 3] + affine[:3, 2] * k  # voxel (0, 0, k) is the new origin
+        out.append((k, Image(array=np.ascontiguousarray(img.array[:, k]), modality=img.modality,
+                             spacing=tuple(img.spacing[1:]) if img.spacing else None,
+                             affine=affine, meta={**img.meta, "slice": k})))
+    return out
+
+
 def _import(cfg: ImportConfig, src: Source, out: Path, progress: object | None) -> tuple[Dataset, list[str]]:
     items = src.items.reset_index(drop=True)
     bad: list[str] = []
-    rows: list[dict[str, object]] = []
-    channels: set[int] = set()
-    dtypes: set[str] = set()
-    modalities: set[str] = set()
-    dims: set[int] = set()
+    entries: list[_Entry] = []
     used: set[str] = set()
     track = progress if progress is not None else (lambda it, **_: it)
     for _, item in track(list(items.iterrows()), description="importing"):  # type: ignore[operator]
@@ -91,48 +157,193 @@ def _import(cfg: ImportConfig, src: Source, out: Path, progress: object | None) 
                 raise
             bad.append(str(e))
             continue
-        arr = img.array
-        if cfg.size and img.spatial_dims == 2:
-            arr = resize_2d(arr, cfg.size, cfg.resize)
-        cls = str(item["class"])
         key = str(item["key"])
+        where = str(img.meta.get("source", key))
+        parts = volume_slices(img) if cfg.slices and img.spatial_dims == 3 else [(None, img)]
+        cls = str(item["class"])
         base = safe_name(key.replace("/", "_") if src.kind == "npz" else Path(key).name.split(".")[0])
-        stem = f"{safe_name(cls)}/{base}"
-        k = 1
-        while stem in used:
-            k += 1
-            stem = f"{safe_name(cls)}/{base}_{k}"
-        used.add(stem)
-        written = save_lossless(arr, out / "images" / stem, affine=img.affine, spacing=img.spacing)
-        channels.add(arr.shape[0])
-        dtypes.add(str(arr.dtype))
-        modalities.add(img.modality)
-        dims.add(arr.ndim - 1)
-        row = {"image_id": stem.replace("/", "__"), "path": str(written.relative_to(out)),
-               "class": cls, "split": item.get("split"), "source": img.meta.get("source", str(item["key"]))}
-        for c in items.columns:
-            if c not in ("key", "class", "split"):
-                row[c] = item[c]
-        rows.append(row)
-    if not rows:
+        for k, part in parts:
+            name = base if k is None else f"{base}_s{k:03d}"
+            stem = f"{safe_name(cls)}/{name}"
+            n = 1
+            while stem in used:
+                n += 1
+                stem = f"{safe_name(cls)}/{name}_{n}"
+            used.add(stem)
+            entries.append(_write(cfg, out, part, stem, cls, item, items.columns,
+                                  where if k is None else f"{where} slice {k}"))
+    if not entries:
         raise MedsynthError(f"{cfg.source}: no readable images")
-    if len(channels) > 1 or len(dims) > 1:
-        raise MedsynthError(
-            f"{cfg.source}: mixes {sorted(channels)} channels / {sorted(dims)}D images",
-            hint="split the source, or convert the images to one kind first",
-        )
-    table = pd.DataFrame(rows)
+    entries = _one_kind(cfg, entries, bad)
+    dtype, note = decide_dtype(entries, cfg.dtype, cfg.source)
+    for e in entries:
+        if e.dtype != dtype:
+            _convert(e, dtype, out)
+    modalities = Counter(e.modality for e in entries)
+    modality = next(iter(modalities)) if len(modalities) == 1 else "OT"
+    notes = [note] if note else []
+    if len(modalities) > 1:
+        notes.append("the set mixes modalities " + ", ".join(f"{m} ({n})" for m, n in
+                                                                sorted(modalities.items()))
+                     + "; each image's is in labels.csv, the dataset's is OT (pass --modality "
+                     "CODE to label them all)")
+    table = pd.DataFrame([e.row for e in entries])
     if table["split"].isna().any():
         if table["split"].notna().any():
             raise MedsynthError(f"{cfg.source}: some rows have a split and some do not")
         table["split"] = assign_splits(
             table["class"], (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction), cfg.seed
         )
-    dtype = sorted(dtypes, key=lambda d: np.dtype(d).itemsize)[-1]
+    spacings = Counter(e.row.get("spacing") for e in entries if e.row.get("spacing"))
     ds = finish_dataset(
-        out, table, config=cfg, channels=channels.pop(), dtype=dtype,
-        modality=modalities.pop() if len(modalities) == 1 else "OT", spatial_dims=dims.pop(),
+        out, table, config=cfg, channels=entries[0].channels, dtype=dtype,
+        modality=modality, spatial_dims=entries[0].dims,
         inputs=[{"path": str(Path(cfg.source).resolve()), "kind": src.kind}],
-        extra={"skipped": bad},
+        extra={"skipped": bad, "modalities": dict(sorted(modalities.items())),
+               "sizes": dict(Counter("x".join(map(str, e.shape)) for e in entries).most_common()),
+               "spacings": dict(spacings.most_common(5)), "notes": notes},
     )
     return ds, bad
+
+
+def _write(cfg: ImportConfig, out: Path, img: Image, stem: str, cls: str, item: pd.Series,
+           columns: pd.Index, where: str) -> _Entry:
+    """Resize one image (geometry following), write it in its own type, describe it."""
+    arr, spacing, affine = img.array, img.spacing, img.affine
+    if spacing is not None and len(spacing) != img.spatial_dims:
+        spacing = None
+    if cfg.size:
+        arr, r = fit_to_size(arr, cfg.size, cfg.resize)
+        spacing, affine = resample_spacing(spacing, r), resample_affine(affine, r)
+    written = save_lossless(arr, out / "images" / stem, affine=affine, spacing=spacing)
+    given = item.get("modality") if "modality" in item.index else None  # a CSV's own column
+    given = str(given).strip().upper() if isinstance(given, str) and given.strip() else None
+    modality = cfg.modality or given or img.modality or "OT"
+    row: dict[str, Any] = {"image_id": stem.replace("/", "__"), "path": str(written.relative_to(out)),
+                           "class": cls, "split": item.get("split"),
+                           "source": img.meta.get("source", str(item["key"]))
+                           + (f"#slice={img.meta['slice']}" if "slice" in img.meta else "")}
+    for c in columns:  # extra CSV columns (ground truth); geometry/modality are recomputed
+        if c not in ("key", "class", "split", "modality", "spacing", "affine"):
+            row[c] = item[c]
+    row["modality"] = modality
+    row["spacing"] = format_numbers(spacing) if spacing is not None else None
+    row["affine"] = format_numbers(affine) if affine is not None and written.suffix == ".png" else None
+    return _Entry(row=row, path=written, where=where, channels=int(arr.shape[0]), dims=arr.ndim - 1,
+                  shape=tuple(int(s) for s in arr.shape[1:]), dtype=str(arr.dtype),
+                  low=float(np.min(arr)), high=float(np.max(arr)), modality=modality,
+                  spacing=spacing, affine=affine)
+
+
+def _kind(e: _Entry) -> str:
+    chans = {1: "1-channel (grayscale)", 3: "3-channel (RGB)"}.get(e.channels, f"{e.channels}-channel")
+    return f"{e.dims}D {chans}"
+
+
+def _one_kind(cfg: ImportConfig, entries: list[_Entry], bad: list[str]) -> list[_Entry]:
+    """Keep the images of the most common kind (2D/3D, channels); name the others.
+
+    Without --skip-bad the others stop the import (every one named); with it they are left out
+    and listed. Ties go to 2D, then to fewer channels.
+    """
+    kinds = Counter(_kind(e) for e in entries)
+    if len(kinds) == 1:
+        return entries
+    keep = max(kinds, key=lambda k: (kinds[k], k.startswith("2D"), k.startswith("2D 1")))
+    odd = [e for e in entries if _kind(e) != keep]
+    lines = [f"{e.where}: {_kind(e)} {'x'.join(map(str, e.shape))}, the set is {keep}" for e in odd]
+    if not cfg.skip_bad:
+        shown = "\n  ".join(lines[:20]) + (f"\n  ... and {len(lines) - 20} more" if len(lines) > 20 else "")
+        volumes = any(e.dims == 3 for e in odd) and keep.startswith("2D")
+        raise MedsynthError(
+            f"{cfg.source}: {len(odd)} image(s) cannot join a set of {kinds[keep]} {keep} images:\n  "
+            + shown,
+            hint=("--slices imports volumes and multi-frame files as 2D slices; " if volumes else "")
+            + "--skip-bad leaves these out; or import them separately",
+        )
+    for e in odd:
+        e.path.unlink(missing_ok=True)
+    bad.extend(lines)
+    return [e for e in entries if _kind(e) == keep]
+
+
+def decide_dtype(entries: list[Any], forced: str = "auto", source: str = "source") -> tuple[str, str | None]:
+    """The dataset's one pixel type, and a note for the user when images had to be converted.
+
+    The rule (docs/intensities.md): every image keeps its values in its narrowest type (uint8,
+    uint16, int16 for signed integers such as CT Hounsfield units, float32 for non-integer values
+    such as MR with a fractional Rescale Slope). When types differ:
+
+    - 8-bit images joining 16-bit ones of display-referred modalities are widened by 257
+      (0 -> 0, 255 -> 65535: the same look);
+    - integers of one quantitative modality (e.g. CT slices >= 0 HU stored as uint16 beside
+      int16 ones) join in int16, values kept; a quantitative modality with float32 -> float32;
+    - anything else (e.g. radiograph display values beside CT Hounsfield units) has no common
+      scale: a MedsynthError names the groups and advises --dtype / --voi / separate imports.
+
+    ``forced`` (--dtype) overrides: every image is converted to it (exactly, floats rounded).
+    """
+    dtypes = Counter(e.dtype for e in entries)
+    if forced != "auto":
+        n = sum(c for d, c in dtypes.items() if d != forced)
+        return forced, (f"{n} image(s) converted to {forced} (--dtype)" if n else None)
+    if len(dtypes) == 1:
+        return next(iter(dtypes)), None
+    groups = Counter((e.modality, e.dtype) for e in entries)
+    listing = ", ".join(f"{n} {d} {m}" for (m, d), n in sorted(groups.items()))
+    quantitative = {e.modality for e in entries if e.modality in QUANTITATIVE}
+    lo, hi = min(e.low for e in entries), max(e.high for e in entries)
+    if set(dtypes) == {"uint8", "uint16"} and not quantitative:
+        return "uint16", f"{dtypes['uint8']} 8-bit image(s) widened to 16 bits (x 257) to join " \
+                         f"{dtypes['uint16']} 16-bit one(s)"
+    modalities = {e.modality for e in entries}
+    if len(modalities) == 1 and modalities <= QUANTITATIVE and "uint8" not in dtypes:
+        m = next(iter(modalities))
+        kinds = ", ".join(f"{n} {d}" for d, n in sorted(dtypes.items()))
+        if "float32" in dtypes:
+            return "float32", f"{m} values ({kinds} images) kept exactly as float32"
+        if lo >= -32768 and hi <= 32767:
+            return "int16", f"{m} values ({kinds} images) kept exactly as int16"
+    raise MedsynthError(
+        f"{source}: images of different kinds of values ({listing}) have no common representation",
+        hint="import each modality separately (--modality labels a set); or --voi yes to store "
+        "DICOM images through their window as 16-bit display values; or --dtype float32 to keep "
+        "every value as it is (mixed units in one set); or --dtype int16/uint16 to round them",
+    )
+
+
+def convert_values(arr: np.ndarray, dtype: str, where: str = "", *, widen_8bit: bool = False) -> np.ndarray:
+    """``arr`` as ``dtype``: exact for integers, floats rounded; values out of range are an error."""
+    if str(arr.dtype) == dtype:
+        return arr
+    if widen_8bit and arr.dtype == np.uint8 and dtype == "uint16":
+        return arr.astype(np.uint16) * np.uint16(257)
+    if dtype == "float32":
+        return arr.astype(np.float32)
+    v = np.rint(arr) if arr.dtype.kind == "f" else arr
+    lo, hi = _LIMITS[dtype]
+    vmin, vmax = float(np.min(v)), float(np.max(v))
+    if vmin < lo or vmax > hi:
+        raise MedsynthError(
+            f"{where}: values {vmin:g}..{vmax:g} do not fit {dtype} ({lo}..{hi})",
+            hint="choose another --dtype (float32 holds every value), or --voi yes for display "
+            "values",
+        )
+    return v.astype(dtype)
+
+
+def _convert(e: _Entry, dtype: str, out: Path) -> None:
+    """Rewrite one written image in the dataset's type (the file may change from PNG to NIfTI)."""
+    arr = read_image(e.path).array
+    quantitative = e.modality in QUANTITATIVE
+    arr = convert_values(arr, dtype, e.where, widen_8bit=not quantitative)
+    stem = e.path.parent / e.path.name.split(".")[0]
+    written = save_lossless(arr, stem, affine=e.affine, spacing=e.spacing)
+    if written != e.path:
+        e.path.unlink(missing_ok=True)
+    e.path, e.dtype = written, dtype
+    e.row["path"] = str(written.relative_to(out))
+    if e.affine is not None and not can_png(arr):
+        e.row["affine"] = None  # the NIfTI file holds it
+    elif e.affine is not None:
+        e.row["affine"] = format_numbers(e.affine)

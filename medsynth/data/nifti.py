@@ -38,9 +38,10 @@ def read_nifti(path: str | Path) -> Image:
     else:
         raise MedsynthError(f"{path}: unsupported NIfTI shape {data.shape}")
     arr = np.ascontiguousarray(narrowest_integer(arr))
+    # NIfTI records no modality: OT (unknown) unless the user says (data import --modality).
     return Image(
         array=arr,
-        modality="MR" if arr.ndim == 4 else "OT",
+        modality="OT",
         spacing=spacing,
         affine=np.asarray(img.affine, dtype=np.float64),
         meta={"format": "nifti", "shape_xyz": tuple(int(s) for s in data.shape)},

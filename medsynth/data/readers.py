@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from medsynth.data.image import Image, narrowest_integer, to_channel_first
+from medsynth.data.storage import PNG_TEXT_KEY, Rescale
 from medsynth.errors import MedsynthError
 
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -43,6 +44,7 @@ def read_raster(path: str | Path) -> Image:
         with PILImage.open(path) as im:
             im.load()
             mode = im.mode
+            rescale = im.text.get(PNG_TEXT_KEY) if hasattr(im, "text") else None
             if mode in ("I;16", "I;16B", "I;16L"):
                 arr = np.array(im, dtype=np.uint16)
             elif mode == "I":
@@ -61,7 +63,19 @@ def read_raster(path: str | Path) -> Image:
                 arr = np.array(im.convert("RGB"), dtype=np.uint8)
     except (OSError, SyntaxError, ValueError) as e:
         raise MedsynthError(f"{path}: cannot read image ({e})") from e
-    return Image(array=to_channel_first(arr), modality="OT", meta={"format": "raster", "mode": mode})
+    meta: dict[str, object] = {"format": "raster", "mode": mode}
+    if rescale:
+        # A medsynth PNG of signed or real values: apply its stored-value map (storage.py).
+        try:
+            r = Rescale.from_text(rescale)
+        except (ValueError, KeyError, TypeError) as e:
+            raise MedsynthError(f"{path}: unreadable {PNG_TEXT_KEY} text chunk ({e})") from e
+        if arr.ndim != 2:
+            raise MedsynthError(f"{path}: {PNG_TEXT_KEY} on a colour PNG (grayscale only)")
+        arr = r.to_values(arr)
+        meta["rescale"] = r.to_dict()
+        meta["bits_stored"] = 16
+    return Image(array=to_channel_first(arr), modality="OT", meta=meta)
 
 
 def read_image(path: str | Path, *, voi: str = "auto") -> Image:

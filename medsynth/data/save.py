@@ -11,11 +11,26 @@ from pathlib import Path
 import numpy as np
 
 from medsynth.artifacts import atomic_write_bytes
+from medsynth.data.storage import PNG_TEXT_KEY, Rescale
 
 
-def png_bytes(array: np.ndarray) -> bytes:
-    """Encode (1,H,W) uint8/uint16 or (3,H,W) uint8 as PNG."""
+def png_bytes(array: np.ndarray, rescale: Rescale | None = None) -> bytes:
+    """Encode (1,H,W) uint8/uint16 or (3,H,W) uint8 as PNG.
+
+    With ``rescale``, ``array`` holds values (int16 HU, float32) that are stored as 16-bit
+    ``rescale.to_stored(array)``; the map goes into the file as a ``medsynth-rescale`` text
+    chunk, which :func:`medsynth.data.readers.read_image` applies when reading it back.
+    """
     from PIL import Image as PILImage
+    from PIL.PngImagePlugin import PngInfo
+
+    info = None
+    if rescale is not None:
+        if array.ndim != 3 or array.shape[0] != 1:
+            raise ValueError(f"rescaled PNG needs (1, H, W), got {array.shape}")
+        array = rescale.to_stored(array)
+        info = PngInfo()
+        info.add_text(PNG_TEXT_KEY, rescale.to_text())
 
     if array.ndim != 3 or array.shape[0] not in (1, 3):
         raise ValueError(f"PNG needs (1|3, H, W), got {array.shape}")
@@ -34,7 +49,7 @@ def png_bytes(array: np.ndarray) -> bytes:
             raise ValueError(f"PNG RGB needs uint8, got {array.dtype}")
         im = PILImage.fromarray(np.ascontiguousarray(np.moveaxis(array, 0, -1)))
     buf = io.BytesIO()
-    im.save(buf, format="PNG", compress_level=1)
+    im.save(buf, format="PNG", compress_level=1, pnginfo=info)
     return buf.getvalue()
 
 
@@ -45,8 +60,8 @@ def can_png(array: np.ndarray) -> bool:
     )
 
 
-def save_png(array: np.ndarray, path: str | Path) -> Path:
-    return atomic_write_bytes(path, png_bytes(array))
+def save_png(array: np.ndarray, path: str | Path, rescale: Rescale | None = None) -> Path:
+    return atomic_write_bytes(path, png_bytes(array, rescale))
 
 
 def nifti_bytes(
@@ -58,7 +73,9 @@ def nifti_bytes(
 ) -> bytes:
     """Encode (C,H,W) or (C,D,H,W) as gzipped NIfTI-1 in nibabel's (x, y, z[, c]) order.
 
-    Without an affine, the voxel spacing goes on the diagonal (in mm).
+    The dtype is kept (int16 HU stay int16, float32 stays float32; scl_slope 1, scl_inter 0).
+    With an affine, the voxel sizes are its column lengths (it carries the spacing); without
+    one, the spacing goes on the diagonal (1 mm where unknown).
     """
     import gzip
 
@@ -78,8 +95,12 @@ def nifti_bytes(
         data = data[..., 0]
     if affine is None:
         affine = np.diag([*zooms, 1.0])
+    else:
+        affine = np.asarray(affine, dtype=np.float64)
+        zooms = tuple(float(z) for z in np.linalg.norm(affine[:3, :3], axis=0))
     img = nib.Nifti1Image(data, affine)
     img.header.set_zooms(tuple(zooms) + tuple(1.0 for _ in range(data.ndim - 3)))
+    img.header.set_slope_inter(1.0, 0.0)
     img.header.set_xyzt_units("mm")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)

@@ -133,7 +133,9 @@ def scan_dataset(root: Path) -> Source:
     ds = open_dataset(root)
     items = ds.table.rename(columns={"path": "key"}).copy()
     items["key"] = [str(ds.root / k) for k in items["key"]]
-    return Source("dataset", root, items, lambda k: read_image(k))
+    rows = {k: i for i, k in enumerate(items["key"])}
+    # Through the dataset, so each image keeps the modality and geometry recorded for it.
+    return Source("dataset", root, items, lambda k: ds.load(ds.table.iloc[rows[k]]))
 
 
 def scan_source(path: str | Path, *, classes: list[str] | None = None, voi: str = "auto") -> Source:

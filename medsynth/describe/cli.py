@@ -64,10 +64,19 @@ def run_cmd(
         help="HTTP retries on 429/5xx/timeouts, with exponential backoff (openai).")] = 4,
     max_new_tokens: Annotated[int, typer.Option(help="Answer length limit (model backends).")] = 512,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.0,
+    structured_output: Annotated[str, typer.Option(
+        help="openai: auto sends the answer's JSON schema as response_format and falls back to "
+             "prompted JSON when the server refuses it; off never sends it. Answers are "
+             "validated either way.")] = "auto",
 ) -> None:
-    """Describe every image of DATASET into the store --out (resumable, appended per record)."""
+    """Describe every image of DATASET into the store --out (resumable, appended per record).
+
+    Exits non-zero when images were tried and none was described (server down, every answer
+    invalid); finished records are kept either way.
+    """
     from medsynth.describe.config import DescribeConfig
     from medsynth.describe.run import run_describe
+    from medsynth.errors import MedsynthError
     from medsynth.ui import console
 
     cfg = DescribeConfig(
@@ -75,15 +84,25 @@ def run_cmd(
         modality=modality, template=str(template) if template else None, split=split,
         concurrency=concurrency, limit=limit, resume=resume, overwrite=overwrite,
         max_reasks=max_reasks, timeout=timeout, request_retries=request_retries,
-        max_new_tokens=max_new_tokens, temperature=temperature)
+        max_new_tokens=max_new_tokens, temperature=temperature,
+        structured_output=structured_output)
     s = run_describe(cfg)
     console.print(
         f"[bold green]described[/] {s.described}, [bold]failed[/] {s.failed} (raw answers kept), "
         f"[bold]skipped[/] {s.skipped} (already in the store), [bold]errors[/] {s.errors} "
         f"in {s.seconds:.1f} s ({s.rate:.1f} img/s) · split {s.split} · {s.backend} {s.model} · "
         f"{s.template_version}")
+    for note in s.notices:
+        console.print(f"  [yellow]note[/] {note}", markup=False)
     for msg in s.error_messages[:5]:
-        console.print(f"  [yellow]error[/] {msg}", markup=True)
+        console.print("  error ", msg, markup=False)
+    if s.nothing_described:
+        what = (f"{s.errors} request(s) failed" if s.errors else "") + \
+            (" and " if s.errors and s.failed else "") + \
+            (f"{s.failed} answer(s) stayed invalid after re-asking" if s.failed else "")
+        raise MedsynthError(f"{out}: no image was described ({what})",
+                            hint="check the server, the model and the messages above; rerun "
+                                 "with --resume to try the failed requests again")
     if s.errors:
         console.print(f"[yellow]{s.errors} image(s) could not be described; rerun with --resume "
                       "to try them again[/]")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import TYPE_CHECKING
 
 from medsynth.errors import BadUsageError
+
+if TYPE_CHECKING:
+    from medsynth.mllm.backend import BackendConfig
 
 BACKENDS = ("attributes", "openai", "transformers")
 MODALITIES = ("auto", "derm", "cxr", "colon", "mri")
@@ -56,6 +60,10 @@ class DescribeConfig:
     """Sampling temperature (0 = greedy)."""
     seed: int = 0
     """Seed for the model's sampling (transformers) when temperature > 0."""
+    structured_output: str = "auto"
+    """openai: ``auto`` sends the answer's JSON schema as ``response_format`` and falls back to
+    prompted JSON when the server refuses it; ``off`` never sends it. Answers are validated
+    either way."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -72,6 +80,9 @@ class DescribeConfig:
             raise BadUsageError("--max-reasks and --request-retries must be >= 0")
         if self.timeout <= 0:
             raise BadUsageError(f"--timeout must be > 0, got {self.timeout}")
+        if self.structured_output not in ("auto", "off"):
+            raise BadUsageError("--structured-output must be auto or off, got "
+                                f"{self.structured_output!r}")
         if self.max_new_tokens < 1:
             raise BadUsageError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
         if self.resume and self.overwrite:
@@ -88,3 +99,13 @@ class DescribeConfig:
                 raise BadUsageError("the openai backend needs --model (or $MEDSYNTH_OPENAI_MODEL)")
         if self.backend == "transformers" and not self.model:
             raise BadUsageError("the transformers backend needs --model PATH_OR_NAME")
+
+    def backend_config(self) -> BackendConfig:
+        """The engine's settings for the model backends (openai, transformers)."""
+        from medsynth.mllm.backend import BackendConfig
+
+        return BackendConfig(kind=self.backend, model=str(self.model), base_url=self.base_url,
+                             concurrency=self.concurrency, timeout=self.timeout,
+                             retries=self.request_retries, max_tokens=self.max_new_tokens,
+                             temperature=self.temperature, seed=self.seed,
+                             structured_output=self.structured_output)

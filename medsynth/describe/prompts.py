@@ -9,7 +9,6 @@ the store.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import string
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ import numpy as np
 
 from medsynth.describe.schema import UNSURE, Schema, schema_from_dict
 from medsynth.errors import MedsynthError
+from medsynth.mllm.request import Request
+from medsynth.mllm.templates import content_version, fill
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 BUILTIN = ("derm", "cxr", "colon", "mri")
@@ -26,34 +27,6 @@ NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "ei
 MODALITY_CODES = {"XC": "derm", "DX": "cxr", "CR": "cxr", "MR": "mri", "ES": "colon", "SM": "colon",
                   "GM": "colon"}
 """DICOM modality code of a dataset -> built-in template (for ``--modality auto``)."""
-
-
-@dataclasses.dataclass
-class Conversation:
-    """One chat: a system text, a user turn with the image, and any re-ask turns."""
-
-    system: str
-    user: str
-    image: np.ndarray
-    """Channel-first image as stored; backends convert it for display (8-bit) themselves."""
-    turns: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-    """Later (role, text) turns: the model's rejected answers and the correction requests."""
-
-    def reask(self, answer: str, problems: list[str]) -> None:
-        """Append the rejected answer and a request to fix exactly the listed problems."""
-        self.turns.append(("assistant", answer))
-        self.turns.append(("user", "Your answer could not be used: " + "; ".join(problems)
-                           + ". Answer again with only the JSON object in the required format."))
-
-    def openai_messages(self, image_url: str) -> list[dict[str, Any]]:
-        """OpenAI chat-completions messages (image as a data URL)."""
-        msgs: list[dict[str, Any]] = [
-            {"role": "system", "content": self.system},
-            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_url}},
-                                         {"type": "text", "text": self.user}]},
-        ]
-        msgs += [{"role": r, "content": t} for r, t in self.turns]
-        return msgs
 
 
 @dataclasses.dataclass
@@ -77,19 +50,31 @@ class Template:
         """``name@version+hash``: recorded with every description."""
         return f"{self.name}@{self.version}+{self.digest[:8]}"
 
-    def conversation(self, image: np.ndarray, label: str | None, **context: Any) -> Conversation:
-        """The first turn for one image: steps, vocabulary, label context and answer format."""
-        fill = {"label": label or "unknown", "fov_mm": "unknown", **context}
+    def conversation(self, image: np.ndarray, label: str | None, **context: Any) -> Request:
+        """The first turn for one image: steps, vocabulary, label context and answer format.
+
+        The request carries the answer's JSON schema (sent as ``response_format`` where a server
+        accepts it); ``context`` fills the placeholders ({fov_mm}, ...).
+        """
+        values = {"label": label or "unknown", "fov_mm": "unknown", **context}
         parts = []
         if label and self.context:
-            parts.append(_format(self.context, fill))
-        parts += [_format(s, fill) for s in self.steps]
+            parts.append(fill(self.context, values))
+        parts += [fill(s, values) for s in self.steps]
         parts.append(self.answer.replace("{schema}", self.schema.json_skeleton()))
-        return Conversation(system=_format(self.system, fill), user="\n".join(parts), image=image)
+        return Request(system=fill(self.system, values), user="\n".join(parts), images=[image],
+                       schema=self.schema.json_schema(), schema_name=f"{self.name}_description")
 
     def render_text(self, attrs: dict[str, Any]) -> str:
-        """Fill the template's text sentence from structured attributes (same wording for all backends)."""
+        """Fill the template's text sentence from structured attributes (same wording for all
+        backends). ``none_visible`` (``attributes``, ``text``): when every one of those
+        attributes is ``not_visible``, the text is that sentence instead (e.g. "No whole lesion
+        found in the image.")."""
         spec = self.text or {}
+        absent = spec.get("none_visible") or {}
+        names = absent.get("attributes") or []
+        if names and all(attrs.get(n) == UNSURE[0] for n in names):
+            return str(absent.get("text", "Nothing to describe."))
         tmpl = spec.get("template") or " ".join(f"{{{n}}}" for n in self.schema.names)
         phrases = spec.get("phrases") or {}
         labels = spec.get("labels") or {}
@@ -103,16 +88,6 @@ class Template:
         text = tmpl.format(**out)
         text = " ".join(text.split()).replace(" ,", ",").replace(" .", ".").replace(" ;", ";")
         return text[:1].upper() + text[1:]
-
-
-def _format(text: str, fill: dict[str, Any]) -> str:
-    """str.format that leaves unknown placeholders as they are."""
-
-    class _Keep(dict):  # type: ignore[type-arg]
-        def __missing__(self, key: str) -> str:
-            return "{" + key + "}"
-
-    return string.Formatter().vformat(text, (), _Keep(fill))
 
 
 def _item(v: Any, labels: dict[str, str]) -> str:
@@ -187,7 +162,7 @@ def load_template(name_or_path: str | Path) -> Template:
         system=str(d["system"]), context=str(d.get("context", "")),
         steps=[str(s) for s in d["steps"]], answer=str(d["answer"]),
         schema=schema_from_dict(d["attributes"], str(p)), text=d.get("text") or {},
-        digest=hashlib.sha256(raw).hexdigest(), source=str(p),
+        digest=content_version(str(d["name"]), str(d["version"]), raw)[0], source=str(p),
     )
 
 

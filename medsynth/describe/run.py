@@ -1,6 +1,8 @@
-"""The describe loop: resume, bounded concurrency, validation and re-asking, store writing, summary.
+"""The describe stage: templates in, records out, through the shared MLLM engine.
 
-Guarantees:
+The engine (:mod:`medsynth.mllm`) asks, validates, re-asks and runs requests concurrently for
+every backend alike; this module builds each image's request from its template, checks answers
+against the template's schema, and writes the store. Guarantees:
 
 * every finished image is one JSON line, appended and fsync'ed before the next is written, so a
   killed run loses nothing already described; ``--resume`` skips images that already have a
@@ -10,17 +12,16 @@ Guarantees:
 * an invalid or incomplete answer is re-asked at most ``max_reasks`` times, then recorded as
   ``failed`` with every raw answer kept; never dropped silently;
 * an image whose request could not be completed at all (server down after all retries) gets no
-  record and is counted as an error: the next ``--resume`` tries it again;
+  record and is counted as an error: the next ``--resume`` tries it again; a server that fails
+  many requests in a row stops the run (``BackendUnavailable``), keeping what finished;
 * records of other backends, models or template versions in the same store are kept.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
-import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,22 @@ from medsynth.artifacts import (
     write_manifest,
 )
 from medsynth.data.dataset import Dataset, open_dataset
-from medsynth.describe.backends import RequestError, make_backend
 from medsynth.describe.config import DescribeConfig
 from medsynth.describe.prompts import Template, load_template, template_for_modality
-from medsynth.describe.schema import extract_json
 from medsynth.errors import MedsynthError
+from medsynth.mllm import (
+    REASK_SEPARATOR,
+    Backend,
+    Checked,
+    Engine,
+    Outcome,
+    Request,
+    RunKey,
+    extract_json,
+    finished,
+    make_backend,
+    measure_backend,
+)
 from medsynth.store import (
     RECORDS_NAME,
     SUMMARY_NAME,
@@ -51,7 +63,8 @@ from medsynth.store import (
     summarize_records,
 )
 
-REASK_SEPARATOR = "\n\n--- re-asked ---\n\n"
+__all__ = ["REASK_SEPARATOR", "DescribeSummary", "existing_keys", "make_describe_backend",
+           "run_describe", "run_key"]
 
 
 @dataclasses.dataclass
@@ -74,28 +87,30 @@ class DescribeSummary:
     split: str = ""
     """The split described (``all`` for every image)."""
     error_messages: list[str] = dataclasses.field(default_factory=list)
+    notices: list[str] = dataclasses.field(default_factory=list)
+    """One-line notes from the backend (e.g. the server refused the JSON schema)."""
 
     @property
     def rate(self) -> float:
         n = self.described + self.failed
         return n / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def nothing_described(self) -> bool:
+        """Images were tried and not one got a valid description (a failed run)."""
+        return self.described == 0 and self.failed + self.errors > 0
 
-def run_key(d: dict[str, Any]) -> tuple[str, str, str]:
+
+def run_key(d: dict[str, Any]) -> RunKey:
     """What makes two descriptions of one image the same work: backend, model, template version."""
-    return (str(d.get("backend")), str(d.get("model")), str(d.get("template_version")))
+    return RunKey.of(d, "template_version")
 
 
 def existing_keys(root: Path, backend: str, model: str, template_version: str) -> set[str]:
     """image_ids that already have a record (ok or failed) of this backend, model and template
     version (``name@version+hash``: an edited template file is a different version)."""
-    want = (backend, model, template_version)
-    keys: set[str] = set()
-    for f in root.glob(f"*/{RECORDS_NAME}"):
-        for d in read_jsonl(f):
-            if run_key(d) == want:
-                keys.add(str(d.get("image_id")))
-    return keys
+    key = RunKey(backend, model, template_version)
+    return set().union(*(finished(read_jsonl(f), key) for f in root.glob(f"*/{RECORDS_NAME}")))
 
 
 def resolve_split(split: str | None, ds: Dataset) -> str:
@@ -111,144 +126,61 @@ def _mm_per_px(ds: Dataset) -> float | None:
     return float(v) if v is not None else None
 
 
-def _record(row: pd.Series, *, attrs: dict[str, Any], text: str, backend: str, model: str,
-            template: Template, status: str, raw: str | None = None) -> DescriptionRecord:
+def make_describe_backend(cfg: DescribeConfig, template: Template, n_images: int) -> Backend:
+    """The engine backend for ``cfg.backend``: the offline measurer of the template's family
+    (worker processes for larger sets), or a model backend."""
+    if cfg.backend == "attributes":
+        from medsynth.describe.measured import TemplateMeasurer
+
+        measurer = TemplateMeasurer(template.name)
+        processes = min(cfg.concurrency, os.cpu_count() or 1, max(n_images // 32, 1))
+        return measure_backend(measurer, name="attributes", processes=processes)
+    return make_backend(cfg.backend_config())
+
+
+def _request(template: Template, ds: Dataset, row: pd.Series, mm_per_px: float | None,
+             structured: bool) -> Request:
+    """One image's request; the field of view (mm) is given when the pixel size is known."""
+    img = ds.load(row)
+    mm = mm_per_px or (float(img.spacing[-1]) if img.spacing else None)
+    fov = f"{float(mm) * img.array.shape[-1]:g}" if mm else "unknown"
+    req = template.conversation(img.array, str(row["class"]), fov_mm=fov)
+    req.context["mm_per_px"] = mm
+    if not structured:
+        req.schema = None
+    return req
+
+
+def _check(template: Template, require_summary: bool) -> Callable[[str, pd.Series], Checked]:
+    """The template's validator as an engine check (the class label must not be parroted)."""
+
+    def check(raw: str, row: pd.Series) -> Checked:
+        obj = extract_json(raw)
+        if obj is None:
+            return Checked(problems=["the answer contains no JSON object"])
+        attrs, summary, problems = template.schema.validate(obj, str(row["class"]),
+                                                            require_summary=require_summary)
+        return Checked(value=(attrs, summary), problems=problems)
+
+    return check
+
+
+def _record(outcome: Outcome[pd.Series], backend: Backend, template: Template
+            ) -> DescriptionRecord:
+    """The store record of an ok or failed outcome: the template sentence filled from the
+    validated attributes, then the model's own summary; or the problems and every raw answer."""
+    row = outcome.item
+    if outcome.status == "ok":
+        attrs, summary = outcome.value
+        text, status, raw = f"{template.render_text(attrs)} {summary}".strip(), "ok", None
+    else:
+        attrs, status, raw = {}, "failed", outcome.raw
+        text = "invalid answer: " + "; ".join(outcome.problems)
     return DescriptionRecord(
         image_id=str(row["image_id"]), path=str(row["path"]), cls=str(row["class"]),
-        split=str(row.get("split", "")), attributes=attrs, text=text, backend=backend,
-        model=model, template_version=template.full_version, timestamp=now_iso(),
+        split=str(row.get("split", "")), attributes=attrs, text=text, backend=backend.name,
+        model=backend.model, template_version=template.full_version, timestamp=now_iso(),
         status=status, raw=raw)
-
-
-def _validate_chat(template: Template, raw: str, label: str) -> tuple[dict[str, Any], str, list[str]]:
-    obj = extract_json(raw)
-    if obj is None:
-        return {}, "", ["the answer contains no JSON object"]
-    return template.schema.validate(obj, label)
-
-
-def _ok_text(template: Template, attrs: dict[str, Any], summary: str) -> str:
-    """Template sentence from the validated attributes, then the model's own summary."""
-    return f"{template.render_text(attrs)} {summary}".strip()
-
-
-def _conversation(template: Template, ds: Dataset, row: pd.Series, context: dict[str, Any]) -> Any:
-    """The first turn for one image; the field of view (mm) is given when the pixel size is known."""
-    img = ds.load(row)
-    mm = context.get("mm_per_px") or (img.spacing[-1] if img.spacing else None)
-    fov = f"{float(mm) * img.array.shape[-1]:g}" if mm else "unknown"
-    return template.conversation(img.array, str(row["class"]), fov_mm=fov)
-
-
-def _converse_one(backend: Any, template: Template, row: pd.Series, ds: Dataset,
-                  max_reasks: int, context: dict[str, Any]) -> DescriptionRecord:
-    """One image through a non-batched chat backend: ask, validate, re-ask, decide."""
-    label = str(row["class"])
-    conv = _conversation(template, ds, row, context)
-    answers: list[str] = []
-    problems: list[str] = []
-    for _ in range(max_reasks + 1):
-        raw = backend.chat_one(conv)
-        attrs, summary, problems = _validate_chat(template, raw, label)
-        if not problems:
-            return _record(row, attrs=attrs, text=_ok_text(template, attrs, summary),
-                           backend=backend.name, model=backend.model, template=template, status="ok")
-        answers.append(raw)
-        conv.reask(raw, problems)
-    return _record(row, attrs={}, text="invalid answer: " + "; ".join(problems),
-                   backend=backend.name, model=backend.model, template=template, status="failed",
-                   raw=REASK_SEPARATOR.join(answers))
-
-
-def _iter_threaded(backend: Any, template: Template, rows: pd.DataFrame, ds: Dataset,
-                   cfg: DescribeConfig, context: dict[str, Any]
-                   ) -> Iterator[DescriptionRecord | RequestError]:
-    """At most ``cfg.concurrency`` images in flight; results in completion order."""
-    it = (r for _, r in rows.iterrows())
-    with cf.ThreadPoolExecutor(max_workers=cfg.concurrency) as pool:
-        pending: dict[cf.Future[DescriptionRecord], str] = {}
-        try:
-            while True:
-                while len(pending) < cfg.concurrency:
-                    row = next(it, None)
-                    if row is None:
-                        break
-                    fut = pool.submit(_converse_one, backend, template, row, ds, cfg.max_reasks,
-                                      context)
-                    pending[fut] = str(row["image_id"])
-                if not pending:
-                    return
-                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    image_id = pending.pop(fut)
-                    try:
-                        yield fut.result()
-                    except RequestError as e:
-                        yield RequestError(f"{image_id}: {e}")
-        finally:
-            for fut in pending:
-                fut.cancel()
-
-
-def _iter_batched(backend: Any, template: Template, rows: pd.DataFrame, ds: Dataset,
-                  cfg: DescribeConfig, context: dict[str, Any]
-                  ) -> Iterator[DescriptionRecord | RequestError]:
-    """Batches of ``cfg.concurrency`` images; invalid answers re-asked together in rounds."""
-    for start in range(0, len(rows), cfg.concurrency):
-        chunk = [r for _, r in rows.iloc[start:start + cfg.concurrency].iterrows()]
-        convs = [_conversation(template, ds, r, context) for r in chunk]
-        answers: list[list[str]] = [[] for _ in chunk]
-        problems: list[list[str]] = [[] for _ in chunk]
-        open_idx = list(range(len(chunk)))
-        for _ in range(cfg.max_reasks + 1):
-            raws = backend.chat([convs[i] for i in open_idx])
-            still = []
-            for i, raw in zip(open_idx, raws, strict=True):
-                attrs, summary, probs = _validate_chat(template, raw, str(chunk[i]["class"]))
-                if not probs:
-                    yield _record(chunk[i], attrs=attrs, text=_ok_text(template, attrs, summary),
-                                  backend=backend.name, model=backend.model, template=template,
-                                  status="ok")
-                    continue
-                answers[i].append(raw)
-                problems[i] = probs
-                convs[i].reask(raw, probs)
-                still.append(i)
-            open_idx = still
-            if not open_idx:
-                break
-        for i in open_idx:
-            yield _record(chunk[i], attrs={}, text="invalid answer: " + "; ".join(problems[i]),
-                          backend=backend.name, model=backend.model, template=template,
-                          status="failed", raw=REASK_SEPARATOR.join(answers[i]))
-
-
-def _iter_measured(backend: Any, template: Template, rows: pd.DataFrame, ds: Dataset,
-                   cfg: DescribeConfig) -> Iterator[DescriptionRecord | RequestError]:
-    """The attributes backend: measurements in a process pool (or inline for one worker)."""
-    from medsynth.describe.backends.attributes import measure_file
-
-    jobs = [backend.job(str(ds.path_of(r))) for _, r in rows.iterrows()]
-    workers = min(cfg.concurrency, os.cpu_count() or 1, max(len(jobs) // 32, 1))
-    if workers > 1:
-        pool: cf.ProcessPoolExecutor | None = cf.ProcessPoolExecutor(max_workers=workers)
-        results: Iterator[dict[str, Any]] = pool.map(measure_file, jobs, chunksize=16)
-    else:
-        pool = None
-        results = map(measure_file, jobs)
-    try:
-        for (_, row), measured in zip(rows.iterrows(), results, strict=True):
-            attrs, text, problems = backend.finish(measured, str(row["class"]))
-            if problems:
-                yield _record(row, attrs={}, text="measurement outside the schema: " + "; ".join(problems),
-                              backend=backend.name, model=backend.model, template=template,
-                              status="failed", raw=json.dumps(measured))
-            else:
-                yield _record(row, attrs=attrs, text=text, backend=backend.name, model=backend.model,
-                              template=template, status="ok")
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
 
 
 def numeric_stats(records: list[DescriptionRecord]) -> dict[str, dict[str, float]]:
@@ -310,13 +242,18 @@ def _outputs(prev: dict[str, Any], run: dict[str, Any], counts: dict[str, Any], 
             "records": RECORDS_NAME, "summary": SUMMARY_NAME}
 
 
-def run_describe(cfg: DescribeConfig, *, backend: Any = None, progress: bool = True) -> DescribeSummary:
+def run_describe(cfg: DescribeConfig, *, backend: Backend | None = None,
+                 progress: bool = True) -> DescribeSummary:
     """Describe the dataset's images into the store ``cfg.out``; see the module docstring.
 
     Args:
         cfg: the resolved options.
-        backend: an already built backend (tests and library use); built from ``cfg`` otherwise.
+        backend: an already built engine backend (tests and library use); built from ``cfg``
+            otherwise.
         progress: show the progress bar.
+
+    Raises:
+        BackendUnavailable: the server failed every request for a while (records so far kept).
     """
     import time
 
@@ -343,58 +280,57 @@ def run_describe(cfg: DescribeConfig, *, backend: Any = None, progress: bool = T
         console.print(f"[yellow]warning[/]: {ds.root}: the pixel size is unknown (no mm_per_px in "
                       "the dataset manifest); diameters assume a 20 mm field of view unless the "
                       "images carry their own spacing")
+    split = resolve_split(cfg.split, ds)
+    rows = ds.split(None if split == "all" else split)
     if backend is None:
-        backend = make_backend(cfg, template, **({"mm_per_px": _mm_per_px(ds)}
-                                                 if cfg.backend == "attributes" else {}))
+        n = len(rows) if cfg.limit is None else min(len(rows), cfg.limit)
+        backend = make_describe_backend(cfg, template, n)
     # A store already holding another backend's, model's or template version's work is added
     # to, not refused.
-    this_run = (backend.name, backend.model, template.full_version)
+    this_run = RunKey(backend.name, backend.model, template.full_version)
     other_run = bool(prev) and not any(run_key(r) == this_run for r in prev.get("runs", []))
     prepare_output_dir(out, "describe", resume=cfg.resume or other_run, overwrite=cfg.overwrite)
     if cfg.overwrite:
         prev = {}
-    split = resolve_split(cfg.split, ds)
-    rows = ds.split(None if split == "all" else split)
-    done = existing_keys(out, *this_run)
+    done = existing_keys(out, this_run.backend, this_run.model, this_run.version)
     todo = rows[~rows["image_id"].astype(str).isin(done)]
     summary = DescribeSummary(skipped=len(rows) - len(todo), backend=backend.name,
                               model=backend.model, template_version=template.full_version,
                               split=split)
     if cfg.limit is not None:
         todo = todo.iloc[:cfg.limit]
-    run_info = {"backend": backend.name, "model": backend.model,
-                "template_version": template.full_version, "template": template.source,
-                "started": now_iso()}
+    run_info: dict[str, Any] = {"backend": backend.name, "model": backend.model,
+                                "template_version": template.full_version,
+                                "template": template.source, "started": now_iso()}
     inputs = [input_ref(ds.root, "data")]
     config = {**dataclasses.asdict(cfg), "split": split, "template_version": template.full_version}
     # Manifest first (status running): open_store works on a partial store and resume finds it.
     write_manifest(out, "describe", config=config, inputs=inputs,
                    outputs=_outputs(prev, run_info, prev.get("counts", {}), "running", ds.classes))
-    context: dict[str, Any] = {"mm_per_px": _mm_per_px(ds)}
-    if backend.name == "attributes":
-        stream = _iter_measured(backend, template, todo, ds, cfg)
-    elif getattr(backend, "batched", False):
-        stream = _iter_batched(backend, template, todo, ds, cfg, context)
-    else:
-        stream = _iter_threaded(backend, template, todo, ds, cfg, context)
+    engine = Engine(backend, max_reasks=cfg.max_reasks)
+    mm_per_px, structured = _mm_per_px(ds), cfg.structured_output != "off"
+    stream = engine.run((r for _, r in todo.iterrows()),
+                        lambda row: _request(template, ds, row, mm_per_px, structured),
+                        _check(template, require_summary=backend.writes_text))
     writers: dict[str, Any] = {}
     status = "interrupted"
     t0 = time.perf_counter()
     try:
         with progress_bar() as bar:
             task = bar.add_task(f"describe ({backend.name})", total=len(todo), rate="")
-            for item in stream:
-                if isinstance(item, RequestError):
+            for outcome in stream:
+                if outcome.status == "error":
                     summary.errors += 1
                     if len(summary.error_messages) < 20:
-                        summary.error_messages.append(str(item))
+                        summary.error_messages.append(f"{outcome.item['image_id']}: {outcome.error}")
                 else:
+                    item = _record(outcome, backend, template)
                     w = writers.get(item.cls)
                     if w is None:
-                        # Fast measuring backends group their fsyncs; model answers are each
-                        # worth a sync of their own.
+                        # Answers a model wrote are costly to redo: each is synced on its own.
+                        # Measurements are cheap to redo: their syncs are grouped.
                         w = writers[item.cls] = record_writer(
-                            out, item.cls, sync_interval=1.0 if backend.name == "attributes" else 0.0)
+                            out, item.cls, sync_interval=0.0 if backend.writes_text else 1.0)
                     w.write(item.to_dict())
                     if item.status == "ok":
                         summary.described += 1
@@ -406,9 +342,12 @@ def run_describe(cfg: DescribeConfig, *, backend: Any = None, progress: bool = T
                     bar.update(task, rate=f"{speed:.1f} img/s")
         status = "complete" if summary.errors == 0 else "incomplete"
     finally:
+        stream.close()
         summary.seconds = time.perf_counter() - t0
         for w in writers.values():
             w.close()
+        summary.notices = list(getattr(backend, "notices", []))
+        run_info["backend_info"] = backend.info()
         backend.close()
         counts = write_summaries(out)
         run_info.update(finished=now_iso(), described=summary.described, failed=summary.failed,

@@ -8,7 +8,13 @@ A template (``templates/*.yaml``) declares its attributes; each attribute is one
 
 Every attribute also accepts the explicit escape values :data:`UNSURE` ("not_visible",
 "uncertain"), so a model is never pushed to invent a finding it cannot see.
-The answer must also carry a non-empty ``summary`` that does not parrot the class label.
+The answer must also carry a non-empty ``summary`` that does not parrot the class label (unless
+it comes from a backend that writes no text: measurements). A measuring backend may add the
+object :data:`MEASUREMENTS` with further measured numbers, kept beside the attributes.
+
+:meth:`Schema.json_schema` states the same rules as a JSON Schema, for servers that constrain
+their output to one (``response_format``); :meth:`Schema.validate` stays the judge, since it
+also normalises spellings ("Light brown" -> ``light_brown``).
 """
 
 from __future__ import annotations
@@ -19,10 +25,16 @@ import re
 from typing import Any
 
 from medsynth.errors import MedsynthError
+from medsynth.mllm.validate import extract_json
+
+__all__ = ["KINDS", "MEASUREMENTS", "UNSURE", "AttributeSpec", "Schema", "extract_json",
+           "label_parroted", "norm_token", "schema_from_dict"]
 
 UNSURE = ("not_visible", "uncertain")
 """Values every attribute accepts: the model says it cannot see or judge the attribute."""
 KINDS = ("enum", "multi", "number")
+MEASUREMENTS = "measurements"
+"""Key of the optional object of extra measured values in a measuring backend's answer."""
 
 
 def norm_token(value: Any) -> Any:
@@ -74,6 +86,21 @@ class AttributeSpec:
         if self.kind == "enum":
             return f'"{self.name}": one of {vocab} | "{UNSURE[0]}" | "{UNSURE[1]}"'
         return f'"{self.name}": a list of any of {vocab} (["none"] if absent, ["{unsure.split(" | ")[1]}"] if unsure)'
+
+    def json_schema(self) -> dict[str, Any]:
+        """This attribute as a JSON Schema (the vocabulary, or the range, or an unsure value)."""
+        unsure = {"type": "string", "enum": list(UNSURE)}
+        if self.kind == "number":
+            num: dict[str, Any] = {"type": "number"}
+            if self.min is not None:
+                num["minimum"] = self.min
+            if self.max is not None:
+                num["maximum"] = self.max
+            return {"anyOf": [num, unsure]}
+        if self.kind == "enum":
+            return {"enum": [*self.values, *UNSURE]}
+        return {"type": "array", "items": {"enum": [*self.values, "none", *UNSURE]},
+                "minItems": 1}
 
     def validate(self, value: Any) -> tuple[Any, str | None]:
         """Return ``(normalised value, None)`` or ``(None, problem)``."""
@@ -128,9 +155,21 @@ class Schema:
         lines.append(f'"{self.summary_field}": one or two sentences describing only what is visible')
         return "{\n  " + ",\n  ".join(lines) + "\n}"
 
-    def validate(self, answer: dict[str, Any], label: str | None = None
-                 ) -> tuple[dict[str, Any], str, list[str]]:
-        """Check an answer; return (attributes, summary, problems). Empty problems = valid."""
+    def json_schema(self) -> dict[str, Any]:
+        """The answer as a JSON Schema: every attribute and the summary, nothing else."""
+        props = {a.name: a.json_schema() for a in self.attributes}
+        props[self.summary_field] = {"type": "string", "minLength": 10}
+        return {"type": "object", "properties": props, "required": list(props),
+                "additionalProperties": False}
+
+    def validate(self, answer: dict[str, Any], label: str | None = None, *,
+                 require_summary: bool = True) -> tuple[dict[str, Any], str, list[str]]:
+        """Check an answer; return (attributes, summary, problems). Empty problems = valid.
+
+        Scalar values in the answer's :data:`MEASUREMENTS` object are kept in the attributes
+        too (after the schema's own attributes, never over them). ``require_summary=False``
+        accepts an answer without a summary (backends that write no text).
+        """
         problems: list[str] = []
         attrs: dict[str, Any] = {}
         for spec in self.attributes:
@@ -139,8 +178,16 @@ class Schema:
                 problems.append(problem)
             else:
                 attrs[spec.name] = value
+        extra = answer.get(MEASUREMENTS)
+        if isinstance(extra, dict):
+            for k, v in extra.items():
+                if k not in attrs and k != self.summary_field and (
+                        v is None or isinstance(v, (str, int, float, bool))):
+                    attrs[str(k)] = v
         summary = answer.get(self.summary_field)
-        if not isinstance(summary, str) or len(summary.strip()) < 10:
+        if not require_summary and (summary is None or summary == ""):
+            summary = ""
+        elif not isinstance(summary, str) or len(summary.strip()) < 10:
             problems.append(f"'{self.summary_field}' must be a sentence describing the image")
             summary = ""
         elif label and label_parroted(summary, label):
@@ -153,37 +200,6 @@ def label_parroted(text: str, label: str) -> bool:
     """True when the text names the class label (underscores read as spaces)."""
     words = re.sub(r"[_\-]+", " ", label.lower()).strip()
     return bool(words) and re.search(rf"\b{re.escape(words)}\b", text.lower()) is not None
-
-
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S | re.I)
-
-
-def extract_json(text: str) -> dict[str, Any] | None:
-    """The JSON object in a model's answer (bare, fenced, or the last {...} block), else None."""
-    if not isinstance(text, str):
-        return None
-    candidates = [m.group(1) for m in _FENCE.finditer(text)]
-    # Balanced {...} blocks, scanned from every opening brace; the last complete one wins.
-    depth, start = 0, None
-    blocks = []
-    for i, ch in enumerate(text):
-        if ch == "{":
-            if depth == 0:
-                start = i
-            depth += 1
-        elif ch == "}" and depth:
-            depth -= 1
-            if depth == 0 and start is not None:
-                blocks.append(text[start:i + 1])
-    candidates += blocks[::-1]
-    for c in candidates:
-        try:
-            obj = json.loads(c)
-        except (json.JSONDecodeError, ValueError):
-            continue
-        if isinstance(obj, dict):
-            return obj
-    return None
 
 
 def schema_from_dict(attrs: dict[str, Any], where: str) -> Schema:

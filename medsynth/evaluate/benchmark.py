@@ -213,7 +213,7 @@ def class_counts(s: ImageSet, n_classes: int) -> dict[int, int]:
 
 
 def run_benchmark(cfg: EvaluateConfig, out: Path, classes: list[str], train: ImageSet,
-                  val: ImageSet, test: ImageSet, synth: dict[str, ImageSet], *, flips: bool,
+                  val: ImageSet, test: ImageSet, synth: dict[str, ImageSet], *, flips: tuple[bool, bool],
                   device: str, extra: ImageSet | None = None) -> dict[str, Any]:
     """Train and test every arm over every seed (resumable); return the aggregated results."""
     import torch

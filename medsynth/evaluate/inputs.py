@@ -1,5 +1,9 @@
 """Open the real dataset and the synthetic sets, check they fit together, refuse leakage.
 
+Synthetic sets are read by the shared reader (:mod:`medsynth.synthset`); the leakage guard
+follows their whole lineage (:func:`medsynth.artifacts.walk_lineage`): the generating model and
+every model it was refined from.
+
 Images become float tensors in [0, 1] of one common size, channel-first, with the data's own
 channel count (grayscale stays one channel; only the feature extractor makes 3 channels).
 """
@@ -11,16 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
-from medsynth.artifacts import Manifest, read_manifest
+from medsynth.artifacts import Manifest
 from medsynth.data.dataset import Dataset, open_dataset
 from medsynth.data.readers import read_image
 from medsynth.errors import MedsynthError
+from medsynth.synthset import IMAGE_COLUMNS, SAMPLES_CSV, SyntheticSet, open_synthetic
 
-SAMPLES_CSV = "samples.csv"
-IMAGE_COLUMNS = ("png", "nifti", "dicom")
-"""samples.csv columns holding an image path, in the order evaluate prefers them."""
+__all__ = ["IMAGE_COLUMNS", "SAMPLES_CSV", "ImageSet", "SyntheticSet", "check_compatible",
+           "check_leakage", "check_real", "default_size", "load_real", "load_synthetic",
+           "open_inputs", "open_synthetic", "stack_images", "to_unit"]
 
 
 def to_unit(array: np.ndarray) -> np.ndarray:
@@ -77,70 +81,23 @@ class ImageSet:
         return self.subset(np.nonzero(self.y.numpy() == k)[0])
 
 
-@dataclasses.dataclass
-class SyntheticSet:
-    """A ``generate`` output folder: manifest, samples.csv and the model it came from."""
-
-    root: Path
-    name: str
-    manifest: Manifest
-    table: pd.DataFrame
-    model_manifest: Manifest | None
-    image_column: str
-
-    @property
-    def classes(self) -> list[str]:
-        return sorted(self.table["class"].astype(str).unique().tolist())
-
-    def path_of(self, row: pd.Series) -> Path:
-        return self.root / str(row[self.image_column])
-
-
-def open_synthetic(path: str | Path) -> SyntheticSet:
-    """Open a synthetic set through its ``medsynth.json`` (stage generate) and samples.csv."""
-    root = Path(path)
-    manifest = read_manifest(root, "generate")
-    csv = root / str(manifest.outputs.get("samples", SAMPLES_CSV))
-    if not csv.is_file():
-        raise MedsynthError(f"{root}: no {csv.name} beside its manifest (incomplete synthetic set?)")
-    try:
-        table = pd.read_csv(csv, keep_default_na=False, na_values=[""], dtype={"sample_id": str})
-    except Exception as e:
-        raise MedsynthError(f"{csv}: cannot read ({e})") from e
-    missing = [c for c in ("sample_id", "class") if c not in table.columns]
-    if missing:
-        raise MedsynthError(f"{csv}: missing columns {missing}")
-    if table.empty:
-        raise MedsynthError(f"{csv}: holds no samples")
-    table["class"] = table["class"].astype(str)
-    column = next((c for c in IMAGE_COLUMNS if c in table.columns
-                   and table[c].notna().all() and (table[c].astype(str) != "").all()), None)
-    if column is None:
-        raise MedsynthError(f"{csv}: no image column ({', '.join(IMAGE_COLUMNS)}) filled for "
-                            "every sample")
-    model_manifest = None
-    for ref in manifest.inputs:
-        if ref.get("stage") == "train":
-            model_dir = Path(str(ref.get("path", "")))
-            if not model_dir.is_absolute():
-                model_dir = (root / model_dir).resolve()
-            if (model_dir / "medsynth.json").is_file():
-                model_manifest = read_manifest(model_dir, "train")
-    return SyntheticSet(root=root, name=root.resolve().name, manifest=manifest, table=table,
-                        model_manifest=model_manifest, image_column=column)
+def _splits(m: Manifest) -> list[str]:
+    return [str(x) for x in (m.config.get("train_splits") or m.config.get("splits") or [])]
 
 
 def check_leakage(synth: SyntheticSet, real: Dataset, *, independent_model: bool) -> list[str]:
     """Refuse a synthetic set whose generator saw the real test split; return warnings.
 
-    The generator's model manifest (stage train) records ``train_splits`` and the sha256 of the
-    dataset manifest it trained on. A model that trained on ``test`` is refused. A model
-    trained on another dataset is refused too, unless the user says the two are independent
-    (``independent_model``), because then nothing proves the test images were unseen.
+    Every model on the set's lineage counts: the generator and each model it was refined from
+    (their manifests record ``train_splits`` and the sha256 of the dataset manifests they
+    trained on). A model that trained on ``test`` is refused. A chain that never trained on
+    this dataset, or that also trained on another one, is refused too, unless the user says the
+    datasets are independent (``independent_model``), because then nothing proves the test
+    images were unseen.
     """
     where = f"{synth.root}"
-    mm = synth.model_manifest
-    if mm is None:
+    lin = synth.lineage
+    if not lin.models:
         if not independent_model:
             raise MedsynthError(
                 f"{where}: its manifest names no readable model folder (stage train), so "
@@ -149,27 +106,32 @@ def check_leakage(synth: SyntheticSet, real: Dataset, *, independent_model: bool
                      "from the real test split",
             )
         return [f"{synth.name}: generator's model manifest not found; leakage not checked"]
-    splits = mm.config.get("train_splits") or mm.config.get("splits") or []
-    if "test" in [str(s) for s in splits]:
-        raise MedsynthError(
-            f"{where}: its generator {mm.folder} trained on the test split "
-            f"(train_splits={list(splits)}); evaluating on that split would leak",
-            hint="train the generator with --splits train (or train,val)",
-        )
-    warnings = []
-    data_sha = [str(r.get("sha256")) for r in mm.inputs if r.get("stage") == "data"]
-    data_sha += [str(mm.config["dataset_sha256"])] if mm.config.get("dataset_sha256") else []
-    if real.sha256 not in data_sha:
-        if not independent_model:
+    gen = lin.models[0]
+    warnings = [f"{synth.name}: {p}" for p in lin.problems]
+    for m in lin.models:
+        splits = _splits(m)
+        if "test" in splits:
+            via = "" if m is gen else f" (refined into {gen.folder})"
             raise MedsynthError(
-                f"{where}: its generator {mm.folder} was trained on another dataset than "
-                f"{real.root} (dataset manifest sha256 differs), so its test split may "
-                "overlap the generator's training images",
+                f"{where}: its generator {m.folder}{via} trained on the test split "
+                f"(train_splits={splits}); evaluating on that split would leak",
+                hint="train the generator with --splits train (or train,val)",
+            )
+    data_sha = lin.data_sha256()
+    foreign = sorted({str(ref.get("path")) for _, ref in lin.data
+                      if ref.get("sha256") and ref.get("sha256") != real.sha256})
+    if real.sha256 not in data_sha or foreign:
+        if not independent_model:
+            what = (f"was trained on another dataset than {real.root}" if real.sha256 not in data_sha
+                    else f"was also trained on another dataset ({', '.join(foreign)})")
+            raise MedsynthError(
+                f"{where}: its generator {gen.folder} {what} (dataset manifest sha256 differs), "
+                "so its test split may overlap the generator's training images",
                 hint="evaluate against the dataset the generator trained on, or pass "
                      "--independent-model if the two datasets share no images",
             )
         warnings.append(f"{synth.name}: generator trained on another dataset (--independent-model)")
-    if "val" in [str(s) for s in splits]:
+    if any("val" in _splits(m) for m in lin.models):
         warnings.append(f"{synth.name}: generator also trained on the val split used for "
                         "early stopping")
     return warnings

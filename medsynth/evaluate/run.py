@@ -33,7 +33,6 @@ from medsynth.artifacts import (
     to_jsonable,
     write_manifest,
 )
-from medsynth.errors import MedsynthError
 from medsynth.evaluate.config import EvaluateConfig
 
 RUN_FILE = "evaluate.json"
@@ -53,17 +52,17 @@ def _check_identity(out: Path, cfg: EvaluateConfig) -> None:
     path = out / RUN_FILE
     ident = _identity(cfg)
     if path.is_file():
-        old = json.loads(path.read_text("utf-8"))
-        diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
-        if diff:
-            raise MedsynthError(f"{out}: holds an evaluation with other settings ({', '.join(diff)})",
-                                hint="use --overwrite to start again, or another --out")
+        from medsynth.resume import require_same_settings
+
+        require_same_settings(json.loads(path.read_text("utf-8")), ident,
+                              where=f"{out}: holds an evaluation with other settings",
+                              hint="use --overwrite to start again, or another --out")
     else:
         atomic_write_json(path, ident)
 
 
 def reference_classifier(cfg: EvaluateConfig, out: Path, classes: list[str], train: Any,
-                         val: Any, *, flips: bool, device: str) -> Any:
+                         val: Any, *, flips: tuple[bool, bool], device: str) -> Any:
     """Real-only classifier on all real train images (seed 0): from the benchmark, else trained."""
     import torch
 
@@ -116,10 +115,11 @@ def run_evaluate(cfg: EvaluateConfig) -> Manifest:
 def _run(cfg: EvaluateConfig) -> Manifest:
     import torch
 
+    from medsynth.data.modality import allowed_flips
     from medsynth.evaluate.adherence import adherence_report
     from medsynth.evaluate.baselines import load_extra_real
     from medsynth.evaluate.benchmark import check_test_split, convergence_warnings, run_benchmark
-    from medsynth.evaluate.classifier import FLIP_MODALITIES, pick_device, predict_proba
+    from medsynth.evaluate.classifier import pick_device, predict_proba
     from medsynth.evaluate.features import FeatureExtractor
     from medsynth.evaluate.fidelity import fidelity_report
     from medsynth.evaluate.inputs import default_size, load_real, load_synthetic, open_inputs
@@ -154,7 +154,7 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     test = load_real(real, "test", size, classes)
     synth = {s.name: load_synthetic(s, size, classes, cfg.max_synthetic_per_class)
              for s in synths}
-    flips = real.modality in FLIP_MODALITIES
+    flips = allowed_flips(real.modality)  # (horizontal, vertical), the one definition
     timings: dict[str, float] = {"loading": time.perf_counter() - t0}
 
     t = time.perf_counter()
@@ -204,7 +204,8 @@ def _run(cfg: EvaluateConfig) -> Manifest:
                                         for c in sorted(set(synth[n].y.tolist()))}}
                       for n, s in zip(synth, synths, strict=True)},
         "classifier": {"name": cfg.classifier, "epochs": cfg.epochs, "patience": cfg.patience,
-                       "device": device, "flips": flips, "seeds": cfg.seeds},
+                       "device": device, "flips": {"horizontal": flips[0], "vertical": flips[1]},
+                       "seeds": cfg.seeds},
         "baselines": {"names": cfg.baselines,
                       "extra_real": None if extra is None else
                       {"path": str(cfg.extra_real), "n_images": len(extra),

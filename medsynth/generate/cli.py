@@ -7,14 +7,17 @@ from typing import Annotated
 
 import typer
 
+from medsynth.models.sampler import SAMPLERS
+
 
 def generate_cmd(
-    model: Annotated[Path, typer.Argument(help="Model folder written by `medsynth train`.")],
+    model: Annotated[Path, typer.Argument(help="Model folder written by `medsynth train` or `medsynth refine`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the synthetic set.")],
     classes: Annotated[
         list[str] | None,
         typer.Option("--class", "-c", help="Class to generate; repeat it, separate with commas, "
-                     "or 'all' for every class of the model."),
+                     "or '*' for every class of the model (the default; 'all' too, unless the "
+                     "model has a class named 'all', which it then selects)."),
     ] = None,
     n: Annotated[int, typer.Option("--n", "-n", help="Images per requested class.")] = 16,
     formats: Annotated[
@@ -35,7 +38,7 @@ def generate_cmd(
                      "(empty prompt = random stored description)."),
     ] = None,
     sampler: Annotated[
-        str, typer.Option("--sampler", help="dpmsolver++, ddim, ddpm or unipc.")
+        str, typer.Option("--sampler", help=f"{', '.join(SAMPLERS)}.")
     ] = "dpmsolver++",
     steps: Annotated[int, typer.Option("--steps", help="Denoising steps.")] = 25,
     guidance: Annotated[
@@ -56,6 +59,11 @@ def generate_cmd(
         typer.Option("--spacing", help="Pixel spacing 'ROW,COL' in mm for DICOM/NIfTI "
                      "(default: the model's, else 1 mm)."),
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="CPU threads for torch (default: the cores free now, i.e. "
+                     "the CPUs minus the load average, at least 1)."),
+    ] = None,
     only: Annotated[
         list[str] | None,
         typer.Option("--only", help="Make only this sample id of the run's plan (repeatable): "
@@ -73,7 +81,7 @@ def generate_cmd(
     Example: medsynth generate MODEL --class melanoma --n 500 --out SYNTH --format png,dicom,nifti
     """
     from medsynth.errors import BadUsageError
-    from medsynth.generate.config import GenerateConfig
+    from medsynth.generate.config import EVERY_CLASS, GenerateConfig
     from medsynth.generate.run import run_generate
     from medsynth.ui import out as stdout
 
@@ -84,11 +92,12 @@ def generate_cmd(
         except ValueError:
             raise BadUsageError(f"--spacing {spacing!r}: expected two numbers 'ROW,COL'") from None
     cfg = GenerateConfig(
-        model=str(model), out=str(out), classes=list(classes or ([] if prompts_csv else ["all"])),
+        model=str(model), out=str(out),
+        classes=list(classes or ([] if prompts_csv else [EVERY_CLASS])),
         n=n, formats=formats.split(","), prompt=prompt, store=str(store) if store else None,
         prompts_csv=str(prompts_csv) if prompts_csv else None, sampler=sampler, steps=steps,
         guidance=guidance, seed=seed, batch_size=batch_size, ema=not raw_weights,
-        prototype_strength=prototype_strength, spacing=sp,
+        prototype_strength=prototype_strength, spacing=sp, threads=threads,
     )
     res = run_generate(cfg, resume=resume, overwrite=overwrite, only=only)
     if res.manifest is not None:

@@ -80,19 +80,25 @@ def check_class(name: str, classes: list[str], where: str = "--class") -> str:
     if name.lower() in folded:
         return folded[name.lower()]
     raise MedsynthError(f"{where}: the model has no class {name!r}",
-                        hint=f"valid classes: {', '.join(repr(c) for c in classes)}, or 'all'")
+                        hint=f"valid classes: {', '.join(repr(c) for c in classes)}, or '*' for all")
 
 
 def requests_from_options(classes: list[str], model_classes: list[str], n: int,
                           prompt: str | None) -> list[Request]:
-    """``--class`` (repeatable or ``all``) and ``--n`` per class into requests."""
+    """``--class`` (repeatable, comma-separated, ``*`` or ``all``) and ``--n`` per class into requests.
+
+    A model class name always means that class: a class named ``all`` is selected on its own;
+    ``*`` means every class (and so does ``all`` when no class is named so).
+    """
     names: list[str] = []
+    has_all = any(c.lower() == "all" for c in model_classes)
     for c in classes:
         for part in [c] if c in model_classes else [p for p in c.split(",") if p.strip()]:
-            if part.strip().lower() == "all":
+            part = part.strip()
+            if part == "*" or (part.lower() == "all" and not has_all):
                 names.extend(model_classes)
             else:
-                names.append(check_class(part.strip(), model_classes))
+                names.append(check_class(part, model_classes))
     seen: list[str] = []
     for c in names:
         if c not in seen:

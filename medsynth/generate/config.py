@@ -6,9 +6,11 @@ import dataclasses
 from typing import Any
 
 from medsynth.errors import BadUsageError
+from medsynth.models.sampler import SAMPLERS
 
-SAMPLERS = ("dpmsolver++", "ddim", "ddpm", "unipc")
 FORMATS = ("png", "dicom", "nifti")
+EVERY_CLASS = "*"
+"""--class value meaning every class of the model (always; ``all`` too, unless a class is named so)."""
 
 
 @dataclasses.dataclass
@@ -19,8 +21,9 @@ class GenerateConfig:
     """Model folder written by ``medsynth train``."""
     out: str
     """Output folder (the synthetic set)."""
-    classes: list[str] = dataclasses.field(default_factory=lambda: ["all"])
-    """Class names to generate (``all`` = every class of the model); ignored with ``prompts_csv``."""
+    classes: list[str] = dataclasses.field(default_factory=lambda: [EVERY_CLASS])
+    """Class names to generate (``*`` = every class of the model; so is ``all`` unless the model
+    has a class named ``all``); ignored with ``prompts_csv``."""
     n: int = 16
     """Images per requested class."""
     formats: list[str] = dataclasses.field(default_factory=lambda: ["png"])
@@ -32,7 +35,7 @@ class GenerateConfig:
     prompts_csv: str | None = None
     """CSV with columns class, prompt, n: mixed batches (an empty prompt = retrieval)."""
     sampler: str = "dpmsolver++"
-    """Scheduler: dpmsolver++, ddim, ddpm or unipc."""
+    """Sampler: one of :data:`medsynth.models.sampler.SAMPLERS` (dpmsolver++, ddim, ddpm, unipc)."""
     steps: int = 25
     """Denoising steps."""
     guidance: float = 3.0
@@ -47,6 +50,8 @@ class GenerateConfig:
     """Prototype Condition Mechanism strength in [0, 1] (None = the model's default)."""
     spacing: list[float] | None = None
     """Pixel spacing (rows, cols) in mm for DICOM/NIfTI (None = from the model, else 1 mm)."""
+    threads: int | None = None
+    """CPU threads for torch (None = the free cores now, medsynth.threads.default_threads)."""
 
     def __post_init__(self) -> None:
         self.formats = [f.strip().lower() for f in self.formats if f.strip()]
@@ -74,12 +79,14 @@ class GenerateConfig:
                                 "or random stored ones)")
         if not self.classes and self.prompts_csv is None:
             raise BadUsageError("give --class NAME (repeatable, or 'all') or --prompts-csv FILE")
+        if self.threads is not None and self.threads < 1:
+            raise BadUsageError(f"--threads must be at least 1, got {self.threads}")
         if self.spacing is not None and (len(self.spacing) != 2 or min(self.spacing) <= 0):
             raise BadUsageError(f"--spacing needs two positive numbers (rows, cols), got {self.spacing}")
 
     def identity(self) -> dict[str, Any]:
         """The fields a resumed run must share with the run it continues (not batch size)."""
         d = dataclasses.asdict(self)
-        for k in ("batch_size", "out"):
+        for k in ("batch_size", "out", "threads"):
             d.pop(k)
         return d

@@ -21,19 +21,17 @@ images still to do and writes its own journal; the main process merges them at t
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import numpy as np
 
 from medsynth import __version__
 from medsynth.artifacts import (
     JsonlAppender,
     Manifest,
-    atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
     input_ref,
@@ -41,6 +39,7 @@ from medsynth.artifacts import (
     read_jsonl,
     write_manifest,
 )
+from medsynth.data.storage import Rescale
 from medsynth.errors import MedsynthError
 from medsynth.generate.conditioning import (
     SampleSpec,
@@ -52,13 +51,12 @@ from medsynth.generate.conditioning import (
     shard,
 )
 from medsynth.generate.config import GenerateConfig
+from medsynth.resume import require_same_settings
+from medsynth.synthset import SAMPLES_CSV, write_samples
+from medsynth.threads import torch_threads
 
 RUN_FILE = "run.json"
 JOURNAL_DIR = ".journal"
-SAMPLES_CSV = "samples.csv"
-COLUMNS = ["sample_id", "class", "png", "dicom", "nifti", "report", "description", "seed",
-           "sampler", "steps", "guidance", "model_sha256", "medsynth_version",
-           "class_id", "index", "description_source"]
 _EXT = {"png": ".png", "dicom": ".dcm", "nifti": ".nii.gz"}
 
 
@@ -124,14 +122,10 @@ def _check_identity(out: Path, cfg: GenerateConfig, model_sha: str) -> dict[str,
         state = json.loads(path.read_text("utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise MedsynthError(f"{path}: unreadable run state ({e})") from e
-    old, new = state.get("identity", {}), json.loads(json.dumps(cfg.identity()))
-    diffs = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if diffs:
-        raise MedsynthError(
-            f"{out}: --resume must continue the same run, but these settings differ: "
-            + ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in diffs),
-            hint="rerun with the original options, or use --overwrite / another --out",
-        )
+    require_same_settings(
+        state.get("identity", {}), cfg.identity(),
+        where=f"{out}: --resume must continue the same run, but these settings differ",
+        hint="rerun with the original options, or use --overwrite / another --out")
     if state.get("model_sha256") != model_sha:
         raise MedsynthError(f"{out}: was generated with a different model (sha256 mismatch)",
                             hint="use --overwrite or another --out")
@@ -158,24 +152,57 @@ def _clean_partials(out: Path) -> int:
     return n
 
 
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """What every writer of a run needs besides the pixels: geometry and stored-value maps."""
+
+    spacing: tuple[float, float] | None
+    """Pixel spacing (rows, cols) in mm (--spacing, else the model's), None = unknown (1 mm)."""
+    affine: list[list[float]] | None
+    """RAS affine of a generated image (the model's orientation at ``spacing``), for NIfTI."""
+    rescale: Rescale | None
+    """Stored-value map of int16/float32 images in PNG (and of float32 in DICOM)."""
+
+
+def run_geometry(cfg: GenerateConfig, bundle: Any) -> Geometry:
+    """Spacing, affine and value map of a run, from the options and the model."""
+    spacing_src = cfg.spacing or bundle.spacing
+    spacing = tuple(float(v) for v in spacing_src[-2:]) if spacing_src else None
+    affine = bundle.info.affine
+    if affine is not None and cfg.spacing:
+        # --spacing overrides the model's: keep its orientation, rescale its in-plane axes
+        a = np.asarray(affine, dtype=np.float64)
+        centre = a[:3, :3] @ np.array([(bundle.size - 1) / 2, (bundle.size - 1) / 2, 0.0])
+        for axis, sp in ((0, spacing[1]), (1, spacing[0])):  # NIfTI i = column, j = row
+            a[:3, axis] = a[:3, axis] / np.linalg.norm(a[:3, axis]) * sp
+        a[:3, 3] = a[:3, 3] + centre - a[:3, :3] @ np.array([(bundle.size - 1) / 2] * 2 + [0.0])
+        affine = a.tolist()
+    rescale = None
+    if bundle.channels == 1:
+        rescale = Rescale.for_values(bundle.dtype, bundle.intensity.low, bundle.intensity.high,
+                                     bundle.modality)
+    return Geometry(spacing, affine, rescale)  # type: ignore[arg-type]
+
+
 def _write_sample(out: Path, spec: SampleSpec, pixels: Any, paths: dict[str, str],
-                  cfg: GenerateConfig, dicom_run: Any, spacing: tuple[float, float] | None) -> None:
+                  cfg: GenerateConfig, dicom_run: Any, geometry: Geometry) -> None:
     """All files of one image (each atomic), the report last."""
     if "png" in paths:
         from medsynth.generate.writers.png import write_png
 
-        write_png(pixels, _safe_join(out, paths["png"]))
+        write_png(pixels, _safe_join(out, paths["png"]), rescale=geometry.rescale)
     if "dicom" in paths:
         from medsynth.generate.writers.dicom import write_dicom
 
         write_dicom(pixels, _safe_join(out, paths["dicom"]), run=dicom_run, cls=spec.cls,
                     sample_id=spec.sample_id, instance_number=spec.index + 1,
-                    description=spec.description, seed=spec.seed, spacing=spacing)
+                    description=spec.description, seed=spec.seed, spacing=geometry.spacing,
+                    rescale=geometry.rescale)
     if "nifti" in paths:
         from medsynth.generate.writers.nifti import write_nifti
 
-        write_nifti(pixels, _safe_join(out, paths["nifti"]), spacing=spacing,
-                    description=f"medsynth synthetic {spec.cls}")
+        write_nifti(pixels, _safe_join(out, paths["nifti"]), spacing=geometry.spacing,
+                    affine=geometry.affine, description=f"medsynth synthetic {spec.cls}")
     atomic_write_text(_safe_join(out, paths["report"]), report_text(spec))
 
 
@@ -220,12 +247,18 @@ def run_generate(cfg: GenerateConfig, *, resume: bool = False, overwrite: bool =
         overwrite: delete an earlier ``generate`` output in ``cfg.out`` and start again.
         only: make just these sample ids of the plan (regenerate single images, identical).
     """
+    with torch_threads(cfg.threads) as threads:
+        return _run(cfg, resume=resume, overwrite=overwrite, only=only, threads=threads)
+
+
+def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] | None,
+         threads: int) -> RunResult:
     import torch
     from accelerate import PartialState
 
-    from medsynth.generate.sampler import denoise, make_scheduler
     from medsynth.generate.writers.dicom import DicomRunInfo
     from medsynth.models.bundle import load_bundle
+    from medsynth.models.sampler import denoise
     from medsynth.ui import console, progress_bar
 
     # cpu=True without CUDA: processes started by `accelerate launch`/torchrun then form a gloo
@@ -254,8 +287,7 @@ def run_generate(cfg: GenerateConfig, *, resume: bool = False, overwrite: bool =
                                 hint="sample ids look like <class>-000012 (see samples.csv)")
         plan = [s for s in plan if s.sample_id in wanted]
     folders = class_folders(bundle.classes)
-    spacing_src = cfg.spacing or bundle.info.get("spacing")
-    spacing = tuple(float(v) for v in spacing_src[-2:]) if spacing_src else None
+    geometry = run_geometry(cfg, bundle)
 
     # Run state: identity for resume checks, and the DICOM study/series UIDs of the whole run.
     run_state = _check_identity(out, cfg, bundle.sha256) if resume else None
@@ -288,9 +320,9 @@ def run_generate(cfg: GenerateConfig, *, resume: bool = False, overwrite: bool =
     if state.is_main_process and done:
         console.print(f"resuming: {len(done)} of {len(plan)} image(s) already done")
 
-    scheduler = make_scheduler(cfg.sampler, bundle.scheduler_config)
+    scheduler = bundle.make_scheduler(cfg.sampler)
     null_h, null_m = bundle.encode_text([""])
-    shape = (bundle.channels, bundle.size, bundle.size)
+    cut = _cut_texts(bundle, plan, warn=state.is_main_process and not only)
     cache: dict[str, Any] = {}
     made, t0 = 0, time.perf_counter()
     with JsonlAppender(out / JOURNAL_DIR / f"rank{rank}.jsonl") as journal, \
@@ -300,16 +332,17 @@ def run_generate(cfg: GenerateConfig, *, resume: bool = False, overwrite: bool =
         for start in range(0, len(todo), cfg.batch_size):
             batch = todo[start : start + cfg.batch_size]
             hidden, mask = _encode(bundle, batch, cache, cfg.prototype_strength)
-            x = denoise(bundle.unet, scheduler, class_ids=[s.class_id for s in batch],
+            x = denoise(bundle.denoiser, scheduler, class_ids=[s.class_id for s in batch],
                         text_hidden=hidden, text_mask=mask, null_class=bundle.null_class,
                         null_hidden=null_h.cpu(), null_mask=null_m.cpu(),
-                        seeds=[s.seed for s in batch], sample_shape=shape, steps=cfg.steps,
-                        guidance=cfg.guidance, device=device)
+                        seeds=[s.seed for s in batch], sample_shape=bundle.sample_shape,
+                        steps=cfg.steps, guidance=cfg.guidance, device=device)
             pixels = bundle.to_pixels(x)
             for spec, px in zip(batch, pixels, strict=True):
                 paths = relative_paths(spec, folders[spec.cls], cfg.formats)
-                _write_sample(out, spec, px, paths, cfg, dicom_run, spacing)
-                journal.write(_row(spec, paths, cfg, bundle.sha256))
+                _write_sample(out, spec, px, paths, cfg, dicom_run, geometry)
+                journal.write(_row(spec, paths, cfg, bundle.sha256, geometry,
+                                   spec.description in cut))
                 made += 1
                 bar.advance(task)
             elapsed = time.perf_counter() - t0
@@ -318,11 +351,34 @@ def run_generate(cfg: GenerateConfig, *, resume: bool = False, overwrite: bool =
     state.wait_for_everyone()
     result = RunResult(out=out, n_planned=len(plan), n_made=made, seconds=seconds)
     if state.is_main_process:
-        result.manifest = _finish(out, cfg, plan, bundle, store, only)
+        result.manifest = _finish(out, cfg, plan, bundle, store, only, geometry, threads)
     return result
 
 
-def _row(spec: SampleSpec, paths: dict[str, str], cfg: GenerateConfig, model_sha: str) -> dict[str, Any]:
+def _cut_texts(bundle: Any, plan: list[SampleSpec], warn: bool) -> set[str]:
+    """Descriptions of the plan longer than the text encoder's window (cut there); one warning
+    with the count of images they condition, given before sampling starts."""
+    texts = sorted({s.description for s in plan if s.description.strip()})
+    if not texts:
+        return set()
+    from medsynth.models.text_encoder import warn_truncated
+
+    enc = bundle.text_encoder()
+    limit = int(enc.ref.max_tokens)
+    counts = dict(zip(texts, enc.token_counts(texts), strict=True))
+    cut = {t for t, n in counts.items() if n > limit}
+    enc.warned = True  # reported here, for the whole run, not per batch
+    if cut and warn:
+        n_images = sum(1 for s in plan if s.description in cut)
+        warn_truncated({"n_cut": n_images, "n_texts": sum(1 for s in plan if s.description.strip()),
+                        "max_tokens": limit, "longest_tokens": max(counts.values())},
+                       "prompts (descriptions) of this run")
+    return cut
+
+
+def _row(spec: SampleSpec, paths: dict[str, str], cfg: GenerateConfig, model_sha: str,
+         geometry: Geometry, cut: bool) -> dict[str, Any]:
+    """One samples.csv row (journal record); the columns are defined in medsynth.synthset."""
     return {
         "sample_id": spec.sample_id, "class": spec.cls,
         "png": paths.get("png", ""), "dicom": paths.get("dicom", ""),
@@ -331,22 +387,20 @@ def _row(spec: SampleSpec, paths: dict[str, str], cfg: GenerateConfig, model_sha
         "steps": cfg.steps, "guidance": cfg.guidance, "model_sha256": model_sha,
         "medsynth_version": __version__, "class_id": spec.class_id, "index": spec.index,
         "description_source": spec.source,
+        "png_values": geometry.rescale.describe() if geometry.rescale and "png" in paths else "",
+        "text_cut": int(cut),
     }
 
 
 def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any, store: Any,
-            only: list[str] | None) -> Manifest:
+            only: list[str] | None, geometry: Geometry, threads: int) -> Manifest:
     """Merge the journals into samples.csv (plan order) and write the manifest last."""
     done = _done(out)
     missing = [s.sample_id for s in plan if s.sample_id not in done]
     if missing:
         raise MedsynthError(f"{out}: {len(missing)} image(s) missing after the run "
                             f"(first: {missing[0]})", hint="rerun with --resume")
-    rows = [done[s.sample_id] for s in plan]
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    buf = io.StringIO()
-    table.to_csv(buf, index=False)
-    atomic_write_bytes(out / SAMPLES_CSV, buf.getvalue().encode("utf-8"))
+    table = write_samples(out, [done[s.sample_id] for s in plan])
     counts = table.groupby("class").size().to_dict()
     inputs = [input_ref(cfg.model, "train")]
     if store is not None:
@@ -362,7 +416,23 @@ def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any,
         "size": bundle.size, "spatial_dims": bundle.spatial_dims,
         "dicom_study_uid": run_state["dicom"]["study_uid"],
         "dicom_series_uids": run_state["dicom"]["series_uids"],
-        "only": only or None, "synthetic": True,
+        "only": only or None, "synthetic": True, "threads": threads,
+        "spacing": list(geometry.spacing) if geometry.spacing else None,
+        "affine": geometry.affine,
+        # how each format holds the values (docs/intensities.md)
+        "values": {
+            "png": geometry.rescale.to_dict() if geometry.rescale and "png" in cfg.formats else None,
+            "dicom": ({"rescale_slope": 1.0, "rescale_intercept": 0.0, "pixel_representation": 1}
+                      if bundle.dtype == "int16" else
+                      {"rescale_slope": geometry.rescale.slope,
+                       "rescale_intercept": geometry.rescale.intercept}
+                      if bundle.dtype == "float32" and geometry.rescale else None)
+            if "dicom" in cfg.formats else None,
+            "nifti": {"dtype": bundle.dtype} if "nifti" in cfg.formats else None,
+            "unit": "HU" if bundle.modality == "CT" and bundle.dtype == "int16" else None,
+        },
+        "text_cut": {"images": int(table["text_cut"].fillna(0).astype(int).sum()),
+                     "max_tokens": int(bundle.text_ref.max_tokens)},
     }
     config = dataclasses.asdict(cfg)
     return write_manifest(out, "generate", config=config, inputs=inputs, outputs=outputs)

@@ -36,28 +36,19 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from medsynth.measure.common import fill_holes
+from medsynth.vocabulary import DERM_COLOR_RGB, DERM_COLORS, DERM_SKIN_RGB, DERM_STRUCTURES
 
-COLOR_VOCAB = ("light_brown", "dark_brown", "black", "blue_grey", "red", "white")
+COLOR_VOCAB = DERM_COLORS
 """Dermoscopy colour vocabulary, in the canonical order used in ``labels.csv``."""
-STRUCTURE_VOCAB = ("pigment_network", "dots_globules", "streaks", "blue_white_veil")
+STRUCTURE_VOCAB = DERM_STRUCTURES
 """Dermoscopy structure vocabulary, in canonical order (``none`` when empty)."""
 DERM_COLUMNS = ("diameter_mm", "asymmetry", "border_irregularity", "border", "colors", "n_colors",
                 "structures", "skin_tone", "hair", "center_x", "center_y")
 """The keys :func:`measure_derm` returns (the demo ``labels.csv`` attribute columns)."""
 
-# Reference sRGB values of the vocabulary colours (typical dermoscopy appearance).
-COLOR_RGB: dict[str, tuple[int, int, int]] = {
-    "light_brown": (176, 116, 72),
-    "dark_brown": (98, 58, 34),
-    "black": (32, 26, 26),
-    "blue_grey": (104, 116, 138),
-    "red": (186, 62, 64),
-    "white": (232, 226, 222),
-}
-SKIN_RGB: dict[int, tuple[int, int, int]] = {
-    1: (238, 204, 190), 2: (228, 184, 162), 3: (212, 160, 128),
-    4: (186, 132, 98), 5: (150, 102, 72), 6: (112, 76, 56),
-}
+COLOR_RGB = DERM_COLOR_RGB
+"""Reference sRGB values of the vocabulary colours (typical dermoscopy appearance)."""
+SKIN_RGB = DERM_SKIN_RGB
 """Reference skin colours of the Fitzpatrick-like types 1..6 under dermoscope light."""
 # Decision thresholds, calibrated on the demo phantoms (benchmarks/describe_agreement.py).
 MIN_SHARE: dict[str, float] = {"light_brown": 0.12, "dark_brown": 0.15, "black": 0.03,
@@ -104,6 +95,17 @@ EDGE_LEVEL = 0.5
 """The lesion's edge: this share of the contrast of the nearest lesion core pixel."""
 IRREGULAR_AT = 0.5
 """``border`` is ``irregular`` when border_irregularity >= this (the demo's rule)."""
+MIN_LESION_MM = 1.5
+"""A segmented region smaller than this (largest diameter, mm) is not a lesion."""
+MIN_FILL = 0.3
+"""Least share of its Feret-diameter disc a lesion covers: thinner regions are hairs, skin
+furrows or the edge of the dermoscope's dark field (phantom lesions: 0.35 and more)."""
+MIN_CONTRAST = 3.0
+"""Least median skin distance inside a lesion: fainter regions are skin texture (phantom
+lesions: 4.2 and more)."""
+LESION_VIEWS = ("whole", "partial", "none")
+"""What :func:`lesion_view` can say about an image: one whole lesion, a lesion cut by the image
+edge, or no lesion at all (skin only)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,15 +488,19 @@ def derm_features(array: np.ndarray, mm_per_px: float) -> dict[str, Any]:
     mask, dist, bg, edge = segment_lesion(rgb, hairs)
     centre_bg = bg[h // 2, w // 2]
     f: dict[str, Any] = {"h": h, "w": w, "area": int(mask.sum()), "hair": count_hairs(hairs),
-                         "skin_rgb": centre_bg}
+                         "skin_rgb": centre_bg,
+                         "edge_px": int(mask[0].sum() + mask[-1].sum() + mask[1:-1, 0].sum()
+                                        + mask[1:-1, -1].sum())}
     if mask.sum() < 6:
         return f
+    f["contrast"] = float(np.median(dist[mask]))
     ys, xs = np.nonzero(mask)
     f["center"] = (float(xs.mean()), float(ys.mean()))
     pts = _contour(mask, edge)
     if len(pts) < 8 or _polygon_centroid(pts) is None:
         pts = _contour(mask)
     f["diameter_px"] = feret_diameter(pts) if len(pts) >= 3 else 0.0
+    f["fill"] = float(mask.sum() / (np.pi / 4 * max(f["diameter_px"], 1.0) ** 2))
     centroid = _polygon_centroid(pts) if len(pts) >= 8 else None
     if centroid is not None:
         c, r0 = polar_harmonics(pts, centroid, n=256, kmax=ROUGH_HARMONICS[1])
@@ -529,24 +535,42 @@ def derm_features(array: np.ndarray, mm_per_px: float) -> dict[str, Any]:
     return f
 
 
-def measure_derm(array: np.ndarray, mm_per_px: float) -> dict[str, Any]:
+def lesion_view(f: dict[str, Any], mm_per_px: float) -> str:
+    """``whole``, ``partial`` (the lesion touches the image edge: its size and shape are not
+    all in view) or ``none`` (nothing segmented, or only a region too small, too thin or too
+    faint to be a lesion: skin texture, a hair, the dark rim of the dermoscope's field), from
+    the features of :func:`derm_features`."""
+    if "center" not in f:
+        return "none"
+    if (f["diameter_px"] * mm_per_px < MIN_LESION_MM or f["fill"] < MIN_FILL
+            or f["contrast"] < MIN_CONTRAST):
+        return "none"
+    return "partial" if f["edge_px"] > 0 else "whole"
+
+
+def measure_derm(array: np.ndarray, mm_per_px: float, *, with_view: bool = False
+                 ) -> dict[str, Any]:
     """Measure the ABCD attributes, colours and structures of a dermoscopy image.
 
     Args:
         array: channel-first RGB image, ``(3, H, W)`` (uint8, or float in [0, 1]).
         mm_per_px: pixel size in millimetres (the demo set: 20 mm field of view / image size).
+        with_view: add the key ``lesion``: :func:`lesion_view` (whole, partial or none).
 
     Returns:
-        A dict with exactly :data:`DERM_COLUMNS` as keys; ``colors`` and ``structures`` are
-        semicolon-joined in vocabulary order (``structures`` is ``none`` when empty).
+        A dict with exactly :data:`DERM_COLUMNS` as keys (plus ``lesion`` with ``with_view``);
+        ``colors`` and ``structures`` are semicolon-joined in vocabulary order (``structures``
+        is ``none`` when empty). Without a segmented lesion the numbers are zeros: callers that
+        describe the image check ``lesion`` instead of reading them.
     """
     f = derm_features(array, mm_per_px)
+    view = {"lesion": lesion_view(f, float(mm_per_px))} if with_view else {}
     h, w = f["h"], f["w"]
     tone = skin_tone_of(f["skin_rgb"])
     if "center" not in f:
         return {"diameter_mm": 0.0, "asymmetry": 0, "border_irregularity": 0.0, "border": "regular",
                 "colors": "", "n_colors": 0, "structures": "none", "skin_tone": tone,
-                "hair": f["hair"], "center_x": (w - 1) / 2, "center_y": (h - 1) / 2}
+                "hair": f["hair"], "center_x": (w - 1) / 2, "center_y": (h - 1) / 2, **view}
     hi, lo = sorted((f["asym_major"], f["asym_minor"]), reverse=True)
     asym = int(hi > ASYMMETRY_THRESHOLDS[0]) + int(lo > ASYMMETRY_THRESHOLDS[1])
     rough = max(f["rough"], 1e-9)
@@ -576,6 +600,7 @@ def measure_derm(array: np.ndarray, mm_per_px: float) -> dict[str, Any]:
         "hair": f["hair"],
         "center_x": round(f["center"][0], 2),
         "center_y": round(f["center"][1], 2),
+        **view,
     }
 
 

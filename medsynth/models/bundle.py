@@ -1,18 +1,22 @@
-"""The trained model folder: how ``train`` writes it and how ``generate``/``evaluate`` load it.
+"""A model folder: how ``train`` (and ``refine``) write it, how every later stage loads it.
 
 Layout (docs/artifacts.md)::
 
     MODEL/
-      medsynth.json            stage "train" (written last)
-      unet/  unet_raw/         UNet2DConditionModel.save_pretrained (EMA / raw weights)
+      medsynth.json            stage "train" or "refine" (written last)
+      unet/  unet_raw/         the denoiser: EMA / raw weights (diffusers save_pretrained for the
+                               2D UNet; config.json + model.safetensors for MONAI nets)
       scheduler/               DDPMScheduler.save_pretrained (training noise schedule)
-      medsynth_model.json      classes, channels, size, dtype, intensity, text encoder, prototypes
+      medsynth_model.json      the typed model-info record (medsynth.models.info.ModelInfo)
       prototypes.safetensors   per-class prototype token embeddings
-      class_head.safetensors   CCELLA class-prediction head (on the UNet mid-block features)
+      class_head.safetensors   CCELLA class-prediction head (on the pooled mid-block features)
       README.md  samples/  train_log.csv  checkpoints/
 
-Plain diffusers loads it: ``UNet2DConditionModel.from_pretrained(MODEL / "unet")`` and
-``DDPMScheduler.from_pretrained(MODEL / "scheduler")``.
+Plain diffusers loads a 2D default model: ``UNet2DConditionModel.from_pretrained(MODEL / "unet")``
+and ``DDPMScheduler.from_pretrained(MODEL / "scheduler")``.
+
+:func:`export_model` writes every file but the manifest (train and refine both call it, so a
+refined model loads exactly like a trained one); :func:`load_bundle` reads the folder back.
 """
 
 from __future__ import annotations
@@ -20,63 +24,128 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medsynth.artifacts import Manifest, atomic_write_json, read_manifest
+from medsynth.artifacts import MODEL_STAGES, Manifest, atomic_write_bytes, read_manifest
 from medsynth.errors import MedsynthError
+from medsynth.models.info import MODEL_INFO, ModelInfo, load_model_info, save_model_info
 from medsynth.models.intensity import IntensityMapping
-from medsynth.models.prototypes import PROTOTYPE_FILE, apply_prototypes, load_prototypes
+from medsynth.models.prototypes import load_prototypes, save_prototypes
 from medsynth.models.text_encoder import TextEncoder, TextEncoderRef, null_text, pad_features
 
-MODEL_INFO = "medsynth_model.json"
 CLASS_HEAD_FILE = "class_head.safetensors"
-FORMAT_VERSION = 1
 
 
 @dataclasses.dataclass
 class ModelBundle:
-    """A loaded medsynth model: the UNet plus everything needed to condition and decode it."""
+    """A loaded medsynth model: the denoiser plus everything needed to condition and decode it."""
 
     folder: Path
-    unet: Any
-    """diffusers ``UNet2DConditionModel`` in eval mode (EMA weights unless ``ema=False``)."""
+    info: ModelInfo
+    """The typed ``medsynth_model.json``."""
+    denoiser: Any
+    """The :class:`~medsynth.models.denoiser.Denoiser` in eval mode (EMA weights unless
+    ``ema=False``)."""
     scheduler_config: dict[str, Any]
-    """The training noise schedule; build any diffusers scheduler with ``Cls.from_config``."""
-    classes: list[str]
-    """Class names; the index is the class id."""
-    channels: int
-    size: int
-    spatial_dims: int
-    dtype: str
-    """Pixel dtype of the training data (uint8 / uint16 / ...), used by :meth:`to_pixels`."""
-    modality: str
-    intensity: IntensityMapping
-    text_ref: TextEncoderRef
+    """The training noise schedule; samplers are built from it (:func:`make_scheduler`)."""
     prototypes: dict[int, Any]
-    prototype_strength: float
-    prototype_temperature: float
-    prediction_type: str
-    info: dict[str, Any]
-    """The parsed ``medsynth_model.json``."""
+    """Class id -> prototype bank ``[K, D]``."""
     manifest: Manifest
     sha256: str
     """sha256 of the model's ``medsynth.json``: identifies the model in downstream manifests."""
     device: Any = None
     _encoder: Any = dataclasses.field(default=None, repr=False)
 
+    # --- the record, for short ----------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        """Class names; the index is the class id."""
+        return self.info.classes
+
     @property
     def null_class(self) -> int:
         """The class id meaning "no class" (unconditional / classifier-free guidance)."""
-        return len(self.classes)
+        return self.info.null_class
+
+    @property
+    def channels(self) -> int:
+        return self.info.channels
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Spatial shape of a generated image (pixels)."""
+        return tuple(self.info.shape)
+
+    @property
+    def size(self) -> int:
+        return self.info.size
+
+    @property
+    def spatial_dims(self) -> int:
+        return self.info.spatial_dims
+
+    @property
+    def dtype(self) -> str:
+        """Pixel dtype of the training data (uint8 / uint16 / ...), used by :meth:`to_pixels`."""
+        return self.info.dtype
+
+    @property
+    def modality(self) -> str:
+        return self.info.modality
+
+    @property
+    def intensity(self) -> IntensityMapping:
+        return self.info.intensity
+
+    @property
+    def text_ref(self) -> TextEncoderRef:
+        return self.info.text_encoder
+
+    @property
+    def prediction_type(self) -> str:
+        return self.info.prediction_type
+
+    @property
+    def prototype_strength(self) -> float:
+        return self.info.prototypes.strength
+
+    @property
+    def prototype_temperature(self) -> float:
+        return self.info.prototypes.temperature
+
+    @property
+    def spacing(self) -> tuple[float, ...] | None:
+        """Spacing in mm per spatial axis of the training data, or None."""
+        return tuple(float(v) for v in self.info.spacing) if self.info.spacing else None
+
+    @property
+    def affine(self) -> np.ndarray | None:
+        """The training data's 4x4 affine, or None."""
+        return np.asarray(self.info.affine, dtype=np.float64) if self.info.affine else None
+
+    @property
+    def unet(self) -> Any:
+        """The bare network (``UNet2DConditionModel`` for kind diffusers)."""
+        return self.denoiser.net
+
+    @property
+    def latent(self) -> bool:
+        """True when the denoiser works on an autoencoder's latents."""
+        return self.info.autoencoder is not None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """``(C, *spatial)`` of what the sampler denoises (pixels now; latents later)."""
+        return (self.channels, *self.shape)
 
     @property
     def train_splits(self) -> list[str]:
-        return list(self.manifest.config.get("train_splits", self.info.get("train_splits", [])))
+        return list(self.manifest.config.get("train_splits", self.info.train_splits))
 
+    # --- use --------------------------------------------------------------------------------
     def class_id(self, name: str) -> int:
         """Class id of ``name``, or a MedsynthError listing the known classes."""
         if name not in self.classes:
@@ -84,8 +153,14 @@ class ModelBundle:
                                 hint=f"the model knows: {', '.join(self.classes)}")
         return self.classes.index(name)
 
+    def make_scheduler(self, name: str) -> Any:
+        """Sampler ``name`` (:data:`medsynth.models.sampler.SAMPLERS`) on this model's schedule."""
+        from medsynth.models.sampler import make_scheduler
+
+        return make_scheduler(name, self.scheduler_config, latent=self.latent)
+
     def to_pixels(self, x: Any) -> np.ndarray:
-        """Model output in [-1, 1] ``(B, C, H, W)`` -> pixels of the original dtype (uint8/uint16)."""
+        """Model output in [-1, 1] ``(B, C, *spatial)`` -> pixels of the original dtype."""
         return self.intensity.to_pixels(x)
 
     def from_pixels(self, arr: np.ndarray) -> Any:
@@ -108,6 +183,8 @@ class ModelBundle:
         ``""`` is the null text. With ``classes`` the Prototype Condition Mechanism pulls each
         text toward its class's training prototypes (strength default from the bundle; 0 = off).
         """
+        from medsynth.models.prototypes import apply_prototypes
+
         if all(not t.strip() for t in texts):
             hidden, mask = null_text(len(texts), self.text_ref.hidden_size)
         else:
@@ -125,76 +202,88 @@ class ModelBundle:
 
 def load_bundle(path: str | os.PathLike[str], *, ema: bool = True, device: Any = None,
                 dtype: Any = None) -> ModelBundle:
-    """Load a model folder written by ``medsynth train`` (see module doc).
+    """Load a model folder written by ``medsynth train`` or ``medsynth refine`` (module doc).
 
-    ``ema`` picks ``unet/`` (EMA weights) or ``unet_raw/``; ``device``/``dtype`` move the UNet.
+    ``ema`` picks the EMA weights (``unet/``) or the raw ones (``unet_raw/``, when the model has
+    them); ``device``/``dtype`` move the denoiser. Model-info format 1 (the first release) loads
+    too.
     """
-    from diffusers import UNet2DConditionModel
+    from medsynth.models.denoiser import load_denoiser
 
     folder = Path(path)
-    manifest = read_manifest(folder, "train")
-    info_path = folder / MODEL_INFO
-    try:
-        info = json.loads(info_path.read_text("utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise MedsynthError(f"{info_path}: missing or unreadable ({e})") from e
-    sub = folder / ("unet" if ema else "unet_raw")
-    try:
-        unet = UNet2DConditionModel.from_pretrained(sub)
-    except (OSError, ValueError) as e:
-        raise MedsynthError(f"{sub}: cannot load the UNet ({e})") from e
-    unet.eval().requires_grad_(False)
+    manifest = read_manifest(folder)
+    if manifest.stage not in MODEL_STAGES:
+        raise MedsynthError(f"{folder}: is a '{manifest.stage}' artifact, expected a model "
+                            f"({' or '.join(MODEL_STAGES)})")
+    info = load_model_info(folder)
+    if info.autoencoder is not None:
+        raise MedsynthError(f"{folder}: latent models (autoencoder {info.autoencoder.folder}) "
+                            "need a newer medsynth", hint="upgrade medsynth")
+    sub = info.denoiser.folder if ema or not info.denoiser.raw_folder else info.denoiser.raw_folder
+    den = load_denoiser(folder / sub)
+    den.requires_grad_(False)
     if device is not None or dtype is not None:
-        unet.to(device=device, dtype=dtype)
+        den.to(device=device, dtype=dtype)
+    sched_dir = folder / info.noise_schedule.folder
     try:
-        sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text("utf-8"))
+        sched = json.loads((sched_dir / "scheduler_config.json").read_text("utf-8"))
     except (OSError, json.JSONDecodeError) as e:
-        raise MedsynthError(f"{folder / 'scheduler'}: missing or unreadable scheduler ({e})") from e
-    proto_info = info.get("prototypes", {})
-    protos = load_prototypes(folder / PROTOTYPE_FILE) if (folder / PROTOTYPE_FILE).is_file() else {}
-    return ModelBundle(
-        folder=folder,
-        unet=unet,
-        scheduler_config=sched,
-        classes=list(info["classes"]),
-        channels=int(info["channels"]),
-        size=int(info["size"]),
-        spatial_dims=int(info.get("spatial_dims", 2)),
-        dtype=str(info["dtype"]),
-        modality=str(info.get("modality", "OT")),
-        intensity=IntensityMapping.from_dict(info["intensity"]),
-        text_ref=TextEncoderRef.from_dict(info["text_encoder"]),
-        prototypes=protos,
-        prototype_strength=float(proto_info.get("strength", 0.0)),
-        prototype_temperature=float(proto_info.get("temperature", 0.1)),
-        prediction_type=str(info.get("prediction_type", sched.get("prediction_type", "epsilon"))),
-        info=info,
-        manifest=manifest,
-        sha256=str(manifest.sha256),
-        device=device,
-    )
+        raise MedsynthError(f"{sched_dir}: missing or unreadable scheduler ({e})") from e
+    pfile = info.prototypes.file
+    protos = load_prototypes(folder / pfile) if pfile and (folder / pfile).is_file() else {}
+    return ModelBundle(folder=folder, info=info, denoiser=den, scheduler_config=sched,
+                       prototypes=protos, manifest=manifest, sha256=str(manifest.sha256),
+                       device=device)
+
+
+def export_model(folder: str | os.PathLike[str], info: ModelInfo, *, denoiser: Any,
+                 noise_scheduler: Any, ema: Any = None, class_head: Any = None,
+                 prototypes: dict[int, Any] | None = None) -> None:
+    """Write a model folder's files (all but the manifest, which the stage writes last).
+
+    Args:
+        folder: the model folder.
+        info: its record; ``info.denoiser.folder`` gets the EMA weights when ``ema`` is given
+            (else the plain weights), ``info.denoiser.raw_folder`` the raw ones.
+        denoiser: the trained :class:`~medsynth.models.denoiser.Denoiser`.
+        noise_scheduler: the diffusers scheduler it was trained with (saved to
+            ``info.noise_schedule.folder``).
+        ema: a diffusers ``EMAModel`` over ``denoiser.parameters()``, or None.
+        class_head: the class-prediction head (saved to ``info.class_head``), or None.
+        prototypes: class id -> prototype bank, saved to ``info.prototypes.file``.
+    """
+    from safetensors.torch import save
+
+    from medsynth.models.denoiser import atomic_folder
+
+    folder = Path(folder)
+    if info.denoiser.raw_folder:
+        denoiser.save(folder / info.denoiser.raw_folder)
+    if ema is not None:
+        params = list(denoiser.parameters())
+        ema.store(params)
+        ema.copy_to(params)
+        try:
+            denoiser.save(folder / info.denoiser.folder)
+        finally:
+            ema.restore(params)
+    else:
+        denoiser.save(folder / info.denoiser.folder)
+    atomic_folder(folder / info.noise_schedule.folder, noise_scheduler.save_pretrained)
+    if class_head is not None and info.class_head:
+        state = {k: v.detach().cpu().contiguous() for k, v in class_head.state_dict().items()}
+        atomic_write_bytes(folder / info.class_head, save(state))
+    if prototypes and info.prototypes.file:
+        save_prototypes(folder / info.prototypes.file, prototypes, info.classes)
+    save_model_info(folder, info)
 
 
 def save_pretrained_atomic(model: Any, folder: Path) -> None:
     """``model.save_pretrained(folder)`` so a killed run never leaves a half-written folder."""
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.part")
-    old = folder.with_name(f".{folder.name}.old")
-    for p in (tmp, old):
-        if p.exists():
-            shutil.rmtree(p)
-    model.save_pretrained(tmp)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    if old.exists():
-        shutil.rmtree(old)
+    from medsynth.models.denoiser import atomic_folder
+
+    atomic_folder(Path(folder), model.save_pretrained)
 
 
-def write_model_info(folder: Path, info: dict[str, Any]) -> None:
-    """Write ``medsynth_model.json`` (format version added)."""
-    atomic_write_json(Path(folder) / MODEL_INFO, {"format": FORMAT_VERSION, **info})
-
-
-__all__ = ["ModelBundle", "load_bundle", "pad_features", "save_pretrained_atomic",
-           "write_model_info", "MODEL_INFO", "CLASS_HEAD_FILE"]
+__all__ = ["ModelBundle", "ModelInfo", "load_bundle", "export_model", "pad_features",
+           "save_pretrained_atomic", "MODEL_INFO", "CLASS_HEAD_FILE", "MODEL_STAGES"]

@@ -104,6 +104,8 @@ class TextEncoder:
             # Decoder LLMs often have no pad token; padding positions are masked out anyway.
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         ref.kind = kind
+        self.warned = False
+        """A cut at the token window was reported already (the warning is given once)."""
         ref.hidden_size = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0))
         ref.model_type = str(getattr(config, "model_type", ""))
 
@@ -111,12 +113,36 @@ class TextEncoder:
     def hidden_size(self) -> int:
         return self.ref.hidden_size
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> tuple[Any, Any]:
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens of each text before any cut (special tokens included); 0 for the null text."""
+        real = [t for t in texts if t.strip()]
+        counts = iter([len(ids) for ids in self.tokenizer(real, truncation=False)["input_ids"]]
+                      if real else [])
+        return [next(counts) if t.strip() else 0 for t in texts]
+
+    def truncation(self, texts: list[str]) -> dict[str, int]:
+        """How many of ``texts`` exceed the :attr:`TextEncoderRef.max_tokens` window (and are cut
+        to it by :meth:`encode`): ``{n_texts, n_cut, max_tokens, longest_tokens}``."""
+        counts = self.token_counts(texts)
+        return {"n_texts": sum(1 for t in texts if t.strip()),
+                "n_cut": sum(1 for n in counts if n > self.ref.max_tokens),
+                "max_tokens": int(self.ref.max_tokens), "longest_tokens": max(counts, default=0)}
+
+    def encode(self, texts: list[str], batch_size: int = 64, warn: bool = True) -> tuple[Any, Any]:
         """Token features ``[B, L, D]`` (float32, CPU) and mask ``[B, L]`` (long) for ``texts``.
 
         ``L`` is the longest tokenized text (at most ``max_tokens``); ``""`` is the null text.
+        Texts longer than ``max_tokens`` are cut there; with ``warn`` the first call that cuts
+        any says how many (once per encoder: callers that count over a whole run warn themselves
+        and set :attr:`warned`).
         """
         import torch
+
+        if warn and not self.warned:
+            cut = self.truncation(texts)
+            if cut["n_cut"]:
+                warn_truncated(cut, "texts")
+                self.warned = True
 
         feats: list[torch.Tensor] = []
         masks: list[torch.Tensor] = []
@@ -149,6 +175,17 @@ class TextEncoder:
             feats.extend(h_chunk)  # type: ignore[arg-type]
             masks.extend(m_chunk)  # type: ignore[arg-type]
         return pad_features(feats)
+
+
+def warn_truncated(cut: dict[str, int], what: str = "texts") -> None:
+    """One warning line for texts cut at the encoder's window (see :meth:`TextEncoder.truncation`)."""
+    from medsynth.ui import console
+
+    console.print(
+        f"[yellow]warning:[/] {cut['n_cut']} of {cut['n_texts']} {what} are longer than the text "
+        f"encoder's {cut['max_tokens']}-token window and are cut at token {cut['max_tokens']} "
+        f"(longest: {cut['longest_tokens']} tokens); only their first {cut['max_tokens']} tokens "
+        "condition the image", soft_wrap=True)
 
 
 def _is_decoder(config: Any) -> bool:

@@ -7,27 +7,38 @@ from typing import Any
 from medsynth import __version__
 
 
-def model_card(dataset: Any, store: Any, data: Any, cfg: Any, info: dict[str, Any],
+def model_card(dataset: Any, store: Any, data: Any, cfg: Any, info: Any,
                outputs: dict[str, Any]) -> str:
-    """Markdown model card for a trained model folder."""
+    """Markdown model card for a trained model folder (``info``: its ModelInfo record)."""
     counts = {c: int((data.labels == i).sum()) for i, c in enumerate(data.classes)}
     rows = "\n".join(f"| {c} | {n} |" for c, n in counts.items())
     recipe = "\n".join(f"  {k}: {v}" for k, v in cfg.to_dict().items())
     store_line = (f"`{store.root}` (sha256 `{store.sha256[:12]}`), {data.n_described} of "
                   f"{len(data)} training images described" if store is not None
                   else "none: class-only conditioning (text = null)")
+    shape = "x".join(str(s) for s in info.shape)
+    if info.denoiser.kind == "diffusers":
+        net = "diffusers `UNet2DConditionModel`"
+        load = f"""from diffusers import UNet2DConditionModel, DDPMScheduler
+unet = UNet2DConditionModel.from_pretrained("MODEL/{info.denoiser.folder}")        # EMA weights
+scheduler = DDPMScheduler.from_pretrained("MODEL/{info.noise_schedule.folder}")
+# or, with class map, text encoder, prototypes and intensity mapping:
+"""
+    else:
+        net = f"MONAI `DiffusionModelUNet` (spatial_dims {info.spatial_dims})"
+        load = ""
     return f"""---
-library_name: diffusers
+library_name: {'diffusers' if info.denoiser.kind == 'diffusers' else 'monai'}
 tags: [medsynth, diffusion, medical-imaging, synthetic-data]
 ---
 # medsynth model: {', '.join(data.classes)}
 
-Class- and text-conditioned pixel-space diffusion model trained by `medsynth train`
+Class- and text-conditioned pixel-space diffusion model ({net}) trained by `medsynth train`
 (medsynth {__version__}). **Synthetic-data research model, not for diagnosis.**
 
 ## Data
 - dataset: `{dataset.root}` (manifest sha256 `{dataset.sha256[:12]}`), modality {data.modality},
-  {data.channels} channel(s), {data.dtype}, trained at {data.size}x{data.size} px
+  {data.channels} channel(s), {data.dtype}, trained at {shape} px
 - splits used for training: {', '.join(cfg.splits)} (never the test split unless listed here)
 - descriptions: {store_line}
 - augmentation: horizontal flip {'on' if data.hflip else 'off'}, vertical flip {'on' if data.vflip else 'off'}
@@ -38,7 +49,7 @@ Class- and text-conditioned pixel-space diffusion model trained by `medsynth tra
 
 ## Conditioning (CCELLA dual head + VAP-Diffusion prototypes)
 - class id -> class embedding added to the timestep embedding; id {len(data.classes)} = null class
-- description -> token features of `{info['text_encoder']['name']}` ({info['text_encoder']['hidden_size']}-d)
+- description -> token features of `{info.text_encoder.name}` ({info.text_encoder.hidden_size}-d)
   -> cross-attention; "" = null text
 - classifier-free guidance dropout: class {cfg.p_drop_class}, text {cfg.p_drop_text} (independent)
 - joint loss: denoising MSE + {cfg.class_loss_weight} x class cross-entropy (head on mid-block features)
@@ -56,11 +67,7 @@ Class- and text-conditioned pixel-space diffusion model trained by `medsynth tra
 
 ## Load
 ```python
-from diffusers import UNet2DConditionModel, DDPMScheduler
-unet = UNet2DConditionModel.from_pretrained("MODEL/unet")        # EMA weights
-scheduler = DDPMScheduler.from_pretrained("MODEL/scheduler")
-# or, with class map, text encoder, prototypes and intensity mapping:
-from medsynth.models.bundle import load_bundle
+{load}from medsynth.models.bundle import load_bundle
 bundle = load_bundle("MODEL")
 ```
 

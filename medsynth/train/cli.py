@@ -29,6 +29,8 @@ def train_command(
         help="Comma-separated classes to train on (default: all).")] = None,
     splits: Annotated[str | None, typer.Option(
         help="Comma-separated dataset splits to train on (default: train).")] = None,
+    denoiser: Annotated[str | None, typer.Option(
+        help="Denoising network: auto (diffusers in 2D, monai in 3D), diffusers or monai.")] = None,
     text_encoder: Annotated[str | None, typer.Option(
         help="Text encoder: a transformers folder or cached name (default: packaged all-MiniLM-L6-v2).")] = None,
     mixed_precision: Annotated[str | None, typer.Option(
@@ -54,7 +56,7 @@ def train_command(
         max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, size=size,
         classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
         splits=[s.strip() for s in splits.split(",") if s.strip()] if splits else None,
-        text_encoder=text_encoder, mixed_precision=mixed_precision, seed=seed,
+        denoiser=denoiser, text_encoder=text_encoder, mixed_precision=mixed_precision, seed=seed,
         checkpoint_every=checkpoint_every, sample_every=sample_every, num_threads=threads,
     )
     cfg = TrainConfig.from_dict(cfg.to_dict(), source="options")  # re-validate after overrides

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from medsynth.errors import BadUsageError, MedsynthError
+from medsynth.models.denoiser import DENOISER_KINDS
 
 #: Fields that may change when a run is resumed (everything else must match the checkpoint).
 RESUMABLE_CHANGES = ("max_steps", "checkpoint_every", "keep_checkpoints", "log_every",
@@ -31,6 +32,9 @@ class TrainConfig:
     vflip: str = "auto"
     """Vertical flips: auto (only dermoscopy/microscopy: XC, SM, GM), yes, no."""
     # --- network ----------------------------------------------------------------------------
+    denoiser: str = "auto"
+    """Denoising network: auto (diffusers for 2D, monai for 3D), diffusers (UNet2DConditionModel,
+    2D only, loadable with plain diffusers) or monai (DiffusionModelUNet, 2D or 3D)."""
     block_out_channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 64])
     """UNet channels per resolution level."""
     attention_levels: list[bool] = dataclasses.field(default_factory=lambda: [False, True, True])
@@ -122,6 +126,11 @@ class TrainConfig:
         def bad(msg: str) -> None:
             raise BadUsageError(f"train config: {msg}")
 
+        if self.denoiser not in ("auto", *DENOISER_KINDS):
+            bad(f"denoiser must be auto, {' or '.join(DENOISER_KINDS)}, got {self.denoiser!r}")
+        if self.latent:
+            bad("latent: true (latent diffusion with an autoencoder) is not implemented yet; "
+                "set latent: false")
         if self.size is not None and self.size < 8:
             bad(f"size must be >= 8, got {self.size}")
         if not self.splits:

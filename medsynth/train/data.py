@@ -15,13 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from medsynth.data.modality import allowed_flips
 from medsynth.errors import MedsynthError
 from medsynth.train.config import TrainConfig
-
-#: Modalities whose images have no left/right meaning (dermoscopy/photo, microscopy, endoscopy).
-HFLIP_OK = {"XC", "SM", "GM", "ES"}
-#: Modalities whose images have no up/down meaning either.
-VFLIP_OK = {"XC", "SM", "GM"}
 
 
 @dataclasses.dataclass
@@ -29,7 +25,7 @@ class TrainData:
     """Decoded training images, labels and per-image texts."""
 
     pixels: np.ndarray
-    """(N, C, H, W) in the data's own dtype."""
+    """(N, C, H, W), or (N, C, D, H, W) for volumes, in the data's own dtype."""
     labels: np.ndarray
     """(N,) class ids into :attr:`classes`."""
     texts: list[str]
@@ -42,6 +38,13 @@ class TrainData:
     vflip: bool
     n_described: int
     source_size: tuple[int, int]
+    spacing: tuple[float, float] | None = None
+    """Pixel spacing (rows, cols) in mm of the images as trained (after any resize): the
+    per-axis median over the training images that record one; None when none does."""
+    affine: list[list[float]] | None = None
+    """4x4 RAS voxel-to-world affine of a generated image (NIfTI convention): the training
+    images' orientation (when they all share one) scaled to :attr:`spacing`, centred on the
+    world origin (a synthetic image has no position in any patient); None when unknown."""
 
     @property
     def channels(self) -> int:
@@ -51,15 +54,25 @@ class TrainData:
     def size(self) -> int:
         return int(self.pixels.shape[-1])
 
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """(H, W) or (D, H, W)."""
+        return tuple(int(s) for s in self.pixels.shape[2:])
+
+    @property
+    def spatial_dims(self) -> int:
+        return self.pixels.ndim - 2
+
     def __len__(self) -> int:
         return int(self.pixels.shape[0])
 
 
 def flips_for(modality: str, cfg: TrainConfig) -> tuple[bool, bool]:
-    """(horizontal, vertical) flip allowed for ``modality`` under the recipe's auto/yes/no."""
-    m = modality.upper()
-    h = m in HFLIP_OK if cfg.hflip == "auto" else cfg.hflip == "yes"
-    v = m in VFLIP_OK if cfg.vflip == "auto" else cfg.vflip == "yes"
+    """(horizontal, vertical) flips for ``modality`` under the recipe's auto/yes/no (auto =
+    :func:`medsynth.data.modality.allowed_flips`)."""
+    auto_h, auto_v = allowed_flips(modality)
+    h = auto_h if cfg.hflip == "auto" else cfg.hflip == "yes"
+    v = auto_v if cfg.vflip == "auto" else cfg.vflip == "yes"
     return h, v
 
 
@@ -105,14 +118,24 @@ def load_train_data(dataset: Any, cfg: TrainConfig, store: Any = None,
 
     arrays: list[np.ndarray] = []
     shapes: set[tuple[int, ...]] = set()
+    spacings: list[tuple[float, float]] = []
+    affines: list[np.ndarray] = []
     items = [r for _, r in rows.iterrows()]
     it = track(items, "decoding images") if progress else items
     for r in it:
-        a = dataset.load(r).array
+        img = dataset.load(r)
+        a = img.array
         if a.ndim != 3:
             raise MedsynthError(f"{dataset.root / str(r['path'])}: {a.ndim - 1}D data; medsynth train is 2D only",
-                                hint="train on 2D slices")
+                                hint="train on 2D slices (medsynth data import --slices)")
         shapes.add(tuple(a.shape))
+        if img.spacing is not None and len(img.spacing) == 2:
+            h, w = a.shape[1:]
+            size = cfg.size or h
+            # the resize below stretches each axis to `size`: spacing follows per axis
+            spacings.append((img.spacing[0] * h / size, img.spacing[1] * w / (cfg.size or w)))
+            if img.affine is not None:
+                affines.append(np.asarray(img.affine, dtype=np.float64))
         if cfg.size is not None and a.shape[1:] != (cfg.size, cfg.size):
             a = _resize(a, cfg.size)
         arrays.append(a)
@@ -128,16 +151,66 @@ def load_train_data(dataset: Any, cfg: TrainConfig, store: Any = None,
             )
     dtypes = {str(a.dtype) for a in arrays}
     if len(dtypes) > 1:
-        raise MedsynthError(f"{dataset.root}: images have mixed dtypes {sorted(dtypes)}")
+        raise MedsynthError(
+            f"{dataset.root}: images have mixed pixel types {sorted(dtypes)} (a dataset imported "
+            "before import chose one type per dataset)",
+            hint=f"import it again: medsynth data import {dataset.root} --out NEW_DATASET "
+            "(add --dtype float32 to keep every value, or --dtype int16/uint16)")
     pixels = np.stack(arrays)
     labels = np.array([classes.index(str(c)) for c in rows["class"]], dtype=np.int64)
     ids = [str(i) for i in rows["image_id"]]
     texts = [texts_by_id.get(i, "") for i in ids]
     h, v = flips_for(dataset.modality, cfg)
     first = next(iter(shapes))
+    spacing = tuple(float(v) for v in np.median(np.array(spacings), axis=0)) if spacings else None
+    if spacings and progress:
+        from medsynth.ui import console
+
+        lo, hi = np.min(np.array(spacings), axis=0), np.max(np.array(spacings), axis=0)
+        if len(spacings) < len(arrays):
+            console.print(
+                f"[yellow]note:[/] {len(arrays) - len(spacings)} of {len(arrays)} training images "
+                f"record no pixel spacing; the model records the median of the others, "
+                f"{spacing[0]:.3g} x {spacing[1]:.3g} mm (generate --spacing overrides it)",
+                soft_wrap=True)
+        elif np.any(hi > lo * 1.1):
+            console.print(
+                f"[yellow]note:[/] the training images' pixel spacings (as trained) range from "
+                f"{lo[0]:.3g} x {lo[1]:.3g} to {hi[0]:.3g} x {hi[1]:.3g} mm; the model records "
+                f"the median {spacing[0]:.3g} x {spacing[1]:.3g} mm for generated DICOM/NIfTI "
+                "(generate --spacing overrides it)", soft_wrap=True)
     return TrainData(pixels=pixels, labels=labels, texts=texts, image_ids=ids, classes=classes,
                      modality=dataset.modality, dtype=str(pixels.dtype), hflip=h, vflip=v,
-                     n_described=sum(1 for t in texts if t), source_size=(first[1], first[2]))
+                     n_described=sum(1 for t in texts if t), source_size=(first[1], first[2]),
+                     spacing=spacing,  # type: ignore[arg-type]
+                     affine=model_affine(affines, spacing, int(pixels.shape[-1]))
+                     if len(affines) == len(arrays) else None)
+
+
+def model_affine(affines: list[np.ndarray], spacing: tuple[float, ...] | None,
+                 size: int) -> list[list[float]] | None:
+    """The affine of a generated ``size`` x ``size`` image (see :attr:`TrainData.affine`).
+
+    None unless every training image has an affine and they share one orientation (direction
+    cosines within 0.01), and the spacing is known.
+    """
+    if not affines or spacing is None:
+        return None
+    dirs = []
+    for a in affines:
+        norms = np.linalg.norm(a[:3, :3], axis=0)
+        if np.any(norms <= 0):
+            return None
+        dirs.append(a[:3, :3] / norms)
+    if any(np.abs(d - dirs[0]).max() > 0.01 for d in dirs[1:]):
+        return None
+    thickness = float(np.median([np.linalg.norm(a[:3, 2]) for a in affines]))
+    out = np.eye(4)
+    # NIfTI voxel axes (i, j, k) = (column, row, slice); spacing is (rows, cols)
+    out[:3, :3] = dirs[0] * np.array([spacing[1], spacing[0], thickness])
+    centre = np.array([(size - 1) / 2, (size - 1) / 2, 0.0])
+    out[:3, 3] = -out[:3, :3] @ centre
+    return [[float(v) for v in row] for row in out]
 
 
 def _store_texts(dataset: Any, store: Any, classes: list[str]) -> dict[str, str]:
@@ -174,7 +247,7 @@ def _store_texts(dataset: Any, store: Any, classes: list[str]) -> dict[str, str]
 
 
 def batch_tensors(data: TrainData, idx: Any, gen: Any, mapping: Any) -> Any:
-    """Images ``idx`` as float32 [-1, 1] ``(B, C, H, W)`` with seeded flips from ``gen``."""
+    """Images ``idx`` as float32 [-1, 1] ``(B, C, *spatial)`` with seeded flips from ``gen``."""
     import torch
 
     x = torch.from_numpy(mapping.from_pixels(data.pixels[idx.numpy()]))

@@ -6,13 +6,19 @@ One optimizer step =
      batches the uninterrupted run would have drawn);
   2. class ids -> null class with ``p_drop_class``, texts -> null text with ``p_drop_text``
      (independently), for classifier-free guidance;
-  3. the UNet predicts the noise; loss = MSE + ``class_loss_weight`` * cross-entropy of a small
-     head on the UNet's mid-block features (forward hook) against the true class;
+  3. the denoiser (:mod:`medsynth.models.denoiser`, any kind, 2D or 3D) predicts the noise;
+     loss = MSE + ``class_loss_weight`` * cross-entropy of a small head on the denoiser's pooled
+     mid-block features against the true class;
   4. AdamW step (gradient accumulation, clipping, AMP via accelerate), LR schedule, EMA update.
 
 Checkpoints (``accelerator.save_state``: model, head, optimizer, LR schedule, EMA, RNG states,
-plus the step) are written every ``checkpoint_every`` steps into a temporary folder and renamed,
-so a killed run resumes from the last complete one with ``--resume``.
+plus the step and the log window so far) are written every ``checkpoint_every`` steps into a
+temporary folder and renamed, so a killed run resumes from the last complete one with
+``--resume`` and logs exactly what the uninterrupted run would have logged.
+
+Everything that can be checked (recipe, data, store, network shape) is checked before the
+output folder is touched; a fresh run that fails before its first checkpoint removes what it
+wrote, so the next run needs no ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -34,16 +40,25 @@ from medsynth.artifacts import (
     MANIFEST_NAME,
     atomic_write_bytes,
     atomic_write_text,
+    check_output_dir,
     input_ref,
     prepare_output_dir,
     write_manifest,
 )
 from medsynth.errors import MedsynthError
-from medsynth.models.bundle import CLASS_HEAD_FILE, save_pretrained_atomic, write_model_info
-from medsynth.models.denoiser import DenoiserSpec, MidBlockTap, build_class_head, build_denoiser
+from medsynth.models.bundle import CLASS_HEAD_FILE, export_model
+from medsynth.models.denoiser import (
+    DenoiserSpec,
+    build_class_head,
+    build_denoiser,
+    channels_last_format,
+    plan_denoiser,
+)
+from medsynth.models.info import ConditioningInfo, DenoiserInfo, ModelInfo, PrototypeInfo
 from medsynth.models.intensity import IntensityMapping
-from medsynth.models.prototypes import PROTOTYPE_FILE, build_prototypes, save_prototypes
+from medsynth.models.prototypes import PROTOTYPE_FILE, build_prototypes
 from medsynth.models.text_encoder import TextEncoderRef
+from medsynth.resume import require_same_settings
 from medsynth.train.config import RESUMABLE_CHANGES, TrainConfig
 from medsynth.train.data import TrainData, batch_tensors, load_train_data
 from medsynth.ui import console
@@ -79,24 +94,78 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
     # Under `accelerate launch` only the main process touches the folder. cpu=True without CUDA:
     # launched processes then form a gloo group (MULTI_CPU) instead of each thinking it is alone.
     state = PartialState(cpu=not torch.cuda.is_available())
-    if state.is_main_process:
-        if overwrite and not resume and not (out / MANIFEST_NAME).exists() and \
-                (out / CONFIG_NAME).is_file():
-            # An interrupted training run (recipe written, no manifest yet) is ours to replace.
-            for child in out.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-        prepare_output_dir(out, "train", resume=resume, overwrite=overwrite)
-        if not resume:
-            atomic_write_text(out / CONFIG_NAME, cfg.to_yaml())
-    state.wait_for_everyone()
+    # An interrupted training run (recipe written, no manifest yet) is ours to replace with
+    # --overwrite; without a complete checkpoint it is debris (nothing to resume): replaced anyway.
+    interrupted = not resume and (out / CONFIG_NAME).is_file() and not (out / MANIFEST_NAME).exists()
+    debris = interrupted and not _complete_checkpoints(out / "checkpoints")
+    if state.is_main_process and not (debris or (interrupted and overwrite)):
+        check_output_dir(out, "train", resume=resume, overwrite=overwrite)
+    # Validate before the folder is touched: a bad recipe or dataset leaves it as it was.
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     data = load_train_data(dataset, cfg, store, progress=progress)
     if store is not None and data.n_described == 0:
         raise MedsynthError(f"{store_path}: no description matches a training image of {dataset_path}",
                             hint="describe the train split, or train class-only without --store")
+    denoiser_spec(cfg, data, cross_attention_dim=1)  # shape/recipe errors now, not after setup
+    created = not out.exists()
+    if state.is_main_process:
+        if debris or (interrupted and overwrite):
+            _clear(out)
+        prepare_output_dir(out, "train", resume=resume, overwrite=overwrite)
+        if not resume:
+            atomic_write_text(out / CONFIG_NAME, cfg.to_yaml())
+    state.wait_for_everyone()
+    try:
+        return run_trainer(dataset, data, cfg, out, store=store, resume=resume, progress=progress,
+                           interrupt_after=interrupt_after)
+    except Exception:
+        # A fresh run that failed before its first checkpoint leaves nothing to resume: remove
+        # what it wrote so that the next run starts without --overwrite.
+        if state.is_main_process and not resume and not _complete_checkpoints(out / "checkpoints"):
+            _clear(out, remove_folder=created)
+        raise
+
+
+def run_trainer(dataset: Any, data: TrainData, cfg: TrainConfig, out: Path, *, store: Any = None,
+                resume: bool = False, progress: bool = True,
+                interrupt_after: int | None = None) -> Path:
+    """Train on already loaded ``data`` (2D or 3D) into the prepared folder ``out``.
+
+    ``dataset`` (and ``store``) are the artifacts the data came from: the model's manifest
+    records them as inputs.
+    """
     return _Trainer(dataset, store, data, cfg, out, resume=resume, progress=progress,
                     interrupt_after=interrupt_after).run()
+
+
+def denoiser_spec(cfg: TrainConfig, data: TrainData, *, cross_attention_dim: int) -> DenoiserSpec:
+    """The denoiser the recipe asks for on ``data`` (kind chosen from the data's dims)."""
+    return DenoiserSpec(
+        kind=plan_denoiser(cfg.denoiser, data.spatial_dims), channels=data.channels,
+        shape=data.spatial_shape, n_classes=len(data.classes),
+        cross_attention_dim=cross_attention_dim, block_out_channels=tuple(cfg.block_out_channels),
+        attention_levels=tuple(cfg.attention_levels), layers_per_block=cfg.layers_per_block,
+        attention_head_dim=cfg.attention_head_dim, norm_num_groups=cfg.norm_num_groups)
+
+
+def _complete_checkpoints(ckdir: Path) -> list[Path]:
+    """Checkpoint folders with their ``state.json`` (written last), oldest first."""
+    if not ckdir.is_dir():
+        return []
+    found = [p for p in ckdir.iterdir()
+             if p.is_dir() and p.name.startswith(CKPT_PREFIX) and (p / "state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(CKPT_PREFIX):]))
+
+
+def _clear(out: Path, *, remove_folder: bool = False) -> None:
+    """Delete the contents of ``out`` (and ``out`` itself with ``remove_folder``)."""
+    if not out.is_dir():
+        return
+    for child in out.iterdir():
+        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+    if remove_folder:
+        out.rmdir()
 
 
 def _check_resume_config(out: Path, cfg: TrainConfig) -> TrainConfig:
@@ -105,14 +174,11 @@ def _check_resume_config(out: Path, cfg: TrainConfig) -> TrainConfig:
     if not saved_path.is_file():
         return cfg
     saved = TrainConfig.from_yaml(saved_path)
-    diff = [k for k, v in cfg.to_dict().items()
-            if k not in RESUMABLE_CHANGES and saved.to_dict().get(k) != v]
-    if diff:
-        raise MedsynthError(
-            f"{saved_path}: the resumed run was trained with other settings for {diff}",
-            hint="resume with the same recipe (only max_steps and bookkeeping may change), "
-            "or start a new --out",
-        )
+    require_same_settings(
+        saved.to_dict(), cfg.to_dict(), ignore=RESUMABLE_CHANGES,
+        where=f"{saved_path}: the resumed run was trained with other settings",
+        hint="resume with the same recipe (only max_steps and bookkeeping may change), "
+        "or start a new --out")
     return cfg
 
 
@@ -161,10 +227,12 @@ class _Trainer:
         key = hashlib.sha256(json.dumps([ref.to_dict(), uniq]).encode()).hexdigest()[:16]
         cache = self.ckdir / "cache" / f"text_{key}.safetensors"
         meta_path = cache.with_suffix(".json")
+        cut: dict[str, Any] | None = None  # descriptions cut at the encoder's token window
         if cache.is_file() and meta_path.is_file():
             t = load_file(str(cache))
             hidden, mask = t["hidden"], t["mask"]
-            ref = TextEncoderRef.from_dict(json.loads(meta_path.read_text()))
+            meta = json.loads(meta_path.read_text())
+            ref, cut = TextEncoderRef.from_dict(meta), meta.get("text_cut")
         elif len(uniq) == 1:
             # Class-only training: only the encoder's width is needed, not the encoder itself.
             from transformers import AutoConfig
@@ -182,12 +250,17 @@ class _Trainer:
 
             console.print(f"encoding {len(uniq) - 1} distinct descriptions with {cfg.text_encoder}")
             enc = TextEncoder(ref)
-            hidden, mask = enc.encode(uniq)
+            hidden, mask = enc.encode(uniq)  # warns once when descriptions are cut
+            counts = dict(zip(uniq, enc.token_counts(uniq), strict=True))
+            long = {u for u, n in counts.items() if n > ref.max_tokens}
+            cut = {"texts": len(long), "images": sum(1 for t in data.texts if t in long),
+                   "max_tokens": int(ref.max_tokens), "longest_tokens": max(counts.values())}
             ref = enc.ref
             del enc
         if not cache.is_file():
             atomic_write_bytes(cache, save({"hidden": hidden.contiguous(), "mask": mask.contiguous()}))
-            atomic_write_text(meta_path, json.dumps(ref.to_dict()))
+            atomic_write_text(meta_path, json.dumps({**ref.to_dict(), "text_cut": cut}))
+        self.text_cut = cut
         self.text_ref = ref
         self.text_hidden, self.text_mask = hidden, mask
         index = {t: i for i, t in enumerate(uniq)}
@@ -197,7 +270,7 @@ class _Trainer:
         import torch
         from accelerate import Accelerator
         from accelerate.utils import set_seed
-        from diffusers import DDPMScheduler, UNet2DConditionModel
+        from diffusers import DDPMScheduler
         from diffusers.optimization import get_scheduler
         from diffusers.training_utils import EMAModel
 
@@ -222,23 +295,17 @@ class _Trainer:
             torch.from_numpy(data.labels)[described], len(data.classes), cfg.prototypes_per_class,
             seed=cfg.seed) if bool(described.any()) else {}
 
-        self.spec = DenoiserSpec(
-            channels=data.channels, size=data.size, n_classes=len(data.classes),
-            cross_attention_dim=self.text_ref.hidden_size,
-            block_out_channels=tuple(cfg.block_out_channels),
-            attention_levels=tuple(cfg.attention_levels), layers_per_block=cfg.layers_per_block,
-            attention_head_dim=cfg.attention_head_dim, norm_num_groups=cfg.norm_num_groups,
-            latent=cfg.latent)
+        self.spec = denoiser_spec(cfg, data, cross_attention_dim=self.text_ref.hidden_size)
+        self.memory_format = channels_last_format(self.spec.spatial_dims)
         unet = build_denoiser(self.spec)
         if cfg.channels_last:  # before the EMA copy, so its shadow weights share the layout
-            unet = unet.to(memory_format=torch.channels_last)
+            unet = unet.to(memory_format=self.memory_format)
         head = build_class_head(self.spec)
-        tap = MidBlockTap(unet)
         self.noise_sched = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps,
                                          beta_schedule=cfg.beta_schedule,
                                          prediction_type=cfg.prediction_type)
-        ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True,
-                       model_cls=UNet2DConditionModel, model_config=unet.config)
+        # The EMA keeps shadow copies of the parameters only: no model class, any denoiser.
+        ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True)
         opt = torch.optim.AdamW(list(unet.parameters()) + list(head.parameters()), lr=cfg.lr,
                                 weight_decay=cfg.weight_decay)
         lr_sched = get_scheduler("cosine" if cfg.lr_schedule == "cosine" else "constant_with_warmup",
@@ -247,9 +314,10 @@ class _Trainer:
         unet, head, opt, lr_sched = acc.prepare(unet, head, opt, lr_sched)
         ema.to(acc.device)
         acc.register_for_checkpointing(ema)
-        self.unet, self.head, self.opt, self.lr_sched, self.ema, self.tap = (
-            unet, head, opt, lr_sched, ema, tap)
+        self.unet, self.head, self.opt, self.lr_sched, self.ema = unet, head, opt, lr_sched, ema
+        self.denoiser = acc.unwrap_model(unet)  # features and saving: the bare module
 
+        self.window: dict[str, float] = {}
         start = self._load_checkpoint() if self.resume else 0
         if acc.is_main_process:
             # The folder is about to change: it must not look complete until the new manifest
@@ -263,7 +331,8 @@ class _Trainer:
             oom = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
             if isinstance(e, oom):
                 raise MedsynthError(
-                    f"out of GPU memory at batch size {cfg.batch_size} and {data.size}px",
+                    f"out of GPU memory at batch size {cfg.batch_size} and "
+                    f"{'x'.join(map(str, data.spatial_shape))} px",
                     hint="lower --batch-size (raise --grad-accum to keep the effective batch), use "
                     "mixed_precision bf16/fp16 or a smaller UNet; finished checkpoints are kept, "
                     "rerun with --resume",
@@ -279,11 +348,7 @@ class _Trainer:
 
     # --- checkpoints ------------------------------------------------------------------------
     def _checkpoints(self) -> list[Path]:
-        if not self.ckdir.is_dir():
-            return []
-        found = [p for p in self.ckdir.iterdir()
-                 if p.is_dir() and p.name.startswith(CKPT_PREFIX) and (p / "state.json").is_file()]
-        return sorted(found, key=lambda p: int(p.name[len(CKPT_PREFIX):]))
+        return _complete_checkpoints(self.ckdir)
 
     def _load_checkpoint(self) -> int:
         ckpts = self._checkpoints()
@@ -302,10 +367,13 @@ class _Trainer:
             ) from None
         step = int(state["step"])
         self.elapsed_before = float(state.get("elapsed_s", _logged_elapsed(self.out / LOG_NAME, step)))
+        # The log window open at the checkpoint (steps since the last log row): the next row
+        # then averages the same steps as in the uninterrupted run.
+        self.window = {k: float(v) for k, v in state.get("log_window", {}).items()}
         console.print(f"resumed from {last} (step {step})")
         return step
 
-    def _save_checkpoint(self, step: int) -> None:
+    def _save_checkpoint(self, step: int, window: dict[str, float]) -> None:
         acc = self.acc
         final = self.ckdir / f"{CKPT_PREFIX}{step:07d}"
         tmp = self.ckdir / f".{final.name}.part"
@@ -315,7 +383,8 @@ class _Trainer:
         acc.save_state(str(tmp))
         if acc.is_main_process:
             atomic_write_text(tmp / "state.json", json.dumps({
-                "step": step, "elapsed_s": round(self.elapsed_before + time.perf_counter() - self.t0, 1)}))
+                "step": step, "elapsed_s": round(self.elapsed_before + time.perf_counter() - self.t0, 1),
+                "log_window": {k: window[k] for k in ("loss", "mse", "ce", "n")}}))
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -376,7 +445,7 @@ class _Trainer:
         n, b, null = len(data), cfg.batch_size, len(data.classes)
         labels = torch.from_numpy(data.labels)
         t0 = self.t0 = time.perf_counter()
-        win: dict[str, float] = {"loss": 0.0, "mse": 0.0, "ce": 0.0, "n": 0}
+        win: dict[str, float] = {"loss": 0.0, "mse": 0.0, "ce": 0.0, "n": 0, **self.window}
         win_t, win_imgs = time.perf_counter(), 0
         step = start
         unet.train()
@@ -405,7 +474,7 @@ class _Trainer:
                     hidden, mask = hidden.to(dev), mask.to(dev)
                     xt = self.noise_sched.add_noise(x0, noise, t)
                     if cfg.channels_last:
-                        xt = xt.contiguous(memory_format=torch.channels_last)
+                        xt = xt.contiguous(memory_format=self.memory_format)
                     if cfg.prediction_type == "epsilon":
                         target = noise
                     elif cfg.prediction_type == "v_prediction":
@@ -413,8 +482,7 @@ class _Trainer:
                     else:
                         target = x0
                     with acc.accumulate(unet, head), acc.autocast():
-                        pred = unet(xt, t, encoder_hidden_states=hidden, class_labels=c,
-                                    encoder_attention_mask=mask).sample
+                        pred = unet(xt, t, c, hidden, mask)
                         if cfg.snr_gamma is None:
                             mse = F.mse_loss(pred.float(), target.float())
                         else:
@@ -427,9 +495,9 @@ class _Trainer:
                             elif cfg.prediction_type == "v_prediction":
                                 w = w / (snr + 1)
                             per = F.mse_loss(pred.float(), target.float(), reduction="none")
-                            mse = (per.mean(dim=(1, 2, 3)) * w).mean()
+                            mse = (per.mean(dim=tuple(range(1, per.ndim))) * w).mean()
                         if cfg.class_loss_weight > 0:
-                            ce = F.cross_entropy(head(self.tap.features).float(), y)
+                            ce = F.cross_entropy(head(self.denoiser.pooled_features()).float(), y)
                         else:
                             ce = torch.zeros((), device=dev)
                         loss = mse + cfg.class_loss_weight * ce
@@ -466,7 +534,7 @@ class _Trainer:
                     win_t, win_imgs = time.perf_counter(), 0
                 bar.update(task, completed=step)
                 if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-                    self._save_checkpoint(step)
+                    self._save_checkpoint(step, win)
                 if cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.max_steps \
                         and acc.is_main_process:
                     self._grid(step)
@@ -480,18 +548,18 @@ class _Trainer:
 
     # --- samples and export -----------------------------------------------------------------
     def _grid(self, step: int) -> Path:
-        """Per-class sample grid with the EMA weights (rows = classes)."""
-        import torch
-
+        """Per-class sample grid with the EMA weights (rows = classes), by the shared sampler."""
         from medsynth.models.prototypes import apply_prototypes
-        from medsynth.train.samplegrid import grid_image, sample, save_grid
+        from medsynth.models.sampler import GRID_SAMPLER, denoise, make_scheduler
+        from medsynth.models.text_encoder import null_text
+        from medsynth.train.samplegrid import grid_image, save_grid
 
         cfg, data = self.cfg, self.data
-        unet = self.acc.unwrap_model(self.unet)
-        params = list(unet.parameters())
+        den = self.denoiser
+        params = list(den.parameters())
         self.ema.store(params)
         self.ema.copy_to(params)
-        unet.eval()
+        den.eval()
         try:
             rng = np.random.default_rng(cfg.seed)
             cls_ids, tix = [], []
@@ -505,78 +573,71 @@ class _Trainer:
             mask = self.text_mask[tix]
             hidden = apply_prototypes(hidden, mask, cls_ids, self.prototypes,
                                       cfg.prototype_strength, cfg.prototype_temperature)
-            with torch.no_grad(), self.acc.autocast():
-                x = sample(unet, dict(self.noise_sched.config), cls_ids, hidden, mask,
-                           null_class=len(data.classes), channels=data.channels, size=data.size,
-                           steps=cfg.sample_steps, guidance=cfg.sample_guidance, seed=cfg.seed,
-                           device=self.acc.device)
+            null_h, null_m = null_text(1, self.text_ref.hidden_size)
+            x = denoise(den, make_scheduler(GRID_SAMPLER, dict(self.noise_sched.config)),
+                        class_ids=cls_ids, text_hidden=hidden, text_mask=mask,
+                        null_class=len(data.classes), null_hidden=null_h, null_mask=null_m,
+                        seeds=[cfg.seed * 100_003 + i for i in range(len(cls_ids))],
+                        sample_shape=(data.channels, *data.spatial_shape), steps=cfg.sample_steps,
+                        guidance=cfg.sample_guidance, device=self.acc.device)
         finally:
             self.ema.restore(params)
         pixels = self.mapping.to_pixels(x)
+        if pixels.ndim == 5:  # volumes: the middle slice
+            pixels = pixels[:, :, pixels.shape[2] // 2]
         img = grid_image(pixels, data.classes, cfg.sample_per_class, low=self.mapping.low,
                          high=self.mapping.high)
         path = save_grid(img, self.out / "samples" / f"step_{step:07d}.png")
         save_grid(img, self.out / "samples" / "grid.png")
         return path
 
-    def _export(self, step: int) -> None:
-        from safetensors.torch import save
+    def model_info(self, step: int) -> ModelInfo:
+        """The model-info record of this run's model after ``step`` steps."""
+        cfg, data = self.cfg, self.data
+        return ModelInfo(
+            classes=list(data.classes), channels=data.channels, spatial_dims=data.spatial_dims,
+            shape=list(data.spatial_shape), dtype=data.dtype, modality=data.modality,
+            intensity=self.mapping, text_encoder=self.text_ref,
+            denoiser=DenoiserInfo(kind=self.spec.kind, spec=self.spec.to_dict()),
+            prediction_type=cfg.prediction_type,
+            prototypes=PrototypeInfo(file=PROTOTYPE_FILE if self.prototypes else None,
+                                     per_class=cfg.prototypes_per_class,
+                                     strength=cfg.prototype_strength,
+                                     temperature=cfg.prototype_temperature,
+                                     classes_with_bank=sorted(self.prototypes)),
+            conditioning=ConditioningInfo(class_input="ids", p_drop_class=cfg.p_drop_class,
+                                          p_drop_text=cfg.p_drop_text),
+            # Filled in when the data carry them (real data with spacing/affine).
+            spacing=_listed(getattr(data, "spacing", None)),
+            affine=_listed(getattr(data, "affine", None)),
+            class_head=CLASS_HEAD_FILE,
+            augmentation={"hflip": data.hflip, "vflip": data.vflip},
+            train_splits=list(cfg.splits), steps=step,
+        )
 
+    def _export(self, step: int) -> None:
         cfg, data, out = self.cfg, self.data, self.out
         grid = self._grid(step)
-        unet = self.acc.unwrap_model(self.unet)
-        head = self.acc.unwrap_model(self.head)
-        save_pretrained_atomic(unet, out / "unet_raw")
-        params = list(unet.parameters())
-        self.ema.store(params)
-        self.ema.copy_to(params)
-        save_pretrained_atomic(unet, out / "unet")
-        self.ema.restore(params)
-        save_pretrained_atomic(self.noise_sched, out / "scheduler")
-        atomic_write_bytes(out / CLASS_HEAD_FILE,
-                           save({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}))
-        if self.prototypes:
-            save_prototypes(out / PROTOTYPE_FILE, self.prototypes, data.classes)
-        info = {
-            "classes": data.classes,
-            "null_class": len(data.classes),
-            "channels": data.channels,
-            "size": data.size,
-            "spatial_dims": 2,
-            "dtype": data.dtype,
-            "modality": data.modality,
-            "denoiser": "unet2d",
-            "prediction_type": cfg.prediction_type,
-            "intensity": self.mapping.to_dict(),
-            "text_encoder": self.text_ref.to_dict(),
-            "prototypes": {"file": PROTOTYPE_FILE if self.prototypes else None,
-                           "per_class": cfg.prototypes_per_class,
-                           "strength": cfg.prototype_strength,
-                           "temperature": cfg.prototype_temperature,
-                           "classes_with_bank": sorted(self.prototypes)},
-            "conditioning": {"class": "timestep embedding (num_class_embeds = n_classes + 1)",
-                             "text": "cross-attention over token features",
-                             "p_drop_class": cfg.p_drop_class, "p_drop_text": cfg.p_drop_text,
-                             "null_text": "one all-zero token"},
-            "class_head": CLASS_HEAD_FILE,
-            "augmentation": {"hflip": data.hflip, "vflip": data.vflip},
-            "train_splits": list(cfg.splits),
-            "steps": step,
-        }
-        write_model_info(out, info)
+        info = self.model_info(step)
+        export_model(out, info, denoiser=self.denoiser, noise_scheduler=self.noise_sched,
+                     ema=self.ema, class_head=self.acc.unwrap_model(self.head),
+                     prototypes=self.prototypes)
         final_loss = _last_loss(out / LOG_NAME)
         speed = self.images_seen / self.train_time if self.train_time > 0 else None
         outputs = {
             "classes": data.classes, "channels": data.channels, "size": data.size,
-            "dtype": data.dtype, "modality": data.modality, "spatial_dims": 2,
+            "shape": list(data.spatial_shape), "dtype": data.dtype, "modality": data.modality,
+            "spatial_dims": data.spatial_dims, "denoiser": self.spec.kind,
             "steps": step, "n_train_images": len(data), "n_described": data.n_described,
             "final_loss": final_loss, "train_time_s": round(self.train_time, 1),
             "images_per_s": round(speed, 2) if speed else None,
+            "text_cut": getattr(self, "text_cut", None),
             "mixed_precision": self.acc.mixed_precision, "processes": self.acc.num_processes,
             "device": str(self.acc.device),
-            "files": {"unet": "unet", "unet_raw": "unet_raw", "scheduler": "scheduler",
-                      "model_info": "medsynth_model.json", "log": LOG_NAME,
-                      "sample_grid": str(grid.relative_to(out)), "card": "README.md"},
+            "files": {"unet": info.denoiser.folder, "unet_raw": info.denoiser.raw_folder,
+                      "scheduler": info.noise_schedule.folder, "model_info": "medsynth_model.json",
+                      "log": LOG_NAME, "sample_grid": str(grid.relative_to(out)),
+                      "card": "README.md"},
         }
         inputs = [input_ref(self.dataset.root, "data")]
         if self.store is not None:
@@ -589,6 +650,13 @@ class _Trainer:
         atomic_write_text(out / "README.md", model_card(self.dataset, self.store, data, cfg, info,
                                                         outputs))
         write_manifest(out, "train", config=config, inputs=inputs, outputs=outputs)
+
+
+def _listed(v: Any) -> Any:
+    """Spacing/affine (tuple, array or None) as plain JSON lists."""
+    if v is None:
+        return None
+    return np.asarray(v, dtype=np.float64).tolist()
 
 
 def _logged_elapsed(path: Path, step: int) -> float:

@@ -1,7 +1,7 @@
 """Per-class sample grids during and after training (rows = classes, columns = samples).
 
-The sampler is a short DDIM loop with classifier-free guidance, written out in full:
-the ``generate`` stage owns the full-featured samplers; this one only shows progress.
+Only the drawing lives here: the samples come from the shared sampler
+(:func:`medsynth.models.sampler.denoise`, the loop generate uses).
 """
 
 from __future__ import annotations
@@ -10,42 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def sample(unet: Any, scheduler_config: dict[str, Any], class_ids: Any, hidden: Any, mask: Any, *,
-           null_class: int, channels: int, size: int, steps: int, guidance: float, seed: int,
-           device: Any) -> Any:
-    """Draw images in [-1, 1] ``(B, C, H, W)`` for ``class_ids`` and text features ``hidden``/``mask``."""
-    import torch
-    from diffusers import DDIMScheduler
-
-    sched = DDIMScheduler.from_config(scheduler_config)
-    sched.set_timesteps(steps)
-    b = len(class_ids)
-    dtype = next(unet.parameters()).dtype
-    g = torch.Generator().manual_seed(seed)
-    # 1. start from seeded Gaussian noise (drawn on the CPU: identical on every device)
-    x = torch.randn(b, channels, size, size, generator=g).to(device, dtype) * sched.init_noise_sigma
-    # 2. conditional and unconditional inputs side by side (null class + null text)
-    c = torch.as_tensor(class_ids, device=device).long()
-    cond_h = hidden.to(device, dtype)
-    null_h = torch.zeros_like(cond_h)
-    cond_m = mask.to(device)
-    null_m = torch.zeros_like(cond_m)
-    null_m[:, 0] = 1
-    h2 = torch.cat([cond_h, null_h])
-    m2 = torch.cat([cond_m, null_m])
-    c2 = torch.cat([c, torch.full_like(c, null_class)])
-    with torch.no_grad():
-        for t in sched.timesteps:
-            # 3. one UNet call for both halves, then guidance: u + w (c - u)
-            out = unet(torch.cat([x, x]), t, encoder_hidden_states=h2, class_labels=c2,
-                       encoder_attention_mask=m2).sample
-            cond, uncond = out.chunk(2)
-            pred = uncond + guidance * (cond - uncond)
-            # 4. one DDIM step
-            x = sched.step(pred, t, x).prev_sample
-    return x.float().clamp(-1, 1)
 
 
 def grid_image(pixels: np.ndarray, row_labels: list[str], cols: int, *, low: float = 0.0,

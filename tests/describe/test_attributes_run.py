@@ -38,7 +38,7 @@ def test_describe_writes_a_store(derm_dataset: Path, tmp_path: Path) -> None:
     labels = pd.read_csv(derm_dataset / "labels.csv").set_index("image_id")
     for r in st.records():
         assert r.backend == "attributes" and r.model.startswith("medsynth.measure/")
-        assert r.template_version.startswith("derm@1.0+")
+        assert r.template_version.startswith("derm@1.1+")
         assert r.text.startswith("A ") and " mm " in r.text and "lesion" in r.text
         truth = labels.loc[r.image_id]
         # The drawn diameter is recovered, and the colour drawn is the colour named.

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from medsynth.artifacts import read_jsonl
-from medsynth.describe.backends import RequestError
-from medsynth.describe.backends.openai import OpenAIBackend
 from medsynth.describe.config import DescribeConfig
 from medsynth.describe.prompts import load_template
 from medsynth.describe.run import run_describe
 from medsynth.errors import MedsynthError
+from medsynth.mllm import RequestError
+from medsynth.mllm.openai_compat import OpenAIBackend
 from medsynth.store import open_store
 from tests.describe.conftest import VALID, Scripted
 
@@ -33,7 +33,7 @@ def _cfg(ds: Path, out: Path, url: str, **kw: object) -> DescribeConfig:
 
 
 def _backend(url: str, **kw: object) -> OpenAIBackend:
-    return OpenAIBackend(url, "scripted", backoff=0.01, **kw)  # type: ignore[arg-type]
+    return OpenAIBackend(url, "scripted", **kw)  # type: ignore[arg-type]
 
 
 def _conv() -> object:
@@ -42,7 +42,7 @@ def _conv() -> object:
 
 def test_request_format_and_key_from_environment(scripted: Scripted, monkeypatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
-    text = _backend(scripted.url).chat_one(_conv())
+    text = _backend(scripted.url).answer_one(_conv())
     assert json.loads(text.strip("`json\n")) == VALID
     body, headers = scripted.requests[0], scripted.headers[0]
     assert headers["Authorization"] == "Bearer sk-test-secret"
@@ -56,29 +56,29 @@ def test_request_format_and_key_from_environment(scripted: Scripted, monkeypatch
 
 def test_retries_429_and_5xx_then_succeeds(scripted: Scripted) -> None:
     scripted.script = [("status", 429), ("status", 500), ("status", 503)]
-    assert "diameter_mm" in _backend(scripted.url, retries=3).chat_one(_conv())
+    assert "diameter_mm" in _backend(scripted.url, retries=3).answer_one(_conv())
     assert len(scripted.requests) == 4
 
 
 def test_gives_up_after_retries(scripted: Scripted) -> None:
     scripted.script = [("status", 500)] * 3
     with pytest.raises(RequestError, match="gave up after 3 attempts"):
-        _backend(scripted.url, retries=2).chat_one(_conv())
+        _backend(scripted.url, retries=2).answer_one(_conv())
 
 
 def test_timeout_is_retried(scripted: Scripted) -> None:
     scripted.script = [("slow", 1.5, "too late")]
-    assert "diameter_mm" in _backend(scripted.url, retries=1, timeout=0.5).chat_one(_conv())
+    assert "diameter_mm" in _backend(scripted.url, retries=1, timeout=0.5).answer_one(_conv())
 
 
 def test_401_and_404_stop_with_a_clear_error(scripted: Scripted, monkeypatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-never-shown")
     scripted.script = [("status", 401)]
     with pytest.raises(MedsynthError, match="authentication failed") as e:
-        _backend(scripted.url).chat_one(_conv())
+        _backend(scripted.url).answer_one(_conv())
     assert "sk-never-shown" not in str(e.value)
     with pytest.raises(MedsynthError, match="not found"):
-        _backend(scripted.url.replace("/v1", "/v2")).chat_one(_conv())
+        _backend(scripted.url.replace("/v1", "/v2")).answer_one(_conv())
 
 
 def test_run_reasks_invalid_answers_and_records_failures(scripted: Scripted, derm_dataset: Path,

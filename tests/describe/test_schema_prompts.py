@@ -15,7 +15,7 @@ from medsynth.errors import MedsynthError
 @pytest.mark.parametrize("name", BUILTIN)
 def test_builtin_templates_load_and_prompt(name: str) -> None:
     t = load_template(name)
-    assert t.full_version.startswith(f"{name}@1.0+") and len(t.digest) == 64
+    assert t.full_version == f"{name}@{t.version}+{t.digest[:8]}" and len(t.digest) == 64
     conv = t.conversation(np.zeros((1, 8, 8), np.uint16), "some_label", fov_mm=20)
     assert "Step 1" in conv.user and "not_visible" in conv.user and "uncertain" in conv.user
     assert '"some_label"' in conv.user and "{schema}" not in conv.user
@@ -101,7 +101,7 @@ def test_display_copy_for_models() -> None:
 
     from PIL import Image
 
-    from medsynth.describe.backends import data_url, display_uint8
+    from medsynth.mllm.request import data_url, display_uint8
 
     ramp = (np.arange(64 * 64, dtype=np.uint32).reshape(1, 64, 64) * 16).astype(np.uint16)
     d = display_uint8(ramp)

@@ -2,7 +2,8 @@
 
 CLIP vision tower (2 layers, 32 px, patch 8) + Llama text model (2 layers, hidden 32), a
 word-level tokenizer trained on the spot with ``tokenizers``, a chat template and a
-``LlavaProcessor``. Its answers are gibberish, which exercises the re-ask and failure paths.
+``LlavaProcessor``. Its answers are gibberish, which exercises the re-ask and failure paths;
+"yes" and "no" are single tokens of its vocabulary (yes/no probabilities).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ CORPUS = [
     '{ "diameter_mm": 6.5, "asymmetry": 1, "border": "regular", "colors": [ "light_brown" ] }',
     "summary step locate shape size border colours structures none uncertain not_visible",
     "system user assistant the image shows skin lung heart opacity left right lower upper",
+    "answer with yes or no",
 ]
 
 

@@ -17,11 +17,10 @@ import pytest
 from medsynth.artifacts import atomic_write_bytes, input_ref, write_manifest
 from medsynth.data.dataset import assign_splits, finish_dataset, open_dataset
 from medsynth.data.save import save_png
+from medsynth.synthset import SAMPLE_COLUMNS
 
 CLASSES = ["disc", "ring", "square"]
-SYNTH_COLUMNS = ["sample_id", "class", "png", "dicom", "nifti", "report", "description", "seed",
-                 "sampler", "steps", "guidance", "model_sha256", "medsynth_version", "class_id",
-                 "index", "description_source"]
+SYNTH_COLUMNS = list(SAMPLE_COLUMNS)
 
 
 def shape_image(cls: str, rng: np.random.Generator, size: int = 32) -> np.ndarray:

@@ -96,7 +96,7 @@ def test_resume_skips_finished_runs(report: Path, shapes: dict[str, Path]) -> No
     res = CliRunner().invoke(app, ["evaluate", "--real", str(shapes["data"]), "--synthetic",
                                    str(shapes["synth"]), "--out", str(report), *_baselines(shapes), *ARGS,
                                    "--epochs", "4", "--resume"])
-    assert res.exit_code == 1 and "other settings (epochs)" in res.output
+    assert res.exit_code == 1 and "other settings: epochs (3 -> 4)" in res.output
     res = CliRunner().invoke(app, ["evaluate", "--real", str(shapes["data"]), "--synthetic",
                                    str(shapes["synth"]), "--out", str(report), *_baselines(shapes), *ARGS])
     assert res.exit_code == 1 and "already exists" in res.output

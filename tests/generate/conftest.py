@@ -1,7 +1,7 @@
 """Tiny, seeded model folders in the ``train`` contract layout, with a dataset and a store.
 
-The model is built with the train stage's own pieces (``build_denoiser``, ``save_pretrained``,
-``write_model_info``, prototypes from the real text encoder on the store's descriptions) and
+The model is built with the train stage's own pieces (``build_denoiser``, ``export_model``,
+the ``ModelInfo`` record, prototypes from the real text encoder on the store's descriptions) and
 random UNet weights: generate only needs the layout and the conditioning to be real.
 """
 
@@ -64,10 +64,11 @@ def make_model(root: Path, *, classes: list[str], channels: int, dtype: str, mod
     from diffusers import DDPMScheduler
 
     from medsynth.artifacts import input_ref, write_manifest
-    from medsynth.models.bundle import save_pretrained_atomic, write_model_info
+    from medsynth.models.bundle import export_model
     from medsynth.models.denoiser import DenoiserSpec, build_denoiser
+    from medsynth.models.info import DenoiserInfo, ModelInfo, PrototypeInfo
     from medsynth.models.intensity import IntensityMapping
-    from medsynth.models.prototypes import PROTOTYPE_FILE, build_prototypes, save_prototypes
+    from medsynth.models.prototypes import PROTOTYPE_FILE, build_prototypes
     from medsynth.models.text_encoder import TextEncoder, TextEncoderRef
 
     dataset = _dataset(root / "dataset", classes, channels, dtype, modality)
@@ -80,24 +81,23 @@ def make_model(root: Path, *, classes: list[str], channels: int, dtype: str, mod
     spec = DenoiserSpec(channels=channels, size=size, n_classes=len(classes),
                         cross_attention_dim=enc.hidden_size, block_out_channels=(16, 32),
                         attention_levels=(False, True), norm_num_groups=8)
-    unet = build_denoiser(spec)
-    save_pretrained_atomic(unet, model / "unet")
-    save_pretrained_atomic(unet, model / "unet_raw")
-    DDPMScheduler(num_train_timesteps=1000).save_pretrained(model / "scheduler")
+    den = build_denoiser(spec)
     texts = [t for c in classes for t in DESCRIPTIONS.get(c, [f"a {c} image"])]
     labels = torch.tensor([i for i, c in enumerate(classes)
                            for _ in DESCRIPTIONS.get(c, [f"a {c} image"])])
     hidden, mask = enc.encode(texts)
-    save_prototypes(model / PROTOTYPE_FILE, build_prototypes(hidden, mask, labels, len(classes), 4),
-                    classes)
+    banks = build_prototypes(hidden, mask, labels, len(classes), 4)
     mapping = IntensityMapping("uint8", 0, 255) if dtype == "uint8" else \
         IntensityMapping(dtype, 0, 4095)
-    write_model_info(model, {
-        "classes": classes, "channels": channels, "size": size, "spatial_dims": 2,
-        "dtype": dtype, "modality": modality, "intensity": mapping.to_dict(),
-        "text_encoder": ref.to_dict(), "prototypes": {"strength": 0.3, "temperature": 0.1},
-        "prediction_type": "epsilon", "spacing": [0.7, 0.7],
-    })
+    info = ModelInfo(
+        classes=classes, channels=channels, spatial_dims=2, shape=[size, size], dtype=dtype,
+        modality=modality, intensity=mapping, text_encoder=ref,
+        denoiser=DenoiserInfo(kind=spec.kind, spec=spec.to_dict()),
+        prototypes=PrototypeInfo(file=PROTOTYPE_FILE, per_class=4, strength=0.3, temperature=0.1,
+                                 classes_with_bank=sorted(banks)),
+        spacing=[0.7, 0.7], train_splits=["train"])
+    export_model(model, info, denoiser=den, noise_scheduler=DDPMScheduler(num_train_timesteps=1000),
+                 prototypes=banks)
     write_manifest(model, "train", config={"train_splits": ["train"], "fixture": True},
                    inputs=[input_ref(dataset, "data"), input_ref(store, "describe")],
                    outputs={"classes": classes})

@@ -84,3 +84,30 @@ def test_pigment_network_is_a_mesh_of_lighter_holes(size: int) -> None:
     # The mesh does not add colours or dots.
     assert m_net["colors"] == m_plain["colors"] == "light_brown"
     assert "dots_globules" not in m_net["structures"]
+
+
+def test_lesion_view_on_skin_patches_lesions_and_cut_lesions() -> None:
+    """Skin texture (a phantom's skin, no lesion) is 'none', not a tiny lesion; a lesion in full
+    view is 'whole'; one running off the image edge is 'partial'."""
+    from medsynth.measure.derm import LESION_VIEWS, lesion_view
+    from tests.measure.patches import MM_PER_PX, skin_patches, whole_lesions
+
+    for patch in skin_patches(6):
+        assert measure_derm(patch, MM_PER_PX, with_view=True)["lesion"] == "none"
+    for crop in whole_lesions(2):
+        m = measure_derm(crop, MM_PER_PX, with_view=True)
+        assert m["lesion"] == "whole" and m["diameter_mm"] > 1.5
+        assert set(measure_derm(crop, MM_PER_PX)) == set(DERM_COLUMNS)  # no view unless asked
+    # A lesion running off the edge, or filling the view: never described as a whole lesion
+    # (the skin model of the border ring cannot be fitted; a faint remnant is not a lesion).
+    for a, b, centre in ((30, 20, (4.0, 47.5)), (47, 30, None), (60, 25, None)):
+        m = measure_derm(lesion(96, a, b, angle=0.0, center=centre), 20 / 96, with_view=True)
+        assert m["lesion"] in LESION_VIEWS and m["lesion"] != "whole"
+    base = {"center": (30.0, 30.0), "diameter_px": 30.0, "fill": 0.6, "contrast": 9.0}
+    assert lesion_view({**base, "edge_px": 0}, 0.1) == "whole"
+    assert lesion_view({**base, "edge_px": 4}, 0.1) == "partial"
+    assert lesion_view({**base, "edge_px": 0, "fill": 0.15}, 0.1) == "none"  # a hair
+    assert lesion_view({**base, "edge_px": 0, "contrast": 2.0}, 0.1) == "none"  # texture
+    assert lesion_view({**base, "edge_px": 0}, 0.04) == "none"  # 1.2 mm: a speck
+    plain = measure_derm(np.full((3, 64, 64), 200, np.uint8), 20 / 64, with_view=True)
+    assert plain["lesion"] == "none" and plain["diameter_mm"] == 0.0

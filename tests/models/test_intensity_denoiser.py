@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medsynth.errors import MedsynthError
-from medsynth.models.denoiser import DenoiserSpec, MidBlockTap, build_class_head, build_denoiser
+from medsynth.models.denoiser import DenoiserSpec, build_class_head, build_denoiser
 from medsynth.models.intensity import IntensityMapping
 
 
@@ -40,21 +40,19 @@ def test_factory_builds_dual_head_unet(channels: int) -> None:
 
     spec = DenoiserSpec(channels=channels, size=16, n_classes=3, cross_attention_dim=12,
                         block_out_channels=(8, 16), attention_levels=(False, True), norm_num_groups=4)
-    unet = build_denoiser(spec)
-    assert unet.config.num_class_embeds == 4  # 3 classes + null
-    assert unet.config.cross_attention_dim == 12
+    den = build_denoiser(spec)
+    unet = den.net
+    assert den.kind == "diffusers" and den.n_class_embeds == 4  # 3 classes + null
+    assert unet.config.num_class_embeds == 4 and unet.config.cross_attention_dim == 12
     assert unet.config.in_channels == channels == unet.config.out_channels
-    tap = MidBlockTap(unet)
     x = torch.randn(2, channels, 16, 16)
     h = torch.randn(2, 5, 12)
-    out = unet(x, torch.tensor([3, 500]), encoder_hidden_states=h,
-               class_labels=torch.tensor([0, 3]), encoder_attention_mask=torch.ones(2, 5)).sample
+    out = den(x, torch.tensor([3, 500]), torch.tensor([0, 3]), h, torch.ones(2, 5))
     assert out.shape == x.shape
-    logits = build_class_head(spec)(tap.features)
+    logits = build_class_head(spec)(den.pooled_features())
     assert logits.shape == (2, 3)
     # The class changes the output (it enters through the timestep embedding).
-    out2 = unet(x, torch.tensor([3, 500]), encoder_hidden_states=h,
-                class_labels=torch.tensor([1, 2]), encoder_attention_mask=torch.ones(2, 5)).sample
+    out2 = den(x, torch.tensor([3, 500]), torch.tensor([1, 2]), h, torch.ones(2, 5))
     assert not torch.allclose(out, out2)
 
 
@@ -63,14 +61,13 @@ def test_factory_rejects_what_it_cannot_build() -> None:
         DenoiserSpec(channels=1, size=18, n_classes=2, cross_attention_dim=8,
                      block_out_channels=(8, 16, 16), attention_levels=(False, True, True),
                      norm_num_groups=4)
-    with pytest.raises(MedsynthError, match="3D"):
+    with pytest.raises(MedsynthError, match="3D volumes need denoiser: monai"):
         build_denoiser(DenoiserSpec(channels=1, size=16, n_classes=2, cross_attention_dim=8,
                                     block_out_channels=(8, 16), attention_levels=(False, True),
                                     norm_num_groups=4, spatial_dims=3))
-    with pytest.raises(MedsynthError, match="latent"):
-        build_denoiser(DenoiserSpec(channels=1, size=16, n_classes=2, cross_attention_dim=8,
-                                    block_out_channels=(8, 16), attention_levels=(False, True),
-                                    norm_num_groups=4, latent=True))
-    with pytest.raises(MedsynthError, match="channels"):
-        DenoiserSpec(channels=4, size=16, n_classes=2, cross_attention_dim=8,
+    with pytest.raises(MedsynthError, match="channel"):
+        DenoiserSpec(channels=0, size=16, n_classes=2, cross_attention_dim=8,
                      block_out_channels=(8, 16), attention_levels=(False, True), norm_num_groups=4)
+    with pytest.raises(MedsynthError, match="attention_head_dim"):
+        DenoiserSpec(kind="monai", channels=1, size=16, n_classes=2, cross_attention_dim=8,
+                     block_out_channels=(8, 12), attention_levels=(False, True), norm_num_groups=4)

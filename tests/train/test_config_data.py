@@ -44,6 +44,8 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
     ({"hflip": "maybe"}, "hflip"),
     ({"bogus": 1}, "unknown keys"),
     ({"max_steps": "ten"}, "max_steps"),
+    ({"denoiser": "keras"}, "denoiser must be auto, diffusers or monai"),
+    ({"latent": True}, "latent"),
 ])
 def test_bad_config_is_a_clear_error(bad: dict, match: str) -> None:
     with pytest.raises(MedsynthError, match=match):
@@ -57,6 +59,15 @@ def test_flips_follow_the_modality() -> None:
     assert flips_for("CR", cfg) == (False, False)
     assert flips_for("DX", TrainConfig(hflip="yes")) == (True, False)
     assert flips_for("XC", TrainConfig(hflip="no", vflip="no")) == (False, False)
+    assert flips_for("ES", cfg) == (True, False)  # endoscopy: up/down follows gravity
+
+
+def test_one_definition_of_the_flip_rules() -> None:
+    from medsynth.data.modality import allowed_flips
+
+    for m in ("XC", "SM", "GM", "ES", "DX", "CR", "CT", "MR", "OT", "es"):
+        assert flips_for(m, TrainConfig()) == allowed_flips(m)
+    assert allowed_flips("sm") == (True, True) and allowed_flips("MR") == (False, False)
 
 
 def test_load_train_split_with_texts(tmp_path: Path) -> None:

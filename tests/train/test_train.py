@@ -148,13 +148,13 @@ def test_corrupt_checkpoint_and_changed_recipe(tiny: dict[str, Path]) -> None:
     assert "step-0000001" in str(e.value) or "delete" in str(e.value)
     # Nothing already written is damaged by the failed resume: the finished model still loads.
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == before
-    assert load_bundle(out).info["steps"] == 2
+    assert load_bundle(out).info.steps == 2
     shutil.rmtree(last)
     with pytest.raises(MedsynthError, match="other settings"):
         train(tiny["ds"], out, cfg=cfg.replace(lr=1e-2), resume=True, progress=False)
     train(tiny["ds"], out, cfg=cfg.replace(max_steps=3), resume=True, progress=False)
     assert [s for s, _ in _losses(out)] == [1, 2, 3]
-    assert load_bundle(out).info["steps"] == 3
+    assert load_bundle(out).info.steps == 3
 
 
 def test_bf16_autocast_on_cpu(tiny: dict[str, Path]) -> None:

@@ -31,6 +31,7 @@ from medsynth.data.demo.common import (
     smoothstep,
     stamp_polyline,
 )
+from medsynth.vocabulary import DERM_COLOR_RGB, DERM_COLORS, DERM_SKIN_RGB, DERM_STRUCTURES
 
 CLASSES = ("melanoma", "nevus", "seborrheic_keratosis")
 MODALITY = "XC"
@@ -39,26 +40,12 @@ DTYPE = "uint8"
 FOV_MM = 20.0
 """Field of view (mm) at every image size: mm per pixel = 20 / size."""
 SUPERSAMPLE = 2
-COLOR_VOCAB = ("light_brown", "dark_brown", "black", "blue_grey", "red", "white")
-STRUCTURE_VOCAB = ("pigment_network", "dots_globules", "streaks", "blue_white_veil")
-COLOR_RGB: dict[str, tuple[int, int, int]] = {
-    "light_brown": (176, 116, 72),
-    "dark_brown": (98, 58, 34),
-    "black": (32, 26, 26),
-    "blue_grey": (104, 116, 138),
-    "red": (186, 62, 64),
-    "white": (232, 226, 222),
-}
-"""Typical dermoscopic appearance of each vocabulary colour (sRGB)."""
-SKIN_RGB: dict[int, tuple[int, int, int]] = {
-    1: (238, 204, 190),
-    2: (228, 184, 162),
-    3: (212, 160, 128),
-    4: (186, 132, 98),
-    5: (150, 102, 72),
-    6: (112, 76, 56),
-}
-"""Fitzpatrick-like skin tones under dermoscope light (pinker and brighter than daylight)."""
+COLOR_VOCAB = DERM_COLORS
+STRUCTURE_VOCAB = DERM_STRUCTURES
+COLOR_RGB = DERM_COLOR_RGB
+"""Typical dermoscopic appearance of each vocabulary colour (sRGB; :mod:`medsynth.vocabulary`)."""
+SKIN_RGB = DERM_SKIN_RGB
+"""Fitzpatrick-like skin tones under dermoscope light (:mod:`medsynth.vocabulary`)."""
 SKIN_TONE_P = (0.18, 0.28, 0.26, 0.15, 0.09, 0.04)
 
 

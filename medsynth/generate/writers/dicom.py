@@ -20,6 +20,7 @@ import numpy as np
 
 from medsynth import __version__
 from medsynth.artifacts import atomic_write_bytes
+from medsynth.data.storage import Rescale
 
 # Modality codes the Secondary Capture object may carry in place of the generic "OT".
 _MODALITIES = {"CR", "DX", "MG", "CT", "MR", "US", "XC", "GM", "SM", "OP", "PT", "NM", "RG", "OT"}
@@ -96,11 +97,19 @@ def dicom_dataset(
     description: str,
     seed: int | None = None,
     spacing: tuple[float, float] | None = None,
+    rescale: Rescale | None = None,
 ):  # type: ignore[no-untyped-def]
     """Build the Secondary Capture dataset (``highdicom.sc.SCImage``) for one image.
 
+    Grayscale values that are not unsigned integers keep their meaning through the Modality LUT
+    (Rescale Slope / Intercept / Type, docs/intensities.md): int16 (CT Hounsfield units) are
+    stored as signed 16-bit pixels (Pixel Representation 1) with slope 1 and intercept 0;
+    float32 values are stored as unsigned 16-bit ``rescale.to_stored(values)`` with
+    ``rescale``'s slope and intercept. Rescale Type is HU for CT, US (unspecified) otherwise.
+
     Args:
-        array: channel-first pixels, (1, H, W) uint8/uint16 (MONOCHROME2) or (3, H, W) uint8 (RGB).
+        array: channel-first pixels, (1, H, W) uint8/uint16/int16/float32 (MONOCHROME2) or
+            (3, H, W) uint8 (RGB).
         run: the run's shared UIDs, dates and modality.
         cls: the class name (Series Description; must be one of ``run.series_uids``).
         sample_id: the sample id, used as the synthetic Patient ID.
@@ -108,16 +117,28 @@ def dicom_dataset(
         description: the text the image was conditioned on (Image Comments).
         seed: the image's seed (recorded in the Derivation text in Image Comments).
         spacing: pixel spacing (row, column) in mm, when known.
+        rescale: the stored-value map of float32 images (required for them).
     """
     import highdicom
     from highdicom.sc import SCImage
 
     if array.ndim != 3 or array.shape[0] not in (1, 3):
         raise ValueError(f"DICOM writer needs (1|3, H, W), got {array.shape}")
+    modality_lut: tuple[float, float] | None = None  # (slope, intercept) of non-uint pixels
+    signed = False
     if array.shape[0] == 1:
-        if array.dtype not in (np.uint8, np.uint16):
-            raise ValueError(f"grayscale DICOM needs uint8 or uint16, got {array.dtype}")
         pixels = np.ascontiguousarray(array[0])
+        if pixels.dtype == np.int16:
+            # highdicom builds unsigned pixels only: hand it the same bytes as uint16, then
+            # declare them signed (two's complement bytes are identical).
+            pixels, signed, modality_lut = pixels.view(np.uint16), True, (1.0, 0.0)
+        elif pixels.dtype == np.float32:
+            if rescale is None:
+                raise ValueError("float32 DICOM pixels need a rescale (stored-value map)")
+            pixels = rescale.to_stored(pixels)
+            modality_lut = (rescale.slope, rescale.intercept)
+        elif pixels.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"grayscale DICOM needs uint8, uint16, int16 or float32, got {array.dtype}")
         photometric = "MONOCHROME2"
     else:
         if array.dtype != np.uint8:
@@ -167,7 +188,23 @@ def dicom_dataset(
     if seed is not None:
         derivation += f", seed {seed}"
     ds.DerivationDescription = _lo(derivation, 1024)
+    if signed:
+        ds.PixelRepresentation = 1
+    if modality_lut is not None:
+        # Modality LUT module: stored value -> value in its unit (HU for CT).
+        ds.RescaleSlope = _ds(modality_lut[0])
+        ds.RescaleIntercept = _ds(modality_lut[1])
+        ds.RescaleType = "HU" if run.modality == "CT" else "US"
     return ds
+
+
+def _ds(value: float) -> str:
+    """A Decimal String (at most 16 characters) for ``value``."""
+    for digits in range(12, 0, -1):
+        text = f"{value:.{digits}g}"
+        if len(text) <= 16:
+            return text
+    return f"{value:.0f}"
 
 
 def dicom_bytes(array: np.ndarray, **kwargs: object) -> bytes:

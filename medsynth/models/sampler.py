@@ -1,0 +1,241 @@
+"""The one denoising loop (training grids, generate, and later judge and refine), written out.
+
+Samplers are diffusers schedulers built from the model's training noise schedule
+(``MODEL/scheduler``) with ``.from_config``; their names are defined here only:
+
+===============  ==========================================================
+``dpmsolver++``  ``DPMSolverMultistepScheduler`` (algorithm ``dpmsolver++``)
+``ddim``         ``DDIMScheduler`` (eta 0, deterministic)
+``ddpm``         ``DDPMScheduler`` (ancestral, stochastic)
+``unipc``        ``UniPCMultistepScheduler``
+===============  ==========================================================
+
+Classifier-free guidance acts on class and text together: the unconditional branch uses the
+null class id and the null text, and ``eps = eps_uncond + g * (eps_cond - eps_uncond)``.
+
+The loop is shape-generic: pixels or latents, 2D ``(C, H, W)`` or 3D ``(C, D, H, W)``. In latent
+space nothing is clamped (a ``decode`` hook maps the result to pixels, which are then clipped
+to [-1, 1]; the scheduler is built without sample clipping). With an initial image (SDEdit
+image-to-image) the image is noised to the timestep where ``strength`` S of the schedule
+begins and only the remaining steps run: S -> 0 gives the image back, S = 1 ignores it
+(text-to-image from noise).
+
+Every image draws its initial noise (and, for ``ddpm``, its per-step noise) from its own
+``torch.Generator`` seeded with the image's seed, on the CPU, so an image is the same whether
+it is made alone or inside any batch, on any device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from medsynth.errors import BadUsageError
+
+SCHEDULERS = {
+    "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "ddim": ("DDIMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+}
+SAMPLERS = tuple(SCHEDULERS)
+"""Sampler names accepted by generate (``--sampler``), the training grids and later stages."""
+GRID_SAMPLER = "ddim"
+"""The sampler of the training sample grids."""
+
+
+def make_scheduler(name: str, scheduler_config: dict[str, Any], *, latent: bool = False) -> Any:
+    """A diffusers scheduler of kind ``name`` built from the model's training schedule config.
+
+    ``latent``: switch off sample clipping/thresholding (latents are not in [-1, 1]).
+    """
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise BadUsageError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+    cls_name, overrides = SCHEDULERS[name]
+    cls = getattr(diffusers, cls_name)
+    kwargs = dict(overrides)
+    if latent:
+        accepted = inspect.signature(cls.__init__).parameters
+        kwargs.update({k: False for k in ("clip_sample", "thresholding") if k in accepted})
+    return cls.from_config(dict(scheduler_config), **kwargs)
+
+
+def default_device() -> Any:
+    """CUDA when present, else the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def autocast_for(device: Any) -> contextlib.AbstractContextManager[Any]:
+    """bf16 (or fp16) autocast on CUDA; nothing on the CPU (float32 there)."""
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def image_generators(seeds: Sequence[int]) -> list[Any]:
+    """One CPU ``torch.Generator`` per image, seeded with the image's seed."""
+    import torch
+
+    return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+
+def initial_noise(generators: list[Any], shape: tuple[int, ...], device: Any) -> Any:
+    """Gaussian noise ``[B, *shape]``, image ``i`` drawn from ``generators[i]`` (on the CPU)."""
+    import torch
+
+    x = torch.stack([torch.randn(shape, generator=g, dtype=torch.float32) for g in generators])
+    return x.to(device)
+
+
+def _pad_to(h: Any, m: Any, length: int) -> tuple[Any, Any]:
+    """Right-pad features ``[B, L, D]`` and mask ``[B, L]`` with masked-out zeros to ``length``."""
+    import torch.nn.functional as F
+
+    extra = length - h.shape[1]
+    if extra <= 0:
+        return h, m
+    return F.pad(h, (0, 0, 0, extra)), F.pad(m, (0, extra))
+
+
+def _class_conditions(class_ids: Any, null_class: int, device: Any) -> tuple[Any, Any]:
+    """(conditional, unconditional) class inputs: long ids, or float probabilities (one-hot null)."""
+    import torch
+
+    if torch.is_tensor(class_ids) and class_ids.is_floating_point():
+        cond = class_ids.float().to(device)
+        if cond.shape[-1] == null_class:  # probabilities over the real classes only
+            cond = torch.nn.functional.pad(cond, (0, 1))
+        uncond = torch.zeros_like(cond)
+        uncond[:, null_class] = 1.0
+        return cond, uncond
+    cond = torch.as_tensor(class_ids, dtype=torch.long, device=device)
+    return cond, torch.full_like(cond, int(null_class))
+
+
+def start_step(scheduler: Any, steps: int, strength: float) -> int:
+    """Index into ``scheduler.timesteps`` where image-to-image at ``strength`` begins.
+
+    ``round(steps * strength)`` steps run (diffusers' img2img uses the floor; rounding makes
+    S = 0.5 of 25 steps run 12 or 13 the same way on every sampler); 0 = none.
+    """
+    run = min(steps, int(steps * strength + 0.5))
+    return (steps - run) * int(getattr(scheduler, "order", 1))
+
+
+def denoise(
+    denoiser: Any,
+    scheduler: Any,
+    *,
+    class_ids: Any,
+    text_hidden: Any,
+    text_mask: Any,
+    null_class: int,
+    null_hidden: Any,
+    null_mask: Any,
+    seeds: Sequence[int],
+    sample_shape: tuple[int, ...],
+    steps: int,
+    guidance: float,
+    device: Any = None,
+    init: Any = None,
+    strength: float = 1.0,
+    decode: Callable[[Any], Any] | None = None,
+    callback: Callable[[int, Any], None] | None = None,
+) -> Any:
+    """Sample a batch with classifier-free guidance on class and text (see module doc).
+
+    Args:
+        denoiser: a :class:`~medsynth.models.denoiser.Denoiser` (eval mode, on ``device``).
+        scheduler: a diffusers scheduler (see :func:`make_scheduler`); its state is reset here.
+        class_ids: the class id of each image (B entries), or a float tensor ``[B, K]`` of
+            class probabilities (CCELLA); the unconditional branch gets the null class.
+        text_hidden: text features ``[B, L, D]`` of each image's description.
+        text_mask: their attention mask ``[B, L]`` (1 = real token).
+        null_class: the class id meaning "no class" (the unconditional branch).
+        null_hidden: the null text's features ``[1, L0, D]`` (broadcast to the batch).
+        null_mask: the null text's mask ``[1, L0]``.
+        seeds: the seed of each image (its initial noise and any per-step noise).
+        sample_shape: ``(C, *spatial)`` of one sample in the denoiser's space (pixels or latents).
+        steps: number of denoising steps of the full schedule.
+        guidance: CFG scale g (1 = plain conditional sampling, 0 = unconditional).
+        device: where to run (default: the denoiser's device).
+        init: image-to-image: the initial images ``[B, *sample_shape]`` in the denoiser's space
+            (pixels in [-1, 1], or scaled latents); None = from noise.
+        strength: share of the schedule run from ``init`` in (0, 1]; 1 = from pure noise.
+        decode: latent models: maps the final latents to pixels in [-1, 1]; None = pixel space.
+        callback: called as ``callback(step_index, timestep)`` after every step.
+
+    Returns:
+        The batch ``[B, C, *spatial]`` in pixel space, float32 on the CPU, clipped to [-1, 1].
+    """
+    import torch
+
+    if not 0.0 < strength <= 1.0:
+        raise BadUsageError(f"strength must be in (0, 1], got {strength}")
+    device = device if device is not None else next(denoiser.parameters()).device
+    b = len(seeds)
+    # 1. Per-image generators: initial noise and stochastic steps never depend on the batch.
+    generators = image_generators(seeds)
+    noise = initial_noise(generators, tuple(sample_shape), device)
+    # 2. The timestep schedule of the chosen sampler; image-to-image runs only its tail.
+    scheduler.set_timesteps(steps, device=device)
+    timesteps = scheduler.timesteps
+    if init is None or strength >= 1.0:
+        x = noise * scheduler.init_noise_sigma
+    else:
+        first = start_step(scheduler, steps, strength)
+        timesteps = timesteps[first:]
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(first)
+        init = init.float().to(device)
+        if init.shape != noise.shape:
+            raise BadUsageError(f"init images have shape {tuple(init.shape)}, the sampler makes "
+                                f"{tuple(noise.shape)}")
+        # SDEdit: the initial image noised to the first remaining timestep.
+        x = scheduler.add_noise(init, noise, timesteps[:1].repeat(b)) if len(timesteps) else init
+    # 3. Conditions: the conditional half (class, text) and the unconditional half (null, null).
+    cond_c, null_c = _class_conditions(class_ids, null_class, device)
+    use_cfg = guidance != 1.0
+    length = max(text_hidden.shape[1], null_hidden.shape[1])
+    th, tm = _pad_to(text_hidden, text_mask, length)
+    if use_cfg:
+        nh, nm = _pad_to(null_hidden, null_mask, length)
+        hidden = torch.cat([nh.expand(b, -1, -1), th]).to(device)
+        mask = torch.cat([nm.expand(b, -1), tm]).to(device)
+        classes = torch.cat([null_c, cond_c])
+    else:
+        hidden, mask, classes = th.to(device), tm.to(device), cond_c
+    # Deterministic multistep samplers (UniPC) take no generator argument.
+    step_kwargs = {"generator": generators} if "generator" in inspect.signature(
+        scheduler.step).parameters else {}
+    with torch.no_grad(), autocast_for(device):
+        for i, t in enumerate(timesteps):
+            # 4. Duplicate the batch for the two CFG branches and let the scheduler scale it.
+            model_in = torch.cat([x, x]) if use_cfg else x
+            model_in = scheduler.scale_model_input(model_in, t)
+            # 5. Predict the noise (or v / x0, as the model was trained) for both branches.
+            out = denoiser(model_in, t, classes, hidden, mask).float()
+            # 6. Classifier-free guidance: eps = eps_uncond + g * (eps_cond - eps_uncond).
+            if use_cfg:
+                out_uncond, out_cond = out.chunk(2)
+                out = out_uncond + guidance * (out_cond - out_uncond)
+            # 7. One scheduler step x_t -> x_{t-1}; stochastic samplers use each image's generator.
+            x = scheduler.step(out, t, x, return_dict=False, **step_kwargs)[0]
+            if callback is not None:
+                callback(i, t)
+        # 8. Latents -> pixels (latent models); never clamp the latents themselves.
+        if decode is not None:
+            x = decode(x)
+    # 9. Back to the CPU in [-1, 1]; the bundle maps this to the pixel dtype.
+    return x.float().clamp(-1, 1).cpu()
