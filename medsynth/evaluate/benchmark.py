@@ -5,9 +5,9 @@ For every real-data fraction and seed the same classifier is trained on
 * ``real``           the real training images of that fraction,
 * ``real+<SYNTH>``   the same real images plus every synthetic image of the set,
 * ``real+augment``   the same real images with standard augmentation, repeated to the size of
-                     real+<first set> (``--baselines augment``; see :mod:`.baselines`),
+                     real+<first set> (on by default; see :mod:`.baselines`),
 * ``real+oracle``    the same real images plus as many EXTRA real images per class as the first
-                     synthetic set adds (``--baselines oracle --extra-real DATA``),
+                     synthetic set adds (``--extra-real DATA``),
 * ``<SYNTH>``        the synthetic images alone (once per seed; it uses no real training data),
 
 with early stopping on the real val split (subsampled with the same fraction, so few-shot arms
