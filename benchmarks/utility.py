@@ -22,8 +22,8 @@ Per modality, through the real CLI (one subprocess per stage, as a user runs it)
    bootstrap intervals over test images and seeds.
 
 Everything resumes: each stage is skipped when its output is complete, and ``train``,
-``generate`` and ``evaluate`` continue where they were killed. The two modalities run side by
-side, one torch thread each. The load average is sampled every 30 s and recorded per stage with
+``generate`` and ``evaluate`` continue where they were killed. ``--jobs`` (modality, setting)
+pairs run side by side, one torch thread each. The load average is sampled every 30 s and recorded per stage with
 the step budget, so a run on a busy machine says so. Results: benchmarks/results/utility.json,
 whose table ``python -m benchmarks --report-only`` puts in docs/benchmarks.md.
 """
@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import record, run_cli, side_by_side
+from benchmarks.common import record, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORK = ROOT / "benchmarks" / "work" / "utility"
@@ -273,8 +273,9 @@ def markdown(res: dict[str, Any]) -> str:
                        for m in setup["modalities"] if m in res)
     lines = [
         f"Generators: one per setting, trained on that setting's real images only: {budget}, "
-        f"= {setup['steps_scale']:g} x the 30-minute recipe's max_steps; {setup['threads_per_modality']} "
-        f"torch thread per modality, both side by side. {setup['n_synth_per_class']} synthetic "
+        f"= {setup['steps_scale']:g} x the 30-minute recipe's max_steps; {setup['jobs']} "
+        f"trainings side by side, {setup['threads_per_job']} torch thread each. "
+        f"{setup['n_synth_per_class']} synthetic "
         f"and {setup['n_synth_per_class']} oracle (extra real, seed 1) images per class; "
         f"{setup['test_per_class']} held-out test images per class; {setup['seeds']} seeds; "
         f"balanced accuracy with 95 % paired bootstrap intervals (test images and seeds). This "
@@ -315,17 +316,39 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def one(mod: str, a: argparse.Namespace, threads: int) -> dict[str, Any]:
-    w = a.workdir / mod
-    w.mkdir(parents=True, exist_ok=True)
-    make_pool(mod, w, a.test_per_class, a.n_synth, threads)
-    res: dict[str, Any] = {"recipe": f"examples/{mod}-cpu.yaml",
-                           "train_steps": recipe_steps(mod, a.steps_scale), "settings": {}}
-    for setting in a.settings:
-        prepare(mod, w, setting, a, threads)
-        if not a.prepare_only:
-            res["settings"][setting] = evaluate(mod, w, setting, a, threads)
-    return res
+def run_jobs(jobs: list[tuple[str, str]], fn: Any, n: int) -> dict[tuple[str, str], Any]:
+    """``fn(mod, setting)`` for every job, at most ``n`` at a time (threads running
+    subprocesses); every error is raised at the end, after the other jobs finished."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, n)) as pool:
+        futures = {job: pool.submit(fn, *job) for job in jobs}
+    errors = [f"{m} {s}: {f.exception()}" for (m, s), f in futures.items() if f.exception()]
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    return {job: f.result() for job, f in futures.items()}
+
+
+def study(a: argparse.Namespace) -> dict[str, Any]:
+    """Pools, then every (modality, setting): prepare, then evaluate, ``--jobs`` at a time."""
+    mods = a.modality.split(",")
+    for mod in mods:
+        (a.workdir / mod).mkdir(parents=True, exist_ok=True)
+        make_pool(mod, a.workdir / mod, a.test_per_class, a.n_synth, a.threads)
+    # Settings first, modalities interleaved: a cut-short run has both modalities' first ones.
+    jobs = [(m, s) for s in a.settings for m in mods]
+
+    def job(mod: str, setting: str) -> Any:
+        prepare(mod, a.workdir / mod, setting, a, a.threads)
+        if a.prepare_only:
+            return None
+        return evaluate(mod, a.workdir / mod, setting, a, a.threads)
+
+    done = run_jobs(jobs, job, a.jobs)
+    return {mod: {"recipe": f"examples/{mod}-cpu.yaml",
+                  "train_steps": recipe_steps(mod, a.steps_scale),
+                  "settings": {s: done[(mod, s)] for s in a.settings
+                               if done[(mod, s)] is not None}} for mod in mods}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -341,7 +364,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--n-synth", type=int, default=200, help="synthetic images per class")
     ap.add_argument("--test-per-class", type=int, default=300)
     ap.add_argument("--workdir", type=Path, default=DEFAULT_WORK)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads per modality")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per job")
+    ap.add_argument("--jobs", type=int, default=2,
+                    help="(modality, setting) pairs trained side by side; on a machine shared "
+                         "with other work, more jobs get a larger share of it")
     ap.add_argument("--prepare-only", action="store_true",
                     help="train and generate only (evaluate later)")
     a = ap.parse_args(argv or [])
@@ -349,11 +375,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mods = a.modality.split(",")
     t0 = time.time()
     with LoadSampler(60) as load:
-        res: dict[str, Any] = side_by_side(lambda m: one(m, a, a.threads), mods)
+        res: dict[str, Any] = study(a)
     res["setup"] = {"modalities": mods, "settings": a.settings, "seeds": a.seeds,
                     "n_synth_per_class": a.n_synth, "test_per_class": a.test_per_class,
                     "train_pool_per_class": TRAIN_POOL, "val_pool_per_class": VAL_POOL,
-                    "steps_scale": a.steps_scale, "threads_per_modality": a.threads,
+                    "steps_scale": a.steps_scale, "threads_per_job": a.threads,
+                    "jobs": a.jobs,
                     "size_px": SIZE, "wall_s_this_invocation": round(time.time() - t0),
                     **load.summary()}
     if not a.prepare_only:
