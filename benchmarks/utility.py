@@ -111,6 +111,9 @@ def _link(src: Path, dst: Path) -> None:
 def make_pool(mod: str, w: Path, test_per_class: int, n_extra: int, threads: int) -> None:
     """The seed-0 pool (train / val / test re-split here) and the seed-1 oracle images."""
     log = w / "log.txt"
+    for d in (w / "pool", w / "extra"):  # a killed `data demo` leaves a folder without manifest
+        if d.exists() and not (d / "medsynth.json").exists():
+            shutil.rmtree(d)
     if not (w / "pool" / "medsynth.json").exists():
         n = TRAIN_POOL + VAL_POOL + test_per_class
         stage(log, ["data", "demo", mod, "--out", str(w / "pool"), "--n-per-class", str(n),
