@@ -42,7 +42,9 @@ def evaluate_cmd(
                           "(test images and seeds resampled together).")] = 2000,
     size: Annotated[int | None, typer.Option("--size", help="Classifier image size in pixels "
                                              "(default: the data's, at most 64).")] = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Maximum classifier epochs.")] = 30,
+    epochs: Annotated[int, typer.Option("--epochs", help="Maximum classifier epochs (early "
+                                        "stopping on the val split usually ends a run sooner; "
+                                        "runs still improving at the end are flagged).")] = 30,
     patience: Annotated[int, typer.Option("--patience", help="Early-stopping patience (epochs "
                                           "without a lower real val loss).")] = 8,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Classifier batch size.")] = 32,
@@ -78,7 +80,7 @@ def evaluate_cmd(
     with the smallest gain the set-up could detect; a verdict only when the interval excludes 0.
 
     Example: medsynth evaluate --real DATA --synthetic SYNTH --out REPORT --real-fraction 1.0,0.1
-    --baselines augment,oracle --extra-real MORE_REAL
+    --extra-real MORE_REAL
     """
     from medsynth.evaluate.config import EvaluateConfig
     from medsynth.evaluate.run import run_evaluate
