@@ -95,19 +95,33 @@ def budget_recipe(w: Path, ae_steps: int | None, max_steps: int | None) -> Path:
     if ae_steps is not None:
         cfg["ae_max_steps"] = ae_steps
         cfg["ae_checkpoint_every"] = min(cfg["ae_checkpoint_every"], ae_steps)
+        cfg["ae_warmup_steps"] = min(cfg["ae_warmup_steps"], max(1, ae_steps // 8))
     if max_steps is not None:
         cfg["max_steps"] = max_steps
         cfg["checkpoint_every"] = min(cfg["checkpoint_every"], max_steps)
+        cfg["warmup_steps"] = min(cfg["warmup_steps"], max(1, max_steps // 8))
     path = w / "recipe.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+class _Stages(dict):  # type: ignore[type-arg]
+    """Stage results, saved to stages.json as each one finishes (a killed run keeps them)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(json.loads(path.read_text()) if path.exists() else {})
+        self.path = path
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.path.write_text(json.dumps(self, indent=2))
 
 
 def stages(w: Path, a: argparse.Namespace, log: Path) -> dict[str, Any]:
     """The documented pipeline, stage by stage, through the CLI (docs/train.md, prostate)."""
     data, store, model, synth = w / "data", w / "store", w / "model", w / "synth"
     threads = a.threads
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = _Stages(w / "stages.json")
     if not _finished(data):
         out["data"] = run_cli(["data", "demo", "prostate", "--out", str(data), "--n-per-class",
                                str(a.n_per_class), "--size", "64", "--seed", "0", "--overwrite"],
@@ -157,16 +171,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--max-steps", type=int, default=None,
                     help="denoiser steps (default: the recipe's)")
     ap.add_argument("--skip-eval", action="store_true", help="stop after generate")
+    ap.add_argument("--eval-seeds", type=int, default=2, help="evaluate --seeds")
+    ap.add_argument("--eval-epochs", type=int, default=None, help="evaluate --epochs")
+    ap.add_argument("--eval-fractions", default=None, help="evaluate --real-fraction")
+    ap.add_argument("--recognition-epochs", type=int, default=40,
+                    help="epochs of the class-recognition classifier")
     a = ap.parse_args(argv)
     w = a.workdir
     w.mkdir(parents=True, exist_ok=True)
-    done = w / "stages.json"
-    prev = json.loads(done.read_text()) if done.exists() else {}
     watch = LoadWatch()
     t0 = time.perf_counter()
-    new = stages(w, a, w / "log.txt")
-    st = {**prev, **new}
-    done.write_text(json.dumps(st, indent=2))
+    st = dict(stages(w, a, w / "log.txt"))
     res: dict[str, Any] = {"recipe": "examples/prostate-cpu.yaml", "threads": a.threads,
                            "budget": {"ae_steps": a.ae_steps or "recipe",
                                       "denoiser_steps": a.max_steps or "recipe",
@@ -176,7 +191,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not a.skip_eval:
         from benchmarks.latent_eval import evaluate_3d
 
-        res["evaluation"] = evaluate_3d(w, threads=a.threads)
+        res["evaluation"] = evaluate_3d(w, threads=a.threads, seeds=a.eval_seeds,
+                                        epochs=a.eval_epochs, fractions=a.eval_fractions,
+                                        recognition_epochs=a.recognition_epochs)
+        res["budget"].update(eval_seeds=a.eval_seeds, eval_epochs=a.eval_epochs or "default",
+                             eval_fractions=a.eval_fractions or "default",
+                             recognition_epochs=a.recognition_epochs)
     res["wall_s_this_run"] = round(time.perf_counter() - t0, 1)
     res["load_average"] = watch.summary()
     record("latent_3d", res)

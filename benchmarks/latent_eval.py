@@ -6,8 +6,8 @@
 - :func:`lesion_by_grade`: the offline prostate measurer's lesion diameter of generated (and
   real test) volumes per requested class, and its rank correlation with the grade;
 - :func:`describe_agreement`: the offline prostate measurer (describe) against the ground truth;
-- ``medsynth evaluate`` on the set through the CLI (3D classifier benchmark with 2 seeds instead
-  of 5 for the CPU budget, 2.5D FID against the real-vs-real reference, 3D privacy).
+- ``medsynth evaluate`` on the set through the CLI (3D classifier benchmark with fewer seeds
+  (and epochs) than the defaults for the CPU budget, 2.5D FID against the real-vs-real reference, 3D privacy).
 """
 
 from __future__ import annotations
@@ -182,7 +182,8 @@ def lesion_by_grade(data: Path, synth: Path) -> dict[str, Any]:
             "measurer": "medsynth.measure.prostate (offline, mirror-asymmetry lesion)"}
 
 
-def evaluate_3d(w: Path, *, threads: int = 1) -> dict[str, Any]:
+def evaluate_3d(w: Path, *, threads: int = 1, seeds: int = 2, epochs: int | None = None,
+                fractions: str | None = None, recognition_epochs: int = 40) -> dict[str, Any]:
     """Every measurement of the latent_3d benchmark on WORKDIR's model and synthetic set."""
     data, model, synth = w / "data", w / "model", w / "synth"
     cache = w / "evaluation.json"
@@ -198,12 +199,14 @@ def evaluate_3d(w: Path, *, threads: int = 1) -> dict[str, Any]:
     step("describe_agreement", lambda: describe_agreement(data, w / "store"))
     step("decode", lambda: decode_check(model, data))
     step("lesion_by_grade", lambda: lesion_by_grade(data, synth))
-    step("class_recognition", lambda: class_recognition(data, synth))
+    step("class_recognition", lambda: class_recognition(data, synth, epochs=recognition_epochs))
     report = w / "report"
     if "evaluate" not in res:
         try:
             stage = run_cli(["evaluate", "--real", str(data), "--synthetic", str(synth), "--out",
-                             str(report), "--threads", str(threads), "--seeds", "2",
+                             str(report), "--threads", str(threads), "--seeds", str(seeds),
+                             *(["--epochs", str(epochs)] if epochs else []),
+                             *(["--real-fraction", fractions] if fractions else []),
                              "--resume"],
                             w / "log.txt", threads)
             metrics = json.loads((report / "metrics.json").read_text())

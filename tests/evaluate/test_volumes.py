@@ -119,3 +119,21 @@ def test_report_has_orthogonal_slice_grids(report) -> None:  # type: ignore[no-u
     assert 'id="volumes"' in page and "FID mean (2.5D)" in page and "axial | coronal" in page
     grid = Image.open(out / "plots" / "grid_fresh.png")
     assert grid.width > grid.height  # three planes per volume, side by side
+
+
+def test_2d_set_against_volumes_and_oracle_are_refused_before_writing(
+        real: Path, tmp_path: Path) -> None:
+    from medsynth.errors import MedsynthError
+
+    model = make_model(tmp_path / "model", real)
+    flat = _synthetic(tmp_path / "flat", real, model, "fresh", n_per_class=1)
+    man = json.loads((flat / "medsynth.json").read_text())
+    man["outputs"]["spatial_dims"] = 2  # a 2D synthetic set (its manifest says so)
+    (flat / "medsynth.json").write_text(json.dumps(man))
+    with pytest.raises(MedsynthError, match="2D images, but .* has 3D"):
+        run_evaluate(EvaluateConfig(real=real, synthetic=[flat], out=tmp_path / "r1"))
+    ok = _synthetic(tmp_path / "ok", real, model, "fresh", n_per_class=1)
+    with pytest.raises(MedsynthError, match="--extra-real .* 2D datasets only"):
+        run_evaluate(EvaluateConfig(real=real, synthetic=[ok], out=tmp_path / "r2",
+                                    extra_real=real))
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
