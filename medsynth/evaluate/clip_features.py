@@ -205,7 +205,8 @@ def clip_report(clip: Any, *, classes: list[str], train: Any, test: Any, synth: 
         # (c) retrieval on the real test pairs.
         from medsynth.models.clip import retrieval_recall
 
-        retrieval = retrieval_recall(f_test[ti], t_emb, texts)
+        retrieval = retrieval_recall(f_test[ti], t_emb, texts,
+                                     labels=[classes[int(v)] for v in test.y[ti]])
     info = clip.info
     return {"model": str(clip.folder), "sha256": clip.sha256, "encoder": info.spec.encoder,
             "embed_dim": info.spec.embed_dim, "input_size": info.spec.size,
@@ -272,13 +273,15 @@ def clip_html(c: dict[str, Any], classes: list[str]) -> str:
                           "same-class shuffled cos", "matched − same-class"], arows, 1)
     r = c.get("retrieval")
     if r:
-        ret = _table(["direction", "recall@1", "chance", "recall@5", "chance"], [
-            ["image → text", _f(r["i2t_r1"]), _f(r["i2t_r1_chance"]), _f(r["i2t_r5"]),
-             _f(r["i2t_r5_chance"])],
-            ["text → image", _f(r["t2i_r1"]), _f(r["t2i_r1_chance"]), _f(r["t2i_r5"]),
-             _f(r["t2i_r5_chance"])]], 1) + \
+        ret = _table(["direction", "recall@1", "chance", "class only", "recall@5", "chance",
+                      "class only"], [
+            [name, _f(r[f"{d}_r1"]), _f(r[f"{d}_r1_chance"]), _f(r.get(f"{d}_r1_class_only")),
+             _f(r[f"{d}_r5"]), _f(r[f"{d}_r5_chance"]), _f(r.get(f"{d}_r5_class_only"))]
+            for name, d in (("image → text", "i2t"), ("text → image", "t2i"))], 1) + \
             (f'<p class="note">{r["n_images"]} real test pairs, {r["n_texts"]} distinct '
-             'texts (a text is found when the same string is retrieved).</p>')
+             'texts (a text is found when the same string is retrieved). Chance: a random '
+             'ranking; class only: a ranking that knows the class and nothing else (beating it '
+             'means the space holds more than the class).</p>')
     else:
         ret = f'<p class="note">Not measured: {html.escape(c.get("retrieval_reason") or "")}</p>'
     return (

@@ -260,13 +260,17 @@ def info_nce(image_emb: Any, text_emb: Any, logit_scale: Any, groups: Any = None
 
 # --------------------------------------------------------------------------------- retrieval
 def retrieval_recall(image_emb: Any, text_emb: Any, texts: list[str],
-                     ks: tuple[int, ...] = (1, 5)) -> dict[str, Any]:
+                     ks: tuple[int, ...] = (1, 5), labels: list[Any] | None = None
+                     ) -> dict[str, Any]:
     """Image->text and text->image recall@k of paired embeddings, against chance.
 
     Texts are compared as strings: the gallery of image->text is the set of distinct texts,
     and a hit is the image's own text among the k nearest; text->image queries are the
     distinct texts and a hit is any image paired with that text among the k nearest images.
-    Chance is the expected recall of a random ranking (exact, hypergeometric for t2i).
+    Chance is the expected recall of a random ranking (exact, hypergeometric for t2i). With
+    ``labels`` (the class of each pair), ``*_class_only`` is the expected recall of a ranker
+    that knows the class and nothing else (the class's items first, in random order): a
+    model above it has learnt more than the class from the text.
     """
     import math
 
@@ -296,8 +300,34 @@ def retrieval_recall(image_emb: Any, text_emb: Any, texts: list[str],
         # P(at least one of the m images of text t among kt random picks of n_img)
         chance = [1.0 - math.comb(n_img - int(m), kt) / math.comb(n_img, kt) for m in counts]
         out[f"t2i_r{k}_chance"] = float(np.mean(chance))
+        if labels is not None:
+            out.update(_class_only(owner.tolist(), [str(v) for v in labels], k))
     out["mean_recall"] = float(np.mean([out[f"{d}_r{k}"] for d in ("i2t", "t2i") for k in ks]))
     return out
+
+
+def _class_only(owner: list[int], labels: list[str], k: int) -> dict[str, float]:
+    """Expected recall@k of a ranker that only knows each pair's class (see
+    :func:`retrieval_recall`); a text's class is that of its first image."""
+    import math
+
+    text_class: dict[int, str] = {}
+    for o, c in zip(owner, labels, strict=True):
+        text_class.setdefault(o, c)
+    texts_of: dict[str, int] = {}
+    for c in text_class.values():
+        texts_of[c] = texts_of.get(c, 0) + 1
+    imgs_of: dict[str, int] = {}
+    for c in labels:
+        imgs_of[c] = imgs_of.get(c, 0) + 1
+    i2t = [min(k, texts_of[text_class[o]]) / texts_of[text_class[o]] for o in owner]
+    t2i = []
+    for t, c in text_class.items():
+        n_c, m = imgs_of[c], sum(1 for o in owner if o == t)
+        kk = min(k, n_c)
+        t2i.append(1.0 - math.comb(n_c - m, kk) / math.comb(n_c, kk))
+    return {f"i2t_r{k}_class_only": float(np.mean(i2t)),
+            f"t2i_r{k}_class_only": float(np.mean(t2i))}
 
 
 # --------------------------------------------------------------------------------------- loading

@@ -442,7 +442,8 @@ class _ClipTrainer:
         n = len(p.train_idx)
         b = min(cfg.batch_size, n)
         if self.step == 0 and self.progress:
-            console.print(f"CLIP: {n} training pairs ({len(p.texts)} distinct texts), "
+            n_txt = len(set(p.text_ids[p.train_idx].tolist()))
+            console.print(f"CLIP: {n} training pairs ({n_txt} distinct texts), "
                           f"{len(p.val_idx)} validation pairs ({p.val_source or 'none'}), "
                           f"{p.spatial_dims}D {self.spec.size} px, encoder {cfg.encoder}; "
                           f"{p.n_undescribed} undescribed images skipped", soft_wrap=True)
@@ -491,6 +492,7 @@ class _ClipTrainer:
                                          "state": self._snapshot(), "val": val}
                 if row is not None:
                     self.log.append(row)
+                    self._write_log()
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
                     self._save_checkpoint()
                     self._write_log()

@@ -114,3 +114,18 @@ def test_unit_pixels_is_evaluate_rule() -> None:
               rng.normal(0, 300, (1, 5, 5)).astype(np.int16),
               rng.normal(0, 1, (1, 5, 5)).astype(np.float32)):
         assert np.array_equal(unit_pixels(a), to_unit(a))
+
+
+def test_class_only_reference() -> None:
+    """Two classes, each with two distinct texts over four images: a class-aware random ranker
+    finds the image's text at k=1 half the time."""
+    texts = ["a1", "a1", "a2", "a2", "b1", "b1", "b2", "b2"]
+    labels = ["a"] * 4 + ["b"] * 4
+    emb = torch.eye(8)
+    r = retrieval_recall(emb, emb, texts, ks=(1, 2), labels=labels)
+    assert r["i2t_r1_class_only"] == pytest.approx(0.5)
+    assert r["i2t_r2_class_only"] == pytest.approx(1.0)
+    # t2i k=1: 2 of the class's 4 images carry the text.
+    assert r["t2i_r1_class_only"] == pytest.approx(0.5)
+    assert r["t2i_r2_class_only"] == pytest.approx(1 - math.comb(2, 2) / math.comb(4, 2))
+    assert r["i2t_r1_chance"] == pytest.approx(0.25)
