@@ -29,7 +29,9 @@ from typing import Any
 from benchmarks.common import record, run_cli
 
 SERIES = [("dpmsolver++", 5), ("dpmsolver++", 10), ("dpmsolver++", 20), ("dpmsolver++", 50),
-          ("ddim", 10), ("ddpm", 250)]
+          ("ddim", 10), ("ddpm", 50), ("ddpm", 250)]
+"""The quality series of one model: few to many solver steps, and DDPM's ancestral sampler
+(poor at 50 steps, the reference at 250)."""
 SERIES_RECIPE = "examples/derm-demo.yaml"
 """Diffusion recipe of a series: the make-demo recipe (1500 steps at 32 px; no flips for cxr,
 which the recipe's ``auto`` flips decide from the modality)."""
@@ -88,7 +90,8 @@ def real_test_figures(clip_dir: Path, data: Path, store: Path) -> dict[str, Any]
 
 
 def series(root: Path, data: Path, store: Path, clip_dir: Path, *, recipe: str, n: int,
-           threads: int, settings: list[tuple[str, int]], log: Path) -> dict[str, Any]:
+           threads: int, settings: list[tuple[str, int]], log: Path,
+           steps: int | None = None) -> dict[str, Any]:
     """Generate the sampler series from one diffusion model; score it in both spaces."""
     from scipy.stats import kendalltau, spearmanr
 
@@ -97,9 +100,10 @@ def series(root: Path, data: Path, store: Path, clip_dir: Path, *, recipe: str, 
     train: dict[str, Any] = {}
     if not (model / "medsynth.json").exists():
         resume = ["--resume"] if (model / "checkpoints").exists() else []
+        budget = ["--max-steps", str(steps)] if steps else []
         train = run_cli(["train", str(data), "--store", str(store), "--out", str(model),
-                         "--config", str(repo / recipe), "--threads", str(threads), *resume],
-                        log, threads)
+                         "--config", str(repo / recipe), "--threads", str(threads), *budget,
+                         *resume], log, threads)
     rows, sets = [], []
     for sampler, steps in settings:
         name = f"{sampler.replace('++', 'pp')}-{steps}"
@@ -149,7 +153,10 @@ def series(root: Path, data: Path, store: Path, clip_dir: Path, *, recipe: str, 
                          "lite0_order": order(f"lite0_{metric}")[:: 1 if lo_better else -1],
                          "clip_order": order(f"clip_{metric}")[:: 1 if lo_better else -1]}
     ref_l, ref_c = lite["reference"]["overall"], cl["fidelity"]["reference"]["overall"]
-    return {"model_train": train, "images_per_set": n * len(m["real"]["classes"]),
+    mm = json.loads((model / "medsynth.json").read_text())
+    return {"model_train": {**train, "steps": mm["outputs"].get("steps"),
+                            "train_time_s": mm["outputs"].get("train_time_s")},
+            "images_per_set": n * len(m["real"]["classes"]),
             "evaluate_wall_s": eval_s, "lite0_fid_real_vs_real": ref_l["fid"],
             "clip_fid_real_vs_real": ref_c["fid"], "lite0_coverage_real_vs_real":
             ref_l["coverage"], "clip_coverage_real_vs_real": ref_c["coverage"],
@@ -167,10 +174,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--clip-steps", type=int, default=1000)
     ap.add_argument("--series-n", type=int, default=60, help="images per class per setting")
+    ap.add_argument("--series-steps", type=int, help="training steps of the series' diffusion "
+                    "model (default: the make-demo recipe's 1500)")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv or [])
     res: dict[str, Any] = {"n_per_class": a.n_per_class, "size": a.size,
-                           "clip_steps": a.clip_steps, "threads": a.threads, "demos": {}}
+                           "clip_steps": a.clip_steps, "threads": a.threads,
+                           "series_n_per_class": a.series_n, "series_steps": a.series_steps,
+                           "demos": {}}
     loads = [os.getloadavg()[0]]
     for demo in [d for d in a.demos.split(",") if d]:
         root = a.workdir / demo
@@ -183,7 +194,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(demo, json.dumps(entry, indent=1), flush=True)
         if demo in a.series.split(","):
             entry["series"] = series(root, data, store, root / "clip", recipe=SERIES_RECIPE,
-                                     n=a.series_n, threads=a.threads, settings=SERIES, log=log)
+                                     n=a.series_n, threads=a.threads, settings=SERIES, log=log,
+                                     steps=a.series_steps)
             loads.append(os.getloadavg()[0])
         res["demos"][demo] = entry
     res["load_average_1min"] = [round(v, 2) for v in loads]
