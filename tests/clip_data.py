@@ -66,3 +66,44 @@ def make_clip_data(root: Path, n_per_class: int = 24, size: int = 16, seed: int 
     write_manifest(store, "describe", config={"split": "all" if test_texts else "train,val"},
                    inputs=[input_ref(data, "data")], outputs={})
     return data, store
+
+
+def make_clip_volumes(root: Path, n_per_class: int = 8, size: int = 12) -> tuple[Path, Path]:
+    """A 3D dataset (NIfTI, one channel, MR): bright balls and cubes, small or large, with a
+    store describing each. Returns (dataset, store)."""
+    from medsynth.data.save import save_nifti
+
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.mgrid[0:size, 0:size, 0:size]
+    c = (size - 1) / 2
+    rows, texts = [], {}
+    for cls in ("ball", "cube"):
+        for i in range(n_per_class):
+            large = i % 2 == 0
+            r = (0.4 if large else 0.2) * size
+            m = np.sqrt((zz - c) ** 2 + (yy - c) ** 2 + (xx - c) ** 2) < r if cls == "ball" \
+                else (abs(zz - c) < r) & (abs(yy - c) < r) & (abs(xx - c) < r)
+            vol = rng.normal(40, 5, (size,) * 3)
+            vol[m] = 200
+            iid = f"{cls}_{i:03d}"
+            rel = f"images/{cls}/{iid}.nii.gz"
+            save_nifti(np.clip(vol, 0, 255).astype(np.uint8)[None], root / "data" / rel)
+            split = "train" if i < n_per_class - 2 else "test"
+            rows.append({"image_id": iid, "path": rel, "class": cls, "split": split})
+            texts[iid] = f"a {'large' if large else 'small'} {cls}"
+    data = root / "data"
+    finish_dataset(data, pd.DataFrame(rows), config={"fixture": "clip volumes"},
+                   classes=["ball", "cube"], channels=1, dtype="uint8", modality="MR",
+                   spatial_dims=3)
+    store = root / "store"
+    for cls in ("ball", "cube"):
+        w = record_writer(store, cls)
+        for r in rows:
+            if r["class"] == cls:
+                w.write({**{k: r[k] for k in ("image_id", "path", "class", "split")},
+                         "attributes": {}, "text": texts[r["image_id"]], "backend": "fixture",
+                         "model": "fixture", "template_version": "1",
+                         "timestamp": "2026-01-01T00:00:00Z", "status": "ok"})
+        w.close()
+    write_manifest(store, "describe", config={}, inputs=[input_ref(data, "data")], outputs={})
+    return data, store

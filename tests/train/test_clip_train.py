@@ -151,3 +151,21 @@ def test_store_without_described_training_images_is_refused(tmp_path: Path) -> N
         train_clip(data, tmp_path / "o", cfg=ClipConfig.tiny(splits=["val"], classes=["disc"]),
                    store_path=store, progress=False)
     assert not (tmp_path / "o").exists()
+
+
+def test_trains_on_volumes(tmp_path: Path) -> None:
+    """A 3D dataset goes through the same stage: 3D encoder, 3D shift augmentation."""
+    from tests.clip_data import make_clip_volumes
+
+    data, store = make_clip_volumes(tmp_path / "v", n_per_class=16)
+    out = train_clip(data, tmp_path / "clip3d", store_path=store, progress=False,
+                     cfg=ClipConfig.tiny(max_steps=3, eval_every=3, checkpoint_every=3,
+                                         shift=0.2, hflip="yes", vflip="yes"))
+    m = read_manifest(out, "clip")
+    assert m.outputs["spatial_dims"] == 3 and m.outputs["size"] == 12
+    # No val split: a held-out share of the training pairs validates.
+    assert m.outputs["val_source"] == "held-out:0.15" and m.outputs["n_val_pairs"] == 4
+    clip = load_clip(out)
+    assert clip.model.image_encoder.conv1.weight.ndim == 5
+    emb = clip.embed_images(torch.rand(3, 1, 10, 14, 12))
+    assert emb.shape == (3, 16)
