@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.clip [--workdir W] [--demos derm,cxr] [--series derm]
         [--n-per-class 200] [--size 32] [--clip-steps 1000] [--series-n 60] [--threads 1]
+        [--series-model MODEL --series-store STORE]
     .venv/bin/python -m benchmarks clip
 
 For each demo (real CLI runs, as a user would): phantoms -> ``describe --split all`` (the
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -91,7 +93,7 @@ def real_test_figures(clip_dir: Path, data: Path, store: Path) -> dict[str, Any]
 
 def series(root: Path, data: Path, store: Path, clip_dir: Path, *, recipe: str, n: int,
            threads: int, settings: list[tuple[str, int]], log: Path,
-           steps: int | None = None) -> dict[str, Any]:
+           steps: int | None = None, model_store: Path | None = None) -> dict[str, Any]:
     """Generate the sampler series from one diffusion model; score it in both spaces."""
     from scipy.stats import kendalltau, spearmanr
 
@@ -112,7 +114,8 @@ def series(root: Path, data: Path, store: Path, clip_dir: Path, *, recipe: str, 
         if not (out / "medsynth.json").exists():
             r = run_cli(["generate", str(model), "--class", "all", "--n", str(n), "--out",
                          str(out), "--sampler", sampler, "--steps", str(steps), "--format",
-                         "png", "--seed", "0", "--threads", str(threads), "--resume"],
+                         "png", "--seed", "0", "--threads", str(threads), "--resume",
+                         *(["--store", str(model_store)] if model_store else [])],
                         log, threads)
         rows.append({"set": name, "sampler": sampler, "steps": steps,
                      "generate_wall_s": r["wall_s"]})
@@ -176,11 +179,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--series-n", type=int, default=60, help="images per class per setting")
     ap.add_argument("--series-steps", type=int, help="training steps of the series' diffusion "
                     "model (default: the make-demo recipe's 1500)")
+    ap.add_argument("--series-model", type=Path, help="a trained diffusion model to copy in "
+                    "as the series' model instead of training one (e.g. a make-demo model)")
+    ap.add_argument("--series-store", type=Path, help="the description store --series-model was "
+                    "trained with (copied; generate draws its texts)")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv or [])
     res: dict[str, Any] = {"n_per_class": a.n_per_class, "size": a.size,
                            "clip_steps": a.clip_steps, "threads": a.threads,
                            "series_n_per_class": a.series_n, "series_steps": a.series_steps,
+                           "series_model": str(a.series_model) if a.series_model else None,
                            "demos": {}}
     loads = [os.getloadavg()[0]]
     for demo in [d for d in a.demos.split(",") if d]:
@@ -193,9 +201,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         entry["test"] = real_test_figures(root / "clip", data, store)
         print(demo, json.dumps(entry, indent=1), flush=True)
         if demo in a.series.split(","):
+            model_store = None
+            if a.series_model and not (root / "model" / "medsynth.json").exists():
+                shutil.copytree(a.series_model, root / "model")
+            if a.series_store:
+                model_store = root / "model-store"
+                if not model_store.exists():
+                    shutil.copytree(a.series_store, model_store)
             entry["series"] = series(root, data, store, root / "clip", recipe=SERIES_RECIPE,
                                      n=a.series_n, threads=a.threads, settings=SERIES, log=log,
-                                     steps=a.series_steps)
+                                     steps=a.series_steps, model_store=model_store)
             loads.append(os.getloadavg()[0])
         res["demos"][demo] = entry
     res["load_average_1min"] = [round(v, 2) for v in loads]
