@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.clip [--workdir W] [--demos derm,cxr] [--series derm]
         [--n-per-class 200] [--size 32] [--clip-steps 1000] [--series-n 60] [--threads 1]
-        [--series-model MODEL --series-store STORE]
+        [--series-model MODEL --series-store STORE] [--series-settings dpmsolver++:10,ddpm:50]
     .venv/bin/python -m benchmarks clip
 
 For each demo (real CLI runs, as a user would): phantoms -> ``describe --split all`` (the
@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "as the series' model instead of training one (e.g. a make-demo model)")
     ap.add_argument("--series-store", type=Path, help="the description store --series-model was "
                     "trained with (copied; generate draws its texts)")
+    ap.add_argument("--series-settings", help="sampler:steps,... of the series (default: "
+                    + ",".join(f"{a}:{b}" for a, b in SERIES) + ")")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv or [])
     res: dict[str, Any] = {"n_per_class": a.n_per_class, "size": a.size,
@@ -190,6 +192,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "series_n_per_class": a.series_n, "series_steps": a.series_steps,
                            "series_model": str(a.series_model) if a.series_model else None,
                            "demos": {}}
+    settings = SERIES
+    if a.series_settings:
+        settings = [(x.split(":")[0], int(x.split(":")[1])) for x in a.series_settings.split(",")]
+    res["series_settings"] = [f"{x}:{n}" for x, n in settings]
     loads = [os.getloadavg()[0]]
     for demo in [d for d in a.demos.split(",") if d]:
         root = a.workdir / demo
@@ -209,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if not model_store.exists():
                     shutil.copytree(a.series_store, model_store)
             entry["series"] = series(root, data, store, root / "clip", recipe=SERIES_RECIPE,
-                                     n=a.series_n, threads=a.threads, settings=SERIES, log=log,
+                                     n=a.series_n, threads=a.threads, settings=settings, log=log,
                                      steps=a.series_steps, model_store=model_store)
             loads.append(os.getloadavg()[0])
         res["demos"][demo] = entry
