@@ -93,7 +93,8 @@ def real_test_figures(clip_dir: Path, data: Path, store: Path) -> dict[str, Any]
 
 def series(root: Path, data: Path, store: Path, clip_dir: Path, *, recipe: str, n: int,
            threads: int, settings: list[tuple[str, int]], log: Path,
-           steps: int | None = None, model_store: Path | None = None) -> dict[str, Any]:
+           steps: int | None = None, model_store: Path | None = None,
+           independent: bool = False) -> dict[str, Any]:
     """Generate the sampler series from one diffusion model; score it in both spaces."""
     from scipy.stats import kendalltau, spearmanr
 
@@ -124,7 +125,7 @@ def series(root: Path, data: Path, store: Path, clip_dir: Path, *, recipe: str, 
     t0 = time.perf_counter()
     run_cli(["evaluate", "--real", str(data), "--synthetic", ",".join(sets), "--out", str(rep),
              "--no-benchmark", "--clip", str(clip_dir), "--overwrite", "--threads",
-             str(threads)], log, threads)
+             str(threads), *(["--independent-model"] if independent else [])], log, threads)
     eval_s = round(time.perf_counter() - t0, 1)
     m = json.loads((rep / "metrics.json").read_text())
     lite, cl = m["fidelity"], m["clip"]
@@ -185,12 +186,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "trained with (copied; generate draws its texts)")
     ap.add_argument("--series-settings", help="sampler:steps,... of the series (default: "
                     + ",".join(f"{a}:{b}" for a, b in SERIES) + ")")
+    ap.add_argument("--series-independent-model", action="store_true", help="pass "
+                    "--independent-model to evaluate (a --series-model trained on another "
+                    "dataset; say in the results how far its training images overlap the test)")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv or [])
     res: dict[str, Any] = {"n_per_class": a.n_per_class, "size": a.size,
                            "clip_steps": a.clip_steps, "threads": a.threads,
                            "series_n_per_class": a.series_n, "series_steps": a.series_steps,
                            "series_model": str(a.series_model) if a.series_model else None,
+                           "series_independent_model": a.series_independent_model,
                            "demos": {}}
     settings = SERIES
     if a.series_settings:
@@ -216,7 +221,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     shutil.copytree(a.series_store, model_store)
             entry["series"] = series(root, data, store, root / "clip", recipe=SERIES_RECIPE,
                                      n=a.series_n, threads=a.threads, settings=settings, log=log,
-                                     steps=a.series_steps, model_store=model_store)
+                                     steps=a.series_steps, model_store=model_store,
+                                     independent=a.series_independent_model)
             loads.append(os.getloadavg()[0])
         res["demos"][demo] = entry
     res["load_average_1min"] = [round(v, 2) for v in loads]
