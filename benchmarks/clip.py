@@ -91,6 +91,28 @@ def real_test_figures(clip_dir: Path, data: Path, store: Path) -> dict[str, Any]
             "alignment": _round(alignment(img, txt, texts, labels))}
 
 
+def test_overlap(data: Path, model: Path) -> dict[str, Any]:
+    """How many of ``data``'s test images (by file content) the model trained on (its dataset's
+    training splits), for a reused model trained on another dataset (demo labels.csv layout)."""
+    import hashlib
+
+    import pandas as pd
+
+    def digests(root: Path) -> pd.DataFrame:
+        df = pd.read_csv(root / "labels.csv")
+        df["sha"] = [hashlib.sha256((root / p).read_bytes()).hexdigest() for p in df["path"]]
+        return df
+
+    mm = json.loads((model / "medsynth.json").read_text())
+    src = next(Path(r["path"]) for r in mm["inputs"] if r.get("stage") == "data")
+    splits = mm["config"].get("train_splits") or ["train"]
+    ours, theirs = digests(data), digests(src)
+    seen = set(theirs.loc[theirs["split"].isin(splits), "sha"])
+    test = ours.loc[ours["split"] == "test", "sha"]
+    return {"model_dataset": str(src), "model_train_splits": splits, "n_test": int(len(test)),
+            "n_test_in_model_training": int(test.isin(seen).sum())}
+
+
 def series(root: Path, data: Path, store: Path, clip_dir: Path, *, recipe: str, n: int,
            threads: int, settings: list[tuple[str, int]], log: Path,
            steps: int | None = None, model_store: Path | None = None,
@@ -158,7 +180,8 @@ def series(root: Path, data: Path, store: Path, clip_dir: Path, *, recipe: str, 
                          "clip_order": order(f"clip_{metric}")[:: 1 if lo_better else -1]}
     ref_l, ref_c = lite["reference"]["overall"], cl["fidelity"]["reference"]["overall"]
     mm = json.loads((model / "medsynth.json").read_text())
-    return {"model_train": {**train, "steps": mm["outputs"].get("steps"),
+    overlap = test_overlap(data, model) if independent else None
+    return {"test_overlap": overlap, "model_train": {**train, "steps": mm["outputs"].get("steps"),
                             "train_time_s": mm["outputs"].get("train_time_s")},
             "images_per_set": n * len(m["real"]["classes"]),
             "evaluate_wall_s": eval_s, "lite0_fid_real_vs_real": ref_l["fid"],
