@@ -364,14 +364,16 @@ def _cut_texts(bundle: Any, plan: list[SampleSpec], warn: bool) -> set[str]:
     from medsynth.models.text_encoder import warn_truncated
 
     enc = bundle.text_encoder()
-    limit = int(enc.ref.max_tokens)
+    limit = int(enc.capacity)  # one window, or the cap of the chunked windows
     counts = dict(zip(texts, enc.token_counts(texts), strict=True))
     cut = {t for t, n in counts.items() if n > limit}
     enc.warned = True  # reported here, for the whole run, not per batch
     if cut and warn:
         n_images = sum(1 for s in plan if s.description in cut)
         warn_truncated({"n_cut": n_images, "n_texts": sum(1 for s in plan if s.description.strip()),
-                        "max_tokens": limit, "longest_tokens": max(counts.values())},
+                        "max_tokens": limit, "longest_tokens": max(counts.values()),
+                        "window": int(enc.ref.max_tokens),
+                        "chunks": int(enc.ref.max_chunks) if enc.chunked else 1},
                        "prompts (descriptions) of this run")
     return cut
 
@@ -432,7 +434,10 @@ def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any,
             "unit": "HU" if bundle.modality == "CT" and bundle.dtype == "int16" else None,
         },
         "text_cut": {"images": int(table["text_cut"].fillna(0).astype(int).sum()),
-                     "max_tokens": int(bundle.text_ref.max_tokens)},
+                     "max_tokens": int(bundle.text_encoder().capacity)
+                     if any(s.description.strip() for s in plan) else
+                     int(bundle.text_ref.max_tokens),
+                     "long_text": bundle.text_ref.long_text},
     }
     config = dataclasses.asdict(cfg)
     return write_manifest(out, "generate", config=config, inputs=inputs, outputs=outputs)
