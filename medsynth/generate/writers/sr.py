@@ -93,7 +93,7 @@ def sr_dataset(image: Any, sections: list[tuple[str, str]], *, instance_number: 
     grouped: dict[str, list[str]] = {k: [] for k in _ORDER}
     for title, text in sections:
         t = title.strip().upper()
-        body = sanitize_text(" ".join(str(text).split()))
+        body = " ".join(sanitize_text(str(text)).split())
         if not body:
             continue
         if t in _SECTION_CODES:
