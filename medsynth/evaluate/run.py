@@ -181,6 +181,12 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     adherence = adherence_report(real, synths)
     timings["adherence"] = time.perf_counter() - t
 
+    t = time.perf_counter()
+    from medsynth.evaluate.reports_check import reports_report
+
+    reports, report_examples = reports_report(real, synths)
+    timings["reports"] = time.perf_counter() - t
+
     metrics = {
         "real": {"path": str(real.root), "classes": classes, "modality": real.modality,
                  "channels": real.channels, "n_train": len(train), "n_val": len(val),
@@ -196,10 +202,12 @@ def _run(cfg: EvaluateConfig) -> Manifest:
         "fidelity": fidelity,
         "privacy": privacy,
         "adherence": adherence,
+        "reports": reports,
     }
     t = time.perf_counter()
     atomic_write_json(out / "metrics.json", metrics)
-    files = write_report(out, metrics, train=train, test=test, synth=synth, pdetails=pdetails)
+    files = write_report(out, metrics, train=train, test=test, synth=synth, pdetails=pdetails,
+                         report_examples=report_examples)
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     metrics["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
