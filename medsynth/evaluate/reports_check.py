@@ -61,6 +61,14 @@ def _measure(family: str, array: np.ndarray, mm_per_px: float) -> dict[str, Any]
     return m
 
 
+def _cmp(family: str, stated: dict[str, Any], measured: dict[str, Any]) -> dict[str, float]:
+    """Per-field agreement of a report's attributes with an image's measurement."""
+    got = compare(family, stated, measured)
+    if "heart_size" in stated and "heart_size" in measured:
+        got["heart_size"] = float(stated["heart_size"] == measured["heart_size"])
+    return {k: v for k, v in got.items() if k in FIELDS[family]}
+
+
 def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
     keys = sorted({k for r in rows for k in r})
     return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
@@ -114,19 +122,13 @@ def reports_report(real: Any, synth_sets: list[Any], *, seed: int = 0
                                       "attribute"}
             continue
         fields = FIELDS[family]
-
-        def cmp(req: dict[str, Any], meas: dict[str, Any]) -> dict[str, float]:
-            got = compare(family, req, meas)
-            if "heart_size" in req and "heart_size" in meas:
-                got["heart_size"] = float(req["heart_size"] == meas["heart_size"])
-            return {k: v for k, v in got.items() if k in fields}
-
-        syn = [cmp(a, m) for a, m in zip(stated, measured, strict=True)]
+        syn = [_cmp(family, a, m) for a, m in zip(stated, measured, strict=True)]
         shuffled = []
         for i, cls in enumerate(classes):
             same = [j for j, c in enumerate(classes) if c == cls and j != i]
             if same:
-                shuffled.append(cmp(stated[same[int(rng.integers(len(same)))]], measured[i]))
+                shuffled.append(_cmp(family, stated[same[int(rng.integers(len(same)))]],
+                                     measured[i]))
         result["sets"][s.name] = {"n": len(syn), "family": family, "fields": fields,
                                   "report": _mean(syn), "shuffled": _mean(shuffled),
                                   "n_per_field": _count(syn)}
