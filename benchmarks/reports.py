@@ -1,0 +1,251 @@
+"""Reports (issue 17): report–image consistency on the derm and cxr demos, how much of a
+real-length report conditions the image, and report-writing speed per writer.
+
+    python -m benchmarks reports                       # all three parts
+    python -m benchmarks.reports --parts speed,long_text
+    python -m benchmarks.reports --parts consistency --steps 600 --workdir /tmp/rb
+
+consistency: per demo (derm, cxr): ``data demo`` (--n-per-class, 32 px), ``describe``
+(attributes), ``train`` (examples/derm-demo.yaml cut to --steps), ``generate --report
+template`` (--per-class per class), then evaluate's check (stated vs measured per attribute,
+against a shuffled report of the same class) and, as the noise floor, template reports of real
+test images' own ground truth against their measurement.
+
+long_text: real-length reports (template reports of the three styles joined with describe-like
+sentences into 65-600 tokens); for each, the same text with its last sentence changed; share
+whose two embeddings differ, for ``long_text: cut`` (the old 64-token window) and ``chunks``.
+
+speed: reports per second of the template writer; of the llm writer over loopback ``transformers
+serve`` with a tiny random LLaVA (its answers are invalid: one re-ask each, then the template
+fallback, so it measures the full cost of a bad answer); and of the local transformers backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import record  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+MS = [sys.executable, "-m", "medsynth.cli"]
+
+
+def _run(*args: str) -> None:
+    env = {**os.environ, "MEDSYNTH_NO_PROGRESS": "1"}
+    subprocess.run([*MS, *args], check=True, env=env, cwd=ROOT)
+
+
+def _contexts(n: int, seed: int = 0) -> list[Any]:
+    from medsynth.reports import context_for
+    from tests.reports.test_writers import _cxr_attrs, _derm_attrs, _prostate_attrs
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        fam = ("derm", "cxr", "prostate")[i % 3]
+        cls = {"derm": "melanoma", "cxr": "pneumonia", "prostate": "pirads_4_5"}[fam]
+        attrs = {"derm": lambda: _derm_attrs(rng), "cxr": lambda: _cxr_attrs(rng, cls),
+                 "prostate": lambda: _prostate_attrs(rng, cls)}[fam]()
+        out.append(context_for(sample_id=f"s{i}", cls=cls, family=fam, attributes=attrs, seed=i))
+    return out
+
+
+# ------------------------------------------------------------------------------------ speed
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def speed(workdir: Path) -> dict[str, Any]:
+    import urllib.request
+
+    from medsynth.reports import ReportWriterConfig, TemplateWriter, make_writer
+    from tests.describe.tiny_vlm import build_tiny_llava
+
+    res: dict[str, Any] = {"load_avg_1m": round(os.getloadavg()[0], 2)}
+    ctxs = _contexts(3000)
+    w = TemplateWriter()
+    t0 = time.perf_counter()
+    w.write(ctxs)
+    res["template_reports_per_s"] = round(len(ctxs) / (time.perf_counter() - t0), 1)
+
+    model = build_tiny_llava(workdir / "tiny-llava")
+    small = _contexts(24, seed=1)
+    local = make_writer(ReportWriterConfig(writer="llm", backend="transformers",
+                                           model=str(model), max_reasks=1, concurrency=8,
+                                           max_tokens=48))
+    t0 = time.perf_counter()
+    out = local.write(small)
+    res["llm_local_transformers"] = {
+        "reports_per_s": round(len(small) / (time.perf_counter() - t0), 2),
+        "n": len(small), "writers": sorted({r.writer for r in out}),
+        "answers_per_report": sum(len(r.raw) for r in out) / len(out)}
+    local.close()
+
+    exe = shutil.which("transformers", path=str(Path(sys.executable).parent))
+    if exe is None:
+        res["llm_transformers_serve"] = "skipped: transformers CLI missing"
+        return res
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    log = open(workdir / "serve.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([exe, "serve", str(model), "--host", "127.0.0.1", "--port",
+                             str(port)], stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        served = make_writer(ReportWriterConfig(
+            writer="llm", backend="openai", model=str(model), max_reasks=1, concurrency=4,
+            base_url=f"http://127.0.0.1:{port}/v1", max_tokens=48, timeout=120))
+        served.write(small[:2])  # warm-up (the server loads the model on first use)
+        t0 = time.perf_counter()
+        out = served.write(small)
+        res["llm_transformers_serve"] = {
+            "reports_per_s": round(len(small) / (time.perf_counter() - t0), 2), "n": len(small),
+            "writers": sorted({r.writer for r in out}),
+            "answers_per_report": sum(len(r.raw) for r in out) / len(out),
+            "concurrency": 4}
+        served.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
+    return res
+
+
+# -------------------------------------------------------------------------------- long text
+def long_text() -> dict[str, Any]:
+    import torch
+
+    from medsynth.models.text_encoder import TextEncoder, TextEncoderRef
+    from medsynth.reports import template_report
+
+    rng = random.Random(0)
+    pieces = [template_report(c).text.replace("\n\n", " ").replace("\n", " ")
+              for c in _contexts(300, seed=2)]
+    texts = []
+    for i in range(400):
+        k = rng.randint(1, 8)
+        texts.append(" ".join(rng.sample(pieces, k)) + f" Follow-up in {rng.randint(2, 12)} weeks.")
+    cut = TextEncoder(TextEncoderRef(long_text="cut"))
+    chunks = TextEncoder(TextEncoderRef())
+    counts = chunks.token_counts(texts)
+    long_ = [(t, n) for t, n in zip(texts, counts, strict=True) if n > 64]
+    res: dict[str, Any] = {"n_texts": len(texts), "n_over_64": len(long_),
+                           "tokens": {"min": min(counts), "median": sorted(counts)[len(counts) // 2],
+                                      "max": max(counts)},
+                           "chunks_capacity": chunks.capacity}
+    for name, enc in (("cut", cut), ("chunks", chunks)):
+        differ = 0
+        t0 = time.perf_counter()
+        for t, _ in long_:
+            other = t.rsplit(" Follow-up in ", 1)[0] + " No follow-up needed."
+            a, ma = enc.encode([t], warn=False)
+            b, mb = enc.encode([other], warn=False)
+            if a.shape != b.shape or not torch.allclose(a, b):
+                differ += 1
+        res[name] = {"share_whole_text_conditions": round(differ / len(long_), 3),
+                     "n_differ": differ, "seconds": round(time.perf_counter() - t0, 1)}
+    res["share_within_cap"] = round(sum(1 for _, n in long_ if n <= chunks.capacity)
+                                    / len(long_), 3)
+    return res
+
+
+# ------------------------------------------------------------------------------ consistency
+def consistency(workdir: Path, steps: int, n_per_class: int, per_class: int) -> dict[str, Any]:
+    from medsynth.data.dataset import open_dataset
+    from medsynth.evaluate.reports_check import _as_compare, _cmp, _mean, _measure, reports_report
+    from medsynth.reports import context_for, parse_report, template_report
+    from medsynth.synthset import open_synthetic
+
+    res: dict[str, Any] = {"steps": steps, "n_per_class": n_per_class, "generated_per_class":
+                           per_class, "recipe": "examples/derm-demo.yaml", "size": 32}
+    for kind in ("derm", "cxr"):
+        d = workdir / kind
+        t0 = time.perf_counter()
+        load0 = os.getloadavg()[0]
+        if not (d / "data" / "medsynth.json").is_file():
+            _run("data", "demo", kind, "--out", str(d / "data"), "--n-per-class",
+                 str(n_per_class), "--size", "32", "--seed", "0", "--overwrite")
+        if not (d / "store" / "medsynth.json").is_file():
+            _run("describe", str(d / "data"), "--out", str(d / "store"), "--overwrite")
+        if not (d / "model" / "medsynth.json").is_file():
+            _run("train", str(d / "data"), "--store", str(d / "store"), "--out", str(d / "model"),
+                 "--config", "examples/derm-demo.yaml", "--max-steps", str(steps),
+                 "--sample-every", "0", "--threads", "2", "--overwrite")
+        if not (d / "synth" / "medsynth.json").is_file():
+            _run("generate", str(d / "model"), "--n", str(per_class), "--out", str(d / "synth"),
+                 "--report", "template", "--steps", "25", "--overwrite")
+        real = open_dataset(d / "data")
+        rep, _ = reports_report(real, [open_synthetic(d / "synth")])
+        s = next(iter(rep["sets"].values()))
+        # noise floor: template reports of real test images' own ground truth vs measurement
+        test = real.split("test")
+        fov = float(real.manifest.outputs.get("mm_per_px") or 20.0 / 32) * 32
+        floor = []
+        for i, (_, row) in enumerate(test.iterrows()):
+            ctx = context_for(sample_id=str(row["image_id"]), cls=str(row["class"]),
+                              family=kind, attributes=row.to_dict(), seed=i)
+            stated = _as_compare(parse_report(kind, template_report(ctx).text))
+            arr = real.load(row).array
+            floor.append(_cmp(kind, stated, _measure(kind, arr, fov / arr.shape[-1])))
+        res[kind] = {"n": s.get("n"), "fields": s.get("fields"), "report_vs_image":
+                     s.get("report"), "shuffled": s.get("shuffled"),
+                     "real_floor": _mean(floor), "n_real": len(floor),
+                     "minutes": round((time.perf_counter() - t0) / 60, 1),
+                     "load_avg_1m_start": round(load0, 1),
+                     "load_avg_1m_end": round(os.getloadavg()[0], 1)}
+    return res
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--parts", default="speed,long_text,consistency")
+    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--steps", type=int, default=1500, help="training steps of the demo models")
+    p.add_argument("--n-per-class", type=int, default=120)
+    p.add_argument("--per-class", type=int, default=60, help="generated images per class")
+    a = p.parse_args(argv)
+    work = a.workdir or Path(tempfile.mkdtemp(prefix="bench-reports-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    parts = a.parts.split(",")
+    if "speed" in parts:
+        results["speed"] = speed(work)
+    if "long_text" in parts:
+        results["long_text"] = long_text()
+    if "consistency" in parts:
+        results["consistency"] = consistency(work, a.steps, a.n_per_class, a.per_class)
+    results["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    import json
+
+    from benchmarks.common import RESULTS
+
+    old = RESULTS / "reports.json"  # parts run separately keep each other's results
+    if old.is_file():
+        prev = json.loads(old.read_text()).get("results", {})
+        results = {**prev, **results}
+    record("reports", results)
+
+
+if __name__ == "__main__":
+    main()
