@@ -57,8 +57,8 @@ def _contexts(n: int, seed: int = 0) -> list[Any]:
     for i in range(n):
         fam = ("derm", "cxr", "prostate")[i % 3]
         cls = {"derm": "melanoma", "cxr": "pneumonia", "prostate": "pirads_4_5"}[fam]
-        attrs = {"derm": lambda: _derm_attrs(rng), "cxr": lambda: _cxr_attrs(rng, cls),
-                 "prostate": lambda: _prostate_attrs(rng, cls)}[fam]()
+        attrs = (_derm_attrs(rng) if fam == "derm" else _cxr_attrs(rng, cls) if fam == "cxr"
+                 else _prostate_attrs(rng, cls))
         out.append(context_for(sample_id=f"s{i}", cls=cls, family=fam, attributes=attrs, seed=i))
     return out
 
@@ -143,7 +143,7 @@ def long_text() -> dict[str, Any]:
     pieces = [template_report(c).text.replace("\n\n", " ").replace("\n", " ")
               for c in _contexts(300, seed=2)]
     texts = []
-    for i in range(400):
+    for _ in range(400):
         k = rng.randint(1, 8)
         texts.append(" ".join(rng.sample(pieces, k)) + f" Follow-up in {rng.randint(2, 12)} weeks.")
     cut = TextEncoder(TextEncoderRef(long_text="cut"))
