@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=1500, help="training steps of the demo models")
     p.add_argument("--n-per-class", type=int, default=120)
     p.add_argument("--per-class", type=int, default=60, help="generated images per class")
-    a = p.parse_args(argv)
+    a = p.parse_args(argv if argv is not None else [])  # `python -m benchmarks` passes none
     work = a.workdir or Path(tempfile.mkdtemp(prefix="bench-reports-"))
     work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
@@ -248,4 +248,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
