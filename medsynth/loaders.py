@@ -86,6 +86,6 @@ def dataset_datalist(root: str | os.PathLike[str], table: pd.DataFrame,
         sections.setdefault(key, []).append(entry)
     for key in DATALIST_SECTIONS.values():
         sections.setdefault(key, [])
-    write_datalist(root / "datalist.json", sections, classes, name=root.resolve().name,
-                   description="medsynth dataset", synthetic=False)
+    write_datalist(root / "datalist.json", sections, classes, description="medsynth dataset",
+                   synthetic=False)
     return {"monai": "datalist.json"}
