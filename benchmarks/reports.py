@@ -13,7 +13,7 @@ test images' own ground truth against their measurement.
 
 long_text: real-length reports (template reports of the three styles joined with describe-like
 sentences into 65-600 tokens); for each, the same text with its last sentence changed; share
-whose two embeddings differ, for ``long_text: cut`` (the old 64-token window) and ``chunks``.
+whose two embeddings differ (the last number changed), for ``long_text: cut`` (the old 64-token window) and ``chunks``.
 
 speed: reports per second of the template writer; of the llm writer over loopback ``transformers
 serve`` with a tiny random LLaVA (its answers are invalid: one re-ask each, then the template
@@ -143,9 +143,9 @@ def long_text() -> dict[str, Any]:
     pieces = [template_report(c).text.replace("\n\n", " ").replace("\n", " ")
               for c in _contexts(300, seed=2)]
     texts = []
-    for _ in range(400):
+    for _ in range(240):
         k = rng.randint(1, 8)
-        texts.append(" ".join(rng.sample(pieces, k)) + f" Follow-up in {rng.randint(2, 12)} weeks.")
+        texts.append(" ".join(rng.sample(pieces, k)) + " Follow-up in 4 weeks.")
     cut = TextEncoder(TextEncoderRef(long_text="cut"))
     chunks = TextEncoder(TextEncoderRef())
     counts = chunks.token_counts(texts)
@@ -158,10 +158,9 @@ def long_text() -> dict[str, Any]:
         differ = 0
         t0 = time.perf_counter()
         for t, _ in long_:
-            other = t.rsplit(" Follow-up in ", 1)[0] + " No follow-up needed."
-            a, ma = enc.encode([t], warn=False)
-            b, mb = enc.encode([other], warn=False)
-            if a.shape != b.shape or not torch.allclose(a, b):
+            # the same text with its very last word-token changed (same length: 4 -> 9 weeks)
+            h, m = enc.encode([t, t[: -len("4 weeks.")] + "9 weeks."], warn=False)
+            if not torch.allclose(h[0], h[1], atol=1e-6):
                 differ += 1
         res[name] = {"share_whole_text_conditions": round(differ / len(long_), 3),
                      "n_differ": differ, "seconds": round(time.perf_counter() - t0, 1)}

@@ -86,21 +86,19 @@ def _cxr(ctx: ReportContext, rng: random.Random) -> Report:
         findings.append(rng.choice(["The lungs are clear.", "No focal lung opacity.",
                                     "Clear lung fields without focal opacity."]))
     elif side in where:
-        zone_txt = f"{zone} zone of " if zone else ""
+        loc = f"the {zone} zone of {where[side]}" if zone else where[side]
         ext_txt = (rng.choice([f", involving about {extent:.0%} of the lung field",
                                f" ({extent:.0%} of the lung)"]) if extent is not None else "")
         if kind == "effusion":
             who = "Bilateral pleural effusions" if side == "bilateral" else \
                 f"A {side} pleural effusion"
-            findings.append(f"{who} in the {zone_txt}{where[side]}{ext_txt}, blunting the "
-                            "costophrenic angle.")
+            findings.append(f"{who} in {loc}{ext_txt}, blunting the costophrenic angle.")
         else:
             noun = rng.choice(["airspace opacity", "patchy consolidation"]) \
                 if kind == "pneumonia" else "opacity"
             findings.append(rng.choice([
-                f"There is {'an' if noun[0] in 'ao' else 'a'} {noun} in the {zone_txt}"
-                f"{where[side]}{ext_txt}.",
-                f"{_cap(noun)} in the {zone_txt}{where[side]}{ext_txt}."]))
+                f"There is {'an' if noun[0] in 'ao' else 'a'} {noun} in {loc}{ext_txt}.",
+                f"{_cap(noun)} in {loc}{ext_txt}."]))
     else:
         findings.append({"pneumonia": "An airspace opacity is present; its side and zone are "
                                       "not specified.",
@@ -117,25 +115,40 @@ def _cxr(ctx: ReportContext, rng: random.Random) -> Report:
         findings.append("The cardiac silhouette is enlarged." if (heart or "enlarged") ==
                         "enlarged" else "The heart size is normal.")
 
+    # IMPRESSION: what the findings state; the class is named where they show it, and noted
+    # where the attributes (more specific than the class) do not
     sided = {"left": "left", "right": "right", "bilateral": "bilateral"}.get(str(side), "")
     zone_adj = f"{zone}-zone " if zone else ""
-    if side == "none" and kind in ("pneumonia", "effusion"):
-        # the conditioning's attributes say clear lungs: the report does not invent a finding
-        impression = f"No focal lung opacity (image generated for class {class_phrase(ctx.cls)})."
-    elif kind == "normal" and side in (None, "none") and heart != "enlarged":
-        impression = rng.choice(["No acute cardiopulmonary abnormality.",
-                                 "Normal chest radiograph."])
-    elif kind == "pneumonia":
-        lead = _cap(f"{sided} {zone_adj}airspace opacity".strip()) if sided else \
-            "Airspace opacity"
-        impression = rng.choice([f"{lead}, consistent with pneumonia.",
-                                 f"{lead}; findings compatible with pneumonia."])
-    elif kind == "effusion":
-        impression = f"{_cap(sided)} pleural effusion." if sided else "Pleural effusion."
-    elif kind == "cardiomegaly":
-        impression = "Cardiomegaly" + (f" (cardiothoracic ratio {ctr:.2f})." if ctr else ".")
-    else:
-        impression = f"Findings consistent with {class_phrase(ctx.cls)}."
+    parts, shown = [], False
+    if sided and kind == "effusion":
+        parts.append(f"{_cap(sided)} pleural effusion")
+        shown = True
+    elif sided and kind == "pneumonia":
+        lead = _cap(f"{sided} {zone_adj}airspace opacity")
+        parts.append(rng.choice([f"{lead}, consistent with pneumonia",
+                                 f"{lead}; findings compatible with pneumonia"]))
+        shown = True
+    elif sided:
+        parts.append(_cap(f"{sided} {zone_adj}lung opacity"))
+    elif side is None and kind in ("pneumonia", "effusion"):
+        parts.append("Airspace opacity, consistent with pneumonia" if kind == "pneumonia"
+                     else "Pleural effusion")
+        shown = True
+    if heart == "enlarged" or (heart is None and kind == "cardiomegaly"):
+        parts.append("Cardiomegaly" + (f" (cardiothoracic ratio {ctr:.2f})" if ctr else ""))
+        shown = shown or kind == "cardiomegaly"
+    if not parts and kind == "other":
+        parts.append(f"Findings consistent with {class_phrase(ctx.cls)}")
+        shown = True
+    elif not parts:
+        parts.append(rng.choice(["No acute cardiopulmonary abnormality",
+                                 "Normal chest radiograph"]))
+        shown = kind == "normal"
+    impression = ". ".join(parts) + "."
+    if kind == "other" and not shown:
+        impression += f" Findings consistent with {class_phrase(ctx.cls)}."
+    elif not shown and not (kind == "normal" and not sided):
+        impression += f" (Image generated for class {class_phrase(ctx.cls)}.)"
     return Report([("FINDINGS", " ".join(findings)), ("IMPRESSION", impression)])
 
 
