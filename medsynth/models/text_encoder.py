@@ -140,7 +140,8 @@ class TextEncoder:
     def token_counts(self, texts: list[str]) -> list[int]:
         """Tokens of each text before any cut (special tokens included); 0 for the null text."""
         real = [t for t in texts if t.strip()]
-        counts = iter([len(ids) for ids in self.tokenizer(real, truncation=False)["input_ids"]]
+        counts = iter([len(ids) for ids in self.tokenizer(real, truncation=False,
+                                                          verbose=False)["input_ids"]]
                       if real else [])
         return [next(counts) if t.strip() else 0 for t in texts]
 
