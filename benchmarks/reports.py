@@ -1,19 +1,22 @@
 """Reports (issue 17): report–image consistency on the derm and cxr demos, how much of a
 real-length report conditions the image, and report-writing speed per writer.
 
-    python -m benchmarks reports                       # all three parts
+    python -m benchmarks reports                       # speed, long_text, consistency
     python -m benchmarks.reports --parts speed,long_text
-    python -m benchmarks.reports --parts consistency --steps 600 --workdir /tmp/rb
+    python -m benchmarks.reports --parts consistency_generated --steps 1500 --workdir /tmp/rb
 
-consistency: per demo (derm, cxr): ``data demo`` (--n-per-class, 32 px), ``describe``
-(attributes), ``train`` (examples/derm-demo.yaml cut to --steps), ``generate --report
-template`` (--per-class per class), then evaluate's check (stated vs measured per attribute,
-against a shuffled report of the same class) and, as the noise floor, template reports of real
-test images' own ground truth against their measurement.
+consistency: per demo (derm, cxr; --n-per-class, --size 64): ``data demo``, ``describe
+--split all`` (attributes), then template reports of the real test images written from their
+describe record (what would condition a generated image of them) and from their ground truth,
+checked by evaluate's report–image check (stated vs measured per attribute, against a shuffled
+report of the same class): the consistency of a generator that shows exactly what it is asked.
+consistency_generated: the same on generated images (demo -> describe -> train with
+examples/derm-demo.yaml cut to --steps -> generate --report template --per-class).
 
-long_text: real-length reports (template reports of the three styles joined with describe-like
-sentences into 65-600 tokens); for each, the same text with its last sentence changed; share
-whose two embeddings differ (the last number changed), for ``long_text: cut`` (the old 64-token window) and ``chunks``.
+long_text: 240 real-length reports (1-8 template reports of the three styles joined, plus a
+"Follow-up in 4 weeks." sentence: 40-600 tokens); for each over 64 tokens, the same text with
+its last number changed (4 -> 9 weeks, same length); share whose two embeddings differ, for
+``long_text: cut`` (the old 64-token window) and ``chunks`` (default).
 
 speed: reports per second of the template writer; of the llm writer over loopback ``transformers
 serve`` with a tiny random LLaVA (its answers are invalid: one re-ask each, then the template
