@@ -54,6 +54,9 @@ COLUMNS: dict[str, str] = {
     "report_writer": "who wrote the report: template, llm, template-fallback (the model's "
                      "answers stayed invalid or it was unreachable) or '' (--report none)",
     "report_warning": "why the llm report fell back to the template one ('' when it did not)",
+    "request": "index of the requested image within its class; the candidates of one request "
+               "(generate --oversample) share it, its class and its description",
+    "oversample": "candidates made per requested image (generate --oversample K; 1 = none)",
 }
 """Every samples.csv column, in file order, with its meaning (docs/artifacts.md)."""
 SAMPLE_COLUMNS = tuple(COLUMNS)

@@ -96,6 +96,12 @@ def generate_cmd(
         int, typer.Option("--report-concurrency", help="llm writer: requests in flight (openai) "
                           "or per batch (transformers).")
     ] = 4,
+    oversample: Annotated[
+        int,
+        typer.Option("--oversample", help="Make K candidates per requested image (same class and "
+                     "description, own seeds); `medsynth judge` then `judge filter --per-request` "
+                     "keeps the best of each, i.e. exactly --n per class again."),
+    ] = 1,
     only: Annotated[
         list[str] | None,
         typer.Option("--only", help="Make only this sample id of the run's plan (repeatable): "
@@ -133,6 +139,7 @@ def generate_cmd(
         report_backend=report_backend, report_model=report_model,
         report_base_url=report_base_url, report_with_image=report_with_image,
         report_max_reasks=report_max_reasks, report_concurrency=report_concurrency,
+        oversample=oversample,
     )
     res = run_generate(cfg, resume=resume, overwrite=overwrite, only=only)
     if res.manifest is not None:

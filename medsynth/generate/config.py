@@ -67,6 +67,9 @@ class GenerateConfig:
     """llm writer: re-asks of an invalid report before the template report is used."""
     report_concurrency: int = 4
     """llm writer: requests in flight (openai) or per batch (transformers)."""
+    oversample: int = 1
+    """Candidates made per requested image (K; same class and description, own seeds), for
+    ``judge filter --per-request`` or ``--per-class-n`` to keep the best (generate/oversample.py)."""
 
     def __post_init__(self) -> None:
         self.formats = [f.strip().lower() for f in self.formats if f.strip()]
@@ -94,6 +97,8 @@ class GenerateConfig:
                                 "or random stored ones)")
         if not self.classes and self.prompts_csv is None:
             raise BadUsageError("give --class NAME (repeatable, or 'all') or --prompts-csv FILE")
+        if self.oversample < 1:
+            raise BadUsageError(f"--oversample must be at least 1, got {self.oversample}")
         if self.threads is not None and self.threads < 1:
             raise BadUsageError(f"--threads must be at least 1, got {self.threads}")
         from medsynth.generate.reports import writer_config
