@@ -422,9 +422,9 @@ def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any,
         raise MedsynthError(f"{out}: {len(missing)} image(s) missing after the run "
                             f"(first: {missing[0]})", hint="rerun with --resume")
     table = write_samples(out, [done[s.sample_id] for s in plan])
-    from medsynth.generate.loaders import write_loaders
+    from medsynth.loaders import write_set_loaders
 
-    loaders = write_loaders(out, table, bundle.classes, cfg.formats)
+    loaders = write_set_loaders(out, table, bundle.classes, cfg.formats)
     counts = table.groupby("class").size().to_dict()
     inputs = [input_ref(cfg.model, "train")]
     if store is not None:

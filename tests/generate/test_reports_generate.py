@@ -75,6 +75,18 @@ def test_cxr_demo_reports_sr_and_loaders(cxr_demo: Path, tmp_path: Path) -> None
     real = load_decathlon_datalist(str(cxr_demo / "data" / "datalist.json"),
                                    is_segmentation=False)
     assert real and all(Path(i["image"]).is_file() for i in real)
+    # a judged and filtered subset keeps its SRs and loads the same way, class ids unchanged
+    ok("judge", out, "--criteria", "cxr", "--out", tmp_path / "judged")
+    ok("judge", "filter", tmp_path / "judged", "--per-class-n", "1", "--out", tmp_path / "best")
+    best = pd.read_csv(tmp_path / "best" / "samples.csv", keep_default_na=False)
+    assert len(best) == 4 and all((tmp_path / "best" / p).is_file() for p in best["sr"])
+    ds = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "best" / "png"),
+                               split="train", cache_dir=str(tmp_path / "hf2"))
+    assert sorted(ds["sample_id"]) == sorted(best["sample_id"])
+    items = load_decathlon_datalist(str(tmp_path / "best" / "datalist.json"),
+                                    is_segmentation=False)
+    ids = dict(zip(table["sample_id"], table["class_id"], strict=True))
+    assert len(items) == 4 and all(i["label"] == ids[i["sample_id"]] for i in items)
 
 
 @pytest.fixture
