@@ -268,7 +268,7 @@ def consistency_generated(workdir: Path, steps: int, n_per_class: int,
         if not (d / "synth" / "medsynth.json").is_file():
             _run("generate", str(d / "model"), "--class", "all", "--n", str(per_class),
                  "--store", str(d / "store"), "--out", str(d / "synth"), "--report", "template",
-                 "--threads", "1", "--overwrite")
+                 "--threads", "1", "--resume")
         synth = open_synthetic(d / "synth")
         # the measurer's ceiling at this size: real test images with ground-truth reports
         truth = open_synthetic(_report_set(workdir / f"gen_{kind}_truth", d, kind, "truth"))
