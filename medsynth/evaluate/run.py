@@ -217,6 +217,11 @@ def _run(cfg: EvaluateConfig) -> Manifest:
                                    synth_sets=synths, texts_by_id=clip_texts,
                                    store_path=clip_store, k=cfg.knn_k)
         timings["clip"] = time.perf_counter() - t
+    t = time.perf_counter()
+    from medsynth.evaluate.reports_check import reports_report
+
+    reports, report_examples = reports_report(real, synths)
+    timings["reports"] = time.perf_counter() - t
 
     metrics = {
         "real": {"path": str(real.root), "classes": classes, "modality": real.modality,
@@ -240,10 +245,12 @@ def _run(cfg: EvaluateConfig) -> Manifest:
         "privacy": privacy,
         "adherence": adherence,
         "clip": clip_metrics,
+        "reports": reports,
     }
     t = time.perf_counter()
     atomic_write_json(out / "metrics.json", metrics)
-    files = write_report(out, metrics, train=train, test=test, synth=synth, pdetails=pdetails)
+    files = write_report(out, metrics, train=train, test=test, synth=synth, pdetails=pdetails,
+                         report_examples=report_examples)
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     metrics["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
