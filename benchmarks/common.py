@@ -125,6 +125,7 @@ def run_cli(args: list[str], log: Path, threads: int | None = None, *,
     if code != 0:
         raise RuntimeError(f"medsynth {args[0]} failed ({code}); see {log}")
     out: dict[str, Any] = {"wall_s": round(time.perf_counter() - t0, 1),
+                           "cpu_s": round(ru.ru_utime + ru.ru_stime, 1),
                            "peak_rss_mb": round(ru.ru_maxrss / 1024)}
     if trace_rss:
         q = max(1, len(samples) // 4)

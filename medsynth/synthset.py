@@ -54,6 +54,9 @@ COLUMNS: dict[str, str] = {
     "report_writer": "who wrote the report: template, llm, template-fallback (the model's "
                      "answers stayed invalid or it was unreachable) or '' (--report none)",
     "report_warning": "why the llm report fell back to the template one ('' when it did not)",
+    "class_input": "how the class reached the model: 'id' (class id), or for CCELLA-mode models "
+                   "'class' (one-hot of the requested class) or 'text:p0,p1,...' (the class "
+                   "probabilities predicted from the description)",
     "request": "index of the requested image within its class; the candidates of one request "
                "(generate --oversample) share it, its class and its description",
     "oversample": "candidates made per requested image (generate --oversample K; 1 = none)",

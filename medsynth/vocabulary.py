@@ -31,3 +31,12 @@ DERM_SKIN_RGB: dict[int, tuple[int, int, int]] = {
     6: (112, 76, 56),
 }
 """Fitzpatrick-like skin types 1..6 under dermoscope light (pinker and brighter than daylight)."""
+
+PROSTATE_ZONES = ("peripheral", "transition")
+"""Prostate zones a phantom lesion sits in (``none`` without a lesion)."""
+PROSTATE_LEVELS = ("base", "mid", "apex")
+"""Cranio-caudal thirds of the gland (``none`` without a lesion)."""
+PROSTATE_MARGINS = ("circumscribed", "ill_defined")
+"""Lesion margins (``none`` without a lesion)."""
+PROSTATE_SIDES = ("left", "right")
+"""The patient's side of a lesion (``none`` without a lesion)."""

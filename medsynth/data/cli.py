@@ -27,6 +27,19 @@ def _split_classes(classes: str | None) -> list[str] | None:
     return [c.strip() for c in classes.split(",") if c.strip()] if classes else None
 
 
+def _numbers(text: str | None, option: str) -> list[float] | None:
+    """'0.5,0.5,3' -> [0.5, 0.5, 3.0]; a BadUsageError naming the option otherwise."""
+    from medsynth.errors import BadUsageError
+
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise BadUsageError(f"{option}: give comma-separated numbers, e.g. 0.5,0.5,3 (not "
+                            f"{text!r})") from None
+
+
 @data_app.command("info")
 def info_cmd(
     path: Annotated[Path, typer.Argument(help="Image folder (root/<class>/*), CSV (path,label[,split]), "
@@ -101,6 +114,25 @@ def import_cmd(
         "DICOM file's own, OT where the file has none (PNG, JPEG, NIfTI).")] = None,
     slices: Annotated[bool, typer.Option(
         help="Import 3D volumes (NIfTI, multi-frame DICOM) as their 2D slices along the first axis.")] = False,
+    dicom_series: Annotated[bool, typer.Option(
+        "--dicom-series", help="Read each folder of single-frame DICOM slices as one volume "
+        "(root/<class>/<series>/*.dcm).")] = False,
+    reorient: Annotated[bool, typer.Option(
+        "--reorient", help="Turn every volume to the closest RAS orientation (no interpolation; "
+        "needed when volumes of a set are stored in different orientations).")] = False,
+    spacing: Annotated[str | None, typer.Option(
+        help="Resample to this voxel spacing in mm, x,y[,z] (in-plane first, e.g. 0.5,0.5,3); "
+        "needed when volumes of a set have different spacings.")] = None,
+    shape: Annotated[str | None, typer.Option(
+        help="Centre-crop or pad to this size in voxels, x,y[,z] (after --spacing), e.g. "
+        "128,128,32.")] = None,
+    normalize: Annotated[str, typer.Option(
+        help="Intensity normalisation for training: none (values kept), auto (MR: percentiles "
+        "to 0-1; CT: HU window), mr or ct.")] = "none",
+    mr_percentiles: Annotated[str, typer.Option(
+        help="MR normalisation: the low,high percentiles of each image that become 0 and 1.")] = "0.5,99.5",
+    ct_window: Annotated[str, typer.Option(
+        help="CT normalisation: the low,high Hounsfield window values are clipped to.")] = "-1000,1000",
     skip_bad: Annotated[bool, typer.Option(
         "--skip-bad", help="Skip unreadable files and files that cannot join the set (another "
         "dimensionality or channel count), and list them, instead of stopping.")] = False,
@@ -108,12 +140,23 @@ def import_cmd(
 ) -> None:
     """Import a source into a dataset folder: lossless PNG (8/16-bit) or NIfTI, labels.csv with splits."""
     from medsynth.data.ingest import ImportConfig, import_dataset
+    from medsynth.errors import BadUsageError
     from medsynth.ui import console, track
 
+    pct, win = _numbers(mr_percentiles, "--mr-percentiles"), _numbers(ct_window, "--ct-window")
+    if not pct or len(pct) != 2 or not 0 <= pct[0] < pct[1] <= 100:
+        raise BadUsageError(f"--mr-percentiles takes low,high in 0..100, not {mr_percentiles!r}")
+    if not win or len(win) != 2 or not win[0] < win[1]:
+        raise BadUsageError(f"--ct-window takes low,high HU with low < high, not {ct_window!r}")
+    shape_n = _numbers(shape, "--shape")
     cfg = ImportConfig(source=str(source), out=str(out_dir), size=size, resize=resize, seed=seed,
                        val_fraction=val_fraction, test_fraction=test_fraction,
                        classes=_split_classes(classes), skip_bad=skip_bad, voi=voi, dtype=dtype,
-                       modality=modality, slices=slices, overwrite=overwrite)
+                       modality=modality, slices=slices, dicom_series=dicom_series,
+                       reorient=reorient, spacing=_numbers(spacing, "--spacing"),
+                       shape=[int(v) for v in shape_n] if shape_n else None, normalize=normalize,
+                       mr_percentiles=(pct[0], pct[1]), ct_window=(win[0], win[1]),
+                       overwrite=overwrite)
     ds, bad = import_dataset(cfg, progress=track)
     o = ds.manifest.outputs
     console.print(f"[green]wrote[/] {len(ds.table)} images in {len(ds.classes)} classes to {ds.root} "

@@ -69,6 +69,25 @@ class ImportConfig:
     slices: bool = False
     """Import each 3D volume (NIfTI volume, multi-frame DICOM) as its 2D slices along the first
     axis (z / frames), each slice one image."""
+    dicom_series: bool = False
+    """Read each folder of single-frame DICOM slices as one volume (one series per folder)."""
+    reorient: bool = False
+    """Turn every volume to the closest RAS voxel order (axes permuted/flipped, no
+    interpolation; oblique volumes keep their tilt). Needed when a set mixes orientations."""
+    spacing: list[float] | None = None
+    """Resample every image to this voxel spacing in mm, given as (x, y[, z]) (NIfTI order:
+    in-plane first, e.g. 0.5, 0.5, 3); the affine's directions are kept. Needed when a set of
+    volumes mixes spacings."""
+    shape: list[int] | None = None
+    """Centre-crop or pad every image to this size, given as (x, y[, z]) voxels, after any
+    resampling (padding with the border median)."""
+    normalize: str = "none"
+    """Intensity normalisation for training: none (values kept), auto (by modality: MR
+    percentiles, CT window), mr or ct. See medsynth/data/normalize.py."""
+    mr_percentiles: tuple[float, float] = (0.5, 99.5)
+    """MR normalisation: these percentiles of each image become 0 and 1."""
+    ct_window: tuple[float, float] = (-1000.0, 1000.0)
+    """CT normalisation: Hounsfield units clipped to this window (values stay HU)."""
     overwrite: bool = False
     """Replace an existing dataset folder at ``out``."""
 
@@ -84,6 +103,26 @@ class ImportConfig:
             raise BadUsageError(f"--voi must be auto, yes or no, not {self.voi!r}")
         if self.dtype not in DTYPES:
             raise BadUsageError(f"--dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        from medsynth.data.normalize import NORMALIZE_MODES
+
+        if self.normalize not in NORMALIZE_MODES:
+            raise BadUsageError(f"--normalize must be one of {', '.join(NORMALIZE_MODES)}, "
+                                f"not {self.normalize!r}")
+        if self.spacing is not None:
+            self.spacing = [float(v) for v in self.spacing]
+            if len(self.spacing) not in (2, 3) or not all(v > 0 for v in self.spacing):
+                raise BadUsageError("--spacing takes 2 (x,y) or 3 (x,y,z) positive numbers in mm, "
+                                    f"not {self.spacing}")
+        if self.shape is not None:
+            self.shape = [int(v) for v in self.shape]
+            if len(self.shape) not in (2, 3) or not all(v >= 4 for v in self.shape):
+                raise BadUsageError("--shape takes 2 (x,y) or 3 (x,y,z) sizes of at least 4 voxels, "
+                                    f"not {self.shape}")
+        if self.size is not None and (self.spacing is not None or self.shape is not None):
+            raise BadUsageError("--size fits every image into a cube; --spacing/--shape resample to "
+                                "a spacing and size: choose one")
+        if self.slices and self.dicom_series:
+            raise BadUsageError("--slices and --dicom-series contradict each other: choose one")
         if self.modality is not None:
             self.modality = self.modality.strip().upper()
             if not re.fullmatch(r"[A-Z0-9]{2,16}", self.modality):
@@ -115,10 +154,12 @@ class _Entry:
     modality: str
     spacing: tuple[float, ...] | None
     affine: np.ndarray | None
+    normalized: str | None = None
+    """``mr`` or ``ct`` when its intensities were normalised (--normalize)."""
 
 
 def import_dataset(cfg: ImportConfig, progress: object | None = None) -> tuple[Dataset, list[str]]:
-    src = scan_source(cfg.source, classes=cfg.classes, voi=cfg.voi)
+    src = scan_source(cfg.source, classes=cfg.classes, voi=cfg.voi, series=cfg.dicom_series)
     created = not Path(cfg.out).exists()
     out = prepare_output_dir(cfg.out, "data", overwrite=cfg.overwrite)
     try:
@@ -175,6 +216,10 @@ def _import(cfg: ImportConfig, src: Source, out: Path, progress: object | None) 
     if not entries:
         raise MedsynthError(f"{cfg.source}: no readable images")
     entries = _one_kind(cfg, entries, bad)
+    if entries[0].dims == 3:
+        from medsynth.data.resample import check_one_geometry
+
+        check_one_geometry([(e.where, e.spacing, e.affine) for e in entries], cfg.source)
     dtype, note = decide_dtype(entries, cfg.dtype, cfg.source)
     for e in entries:
         if e.dtype != dtype:
@@ -182,6 +227,16 @@ def _import(cfg: ImportConfig, src: Source, out: Path, progress: object | None) 
     modalities = Counter(e.modality for e in entries)
     modality = next(iter(modalities)) if len(modalities) == 1 else "OT"
     notes = [note] if note else []
+    normalized = Counter(e.normalized for e in entries if e.normalized)
+    if normalized:
+        lo, hi = cfg.mr_percentiles
+        w0, w1 = cfg.ct_window
+        what = {"mr": f"MR percentiles {lo:g}-{hi:g} -> 0-1", "ct": f"CT window {w0:g}..{w1:g} HU"}
+        notes.append("intensities normalised for training: " + ", ".join(
+            f"{n} image(s) {what[k]}" for k, n in sorted(normalized.items())))
+    if cfg.normalize != "none" and len(normalized) < len(entries):
+        notes.append(f"{len(entries) - sum(normalized.values())} image(s) left as they are "
+                     "(--normalize applies to MR and CT grayscale images)")
     if len(modalities) > 1:
         notes.append("the set mixes modalities " + ", ".join(f"{m} ({n})" for m, n in
                                                                 sorted(modalities.items()))
@@ -200,25 +255,69 @@ def _import(cfg: ImportConfig, src: Source, out: Path, progress: object | None) 
         modality=modality, spatial_dims=entries[0].dims,
         inputs=[{"path": str(Path(cfg.source).resolve()), "kind": src.kind}],
         extra={"skipped": bad, "modalities": dict(sorted(modalities.items())),
+               "normalization": ({"mode": cfg.normalize, "applied": dict(sorted(normalized.items())),
+                                  "mr_percentiles": list(cfg.mr_percentiles),
+                                  "ct_window": list(cfg.ct_window)}
+                                 if cfg.normalize != "none" else None),
+               "orientations": _orientations(entries),
                "sizes": dict(Counter("x".join(map(str, e.shape)) for e in entries).most_common()),
                "spacings": dict(spacings.most_common(5)), "notes": notes},
     )
     return ds, bad
 
 
+def _orientations(entries: list[_Entry]) -> dict[str, int] | None:
+    if entries[0].dims != 3:
+        return None
+    from medsynth.data.resample import axcodes
+
+    return dict(Counter(axcodes(e.affine) for e in entries if e.affine is not None))
+
+
+def _geometry(cfg: ImportConfig, arr: np.ndarray, spacing: tuple[float, ...] | None,
+              affine: np.ndarray | None, where: str
+              ) -> tuple[np.ndarray, tuple[float, ...] | None, np.ndarray | None]:
+    """Reorient, resample, crop/pad or fit one image as the options ask; geometry follows."""
+    dims = arr.ndim - 1
+    if cfg.reorient and dims == 3 and affine is not None:
+        from medsynth.data.resample import reorient_ras
+
+        arr, affine, spacing = reorient_ras(arr, affine, spacing)
+    if cfg.spacing is not None or cfg.shape is not None:
+        from medsynth.data.resample import resample_geometry
+
+        for name, v in (("--spacing", cfg.spacing), ("--shape", cfg.shape)):
+            if v is not None and len(v) != dims:
+                raise MedsynthError(f"{where}: a {dims}D image, but {name} gives {len(v)} values",
+                                    hint=f"give {name} as {'x,y,z' if dims == 3 else 'x,y'}")
+        target = tuple(reversed(cfg.spacing)) if cfg.spacing is not None else None  # array order
+        shape = tuple(reversed(cfg.shape)) if cfg.shape is not None else None
+        arr, spacing, affine = resample_geometry(arr, spacing, affine, target=target, shape=shape,
+                                                 where=where)
+    elif cfg.size:
+        arr, r = fit_to_size(arr, cfg.size, cfg.resize)
+        spacing, affine = resample_spacing(spacing, r), resample_affine(affine, r)
+    return arr, spacing, affine
+
+
 def _write(cfg: ImportConfig, out: Path, img: Image, stem: str, cls: str, item: pd.Series,
            columns: pd.Index, where: str) -> _Entry:
-    """Resize one image (geometry following), write it in its own type, describe it."""
+    """Reorient/resample/resize one image (geometry following), normalise its intensities when
+    asked, write it in its own type, describe it."""
     arr, spacing, affine = img.array, img.spacing, img.affine
     if spacing is not None and len(spacing) != img.spatial_dims:
         spacing = None
-    if cfg.size:
-        arr, r = fit_to_size(arr, cfg.size, cfg.resize)
-        spacing, affine = resample_spacing(spacing, r), resample_affine(affine, r)
-    written = save_lossless(arr, out / "images" / stem, affine=affine, spacing=spacing)
     given = item.get("modality") if "modality" in item.index else None  # a CSV's own column
     given = str(given).strip().upper() if isinstance(given, str) and given.strip() else None
     modality = cfg.modality or given or img.modality or "OT"
+    normalized = None
+    if cfg.normalize != "none":
+        from medsynth.data.normalize import normalize
+
+        arr, normalized = normalize(arr, modality, cfg.normalize, percentiles=cfg.mr_percentiles,
+                                    window=cfg.ct_window)
+    arr, spacing, affine = _geometry(cfg, arr, spacing, affine, where)
+    written = save_lossless(arr, out / "images" / stem, affine=affine, spacing=spacing)
     row: dict[str, Any] = {"image_id": stem.replace("/", "__"), "path": str(written.relative_to(out)),
                            "class": cls, "split": item.get("split"),
                            "source": img.meta.get("source", str(item["key"]))
@@ -232,7 +331,7 @@ def _write(cfg: ImportConfig, out: Path, img: Image, stem: str, cls: str, item: 
     return _Entry(row=row, path=written, where=where, channels=int(arr.shape[0]), dims=arr.ndim - 1,
                   shape=tuple(int(s) for s in arr.shape[1:]), dtype=str(arr.dtype),
                   low=float(np.min(arr)), high=float(np.max(arr)), modality=modality,
-                  spacing=spacing, affine=affine)
+                  spacing=spacing, affine=affine, normalized=normalized)
 
 
 def _kind(e: _Entry) -> str:

@@ -79,8 +79,16 @@ def read_raster(path: str | Path) -> Image:
 
 
 def read_image(path: str | Path, *, voi: str = "auto") -> Image:
-    """Read PNG/JPEG/BMP/TIFF, DICOM or NIfTI; errors name the file and the problem."""
+    """Read PNG/JPEG/BMP/TIFF, DICOM or NIfTI; errors name the file and the problem.
+
+    A folder of single-frame DICOM slices of one series is read as one volume
+    (:func:`medsynth.data.dicom_series.read_dicom_series`).
+    """
     path = Path(path)
+    if path.is_dir():
+        from medsynth.data.dicom_series import read_dicom_series
+
+        return read_dicom_series(path, voi="no" if voi == "auto" else voi)
     if not path.is_file():
         raise MedsynthError(f"{path}: no such file")
     kind = image_kind(path)

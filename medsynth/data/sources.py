@@ -42,8 +42,12 @@ def _normalise_split(value: object, where: str) -> str | None:
     return s
 
 
-def scan_folder(root: Path, voi: str = "auto") -> Source:
+def scan_folder(root: Path, voi: str = "auto", series: bool = False) -> Source:
+    """Images under ``root`` (the first folder level is the class). With ``series``, each
+    folder of DICOM files is one volume (a series of slices), read as a whole."""
     rows: list[dict[str, object]] = []
+    if series:
+        return _scan_series(root, voi)
     for p in sorted(root.rglob("*")):
         if not p.is_file() or p.name.startswith(".") or p.name in (MANIFEST_NAME, "labels.csv"):
             continue
@@ -58,6 +62,37 @@ def scan_folder(root: Path, voi: str = "auto") -> Source:
             hint="expected root/<class>/*.png|jpg|bmp|tif|dcm|nii|nii.gz",
         )
     return Source("folder", root, pd.DataFrame(rows), lambda k: read_image(k, voi=voi))
+
+
+def _scan_series(root: Path, voi: str) -> Source:
+    """One item per folder holding DICOM files (key: the folder); other image files as usual."""
+    from medsynth.data.dicom_series import read_dicom_series
+
+    rows: list[dict[str, object]] = []
+    seen: set[Path] = set()
+    for p in sorted(root.rglob("*")):
+        if not p.is_file() or p.name.startswith(".") or p.name in (MANIFEST_NAME, "labels.csv"):
+            continue
+        kind = image_kind(p)
+        if kind is None:
+            continue
+        key = p.parent if kind == "dicom" else p
+        if key in seen:
+            continue
+        seen.add(key)
+        rel = key.relative_to(root)
+        cls = rel.parts[0] if len(rel.parts) > 1 else UNLABELLED
+        rows.append({"key": str(key), "class": cls, "split": None})
+    if not rows:
+        raise MedsynthError(f"{root}: no images found",
+                            hint="expected root/<class>/<series folder>/*.dcm")
+
+    def load(key: str) -> Image:
+        k = Path(key)
+        return read_dicom_series(k, voi="no" if voi == "auto" else voi) if k.is_dir() \
+            else read_image(k, voi=voi)
+
+    return Source("folder", root, pd.DataFrame(rows), load)
 
 
 def scan_csv(path: Path, voi: str = "auto") -> Source:
@@ -138,15 +173,16 @@ def scan_dataset(root: Path) -> Source:
     return Source("dataset", root, items, lambda k: ds.load(ds.table.iloc[rows[k]]))
 
 
-def scan_source(path: str | Path, *, classes: list[str] | None = None, voi: str = "auto") -> Source:
-    """Recognise ``path`` and list its items."""
+def scan_source(path: str | Path, *, classes: list[str] | None = None, voi: str = "auto",
+                series: bool = False) -> Source:
+    """Recognise ``path`` and list its items (``series``: DICOM folders are volumes)."""
     path = Path(path)
     if not path.exists():
         raise MedsynthError(f"{path}: no such file or folder")
     if path.is_dir():
         if (path / MANIFEST_NAME).is_file() and (path / "labels.csv").is_file():
             return scan_dataset(path)
-        return scan_folder(path, voi=voi)
+        return scan_folder(path, voi=voi, series=series)
     name = path.name.lower()
     if name.endswith(".csv"):
         return scan_csv(path, voi=voi)

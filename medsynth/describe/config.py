@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from medsynth.mllm.backend import BackendConfig
 
 BACKENDS = ("attributes", "openai", "transformers")
-MODALITIES = ("auto", "derm", "cxr", "colon", "mri")
+MODALITIES = ("auto", "derm", "cxr", "colon", "mri", "prostate")
 SPLITS = ("all", "train", "val", "test")
 
 
@@ -33,7 +33,8 @@ class DescribeConfig:
     """OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (else $MEDSYNTH_OPENAI_BASE_URL,
     $OPENAI_BASE_URL)."""
     modality: str = "auto"
-    """Template family: derm, cxr, colon, mri, or auto (from the dataset's modality code)."""
+    """Template family: derm, cxr, colon, mri, prostate, or auto (from the dataset's modality
+    code; MR volumes get prostate)."""
     template: str | None = None
     """A user template YAML file (overrides ``modality``)."""
     split: str | None = None

@@ -22,7 +22,10 @@ from medsynth.describe.schema import MEASUREMENTS, UNSURE
 from medsynth.errors import MedsynthError
 from medsynth.mllm.request import Request
 
-MEASURABLE = ("derm", "cxr")
+MEASURABLE = ("derm", "cxr", "prostate")
+PROSTATE_ATTRIBUTES = ("zone", "side", "level", "diameter_mm", "t2_hypointensity", "margin",
+                       "extraprostatic_extension")
+"""Prostate template attributes; the other measurements go under ``measurements``."""
 DERM_LESION_ATTRIBUTES = ("diameter_mm", "asymmetry", "border", "colors", "structures")
 """Derm template attributes that describe the lesion (``not_visible`` when there is none)."""
 DERM_LESION_MEASUREMENTS = ("border_irregularity", "n_colors", "center_x", "center_y")
@@ -35,6 +38,13 @@ def to_schema(family: str, m: dict[str, Any]) -> dict[str, Any]:
     """A :mod:`medsynth.measure` result as a template answer: the template's attributes (lists
     for multi values) and the other measurements under :data:`MEASUREMENTS`."""
     out = dict(m)
+    if family == "prostate":
+        for k, v in list(out.items()):
+            if isinstance(v, float) and not np.isfinite(v):
+                out[k] = None  # no lesion: no centre (JSON has no NaN)
+        answer = {k: out.pop(k) for k in PROSTATE_ATTRIBUTES}
+        answer[MEASUREMENTS] = out
+        return answer
     if family == "derm":
         out["colors"] = [c for c in str(m["colors"]).split(";") if c]
         out["structures"] = [s for s in str(m["structures"]).split(";") if s and s != "none"]
@@ -56,10 +66,20 @@ def to_schema(family: str, m: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def measure_array(family: str, array: np.ndarray, mm_per_px: float) -> dict[str, Any]:
-    """Measure one channel-first image with the family's measurement function."""
+def measure_array(family: str, array: np.ndarray, mm_per_px: float,
+                  affine: np.ndarray | None = None) -> dict[str, Any]:
+    """Measure one channel-first image (or volume, with its RAS affine) with the family's
+    measurement function."""
     from medsynth.measure import measure_cxr, measure_derm
 
+    if family == "prostate":
+        from medsynth.measure.prostate import measure_prostate
+
+        if array.ndim != 4:
+            raise MedsynthError(f"the prostate measurements need a 3D volume, got {array.shape}")
+        if affine is None:  # isotropic voxels of the known size, RAS
+            affine = np.diag([mm_per_px, mm_per_px, mm_per_px, 1.0])
+        return measure_prostate(array, affine)
     if family == "derm":
         if array.shape[0] != 3:
             raise MedsynthError(f"the derm measurements need RGB images, got {array.shape[0]} channel(s)")
@@ -85,8 +105,11 @@ class TemplateMeasurer:
                 hint="use --backend openai or --backend transformers for this modality")
 
     def __call__(self, request: Request) -> dict[str, Any]:
-        image = request.image
+        image = request.context.get("volume")
+        if image is None:
+            image = request.image
         if image is None:
             raise MedsynthError("the attributes backend needs an image in every request")
         mm = request.context.get("mm_per_px") or DEFAULT_FOV_MM / image.shape[-1]
-        return to_schema(self.family, measure_array(self.family, image, float(mm)))
+        return to_schema(self.family, measure_array(self.family, image, float(mm),
+                                                    request.context.get("affine")))

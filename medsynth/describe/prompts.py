@@ -21,7 +21,7 @@ from medsynth.mllm.request import Request
 from medsynth.mllm.templates import content_version, fill
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
-BUILTIN = ("derm", "cxr", "colon", "mri")
+BUILTIN = ("derm", "cxr", "colon", "mri", "prostate")
 REQUIRED_KEYS = ("name", "version", "system", "steps", "attributes", "answer")
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 MODALITY_CODES = {"XC": "derm", "DX": "cxr", "CR": "cxr", "MR": "mri", "ES": "colon", "SM": "colon",
@@ -133,7 +133,8 @@ def _phrase(name: str, value: Any, rule: Any, labels: dict[str, str]) -> str:
 
 
 def load_template(name_or_path: str | Path) -> Template:
-    """Load a built-in template by name (``derm``, ``cxr``, ``colon``, ``mri``) or a YAML file."""
+    """Load a built-in template by name (``derm``, ``cxr``, ``colon``, ``mri``, ``prostate``)
+    or a YAML file."""
     import yaml
 
     p = Path(name_or_path)
@@ -166,11 +167,15 @@ def load_template(name_or_path: str | Path) -> Template:
     )
 
 
-def template_for_modality(modality: str, dataset_modality: str | None = None) -> str:
-    """Resolve ``--modality`` (``auto`` uses the dataset's DICOM modality code)."""
+def template_for_modality(modality: str, dataset_modality: str | None = None,
+                          spatial_dims: int = 2) -> str:
+    """Resolve ``--modality`` (``auto`` uses the dataset's DICOM modality code; MR volumes get
+    the prostate volume template, MR slices the ``mri`` one)."""
     if modality != "auto":
         return modality
     code = (dataset_modality or "").upper()
+    if code == "MR" and spatial_dims == 3:
+        return "prostate"
     if code in MODALITY_CODES:
         return MODALITY_CODES[code]
     raise MedsynthError(f"cannot tell the modality from the dataset's modality code {code or '?'!r}",

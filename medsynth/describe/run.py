@@ -146,6 +146,14 @@ def _request(template: Template, ds: Dataset, row: pd.Series, mm_per_px: float |
     fov = f"{float(mm) * img.array.shape[-1]:g}" if mm else "unknown"
     req = template.conversation(img.array, str(row["class"]), fov_mm=fov)
     req.context["mm_per_px"] = mm
+    if img.array.ndim == 4:
+        # A volume: models see its orthogonal slices in display orientation; measurers get
+        # the voxels and the affine (the context is never sent to a model).
+        from medsynth.data.views import orthogonal_strip
+
+        req.images = [orthogonal_strip(img.array, img.affine, tile=224)[None]]
+        req.context["volume"] = img.array
+        req.context["affine"] = img.affine
     if not structured:
         req.schema = None
     return req
@@ -260,7 +268,8 @@ def run_describe(cfg: DescribeConfig, *, backend: Backend | None = None,
     from medsynth.ui import progress_bar
 
     ds = open_dataset(cfg.dataset)
-    template = load_template(cfg.template or template_for_modality(cfg.modality, ds.modality))
+    template = load_template(cfg.template or template_for_modality(
+        cfg.modality, ds.modality, int(ds.manifest.outputs.get("spatial_dims", 2))))
     out = Path(cfg.out)
     prev: dict[str, Any] = {}
     if (out / MANIFEST_NAME).is_file():

@@ -143,6 +143,10 @@ def check_compatible(synth: SyntheticSet, real: Dataset) -> None:
     if unknown:
         raise MedsynthError(f"{synth.root}: class(es) {unknown} are not classes of {real.root} "
                             f"({real.classes})")
+    dims = synth.manifest.outputs.get("spatial_dims")
+    real_dims = int(real.manifest.outputs.get("spatial_dims", 2))
+    if dims is not None and int(dims) != real_dims:
+        raise MedsynthError(f"{synth.root}: {dims}D images, but {real.root} has {real_dims}D ones")
     ch = synth.manifest.outputs.get("channels")
     if ch is not None and int(ch) != real.channels:
         raise MedsynthError(f"{synth.root}: {ch}-channel images, but {real.root} has "
@@ -150,9 +154,9 @@ def check_compatible(synth: SyntheticSet, real: Dataset) -> None:
 
 
 def check_real(real: Dataset) -> None:
-    """The real dataset needs 2D images and non-empty train and test splits."""
-    if int(real.manifest.outputs.get("spatial_dims", 2)) != 2:
-        raise MedsynthError(f"{real.root}: evaluate supports 2D datasets only (this one is 3D)")
+    """The real dataset needs 2D images or 3D volumes and non-empty train and test splits."""
+    if int(real.manifest.outputs.get("spatial_dims", 2)) not in (2, 3):
+        raise MedsynthError(f"{real.root}: evaluate supports 2D images and 3D volumes")
     for split in ("train", "test"):
         if real.split(split).empty:
             raise MedsynthError(f"{real.root}: the {split!r} split is empty; evaluate needs "
@@ -222,6 +226,9 @@ def open_inputs(real_path: Path, synth_paths: list[Path], independent_model: boo
 
 
 def default_size(real: Dataset) -> int:
-    """The data's own image size, at most 64 px (a quick CPU benchmark)."""
+    """The data's own image size, at most 64 px (a quick CPU benchmark); volumes at most 32
+    voxels a side."""
     first = real.load(real.split("train").iloc[0])
+    if first.array.ndim == 4:
+        return int(min(max(first.array.shape[-3:]), 32))
     return int(min(max(first.array.shape[-2:]), 64))

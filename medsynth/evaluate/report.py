@@ -107,8 +107,22 @@ def power_text(bench: dict[str, Any], target: float = 0.05) -> str:
 
 
 def _tile(x: Any) -> np.ndarray:
-    """(C, H, W) float tensor in [0, 1] -> (H, W[, 3]) numpy for imshow."""
+    """(C, H, W) float tensor in [0, 1] -> (H, W[, 3]) numpy for imshow; a RAS-ordered volume
+    (C, D, H, W) -> its axial | coronal | sagittal slices through the centre, side by side in
+    radiological display (anterior / superior up, the patient's right on the left)."""
     a = x.detach().cpu().numpy()
+    if a.ndim == 4:
+        v = a[0]
+        d, h, w = v.shape
+        planes = [v[d // 2][::-1, ::-1], v[:, h // 2][::-1, ::-1], v[:, :, w // 2][::-1, ::-1]]
+        size = max(max(p.shape) for p in planes)
+        gap = np.ones((size, 1))
+        tiles = []
+        for k, p in enumerate(planes):
+            pad = np.zeros((size, size))
+            pad[:p.shape[0], :p.shape[1]] = p
+            tiles += [pad] + ([gap] if k < 2 else [])
+        return np.concatenate(tiles, axis=1)
     return a[0] if a.shape[0] == 1 else np.moveaxis(a[:3], 0, -1)
 
 
@@ -602,6 +616,10 @@ def write_report(out: Path, metrics: dict[str, Any], *, train: Any, test: Any,
                     + "".join(_img(out, plots[f"grid_{n}"], f"grid {n}") for n in synth)
                     + "</section>")
     sections.append(_fidelity_html(out, metrics["fidelity"], classes, plots))
+    if metrics.get("volumes"):
+        from medsynth.evaluate.volumes import volumes_html
+
+        sections.append(volumes_html(metrics["volumes"]))
     sections.append(_privacy_html(out, metrics["privacy"], plots))
     sections.append(_adherence_html(metrics["adherence"]))
     if metrics.get("clip"):
@@ -617,7 +635,8 @@ def write_report(out: Path, metrics: dict[str, Any], *, train: Any, test: Any,
 
     nav = " ".join(f'<a href="#{k}">{v}</a>' for k, v in (
         ("setup", "Setup"), ("benchmark", "Benchmark"), ("examples", "Examples"),
-        ("fidelity", "Fidelity"), ("privacy", "Privacy"), ("adherence", "Adherence"),
+        ("fidelity", "Fidelity"), *((("volumes", "Volumes"),) if metrics.get("volumes") else ()),
+        ("privacy", "Privacy"), ("adherence", "Adherence"),
         *((("clip", "CLIP"),) if metrics.get("clip") else ()),
         *((("reports", "Reports"),) if metrics.get("reports") is not None else ())))
     page = Template(TEMPLATE.read_text("utf-8")).substitute(

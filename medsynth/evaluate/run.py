@@ -77,7 +77,7 @@ def reference_classifier(cfg: EvaluateConfig, out: Path, classes: list[str], tra
     path = out / REFERENCE_MODEL
     if path.is_file():
         model = build_classifier(cfg.classifier, int(train.x.shape[1]), len(classes),
-                                 int(train.x.shape[-1]))
+                                 int(train.x.shape[-1]), spatial_dims=train.x.ndim - 2)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.to(device).eval()
     v = val if len(val) else train
@@ -121,6 +121,7 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     import torch
 
     from medsynth.data.modality import allowed_flips
+    from medsynth.errors import BadUsageError
     from medsynth.evaluate.adherence import adherence_report
     from medsynth.evaluate.baselines import load_extra_real
     from medsynth.evaluate.benchmark import check_test_split, convergence_warnings, run_benchmark
@@ -143,6 +144,10 @@ def _run(cfg: EvaluateConfig) -> Manifest:
         notes += check_test_split(real, real.classes)
     classes = real.classes
     size = cfg.size or default_size(real)
+    volumes = int(real.manifest.outputs.get("spatial_dims", 2)) == 3
+    if volumes and cfg.benchmark and cfg.extra_real is not None:
+        raise BadUsageError(f"{cfg.extra_real}: --extra-real (the oracle baseline) works on 2D "
+                            "datasets only; volumes take --baselines augment or none")
     extra = None
     if cfg.benchmark and "oracle" in cfg.baselines and cfg.extra_real is not None:
         extra, extra_notes = load_extra_real(cfg.extra_real, real, size, classes)
@@ -162,11 +167,22 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     device = pick_device(cfg.device)
     torch.manual_seed(0)
 
-    train = load_real(real, "train", size, classes)
-    val = load_real(real, "val", size, classes)
-    test = load_real(real, "test", size, classes)
-    synth = {s.name: load_synthetic(s, size, classes, cfg.max_synthetic_per_class)
-             for s in synths}
+    if volumes:  # 3D: RAS-ordered volumes in one intensity window (evaluate/volumes.py)
+        from medsynth.evaluate import volumes as vol
+
+        arrays, _ = vol.real_arrays(real, "train", classes)
+        window = vol.intensity_window(arrays)
+        del arrays
+        train, val, test = (vol.load_real_volumes(real, sp, size, classes, window)
+                            for sp in ("train", "val", "test"))
+        synth = {s.name: vol.load_synthetic_volumes(s, size, classes, window,
+                                                    cfg.max_synthetic_per_class) for s in synths}
+    else:
+        train = load_real(real, "train", size, classes)
+        val = load_real(real, "val", size, classes)
+        test = load_real(real, "test", size, classes)
+        synth = {s.name: load_synthetic(s, size, classes, cfg.max_synthetic_per_class)
+                 for s in synths}
     flips = allowed_flips(real.modality)  # (horizontal, vertical), the one definition
     timings: dict[str, float] = {"loading": time.perf_counter() - t0}
 
@@ -187,13 +203,25 @@ def _run(cfg: EvaluateConfig) -> Manifest:
 
     console.print("extracting EfficientNet-Lite0 features")
     fx = FeatureExtractor(size=cfg.feature_size, device=device)
-    f_train, f_test = fx(train.x), fx(test.x)
-    f_synth = {n: fx(s.x) for n, s in synth.items()}
+    volume_metrics = None
+    if volumes:  # 2.5D: three planes per volume, side by side (and a per-plane FID)
+        pf = vol.PlaneFeatures(fx)
+        p_train, p_test = pf.planes(train.x), pf.planes(test.x)
+        p_synth = {n: pf.planes(s.x) for n, s in synth.items()}
+        f_train, f_test = pf.combined(p_train), pf.combined(p_test)
+        f_synth = {n: pf.combined(p) for n, p in p_synth.items()}
+        volume_metrics = {"size": size, "window": list(window), "features": pf.name,
+                          "fid_2_5d": vol.fid_25d(p_test, p_train, train.y, p_synth,
+                                                  {n: s.y for n, s in synth.items()})}
+    else:
+        f_train, f_test = fx(train.x), fx(test.x)
+        f_synth = {n: fx(s.x) for n, s in synth.items()}
     fidelity = fidelity_report(classes, test, train, f_test, f_train, synth, f_synth,
                                k=cfg.knn_k, n_pairs=cfg.msssim_pairs,
                                ref_probs_test=ref_probs_test, ref_probs_synth=ref_probs_synth)
-    fidelity["feature_extractor"] = {"name": fx.name, "input_size": cfg.feature_size,
-                                     "dim": fx.dim, "image_size": size}
+    fidelity["feature_extractor"] = {"name": pf.name if volumes else fx.name,
+                                     "input_size": cfg.feature_size,
+                                     "dim": int(f_test.shape[1]), "image_size": size}
     timings["fidelity"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -244,6 +272,7 @@ def _run(cfg: EvaluateConfig) -> Manifest:
         "fidelity": fidelity,
         "privacy": privacy,
         "adherence": adherence,
+        "volumes": volume_metrics,
         "clip": clip_metrics,
         "reports": reports,
     }

@@ -56,9 +56,24 @@ def generate_cmd(
     ] = None,
     spacing: Annotated[
         str | None,
-        typer.Option("--spacing", help="Pixel spacing 'ROW,COL' in mm for DICOM/NIfTI "
-                     "(default: the model's, else 1 mm)."),
+        typer.Option("--spacing", help="Pixel spacing 'ROW,COL' in mm for DICOM/NIfTI, or "
+                     "'SLICE,ROW,COL' for 3D models (default: the model's, else 1 mm)."),
     ] = None,
+    class_input: Annotated[
+        str, typer.Option("--class-input", help="CCELLA-mode models: the class input is the "
+                          "requested class one-hot ('class'), the class predicted from the "
+                          "description ('text'), or the text's where there is one ('auto').")
+    ] = "auto",
+    decode_window: Annotated[
+        int | None,
+        typer.Option("--decode-window", help="Latent models: decode in windows of N latent "
+                     "voxels per axis (0 = whole at once; default: whole unless it needs more "
+                     "memory than the budget, then windows that fit)."),
+    ] = None,
+    dicom_layout: Annotated[
+        str, typer.Option("--dicom-layout", help="3D models: DICOM as a 'series' of slice files "
+                          "(a folder per volume) or one 'enhanced' multi-frame file.")
+    ] = "series",
     threads: Annotated[
         int | None,
         typer.Option("--threads", help="CPU threads for torch (default: the cores free now, i.e. "
@@ -128,15 +143,17 @@ def generate_cmd(
         try:
             sp = [float(v) for v in spacing.split(",")]
         except ValueError:
-            raise BadUsageError(f"--spacing {spacing!r}: expected two numbers 'ROW,COL'") from None
+            raise BadUsageError(f"--spacing {spacing!r}: expected numbers 'ROW,COL' or "
+                                "'SLICE,ROW,COL'") from None
     cfg = GenerateConfig(
         model=str(model), out=str(out),
         classes=list(classes or ([] if prompts_csv else [EVERY_CLASS])),
         n=n, formats=formats.split(","), prompt=prompt, store=str(store) if store else None,
         prompts_csv=str(prompts_csv) if prompts_csv else None, sampler=sampler, steps=steps,
         guidance=guidance, seed=seed, batch_size=batch_size, ema=not raw_weights,
-        prototype_strength=prototype_strength, spacing=sp, threads=threads, report=report,
-        report_backend=report_backend, report_model=report_model,
+        prototype_strength=prototype_strength, spacing=sp, threads=threads,
+        class_input=class_input, decode_window=decode_window, dicom_layout=dicom_layout,
+        report=report, report_backend=report_backend, report_model=report_model,
         report_base_url=report_base_url, report_with_image=report_with_image,
         report_max_reasks=report_max_reasks, report_concurrency=report_concurrency,
         oversample=oversample,

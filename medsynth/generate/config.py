@@ -9,6 +9,10 @@ from medsynth.errors import BadUsageError
 from medsynth.models.sampler import SAMPLERS
 
 FORMATS = ("png", "dicom", "nifti")
+CLASS_INPUTS = ("auto", "class", "text")
+"""Where a CCELLA-mode model's class input comes from (``--class-input``)."""
+DICOM_LAYOUTS = ("series", "enhanced")
+"""DICOM of volumes: one file per slice, or one Legacy Converted Enhanced multi-frame file."""
 EVERY_CLASS = "*"
 """--class value meaning every class of the model (always; ``all`` too, unless a class is named so)."""
 
@@ -49,7 +53,18 @@ class GenerateConfig:
     prototype_strength: float | None = None
     """Prototype Condition Mechanism strength in [0, 1] (None = the model's default)."""
     spacing: list[float] | None = None
-    """Pixel spacing (rows, cols) in mm for DICOM/NIfTI (None = from the model, else 1 mm)."""
+    """Pixel spacing (rows, cols), or voxel spacing (slices, rows, cols) for 3D models, in mm
+    for DICOM/NIfTI (None = from the model, else 1 mm)."""
+    class_input: str = "auto"
+    """CCELLA-mode models only: the class input is the requested class as a one-hot vector
+    (``class``), the class the text head predicts from the description (``text``), or the text's
+    where the image has a description, else the class (``auto``)."""
+    decode_window: int | None = None
+    """Latent models: decode window in latent voxels per axis (0 = whole latent at once; None =
+    whole unless that needs more memory than the budget, then a window that fits)."""
+    dicom_layout: str = "series"
+    """3D models: DICOM as a series of single-slice files (a folder per volume) or one enhanced
+    multi-frame file (``enhanced``)."""
     threads: int | None = None
     """CPU threads for torch (None = the free cores now, medsynth.threads.default_threads)."""
     report: str = "template"
@@ -104,8 +119,17 @@ class GenerateConfig:
         from medsynth.generate.reports import writer_config
 
         writer_config(self)  # validates the report options (one line naming the option)
-        if self.spacing is not None and (len(self.spacing) != 2 or min(self.spacing) <= 0):
-            raise BadUsageError(f"--spacing needs two positive numbers (rows, cols), got {self.spacing}")
+        if self.spacing is not None and (len(self.spacing) not in (2, 3) or min(self.spacing) <= 0):
+            raise BadUsageError(f"--spacing needs two positive numbers (rows, cols), or three "
+                                f"(slices, rows, cols) for volumes, got {self.spacing}")
+        if self.class_input not in CLASS_INPUTS:
+            raise BadUsageError(f"--class-input must be one of {', '.join(CLASS_INPUTS)}, got "
+                                f"{self.class_input!r}")
+        if self.decode_window is not None and self.decode_window < 0:
+            raise BadUsageError(f"--decode-window must be >= 0, got {self.decode_window}")
+        if self.dicom_layout not in DICOM_LAYOUTS:
+            raise BadUsageError(f"--dicom-layout must be one of {', '.join(DICOM_LAYOUTS)}, got "
+                                f"{self.dicom_layout!r}")
 
     def identity(self) -> dict[str, Any]:
         """The fields a resumed run must share with the run it continues (not batch size)."""

@@ -6,6 +6,8 @@ Layout written (docs/artifacts.md)::
       run.json                  the run's identity (config, model hash) and DICOM study/series UIDs
       .journal/rank<r>.jsonl    one record per finished image (flushed per image): the resume state
       png/<class>/<id>.png  dicom/<class>/<id>.dcm  nifti/<class>/<id>.nii.gz
+                                (3D models: nifti, and dicom/<class>/<id>/slice_NNNN.dcm or
+                                dicom/<class>/<id>.dcm with --dicom-layout enhanced)
       reports/<class>/<id>.txt  the description the image was conditioned on
       samples.csv               one row per image (written from the journal when the run ends)
       medsynth.json             stage "generate" (written last: a folder with it is complete)
@@ -41,7 +43,7 @@ from medsynth.artifacts import (
     write_manifest,
 )
 from medsynth.data.storage import Rescale
-from medsynth.errors import MedsynthError
+from medsynth.errors import BadUsageError, MedsynthError
 from medsynth.generate import oversample
 from medsynth.generate.conditioning import (
     SampleSpec,
@@ -93,14 +95,19 @@ def _store_for(cfg: GenerateConfig, model_manifest: Manifest) -> Any:
     return None
 
 
-def relative_paths(spec: SampleSpec, folder: str, formats: list[str],
-                   report: bool = True) -> dict[str, str]:
+def relative_paths(spec: SampleSpec, folder: str, formats: list[str], report: bool = True, *,
+                   volume: bool = False, dicom_layout: str = "series") -> dict[str, str]:
     """File paths (relative to SYNTH) of one sample in every format, plus its report (and, with
-    DICOM, the report's Structured Report)."""
+    DICOM, the report's Structured Report; a volume's DICOM series is a folder, and volumes get
+    no Structured Report)."""
     paths = {f: f"{f}/{folder}/{spec.sample_id}{_EXT[f]}" for f in formats}
+    if volume and "dicom" in paths:
+        from medsynth.generate.writers.volume import relative_dicom_path
+
+        paths["dicom"] = relative_dicom_path(folder, spec.sample_id, dicom_layout)
     if report:
         paths["report"] = f"reports/{folder}/{spec.sample_id}.txt"
-        if "dicom" in formats:
+        if "dicom" in formats and not volume:
             paths["sr"] = f"sr/{folder}/{spec.sample_id}.dcm"
     return paths
 
@@ -138,7 +145,8 @@ def _done(out: Path) -> dict[str, dict[str, Any]]:
     for f in sorted((out / JOURNAL_DIR).glob("rank*.jsonl")):
         for rec in read_jsonl(f):
             files = [rec.get(k) for k in (*_EXT, "report", "sr") if rec.get(k)]
-            if all((out / str(p)).is_file() for p in files):
+            # a volume's DICOM series is a folder of slices
+            if all((out / str(p)).is_file() or (out / str(p)).is_dir() for p in files):
                 done[str(rec["sample_id"])] = rec
     return done
 
@@ -156,16 +164,20 @@ def _clean_partials(out: Path) -> int:
 class Geometry:
     """What every writer of a run needs besides the pixels: geometry and stored-value maps."""
 
-    spacing: tuple[float, float] | None
-    """Pixel spacing (rows, cols) in mm (--spacing, else the model's), None = unknown (1 mm)."""
+    spacing: tuple[float, ...] | None
+    """Pixel spacing (rows, cols), or (slices, rows, cols) for volumes, in mm (--spacing, else
+    the model's), None = unknown (1 mm)."""
     affine: list[list[float]] | None
-    """RAS affine of a generated image (the model's orientation at ``spacing``), for NIfTI."""
+    """RAS affine of a generated image (the model's orientation at ``spacing``), for NIfTI
+    (and the DICOM geometry of volumes)."""
     rescale: Rescale | None
     """Stored-value map of int16/float32 images in PNG (and of float32 in DICOM)."""
 
 
 def run_geometry(cfg: GenerateConfig, bundle: Any) -> Geometry:
     """Spacing, affine and value map of a run, from the options and the model."""
+    if bundle.spatial_dims == 3:
+        return _volume_geometry(cfg, bundle)
     spacing_src = cfg.spacing or bundle.spacing
     spacing = tuple(float(v) for v in spacing_src[-2:]) if spacing_src else None
     affine = bundle.info.affine
@@ -184,10 +196,56 @@ def run_geometry(cfg: GenerateConfig, bundle: Any) -> Geometry:
     return Geometry(spacing, affine, rescale)  # type: ignore[arg-type]
 
 
+def _volume_geometry(cfg: GenerateConfig, bundle: Any) -> Geometry:
+    """Volumes: the model's affine (orientation, spacing, position of the training volumes);
+    ``--spacing`` (slices, rows, cols) rescales its axes about the volume's centre."""
+    if cfg.spacing is not None and len(cfg.spacing) != 3:
+        raise MedsynthError(f"--spacing: a 3D model needs three numbers (slices, rows, cols), "
+                            f"got {cfg.spacing}")
+    spacing = tuple(float(v) for v in (cfg.spacing or bundle.spacing or ())) or None
+    affine = bundle.info.affine
+    if affine is not None and cfg.spacing:
+        a = np.asarray(affine, dtype=np.float64)
+        d, h, w = bundle.shape
+        centre_vox = np.array([(w - 1) / 2, (h - 1) / 2, (d - 1) / 2])
+        centre = a[:3, :3] @ centre_vox + a[:3, 3]
+        for axis, sp in ((0, spacing[2]), (1, spacing[1]), (2, spacing[0])):  # i, j, k
+            a[:3, axis] = a[:3, axis] / np.linalg.norm(a[:3, axis]) * sp
+        a[:3, 3] = centre - a[:3, :3] @ centre_vox
+        affine = a.tolist()
+    rescale = None
+    if bundle.channels == 1:
+        rescale = Rescale.for_values(bundle.dtype, bundle.intensity.low, bundle.intensity.high,
+                                     bundle.modality)
+    return Geometry(spacing, affine, rescale)
+
+
+def check_formats(cfg: GenerateConfig, bundle: Any) -> None:
+    """Formats the model's outputs can be written in (PNG holds 2D images only)."""
+    if bundle.spatial_dims == 3 and "png" in cfg.formats:
+        raise BadUsageError(f"{cfg.model}: a 3D model makes volumes; PNG holds 2D images",
+                            hint="use --format nifti, dicom or nifti,dicom")
+    if bundle.spatial_dims == 3 and "dicom" in cfg.formats and bundle.channels != 1:
+        raise BadUsageError(f"{cfg.model}: DICOM volumes need one channel, the model makes "
+                            f"{bundle.channels}", hint="use --format nifti")
+
+
 def _write_sample(out: Path, spec: SampleSpec, pixels: Any, paths: dict[str, str],
                   cfg: GenerateConfig, dicom_run: Any, geometry: Geometry,
                   report: Any = None) -> None:
     """All files of one image (each atomic), the report and its Structured Report last."""
+    if pixels.ndim == 4:  # a volume: NIfTI and DICOM through the volume writers
+        from medsynth.generate.writers.volume import write_volume
+
+        write_volume(pixels, {f: _safe_join(out, paths[f]) for f in ("nifti", "dicom")
+                              if f in paths},
+                     affine=geometry.affine, spacing=geometry.spacing, rescale=geometry.rescale,
+                     dicom_layout=cfg.dicom_layout, run=dicom_run, cls=spec.cls,
+                     sample_id=spec.sample_id, index=spec.index + 1,
+                     description=spec.description, seed=spec.seed)
+        if report is not None and "report" in paths:
+            atomic_write_text(_safe_join(out, paths["report"]), report.text)
+        return
     if "png" in paths:
         from medsynth.generate.writers.png import write_png
 
@@ -280,9 +338,10 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     state.wait_for_everyone()
     device = state.device if state.device.type != "mps" else torch.device("cpu")
     bundle = load_bundle(cfg.model, ema=cfg.ema, device=device)
-    if bundle.spatial_dims != 2:
-        raise MedsynthError(f"{cfg.model}: {bundle.spatial_dims}D models are not supported by "
-                            "generate yet (2D only)")
+    check_formats(cfg, bundle)
+    if cfg.class_input != "auto" and not bundle.class_probabilities:
+        raise BadUsageError(f"--class-input {cfg.class_input}: only for CCELLA-mode models "
+                            "(trained with ccella: true); this one takes class ids")
     store = _store_for(cfg, bundle.manifest)
     # Stored descriptions only of images the model trained on: never a test image's text.
     plan = plan_for(cfg, bundle.classes, store, splits=bundle.train_splits or None)
@@ -344,19 +403,23 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
         for start in range(0, len(todo), cfg.batch_size):
             batch = todo[start : start + cfg.batch_size]
             hidden, mask = _encode(bundle, batch, cache, cfg.prototype_strength)
-            x = denoise(bundle.denoiser, scheduler, class_ids=[s.class_id for s in batch],
+            classes, class_inputs = _class_input(bundle, batch, hidden, mask, cfg.class_input)
+            x = denoise(bundle.denoiser, scheduler, class_ids=classes,
                         text_hidden=hidden, text_mask=mask, null_class=bundle.null_class,
                         null_hidden=null_h.cpu(), null_mask=null_m.cpu(),
                         seeds=[s.seed for s in batch], sample_shape=bundle.sample_shape,
-                        steps=cfg.steps, guidance=cfg.guidance, device=device)
+                        steps=cfg.steps, guidance=cfg.guidance, device=device,
+                        decode=bundle.decode_hook(cfg.decode_window))
             pixels = bundle.to_pixels(x)
             written = reports.write(batch, pixels)
-            for spec, px in zip(batch, pixels, strict=True):
-                paths = relative_paths(spec, folders[spec.cls], cfg.formats, reports.enabled)
+            for spec, px, ci in zip(batch, pixels, class_inputs, strict=True):
+                paths = relative_paths(spec, folders[spec.cls], cfg.formats, reports.enabled,
+                                       volume=bundle.spatial_dims == 3,
+                                       dicom_layout=cfg.dicom_layout)
                 rep = written.get(spec.sample_id)
                 _write_sample(out, spec, px, paths, cfg, dicom_run, geometry, rep)
-                journal.write(_row(spec, paths, cfg, bundle.sha256, geometry,
-                                   spec.description in cut, rep))
+                journal.write({**_row(spec, paths, cfg, bundle.sha256, geometry,
+                                      spec.description in cut, rep), "class_input": ci})
                 made += 1
                 bar.advance(task)
             elapsed = time.perf_counter() - t0
@@ -368,6 +431,26 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
         result.manifest = _finish(out, cfg, plan, bundle, store, only, geometry, threads,
                                   reports.info())
     return result
+
+
+def _class_input(bundle: Any, batch: list[SampleSpec], hidden: Any, mask: Any,
+                 mode: str) -> tuple[Any, list[str]]:
+    """The sampler's class argument and, per image, how the class got in (samples.csv
+    ``class_input``): ``id`` for class-id models; CCELLA-mode models: ``class`` (one-hot of the
+    requested class) or ``text:p0,p1,...`` (the probabilities the text head predicted)."""
+    ids = [s.class_id for s in batch]
+    if not bundle.class_probabilities:
+        return ids, ["id"] * len(batch)
+    if mode == "text":
+        empty = [s.sample_id for s in batch if not s.description.strip()]
+        if empty:
+            raise MedsynthError(f"--class-input text: sample {empty[0]} has no description to "
+                                "predict its class from", hint="use --class-input auto or class")
+    source = [mode if mode != "auto" else ("text" if s.description.strip() else "class")
+              for s in batch]
+    probs = bundle.class_condition(ids, hidden, mask, source)
+    return probs, [("text:" + ",".join(f"{float(v):.3f}" for v in p)) if src == "text"
+                   else "class" for p, src in zip(probs, source, strict=True)]
 
 
 def _cut_texts(bundle: Any, plan: list[SampleSpec], warn: bool) -> set[str]:

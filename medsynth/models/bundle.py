@@ -10,6 +10,8 @@ Layout (docs/artifacts.md)::
       medsynth_model.json      the typed model-info record (medsynth.models.info.ModelInfo)
       prototypes.safetensors   per-class prototype token embeddings
       class_head.safetensors   CCELLA class-prediction head (on the pooled mid-block features)
+      text_class_head.safetensors  CCELLA mode: the class predicted from the text
+      autoencoder/             latent models: the AutoencoderKL (medsynth.models.autoencoder)
       README.md  samples/  train_log.csv  checkpoints/
 
 Plain diffusers loads a 2D default model: ``UNet2DConditionModel.from_pretrained(MODEL / "unet")``
@@ -58,6 +60,8 @@ class ModelBundle:
     """sha256 of the model's ``medsynth.json``: identifies the model in downstream manifests."""
     device: Any = None
     _encoder: Any = dataclasses.field(default=None, repr=False)
+    _autoencoder: Any = dataclasses.field(default=None, repr=False)
+    _text_head: Any = dataclasses.field(default=None, repr=False)
 
     # --- the record, for short ----------------------------------------------------------------
     @property
@@ -138,8 +142,17 @@ class ModelBundle:
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
-        """``(C, *spatial)`` of what the sampler denoises (pixels now; latents later)."""
+        """``(C, *spatial)`` of what the sampler denoises: pixels, or a latent model's latents."""
+        ae = self.info.autoencoder
+        if ae is not None:
+            return (int(ae.latent_channels), *(int(s) for s in ae.latent_shape))
         return (self.channels, *self.shape)
+
+    @property
+    def class_probabilities(self) -> bool:
+        """True for CCELLA-mode models (the class input is probabilities, see
+        :meth:`class_condition`)."""
+        return self.info.conditioning.class_input == "probabilities"
 
     @property
     def train_splits(self) -> list[str]:
@@ -152,6 +165,62 @@ class ModelBundle:
             raise MedsynthError(f"{self.folder}: unknown class {name!r}",
                                 hint=f"the model knows: {', '.join(self.classes)}")
         return self.classes.index(name)
+
+    def autoencoder(self) -> Any:
+        """A latent model's :class:`~medsynth.models.autoencoder.Autoencoder` (loaded once)."""
+        from medsynth.models.autoencoder import load_autoencoder
+
+        ae = self.info.autoencoder
+        if ae is None:
+            raise MedsynthError(f"{self.folder}: a pixel-space model has no autoencoder")
+        if self._autoencoder is None:
+            self._autoencoder = load_autoencoder(self.folder / ae.folder, device=self.device,
+                                                 scaling_factor=ae.scaling_factor)
+        return self._autoencoder
+
+    def decode(self, z: Any, *, window: int | None = None) -> Any:
+        """Scaled latents -> images in [-1, 1] (the sampler's ``decode`` hook); ``window``: see
+        :meth:`~medsynth.models.autoencoder.Autoencoder.decode` (None = by memory)."""
+        return self.autoencoder().decode(z, window=window)
+
+    def encode(self, x: Any) -> Any:
+        """Images in [-1, 1] -> what the sampler denoises (scaled latents; pixels unchanged)."""
+        return self.autoencoder().encode(x) if self.latent else x
+
+    def decode_hook(self, window: int | None = None) -> Any:
+        """The sampler's ``decode`` argument: None in pixel space."""
+        if not self.latent:
+            return None
+        return lambda z: self.decode(z, window=window)
+
+    def text_class_head(self) -> Any:
+        """CCELLA mode: the head that predicts the class from the text (loaded once)."""
+        from medsynth.models.ccella import load_text_head
+
+        f = self.info.conditioning.text_class_head
+        if not f:
+            raise MedsynthError(f"{self.folder}: not a CCELLA-mode model (no text class head)")
+        if self._text_head is None:
+            self._text_head = load_text_head(self.folder / f)
+            if self.device is not None:
+                self._text_head.to(self.device)
+        return self._text_head
+
+    def class_condition(self, class_ids: list[int], hidden: Any, mask: Any,
+                        source: list[str] | None = None) -> Any:
+        """The sampler's ``class_ids`` argument for a batch.
+
+        Class-id models: the ids. CCELLA-mode models: float probabilities ``(B, n_classes)``,
+        per image from the text head (``source`` ``"text"``) or the one-hot of the requested
+        class (``"class"``); the default is the text where the image has one (mask with more
+        than the null token), else the class.
+        """
+        from medsynth.models.ccella import sampling_class_input
+
+        if not self.class_probabilities:
+            return list(class_ids)
+        return sampling_class_input(self.text_class_head(), class_ids, hidden, mask,
+                                    len(self.classes), self.info.conditioning.temperature, source)
 
     def make_scheduler(self, name: str) -> Any:
         """Sampler ``name`` (:data:`medsynth.models.sampler.SAMPLERS`) on this model's schedule."""
@@ -216,9 +285,6 @@ def load_bundle(path: str | os.PathLike[str], *, ema: bool = True, device: Any =
         raise MedsynthError(f"{folder}: is a '{manifest.stage}' artifact, expected a model "
                             f"({' or '.join(MODEL_STAGES)})")
     info = load_model_info(folder)
-    if info.autoencoder is not None:
-        raise MedsynthError(f"{folder}: latent models (autoencoder {info.autoencoder.folder}) "
-                            "need a newer medsynth", hint="upgrade medsynth")
     sub = info.denoiser.folder if ema or not info.denoiser.raw_folder else info.denoiser.raw_folder
     den = load_denoiser(folder / sub)
     den.requires_grad_(False)
@@ -238,7 +304,8 @@ def load_bundle(path: str | os.PathLike[str], *, ema: bool = True, device: Any =
 
 def export_model(folder: str | os.PathLike[str], info: ModelInfo, *, denoiser: Any,
                  noise_scheduler: Any, ema: Any = None, class_head: Any = None,
-                 prototypes: dict[int, Any] | None = None) -> None:
+                 prototypes: dict[int, Any] | None = None, text_class_head: Any = None,
+                 autoencoder: str | os.PathLike[str] | None = None) -> None:
     """Write a model folder's files (all but the manifest, which the stage writes last).
 
     Args:
@@ -251,6 +318,10 @@ def export_model(folder: str | os.PathLike[str], info: ModelInfo, *, denoiser: A
         ema: a diffusers ``EMAModel`` over ``denoiser.parameters()``, or None.
         class_head: the class-prediction head (saved to ``info.class_head``), or None.
         prototypes: class id -> prototype bank, saved to ``info.prototypes.file``.
+        text_class_head: CCELLA mode: the text class head, saved to
+            ``info.conditioning.text_class_head``.
+        autoencoder: latent models: the autoencoder folder to copy to ``info.autoencoder.folder``
+            (nothing is copied when it already is that folder).
     """
     from safetensors.torch import save
 
@@ -275,6 +346,16 @@ def export_model(folder: str | os.PathLike[str], info: ModelInfo, *, denoiser: A
         atomic_write_bytes(folder / info.class_head, save(state))
     if prototypes and info.prototypes.file:
         save_prototypes(folder / info.prototypes.file, prototypes, info.classes)
+    if text_class_head is not None and info.conditioning.text_class_head:
+        from medsynth.models.ccella import save_text_head
+
+        save_text_head(folder / info.conditioning.text_class_head, text_class_head)
+    if autoencoder is not None and info.autoencoder is not None:
+        import shutil
+
+        dest = folder / info.autoencoder.folder
+        if Path(autoencoder).resolve() != dest.resolve():
+            atomic_folder(dest, lambda tmp: shutil.copytree(autoencoder, tmp))
     save_model_info(folder, info)
 
 

@@ -45,7 +45,8 @@ class NoiseSchedule:
     """The training noise schedule; samplers are built from it."""
 
     kind: str = "ddpm"
-    """``ddpm``: a diffusers DDPMScheduler config (later: ``rflow`` for rectified flow)."""
+    """``ddpm``: a diffusers DDPMScheduler config; ``rflow``: rectified flow (MONAI
+    RFlowScheduler config, :mod:`medsynth.models.rflow`; the network predicts x0 - noise)."""
     folder: str = "scheduler"
     """Folder with ``scheduler_config.json`` (plain diffusers: ``DDPMScheduler.from_pretrained``)."""
 
@@ -77,6 +78,11 @@ class ConditioningInfo:
     """Training probability of the null class (classifier-free guidance)."""
     p_drop_text: float = 0.1
     """Training probability of the null text (one all-zero token), independent of the class."""
+    text_class_head: str | None = None
+    """CCELLA mode (``class_input == "probabilities"``): file of the head that predicts the class
+    from the pooled text features (:mod:`medsynth.models.ccella`); None otherwise."""
+    temperature: float = 1.0
+    """CCELLA mode: the denoiser gets ``softmax(text_head_logits / temperature)``."""
 
 
 @dataclasses.dataclass
@@ -93,6 +99,8 @@ class AutoencoderInfo:
     """Spatial shape of the latent tensor."""
     kind: str = "monai-autoencoderkl"
     """Implementation of the autoencoder."""
+    latent_std: float | None = None
+    """Std of the scaled training latents (about 1 by construction; recorded as a check)."""
 
 
 @dataclasses.dataclass
@@ -130,7 +138,8 @@ class ModelInfo:
     denoiser: DenoiserInfo
     """Denoiser kind, build spec and weight folders."""
     prediction_type: str = "epsilon"
-    """What the denoiser predicts: epsilon, v_prediction or sample."""
+    """What the denoiser predicts: epsilon, v_prediction or sample (rectified flow: always
+    v_prediction, meaning the flow velocity x0 - noise; see ``noise_schedule.kind``)."""
     noise_schedule: NoiseSchedule = dataclasses.field(default_factory=NoiseSchedule)
     """The training noise schedule."""
     prototypes: PrototypeInfo = dataclasses.field(default_factory=PrototypeInfo)

@@ -8,6 +8,9 @@ Samplers are diffusers schedulers built from the model's training noise schedule
 ``ddim``         ``DDIMScheduler`` (eta 0, deterministic)
 ``ddpm``         ``DDPMScheduler`` (ancestral, stochastic)
 ``unipc``        ``UniPCMultistepScheduler``
+``rflow``        rectified flow, Euler steps (MONAI ``RFlowScheduler``,
+                 :mod:`medsynth.models.rflow`): only for models trained with
+                 ``noise_schedule: rflow``, which take no other sampler
 ===============  ==========================================================
 
 Classifier-free guidance acts on class and text together: the unconditional branch uses the
@@ -40,10 +43,21 @@ SCHEDULERS = {
     "ddpm": ("DDPMScheduler", {}),
     "unipc": ("UniPCMultistepScheduler", {}),
 }
-SAMPLERS = tuple(SCHEDULERS)
+RFLOW = "rflow"
+SAMPLERS = (*SCHEDULERS, RFLOW)
 """Sampler names accepted by generate (``--sampler``), the training grids and later stages."""
 GRID_SAMPLER = "ddim"
-"""The sampler of the training sample grids."""
+"""The sampler of the training sample grids (:data:`RFLOW` for rectified-flow models)."""
+
+
+def sampler_for(scheduler_config: dict[str, Any], requested: str | None = None) -> str:
+    """``requested``, or the default sampler of a schedule: rflow for rectified-flow models,
+    else :data:`GRID_SAMPLER`."""
+    from medsynth.models.rflow import is_rflow
+
+    if requested:
+        return requested
+    return RFLOW if is_rflow(scheduler_config) else GRID_SAMPLER
 
 
 def make_scheduler(name: str, scheduler_config: dict[str, Any], *, latent: bool = False) -> Any:
@@ -53,8 +67,19 @@ def make_scheduler(name: str, scheduler_config: dict[str, Any], *, latent: bool 
     """
     import diffusers
 
-    if name not in SCHEDULERS:
+    from medsynth.models.rflow import RectifiedFlowScheduler, is_rflow
+
+    if name not in SAMPLERS:
         raise BadUsageError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+    if is_rflow(scheduler_config) != (name == RFLOW):
+        if name == RFLOW:
+            raise BadUsageError("sampler rflow needs a model trained with rectified flow "
+                                "(noise_schedule: rflow); this one was trained with DDPM noise",
+                                hint=f"use one of {', '.join(SCHEDULERS)}")
+        raise BadUsageError(f"this model was trained with rectified flow: sample it with rflow, "
+                            f"not {name}", hint="pass --sampler rflow")
+    if name == RFLOW:
+        return RectifiedFlowScheduler(dict(scheduler_config))
     cls_name, overrides = SCHEDULERS[name]
     cls = getattr(diffusers, cls_name)
     kwargs = dict(overrides)

@@ -27,13 +27,36 @@ scheduler = DDPMScheduler.from_pretrained("MODEL/{info.noise_schedule.folder}")
     else:
         net = f"MONAI `DiffusionModelUNet` (spatial_dims {info.spatial_dims})"
         load = ""
+    space = "pixel-space"
+    latent = ""
+    if info.autoencoder is not None:
+        ae = info.autoencoder
+        space = "latent"
+        m = (outputs.get("latent") or {}).get("autoencoder", {})
+        quality = (f"reconstruction PSNR {m['psnr_db']:.2f} dB, SSIM {m['ssim']:.3f} on "
+                   f"{m.get('n_images')} image(s) of the {m.get('split')} split"
+                   if "psnr_db" in m else "reconstruction quality: see its own folder")
+        latent = f"""
+## Autoencoder (latent diffusion)
+- MONAI `AutoencoderKL` in `{ae.folder}/`; latents {ae.latent_channels} x {'x'.join(map(str, ae.latent_shape))}
+- scaling factor {ae.scaling_factor:.5g} (1 / std of the training latents; scaled std {ae.latent_std})
+- {quality}
+- {'reused from ' + str(cfg.autoencoder) if cfg.autoencoder else f'trained here: {cfg.ae_max_steps} steps'}
+"""
+    ccella = ""
+    if info.conditioning.class_input == "probabilities":
+        ccella = (f"\n- CCELLA mode: the class input is softmax(text head / "
+                  f"{info.conditioning.temperature}) predicted from the description (one-hot "
+                  f"where there is none); + {cfg.ccella_loss_weight} x {cfg.ccella_loss} class loss")
+    schedule = ("rectified flow (sampler rflow)" if info.noise_schedule.kind == "rflow"
+                else f"DDPM, {info.prediction_type}")
     return f"""---
 library_name: {'diffusers' if info.denoiser.kind == 'diffusers' else 'monai'}
 tags: [medsynth, diffusion, medical-imaging, synthetic-data]
 ---
 # medsynth model: {', '.join(data.classes)}
 
-Class- and text-conditioned pixel-space diffusion model ({net}) trained by `medsynth train`
+Class- and text-conditioned {space} diffusion model ({net}; {schedule}) trained by `medsynth train`
 (medsynth {__version__}). **Synthetic-data research model, not for diagnosis.**
 
 ## Data
@@ -54,8 +77,8 @@ Class- and text-conditioned pixel-space diffusion model ({net}) trained by `meds
 - classifier-free guidance dropout: class {cfg.p_drop_class}, text {cfg.p_drop_text} (independent)
 - joint loss: denoising MSE + {cfg.class_loss_weight} x class cross-entropy (head on mid-block features)
 - Prototype Condition Mechanism: {cfg.prototypes_per_class} prototypes per class, strength {cfg.prototype_strength},
-  temperature {cfg.prototype_temperature}
-
+  temperature {cfg.prototype_temperature}{ccella}
+{latent}
 ## Training
 - steps {outputs['steps']}, batch {cfg.batch_size} x accumulation {cfg.grad_accum} x {outputs['processes']} process(es),
   lr {cfg.lr} ({cfg.lr_schedule}, warm-up {cfg.warmup_steps}), EMA decay {cfg.ema_decay}

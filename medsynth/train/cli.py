@@ -39,6 +39,9 @@ def train_command(
     checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
     sample_every: Annotated[int | None, typer.Option(help="Sample grid every N steps (0 = end only).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
+    autoencoder: Annotated[Path | None, typer.Option(
+        help="Latent diffusion with this trained autoencoder (its folder, or a latent model "
+        "folder) instead of training one; checked against the data's channels and 2D/3D.")] = None,
     resume: Annotated[bool, typer.Option(
         help="Continue from the newest checkpoint in --out (step, optimizer, LR, EMA, RNG).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
@@ -47,7 +50,11 @@ def train_command(
         "model for evaluate --clip; needs --store; recipe keys in docs/clip.md).")] = "diffusion",
 ) -> None:
     """Train a class- and text-conditioned diffusion model (CCELLA dual head + VAP prototypes),
-    or with --stage clip a contrastive image–text model (MedCoDi-M's shared space)."""
+    or with --stage clip a contrastive image–text model (MedCoDi-M's shared space).
+
+    2D images or 3D volumes; pixel space, or latent (recipe latent: true, or --autoencoder):
+    an AutoencoderKL phase first, then the denoiser on its latents (docs/train.md).
+    """
     from medsynth.errors import BadUsageError
     from medsynth.ui import out as stdout
 
@@ -87,6 +94,7 @@ def train_command(
         splits=[s.strip() for s in splits.split(",") if s.strip()] if splits else None,
         denoiser=denoiser, text_encoder=text_encoder, mixed_precision=mixed_precision, seed=seed,
         checkpoint_every=checkpoint_every, sample_every=sample_every, num_threads=threads,
+        autoencoder=str(autoencoder) if autoencoder else None,
     )
     cfg = TrainConfig.from_dict(cfg.to_dict(), source="options")  # re-validate after overrides
     folder = train(dataset, out, cfg=cfg, store_path=store, resume=resume, overwrite=overwrite)

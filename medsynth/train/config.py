@@ -13,7 +13,9 @@ from medsynth.models.denoiser import DENOISER_KINDS
 #: Fields that may change when a run is resumed (everything else must match the checkpoint).
 RESUMABLE_CHANGES = ("max_steps", "checkpoint_every", "keep_checkpoints", "log_every",
                      "sample_every", "sample_per_class", "sample_steps", "sample_guidance",
-                     "num_threads", "channels_last")
+                     "num_threads", "channels_last", "ae_max_steps", "ae_checkpoint_every",
+                     "ae_log_every")
+NOISE_SCHEDULES = ("ddpm", "rflow")
 
 
 @dataclasses.dataclass
@@ -22,7 +24,14 @@ class TrainConfig:
 
     # --- data -------------------------------------------------------------------------------
     size: int | None = None
-    """Square training size in pixels; None = the data's own size (images must then all match)."""
+    """Square (2D) or cubic (3D) training size in pixels; None = the data's own size (images
+    must then all match)."""
+    shape: list[int] | None = None
+    """Spatial training shape ``[H, W]`` or ``[D, H, W]`` (overrides size; volumes resized
+    trilinearly, spacing follows). None = size, or the data's own shape."""
+    spatial_dims: int | None = None
+    """2 (images) or 3 (volumes): what the recipe is for; a dataset of the other kind is refused.
+    None = whatever the data are."""
     splits: list[str] = dataclasses.field(default_factory=lambda: ["train"])
     """Dataset splits to train on. Evaluate refuses models that saw the test split."""
     classes: list[str] | None = None
@@ -45,8 +54,49 @@ class TrainConfig:
     """Channels per attention head."""
     norm_num_groups: int = 8
     """GroupNorm groups (must divide every block_out_channels entry)."""
+    # --- latent diffusion (autoencoder phase) ----------------------------------------------
     latent: bool = False
-    """Latent diffusion with an AutoencoderKL (planned; must be false for now)."""
+    """Latent diffusion: first train a MONAI AutoencoderKL (the ae_* keys), cache the latents of
+    the training images, then train the denoiser on them (docs/train.md)."""
+    autoencoder: str | None = None
+    """Reuse this trained autoencoder (its folder, or a latent model folder) instead of training
+    one; implies latent. CLI: --autoencoder."""
+    ae_block_out_channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 64])
+    """Autoencoder channels per level; latents are 2^(levels-1) times smaller per axis."""
+    ae_latent_channels: int = 4
+    """Latent channels."""
+    ae_layers_per_block: int = 1
+    """Autoencoder residual blocks per level."""
+    ae_norm_num_groups: int = 16
+    """Autoencoder GroupNorm groups (must divide every ae_block_out_channels entry)."""
+    ae_attention: bool = False
+    """Non-local attention in the autoencoder's deepest level (2D only; refused in 3D)."""
+    ae_patch_size: list[int] | None = None
+    """Train the autoencoder on random patches of this spatial shape (one entry = cubic/square);
+    None = whole images. Use patches where the volumes are large."""
+    ae_max_steps: int = 1000
+    """Autoencoder optimizer steps."""
+    ae_batch_size: int = 4
+    """Autoencoder patches per step."""
+    ae_lr: float = 2e-4
+    """Autoencoder learning rate (Adam; the discriminator's too)."""
+    ae_warmup_steps: int = 50
+    """Autoencoder linear warm-up steps (then constant)."""
+    ae_kl_weight: float = 1e-6
+    """Weight of the KL term (L1 + kl_weight * KL [+ adversarial + perceptual])."""
+    ae_adv_weight: float = 0.0
+    """Weight of the PatchDiscriminator least-squares adversarial loss (0 = off)."""
+    ae_adv_start: int = 0
+    """Autoencoder step at which the adversarial loss starts (the discriminator trains from it)."""
+    ae_perceptual_weight: float = 0.0
+    """Weight of a perceptual loss (0 = off). Needs local weights: ae_perceptual_weights."""
+    ae_perceptual_weights: str | None = None
+    """Local ResNet-50 state dict (torchvision layout) for MONAI's PerceptualLoss: nothing is
+    downloaded; required when ae_perceptual_weight > 0."""
+    ae_checkpoint_every: int = 250
+    """Autoencoder checkpoint every N steps (and at the end of the phase)."""
+    ae_log_every: int = 10
+    """Write an autoencoder_log.csv row every N steps."""
     # --- conditioning -----------------------------------------------------------------------
     text_encoder: str = "all-MiniLM-L6-v2"
     """Text encoder: the packaged all-MiniLM-L6-v2 (default), or a transformers folder/name."""
@@ -70,6 +120,16 @@ class TrainConfig:
     """Probability (independent of the class) of replacing the text by the null text."""
     class_loss_weight: float = 0.1
     """Weight of CCELLA's class-prediction cross-entropy added to the denoising MSE (0 = off)."""
+    ccella: bool = False
+    """CCELLA mode: a head predicts the class from the text; the denoiser gets the predicted
+    class probabilities (one-hot where there is no text); the loss adds ccella_loss_weight x
+    the head's class loss. Needs descriptions (--store)."""
+    ccella_loss: str = "focal"
+    """CCELLA mode class loss: focal (gamma 2, as CCELLA) or ce (cross-entropy)."""
+    ccella_loss_weight: float = 0.1
+    """CCELLA mode: weight of the text head's class loss."""
+    ccella_temperature: float = 1.0
+    """CCELLA mode: the denoiser gets softmax(logits / temperature)."""
     prototypes_per_class: int = 64
     """Prototype Condition Mechanism: k-means prototypes per class (token embeddings)."""
     prototype_strength: float = 0.8
@@ -77,6 +137,9 @@ class TrainConfig:
     prototype_temperature: float = 0.01
     """Softmax temperature of the attention over prototypes (small = nearest prototype)."""
     # --- diffusion --------------------------------------------------------------------------
+    noise_schedule: str = "ddpm"
+    """ddpm (diffusers DDPMScheduler: samplers dpmsolver++, ddim, ddpm, unipc) or rflow
+    (rectified flow, MONAI RFlowScheduler: the network predicts x0 - noise; sampler rflow)."""
     num_train_timesteps: int = 1000
     """Diffusion steps of the training noise schedule."""
     beta_schedule: str = "squaredcos_cap_v2"
@@ -136,9 +199,42 @@ class TrainConfig:
 
         if self.denoiser not in ("auto", *DENOISER_KINDS):
             bad(f"denoiser must be auto, {' or '.join(DENOISER_KINDS)}, got {self.denoiser!r}")
-        if self.latent:
-            bad("latent: true (latent diffusion with an autoencoder) is not implemented yet; "
-                "set latent: false")
+        if self.autoencoder:
+            self.latent = True
+        if self.spatial_dims is not None and self.spatial_dims not in (2, 3):
+            bad(f"spatial_dims must be 2 or 3 (or null), got {self.spatial_dims}")
+        if self.shape is not None:
+            if len(self.shape) not in (2, 3) or min(self.shape) < 8:
+                bad(f"shape must be [H, W] or [D, H, W] with every entry >= 8, got {self.shape}")
+            if self.spatial_dims is not None and len(self.shape) != self.spatial_dims:
+                bad(f"shape {self.shape} has {len(self.shape)} axes but spatial_dims is "
+                    f"{self.spatial_dims}")
+        if self.ae_patch_size is not None and (len(self.ae_patch_size) not in (1, 2, 3)
+                                               or min(self.ae_patch_size) < 4):
+            bad(f"ae_patch_size must have 1 to 3 entries >= 4, got {self.ae_patch_size}")
+        if any(c <= 0 or c % self.ae_norm_num_groups for c in self.ae_block_out_channels):
+            bad(f"ae_norm_num_groups={self.ae_norm_num_groups} must divide ae_block_out_channels "
+                f"{self.ae_block_out_channels}")
+        for name in ("ae_kl_weight", "ae_adv_weight", "ae_perceptual_weight", "ae_adv_start",
+                     "ae_warmup_steps", "ccella_loss_weight"):
+            if getattr(self, name) < 0:
+                bad(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.ae_perceptual_weight > 0 and not self.ae_perceptual_weights:
+            bad("ae_perceptual_weight > 0 needs ae_perceptual_weights: a local ResNet-50 state "
+                "dict (MONAI's PerceptualLoss would otherwise download weights); or set "
+                "ae_perceptual_weight: 0")
+        if self.ae_lr <= 0:
+            bad("ae_lr must be > 0")
+        if self.noise_schedule not in NOISE_SCHEDULES:
+            bad(f"noise_schedule must be {' or '.join(NOISE_SCHEDULES)}, got "
+                f"{self.noise_schedule!r}")
+        if self.noise_schedule == "rflow" and self.snr_gamma is not None:
+            bad("snr_gamma (Min-SNR weighting) is for DDPM noise; set it to null with "
+                "noise_schedule: rflow")
+        if self.ccella_loss not in ("focal", "ce"):
+            bad(f"ccella_loss must be focal or ce, got {self.ccella_loss!r}")
+        if self.ccella_temperature <= 0:
+            bad("ccella_temperature must be > 0")
         if self.size is not None and self.size < 8:
             bad(f"size must be >= 8, got {self.size}")
         if not self.splits:
@@ -177,7 +273,9 @@ class TrainConfig:
             bad(f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
         for name in ("max_steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints",
                      "log_every", "sample_per_class", "sample_steps", "prototypes_per_class",
-                     "max_text_tokens", "num_train_timesteps", "layers_per_block"):
+                     "max_text_tokens", "num_train_timesteps", "layers_per_block",
+                     "ae_max_steps", "ae_batch_size", "ae_checkpoint_every", "ae_log_every",
+                     "ae_latent_channels", "ae_layers_per_block"):
             if getattr(self, name) < 1:
                 bad(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup_steps < 0 or self.sample_every < 0:

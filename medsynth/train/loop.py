@@ -6,10 +6,17 @@ One optimizer step =
      batches the uninterrupted run would have drawn);
   2. class ids -> null class with ``p_drop_class``, texts -> null text with ``p_drop_text``
      (independently), for classifier-free guidance;
-  3. the denoiser (:mod:`medsynth.models.denoiser`, any kind, 2D or 3D) predicts the noise;
+  3. the denoiser (:mod:`medsynth.models.denoiser`, any kind, 2D or 3D) predicts the noise
+     (or, with ``noise_schedule: rflow``, the flow velocity ``x0 - noise``);
      loss = MSE + ``class_loss_weight`` * cross-entropy of a small head on the denoiser's pooled
-     mid-block features against the true class;
+     mid-block features against the true class; in CCELLA mode (``ccella: true``) the class
+     input is the class predicted from the text (:mod:`medsynth.models.ccella`) and the loss
+     adds ``ccella_loss_weight`` * that head's focal (or CE) loss;
   4. AdamW step (gradient accumulation, clipping, AMP via accelerate), LR schedule, EMA update.
+
+Latent diffusion (``latent: true``): the autoencoder phase (:mod:`medsynth.train.autoencoder`)
+runs first and hands over cached, scaled latents; the same loop then trains on them, and the
+sample grids decode the sampled latents.
 
 Checkpoints (``accelerator.save_state``: model, head, optimizer, LR schedule, EMA, RNG states,
 plus the step and the log window so far) are written every ``checkpoint_every`` steps into a
@@ -47,6 +54,7 @@ from medsynth.artifacts import (
 )
 from medsynth.errors import MedsynthError
 from medsynth.models.bundle import CLASS_HEAD_FILE, export_model
+from medsynth.models.ccella import TEXT_CLASS_HEAD_FILE
 from medsynth.models.denoiser import (
     DenoiserSpec,
     build_class_head,
@@ -54,7 +62,14 @@ from medsynth.models.denoiser import (
     channels_last_format,
     plan_denoiser,
 )
-from medsynth.models.info import ConditioningInfo, DenoiserInfo, ModelInfo, PrototypeInfo
+from medsynth.models.info import (
+    AutoencoderInfo,
+    ConditioningInfo,
+    DenoiserInfo,
+    ModelInfo,
+    NoiseSchedule,
+    PrototypeInfo,
+)
 from medsynth.models.intensity import IntensityMapping
 from medsynth.models.prototypes import PROTOTYPE_FILE, build_prototypes
 from medsynth.models.text_encoder import TextEncoderRef
@@ -65,18 +80,20 @@ from medsynth.ui import console
 
 CONFIG_NAME = "train_config.yaml"
 LOG_NAME = "train_log.csv"
-LOG_FIELDS = ["step", "loss", "mse", "class_ce", "lr", "images_per_s", "elapsed_s"]
+LOG_FIELDS = ["step", "loss", "mse", "class_ce", "lr", "images_per_s", "elapsed_s", "text_class"]
 CKPT_PREFIX = "step-"
 
 
 def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
           store_path: str | Path | None = None, resume: bool = False, overwrite: bool = False,
-          progress: bool = True, interrupt_after: int | None = None) -> Path:
+          progress: bool = True, interrupt_after: int | None = None,
+          interrupt_after_ae: int | None = None) -> Path:
     """Train a model on ``dataset_path`` (+ descriptions from ``store_path``) into ``out``.
 
     Returns the model folder; load it with :func:`medsynth.models.bundle.load_bundle`.
     ``interrupt_after`` (tests, time-boxed jobs) raises KeyboardInterrupt after that global step,
-    exactly as a kill would leave the folder: checkpoints kept, no manifest.
+    exactly as a kill would leave the folder: checkpoints kept, no manifest;
+    ``interrupt_after_ae`` does the same in the autoencoder phase.
     """
     from medsynth.data.dataset import open_dataset
     from medsynth.store import open_store
@@ -97,7 +114,7 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
     # An interrupted training run (recipe written, no manifest yet) is ours to replace with
     # --overwrite; without a complete checkpoint it is debris (nothing to resume): replaced anyway.
     interrupted = not resume and (out / CONFIG_NAME).is_file() and not (out / MANIFEST_NAME).exists()
-    debris = interrupted and not _complete_checkpoints(out / "checkpoints")
+    debris = interrupted and not _resumable(out)
     if state.is_main_process and not (debris or (interrupted and overwrite)):
         check_output_dir(out, "train", resume=resume, overwrite=overwrite)
     # Validate before the folder is touched: a bad recipe or dataset leaves it as it was.
@@ -107,7 +124,19 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
     if store is not None and data.n_described == 0:
         raise MedsynthError(f"{store_path}: no description matches a training image of {dataset_path}",
                             hint="describe the train split, or train class-only without --store")
-    denoiser_spec(cfg, data, cross_attention_dim=1)  # shape/recipe errors now, not after setup
+    latent = None
+    if cfg.latent:
+        from medsynth.train.autoencoder import check_latent_recipe
+        from medsynth.train.data import attach_eval_pixels
+
+        latent = check_latent_recipe(cfg, data)
+        attach_eval_pixels(dataset, cfg, data)
+    if cfg.ccella and data.n_described == 0:
+        raise MedsynthError(f"{dataset_path}: ccella: true predicts the class from the "
+                            "descriptions, and no training image has one",
+                            hint="pass --store STORE (medsynth describe), or set ccella: false")
+    # shape/recipe errors now, not after setup
+    denoiser_spec(cfg, data, cross_attention_dim=1, latent=latent)
     created = not out.exists()
     if state.is_main_process:
         if debris or (interrupted and overwrite):
@@ -118,32 +147,35 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
     state.wait_for_everyone()
     try:
         return run_trainer(dataset, data, cfg, out, store=store, resume=resume, progress=progress,
-                           interrupt_after=interrupt_after)
+                           interrupt_after=interrupt_after, interrupt_after_ae=interrupt_after_ae)
     except Exception:
         # A fresh run that failed before its first checkpoint leaves nothing to resume: remove
         # what it wrote so that the next run starts without --overwrite.
-        if state.is_main_process and not resume and not _complete_checkpoints(out / "checkpoints"):
+        if state.is_main_process and not resume and not _resumable(out):
             _clear(out, remove_folder=created)
         raise
 
 
 def run_trainer(dataset: Any, data: TrainData, cfg: TrainConfig, out: Path, *, store: Any = None,
                 resume: bool = False, progress: bool = True,
-                interrupt_after: int | None = None) -> Path:
+                interrupt_after: int | None = None, interrupt_after_ae: int | None = None) -> Path:
     """Train on already loaded ``data`` (2D or 3D) into the prepared folder ``out``.
 
     ``dataset`` (and ``store``) are the artifacts the data came from: the model's manifest
     records them as inputs.
     """
     return _Trainer(dataset, store, data, cfg, out, resume=resume, progress=progress,
-                    interrupt_after=interrupt_after).run()
+                    interrupt_after=interrupt_after, interrupt_after_ae=interrupt_after_ae).run()
 
 
-def denoiser_spec(cfg: TrainConfig, data: TrainData, *, cross_attention_dim: int) -> DenoiserSpec:
-    """The denoiser the recipe asks for on ``data`` (kind chosen from the data's dims)."""
+def denoiser_spec(cfg: TrainConfig, data: TrainData, *, cross_attention_dim: int,
+                  latent: tuple[int, tuple[int, ...]] | None = None) -> DenoiserSpec:
+    """The denoiser the recipe asks for on ``data`` (kind chosen from the data's dims); latent
+    models denoise ``latent = (channels, spatial shape)`` instead of the pixels."""
+    channels, shape = latent if latent is not None else (data.channels, data.spatial_shape)
     return DenoiserSpec(
-        kind=plan_denoiser(cfg.denoiser, data.spatial_dims), channels=data.channels,
-        shape=data.spatial_shape, n_classes=len(data.classes),
+        kind=plan_denoiser(cfg.denoiser, data.spatial_dims), channels=channels,
+        shape=tuple(shape), n_classes=len(data.classes),
         cross_attention_dim=cross_attention_dim, block_out_channels=tuple(cfg.block_out_channels),
         attention_levels=tuple(cfg.attention_levels), layers_per_block=cfg.layers_per_block,
         attention_head_dim=cfg.attention_head_dim, norm_num_groups=cfg.norm_num_groups)
@@ -156,6 +188,14 @@ def _complete_checkpoints(ckdir: Path) -> list[Path]:
     found = [p for p in ckdir.iterdir()
              if p.is_dir() and p.name.startswith(CKPT_PREFIX) and (p / "state.json").is_file()]
     return sorted(found, key=lambda p: int(p.name[len(CKPT_PREFIX):]))
+
+
+def _resumable(out: Path) -> bool:
+    """True when ``out`` holds work a ``--resume`` can continue (any phase's checkpoint)."""
+    from medsynth.train.autoencoder import ae_checkpoints, phase_done
+
+    return bool(_complete_checkpoints(out / "checkpoints") or ae_checkpoints(out)
+                or phase_done(out))
 
 
 def _clear(out: Path, *, remove_folder: bool = False) -> None:
@@ -206,9 +246,12 @@ def batch_indices(n: int, b: int, k: int, seed: int) -> Any:
 
 class _Trainer:
     def __init__(self, dataset: Any, store: Any, data: TrainData, cfg: TrainConfig, out: Path, *,
-                 resume: bool, progress: bool, interrupt_after: int | None = None) -> None:
+                 resume: bool, progress: bool, interrupt_after: int | None = None,
+                 interrupt_after_ae: int | None = None) -> None:
         self.dataset, self.store, self.data, self.cfg, self.out = dataset, store, data, cfg, out
         self.interrupt_after = interrupt_after
+        self.interrupt_after_ae = interrupt_after_ae
+        self.latents: Any = None
         self.elapsed_before = 0.0
         self.t0 = time.perf_counter()
         self.resume, self.progress = resume, progress
@@ -278,6 +321,15 @@ class _Trainer:
         from diffusers.training_utils import EMAModel
 
         cfg, data = self.cfg, self.data
+        self.mapping = IntensityMapping.for_data(data.pixels)
+        if cfg.latent:
+            from medsynth.models.sampler import default_device
+            from medsynth.train.autoencoder import autoencoder_phase
+
+            self.latents = autoencoder_phase(
+                data, cfg, self.out, self.mapping, resume=self.resume, progress=self.progress,
+                interrupt_after=self.interrupt_after_ae, device=default_device())
+            self.t0 = time.perf_counter()
         mp = _mixed_precision(cfg)
         # train() may run several times in one process (notebooks, tests): accelerate's state is
         # a singleton, so forget the previous run's precision/accumulation (the process group stays).
@@ -289,7 +341,6 @@ class _Trainer:
                           cpu=not torch.cuda.is_available())
         self.acc = acc
         set_seed(cfg.seed)
-        self.mapping = IntensityMapping.for_data(data.pixels)
         self._text_features()
         # Prototype banks from the raw training features of the described images.
         described = self.text_idx > 0
@@ -298,30 +349,52 @@ class _Trainer:
             torch.from_numpy(data.labels)[described], len(data.classes), cfg.prototypes_per_class,
             seed=cfg.seed) if bool(described.any()) else {}
 
-        self.spec = denoiser_spec(cfg, data, cross_attention_dim=self.text_ref.hidden_size)
+        lat = self.latents
+        self.spec = denoiser_spec(cfg, data, cross_attention_dim=self.text_ref.hidden_size,
+                                  latent=(lat.channels, lat.shape) if lat is not None else None)
         self.memory_format = channels_last_format(self.spec.spatial_dims)
+        self.sample_shape = (self.spec.channels, *self.spec.shape)
         unet = build_denoiser(self.spec)
         if cfg.channels_last:  # before the EMA copy, so its shadow weights share the layout
             unet = unet.to(memory_format=self.memory_format)
         head = build_class_head(self.spec)
-        self.noise_sched = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps,
-                                         beta_schedule=cfg.beta_schedule,
-                                         prediction_type=cfg.prediction_type)
+        self.rflow = cfg.noise_schedule == "rflow"
+        if self.rflow:
+            from medsynth.models.rflow import RectifiedFlowScheduler, rflow_config
+
+            self.noise_sched: Any = RectifiedFlowScheduler(rflow_config(
+                cfg.num_train_timesteps, (self.spec.channels, *self.spec.shape)))
+        else:
+            self.noise_sched = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps,
+                                             beta_schedule=cfg.beta_schedule,
+                                             prediction_type=cfg.prediction_type)
         # The EMA keeps shadow copies of the parameters only: no model class, any denoiser.
         ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True)
-        opt = torch.optim.AdamW(list(unet.parameters()) + list(head.parameters()), lr=cfg.lr,
-                                weight_decay=cfg.weight_decay)
+        params = list(unet.parameters()) + list(head.parameters())
+        text_head = None
+        if cfg.ccella:
+            from medsynth.models.ccella import TextClassHead
+
+            text_head = TextClassHead(self.text_ref.hidden_size, len(data.classes))
+            params += list(text_head.parameters())
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         lr_sched = get_scheduler("cosine" if cfg.lr_schedule == "cosine" else "constant_with_warmup",
                                  opt, num_warmup_steps=cfg.warmup_steps * acc.num_processes,
                                  num_training_steps=cfg.max_steps * acc.num_processes)
-        unet, head, opt, lr_sched = acc.prepare(unet, head, opt, lr_sched)
+        if text_head is not None:
+            unet, head, text_head, opt, lr_sched = acc.prepare(unet, head, text_head, opt, lr_sched)
+        else:
+            unet, head, opt, lr_sched = acc.prepare(unet, head, opt, lr_sched)
+        self.text_head = text_head
         ema.to(acc.device)
         acc.register_for_checkpointing(ema)
         self.unet, self.head, self.opt, self.lr_sched, self.ema = unet, head, opt, lr_sched, ema
         self.denoiser = acc.unwrap_model(unet)  # features and saving: the bare module
 
         self.window: dict[str, float] = {}
-        start = self._load_checkpoint() if self.resume else 0
+        # A latent run killed before its first denoiser checkpoint starts the denoiser afresh.
+        fresh = self.latents is not None and not self._checkpoints()
+        start = self._load_checkpoint() if self.resume and not fresh else 0
         if acc.is_main_process:
             # The folder is about to change: it must not look complete until the new manifest
             # is written (removed only now, so a failed resume leaves a finished model intact).
@@ -387,7 +460,7 @@ class _Trainer:
         if acc.is_main_process:
             atomic_write_text(tmp / "state.json", json.dumps({
                 "step": step, "elapsed_s": round(self.elapsed_before + time.perf_counter() - self.t0, 1),
-                "log_window": {k: window[k] for k in ("loss", "mse", "ce", "n")}}))
+                "log_window": {k: window[k] for k in ("loss", "mse", "ce", "tce", "n")}}))
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -448,7 +521,8 @@ class _Trainer:
         n, b, null = len(data), cfg.batch_size, len(data.classes)
         labels = torch.from_numpy(data.labels)
         t0 = self.t0 = time.perf_counter()
-        win: dict[str, float] = {"loss": 0.0, "mse": 0.0, "ce": 0.0, "n": 0, **self.window}
+        win: dict[str, float] = {"loss": 0.0, "mse": 0.0, "ce": 0.0, "tce": 0.0, "n": 0,
+                                 **self.window}
         win_t, win_imgs = time.perf_counter(), 0
         step = start
         unet.train()
@@ -462,7 +536,10 @@ class _Trainer:
                     k = (step * cfg.grad_accum + micro) * acc.num_processes + acc.process_index
                     g = torch.Generator().manual_seed(cfg.seed * 7_919 + k * 2 + 1)
                     idx = batch_indices(n, b, k, cfg.seed)
-                    x0 = batch_tensors(data, idx, g, self.mapping)
+                    if self.latents is not None:
+                        x0 = self._latent_batch(idx, g)
+                    else:
+                        x0 = batch_tensors(data, idx, g, self.mapping)
                     bs = x0.shape[0]
                     y = labels[idx]
                     c = y.clone()
@@ -471,20 +548,37 @@ class _Trainer:
                     tidx[torch.rand(bs, generator=g) < cfg.p_drop_text] = 0  # 0 = null text
                     hidden, mask = self.text_hidden[tidx], self.text_mask[tidx]
                     noise = torch.randn(x0.shape, generator=g)
-                    t = torch.randint(0, cfg.num_train_timesteps, (bs,), generator=g)
+                    if self.rflow:  # continuous t in (0, T]: T is pure noise
+                        t = (1.0 - torch.rand(bs, generator=g)) * cfg.num_train_timesteps
+                    else:
+                        t = torch.randint(0, cfg.num_train_timesteps, (bs,), generator=g)
                     dev = acc.device
                     x0, noise, t, y, c = x0.to(dev), noise.to(dev), t.to(dev), y.to(dev), c.to(dev)
-                    hidden, mask = hidden.to(dev), mask.to(dev)
+                    hidden, mask, tidx = hidden.to(dev), mask.to(dev), tidx.to(dev)
                     xt = self.noise_sched.add_noise(x0, noise, t)
                     if cfg.channels_last:
                         xt = xt.contiguous(memory_format=self.memory_format)
-                    if cfg.prediction_type == "epsilon":
+                    if self.rflow:
+                        target = x0 - noise
+                    elif cfg.prediction_type == "epsilon":
                         target = noise
                     elif cfg.prediction_type == "v_prediction":
                         target = self.noise_sched.get_velocity(x0, noise, t)
                     else:
                         target = x0
-                    with acc.accumulate(unet, head), acc.autocast():
+                    models = (unet, head) if self.text_head is None else (unet, head, self.text_head)
+                    with acc.accumulate(*models), acc.autocast():
+                        tce = torch.zeros((), device=dev)
+                        if self.text_head is not None:
+                            # CCELLA: the class input is the class predicted from the text
+                            # (one-hot where there is none, null where the class is dropped).
+                            from medsynth.models.ccella import class_inputs, class_loss
+
+                            has_text = tidx > 0
+                            logits = self.text_head(hidden, mask)
+                            probs = (logits.float() / cfg.ccella_temperature).softmax(-1)
+                            c = class_inputs(probs, y, has_text, c == null, null)
+                            tce = class_loss(logits, y, cfg.ccella_loss, weights=has_text)
                         pred = unet(xt, t, c, hidden, mask)
                         if cfg.snr_gamma is None:
                             mse = F.mse_loss(pred.float(), target.float())
@@ -503,10 +597,10 @@ class _Trainer:
                             ce = F.cross_entropy(head(self.denoiser.pooled_features()).float(), y)
                         else:
                             ce = torch.zeros((), device=dev)
-                        loss = mse + cfg.class_loss_weight * ce
+                        loss = mse + cfg.class_loss_weight * ce + cfg.ccella_loss_weight * tce
                         acc.backward(loss)
                         if acc.sync_gradients and cfg.max_grad_norm > 0:
-                            acc.clip_grad_norm_(list(unet.parameters()) + list(head.parameters()),
+                            acc.clip_grad_norm_([p for m in models for p in m.parameters()],
                                                 cfg.max_grad_norm)
                         opt.step()
                         lr_sched.step()
@@ -514,6 +608,7 @@ class _Trainer:
                     win["loss"] += float(loss.detach()) / cfg.grad_accum
                     win["mse"] += float(mse.detach()) / cfg.grad_accum
                     win["ce"] += float(ce.detach()) / cfg.grad_accum
+                    win["tce"] += float(tce.detach()) / cfg.grad_accum
                     win_imgs += bs * acc.num_processes
                 if not math.isfinite(win["loss"]):
                     raise MedsynthError(
@@ -530,10 +625,11 @@ class _Trainer:
                            "mse": f"{win['mse'] / m:.6f}", "class_ce": f"{win['ce'] / m:.6f}",
                            "lr": f"{lr_sched.get_last_lr()[0]:.3e}",
                            "images_per_s": f"{win_imgs / max(dt, 1e-9):.2f}",
-                           "elapsed_s": f"{self.elapsed_before + time.perf_counter() - t0:.1f}"}
+                           "elapsed_s": f"{self.elapsed_before + time.perf_counter() - t0:.1f}",
+                           "text_class": f"{win['tce'] / m:.6f}"}
                     self._write_log(row)
                     bar.update(task, loss=row["loss"], rate=f"{win_imgs / max(dt, 1e-9):.1f} img/s")
-                    win = {"loss": 0.0, "mse": 0.0, "ce": 0.0, "n": 0}
+                    win = {"loss": 0.0, "mse": 0.0, "ce": 0.0, "tce": 0.0, "n": 0}
                     win_t, win_imgs = time.perf_counter(), 0
                 bar.update(task, completed=step)
                 if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
@@ -549,11 +645,24 @@ class _Trainer:
         self.images_seen = step * cfg.batch_size * cfg.grad_accum * acc.num_processes
         return step
 
+    def _latent_batch(self, idx: Any, g: Any) -> Any:
+        """Cached scaled latents of images ``idx``; flips drawn as for pixels (the latents of
+        the flipped images, encoded in the autoencoder phase)."""
+        import torch
+
+        lat, data = self.latents, self.data
+        b = len(idx)
+        h = torch.rand(b, generator=g) < 0.5 if data.hflip else torch.zeros(b, dtype=torch.bool)
+        v = torch.rand(b, generator=g) < 0.5 if data.vflip else torch.zeros(b, dtype=torch.bool)
+        which = torch.tensor([lat.variants.index((bool(a), bool(c))) for a, c in zip(h, v,
+                                                                                      strict=True)])
+        return lat.latents[idx, which].clone()
+
     # --- samples and export -----------------------------------------------------------------
     def _grid(self, step: int) -> Path:
         """Per-class sample grid with the EMA weights (rows = classes), by the shared sampler."""
         from medsynth.models.prototypes import apply_prototypes
-        from medsynth.models.sampler import GRID_SAMPLER, denoise, make_scheduler
+        from medsynth.models.sampler import denoise, make_scheduler, sampler_for
         from medsynth.models.text_encoder import null_text
         from medsynth.train.samplegrid import grid_image, save_grid
 
@@ -577,12 +686,28 @@ class _Trainer:
             hidden = apply_prototypes(hidden, mask, cls_ids, self.prototypes,
                                       cfg.prototype_strength, cfg.prototype_temperature)
             null_h, null_m = null_text(1, self.text_ref.hidden_size)
-            x = denoise(den, make_scheduler(GRID_SAMPLER, dict(self.noise_sched.config)),
-                        class_ids=cls_ids, text_hidden=hidden, text_mask=mask,
+            classes: Any = cls_ids
+            if self.text_head is not None:
+                from medsynth.models.ccella import sampling_class_input
+
+                th = self.acc.unwrap_model(self.text_head)
+                th.eval()
+                classes = sampling_class_input(th, cls_ids, hidden, mask, len(data.classes),
+                                               cfg.ccella_temperature)
+                th.train()
+            sched_conf = dict(self.noise_sched.config)
+            lat = self.latents
+            decode = None
+            if lat is not None:
+                def decode(z: Any) -> Any:
+                    return lat.autoencoder.decode(z)
+            x = denoise(den, make_scheduler(sampler_for(sched_conf), sched_conf,
+                                            latent=lat is not None),
+                        class_ids=classes, text_hidden=hidden, text_mask=mask,
                         null_class=len(data.classes), null_hidden=null_h, null_mask=null_m,
                         seeds=[cfg.seed * 100_003 + i for i in range(len(cls_ids))],
-                        sample_shape=(data.channels, *data.spatial_shape), steps=cfg.sample_steps,
-                        guidance=cfg.sample_guidance, device=self.acc.device)
+                        sample_shape=tuple(self.sample_shape), steps=cfg.sample_steps,
+                        guidance=cfg.sample_guidance, device=self.acc.device, decode=decode)
         finally:
             self.ema.restore(params)
         pixels = self.mapping.to_pixels(x)
@@ -602,14 +727,19 @@ class _Trainer:
             shape=list(data.spatial_shape), dtype=data.dtype, modality=data.modality,
             intensity=self.mapping, text_encoder=self.text_ref,
             denoiser=DenoiserInfo(kind=self.spec.kind, spec=self.spec.to_dict()),
-            prediction_type=cfg.prediction_type,
+            prediction_type="v_prediction" if self.rflow else cfg.prediction_type,
+            noise_schedule=NoiseSchedule(kind=cfg.noise_schedule),
             prototypes=PrototypeInfo(file=PROTOTYPE_FILE if self.prototypes else None,
                                      per_class=cfg.prototypes_per_class,
                                      strength=cfg.prototype_strength,
                                      temperature=cfg.prototype_temperature,
                                      classes_with_bank=sorted(self.prototypes)),
-            conditioning=ConditioningInfo(class_input="ids", p_drop_class=cfg.p_drop_class,
-                                          p_drop_text=cfg.p_drop_text),
+            conditioning=ConditioningInfo(
+                class_input="probabilities" if cfg.ccella else "ids",
+                p_drop_class=cfg.p_drop_class, p_drop_text=cfg.p_drop_text,
+                text_class_head=TEXT_CLASS_HEAD_FILE if cfg.ccella else None,
+                temperature=cfg.ccella_temperature),
+            autoencoder=self._autoencoder_info(),
             # Filled in when the data carry them (real data with spacing/affine).
             spacing=_listed(getattr(data, "spacing", None)),
             affine=_listed(getattr(data, "affine", None)),
@@ -618,13 +748,25 @@ class _Trainer:
             train_splits=list(cfg.splits), steps=step,
         )
 
+    def _autoencoder_info(self) -> AutoencoderInfo | None:
+        lat = self.latents
+        if lat is None:
+            return None
+        from medsynth.train.autoencoder import AE_FOLDER
+
+        return AutoencoderInfo(folder=AE_FOLDER, scaling_factor=lat.scaling_factor,
+                               latent_channels=lat.channels, latent_shape=list(lat.shape),
+                               latent_std=round(lat.latent_std, 6))
+
     def _export(self, step: int) -> None:
         cfg, data, out = self.cfg, self.data, self.out
         grid = self._grid(step)
         info = self.model_info(step)
         export_model(out, info, denoiser=self.denoiser, noise_scheduler=self.noise_sched,
                      ema=self.ema, class_head=self.acc.unwrap_model(self.head),
-                     prototypes=self.prototypes)
+                     prototypes=self.prototypes,
+                     text_class_head=(self.acc.unwrap_model(self.text_head)
+                                      if self.text_head is not None else None))
         final_loss = _last_loss(out / LOG_NAME)
         speed = self.images_seen / self.train_time if self.train_time > 0 else None
         outputs = {
@@ -636,7 +778,15 @@ class _Trainer:
             "images_per_s": round(speed, 2) if speed else None,
             "text_cut": getattr(self, "text_cut", None),
             "mixed_precision": self.acc.mixed_precision, "processes": self.acc.num_processes,
-            "device": str(self.acc.device),
+            "device": str(self.acc.device), "noise_schedule": cfg.noise_schedule,
+            "class_input": info.conditioning.class_input,
+            "latent": None if self.latents is None else {
+                "latent_shape": list(self.latents.shape), "latent_channels": self.latents.channels,
+                "scaling_factor": self.latents.scaling_factor,
+                "latent_std": round(self.latents.latent_std, 4),
+                "autoencoder": dict(self.latents.metrics),
+                "reused": cfg.autoencoder},
+            "peak_rss_gib": _peak_rss_gib(),
             "files": {"unet": info.denoiser.folder, "unet_raw": info.denoiser.raw_folder,
                       "scheduler": info.noise_schedule.folder, "model_info": "medsynth_model.json",
                       "log": LOG_NAME, "sample_grid": str(grid.relative_to(out)),
@@ -653,6 +803,13 @@ class _Trainer:
         atomic_write_text(out / "README.md", model_card(self.dataset, self.store, data, cfg, info,
                                                         outputs))
         write_manifest(out, "train", config=config, inputs=inputs, outputs=outputs)
+
+
+def _peak_rss_gib() -> float:
+    """Peak resident memory of this process so far (GiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
 
 
 def _listed(v: Any) -> Any:

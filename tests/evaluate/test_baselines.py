@@ -69,6 +69,19 @@ def test_augmenter_is_seeded_bounded_and_mild() -> None:
     assert g.shape == (6, 1, 32, 32)
 
 
+def test_augmenter_moves_volumes_mildly_in_3d() -> None:
+    x = torch.zeros(4, 1, 16, 16, 16)
+    x[:, :, 4:12, 4:12, 4:12] = 0.8  # a bright cube
+    a = augmenter(1, 16, seed=3)(x)
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(augmenter(1, 16, seed=3)(x), a)
+    assert (a - x).abs().mean() > 0.005
+    assert a[:, :, 6:10, 6:10, 6:10].mean() > 0.5 and a[:, :, :2, :2, :2].mean() < 0.2
+    # the in-plane rotation leaves the slice axis alone: cube's top and bottom stay put
+    # (scale/shift along it are a few percent at most)
+    assert a[:, :, 0].mean() < 0.05 and a[:, :, 8].mean() > 0.12  # cube: 0.8 * 1/4 of a slice
+
+
 def test_oracle_draws_as_many_extra_images_per_class() -> None:
     extra = _set([5, 20, 8], name="e")
     d = draw_extra(extra, {0: 3, 1: 12, 2: 30}, seed=0)

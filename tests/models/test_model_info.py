@@ -170,9 +170,11 @@ def test_3d_monai_bundle(tmp_path: Path) -> None:
     assert x.shape == (2, 1, 8, 8, 8) and b.to_pixels(x).dtype == np.uint16
 
 
-def test_latent_models_are_refused_until_supported(tmp_path: Path) -> None:
+def test_latent_model_samples_latents_and_names_a_missing_autoencoder(tmp_path: Path) -> None:
     info = _info(autoencoder=AutoencoderInfo(folder="autoencoder", scaling_factor=1.0,
                                              latent_channels=4, latent_shape=[4, 4]))
     _write_model(tmp_path, info, _spec())
-    with pytest.raises(MedsynthError, match="latent"):
-        load_bundle(tmp_path)
+    b = load_bundle(tmp_path)
+    assert b.latent and b.sample_shape == (4, 4, 4)
+    with pytest.raises(MedsynthError, match="no autoencoder"):
+        b.decode(torch.zeros(1, 4, 4, 4))

@@ -45,7 +45,12 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
     ({"bogus": 1}, "unknown keys"),
     ({"max_steps": "ten"}, "max_steps"),
     ({"denoiser": "keras"}, "denoiser must be auto, diffusers or monai"),
-    ({"latent": True}, "latent"),
+    ({"ae_perceptual_weight": 0.5}, "ae_perceptual_weights"),
+    ({"noise_schedule": "flow"}, "noise_schedule"),
+    ({"noise_schedule": "rflow", "snr_gamma": 5.0}, "snr_gamma"),
+    ({"shape": [16, 16, 16], "spatial_dims": 2}, "spatial_dims"),
+    ({"ae_block_out_channels": [16, 24]}, "ae_norm_num_groups"),
+    ({"ccella_loss": "bce"}, "ccella_loss"),
 ])
 def test_bad_config_is_a_clear_error(bad: dict, match: str) -> None:
     with pytest.raises(MedsynthError, match=match):

@@ -1,4 +1,4 @@
-"""``medsynth data demo derm|cxr``: write a built-in PHANTOM dataset with ground-truth attributes."""
+"""``medsynth data demo derm|cxr|prostate``: write a built-in PHANTOM dataset with ground truth."""
 
 from __future__ import annotations
 
@@ -33,8 +33,10 @@ def _run(demo: str, out: Path, n_per_class: int, size: int, seed: int, overwrite
                      test_fraction=test_fraction)
     t0 = time.perf_counter()
     ds = write_demo(cfg)
-    console.print(f"[green]wrote[/] {len(ds.table)} {demo} PHANTOM images ({len(ds.classes)} classes, "
-                  f"{cfg.size} px) to {ds.root} in {time.perf_counter() - t0:.1f} s")
+    what = "volumes" if ds.manifest.outputs.get("spatial_dims") == 3 else "images"
+    unit = "voxels" if what == "volumes" else "px"
+    console.print(f"[green]wrote[/] {len(ds.table)} {demo} PHANTOM {what} ({len(ds.classes)} "
+                  f"classes, {cfg.size} {unit}) to {ds.root} in {time.perf_counter() - t0:.1f} s")
 
 
 @demo_app.command("derm")
@@ -65,3 +67,19 @@ def cxr_cmd(
 ) -> None:
     """16-bit PA chest radiograph-like phantoms: normal, pneumonia, pleural_effusion, cardiomegaly."""
     _run("cxr", out, n_per_class, size, seed, overwrite, workers, val_fraction, test_fraction)
+
+
+@demo_app.command("prostate")
+def prostate_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write (images/<class>/*.nii.gz, labels.csv with a report per volume, medsynth.json).")],
+    n_per_class: NPerClass = 100,
+    size: Annotated[int, typer.Option(help="Volume side in voxels, 16-192 (the field of view is always 64 mm: 1 mm voxels at 64).")] = 64,
+    seed: Seed = 0,
+    overwrite: Overwrite = False,
+    workers: Workers = 0,
+    val_fraction: ValFraction = 0.1,
+    test_fraction: TestFraction = 0.2,
+) -> None:
+    """3D T2-weighted prostate MRI-like phantoms (NIfTI, RAS): no_lesion, pirads_3, pirads_4_5."""
+    _run("prostate", out, n_per_class, size, seed, overwrite, workers, val_fraction,
+         test_fraction)

@@ -20,22 +20,24 @@ import numpy as np
 
 from medsynth.errors import MedsynthError
 
-DEMOS = ("derm", "cxr")
-DEFAULT_SIZE = {"derm": 64, "cxr": 128}
+DEMOS = ("derm", "cxr", "prostate")
+DEFAULT_SIZE = {"derm": 64, "cxr": 128, "prostate": 64}
 
 
 @dataclasses.dataclass
 class DemoConfig:
-    """Options of ``medsynth data demo derm|cxr``."""
+    """Options of ``medsynth data demo derm|cxr|prostate``."""
 
     demo: str
-    """Which phantom: ``derm`` (RGB dermoscopy-like) or ``cxr`` (16-bit chest radiograph-like)."""
+    """Which phantom: ``derm`` (RGB dermoscopy-like), ``cxr`` (16-bit chest radiograph-like) or
+    ``prostate`` (3D T2-weighted prostate MRI-like volumes)."""
     out: str
     """Dataset folder to write."""
     n_per_class: int = 200
     """Images per class (the classes are balanced)."""
     size: int | None = None
-    """Image side in pixels; None = 64 (derm) or 128 (cxr). The field of view is fixed in mm."""
+    """Image side in pixels (volume side in voxels); None = 64 (derm, prostate) or 128 (cxr).
+    The field of view is fixed in mm."""
     seed: int = 0
     """Seed of everything (attributes, rendering, split); the same seed gives identical files."""
     val_fraction: float = 0.1
@@ -52,8 +54,9 @@ class DemoConfig:
             raise MedsynthError(f"unknown demo {self.demo!r}; choose one of {', '.join(DEMOS)}")
         if self.size is None:
             self.size = DEFAULT_SIZE[self.demo]
-        if not 16 <= self.size <= 1024:
-            raise MedsynthError(f"--size must be between 16 and 1024 pixels, not {self.size}")
+        top = int(getattr(_module(self.demo), "MAX_SIZE", 1024))
+        if not 16 <= self.size <= top:
+            raise MedsynthError(f"--size must be between 16 and {top} for {self.demo}, not {self.size}")
         if not 1 <= self.n_per_class <= 100_000:
             raise MedsynthError(f"--n-per-class must be between 1 and 100000, not {self.n_per_class}")
         if self.seed < 0:
@@ -151,6 +154,8 @@ RenderFn = Callable[[str, int, int, int], tuple[np.ndarray, dict[str, Any]]]
 def _module(demo: str) -> Any:
     if demo == "derm":
         from medsynth.data.demo import derm as mod
+    elif demo == "prostate":
+        from medsynth.data.demo import prostate as mod
     else:
         from medsynth.data.demo import cxr as mod
     return mod
@@ -158,16 +163,24 @@ def _module(demo: str) -> Any:
 
 def _render_chunk(demo: str, root: str, size: int, seed: int,
                   jobs: list[tuple[str, int]]) -> list[dict[str, Any]]:
-    """Render and save a list of (class, index) images; return their label rows."""
-    from medsynth.data.save import save_png
+    """Render and save a list of (class, index) images; return their label rows.
+
+    2D images are PNG files; volumes are NIfTI files with the phantom's RAS affine.
+    """
+    from medsynth.data.save import save_nifti, save_png
 
     mod = _module(demo)
     rows = []
     for cls, i in jobs:
         array, attrs = mod.render(cls, i, size, seed)
         image_id = f"{demo}_{cls}_{i:05d}"
-        rel = f"images/{cls}/{image_id}.png"
-        save_png(array, Path(root) / rel)
+        if array.ndim == 4:
+            rel = f"images/{cls}/{image_id}.nii.gz"
+            save_nifti(array, Path(root) / rel, affine=mod.affine(size),
+                       description=f"medsynth PHANTOM {demo} {cls}")
+        else:
+            rel = f"images/{cls}/{image_id}.png"
+            save_png(array, Path(root) / rel)
         rows.append({"image_id": image_id, "path": rel, "class": cls, **attrs})
     return rows
 
@@ -193,7 +206,8 @@ def write_demo(cfg: DemoConfig) -> Any:
     created = not Path(cfg.out).exists()
     root = prepare_output_dir(cfg.out, "data", overwrite=cfg.overwrite)
     jobs = [(cls, i) for cls in mod.CLASSES for i in range(cfg.n_per_class)]
-    workers = cfg.workers or (min(2, os.cpu_count() or 1) if len(jobs) >= 200 else 1)
+    parallel_min = int(getattr(mod, "PARALLEL_MIN", 200))
+    workers = cfg.workers or (min(2, os.cpu_count() or 1) if len(jobs) >= parallel_min else 1)
     chunk = max(1, min(32, len(jobs) // (workers * 8) or 1))
     chunks = [jobs[k:k + chunk] for k in range(0, len(jobs), chunk)]
     rows: list[dict[str, Any]] = []
@@ -226,11 +240,14 @@ def write_demo(cfg: DemoConfig) -> Any:
         table.insert(3, "split", assign_splits(
             table["class"], (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction,
                              cfg.test_fraction), seed=cfg.seed))
+        dims = int(getattr(mod, "SPATIAL_DIMS", 2))
+        geometry = {"spacing": [mod.FOV_MM / cfg.size] * dims,
+                    "affine": mod.affine(cfg.size).tolist()} if dims == 3 else {}
         return finish_dataset(
             root, table, config=cfg, classes=list(mod.CLASSES), channels=mod.CHANNELS,
-            dtype=mod.DTYPE, modality=mod.MODALITY,
+            dtype=mod.DTYPE, modality=mod.MODALITY, spatial_dims=dims,
             extra={"phantom": True, "demo": cfg.demo, "mm_per_px": mod.FOV_MM / cfg.size,
-                   "seed": cfg.seed, "size": cfg.size,
+                   "seed": cfg.seed, "size": cfg.size, **geometry,
                    "note": "PHANTOM: procedurally generated demo data, not patient images",
                    "image_seed": "numpy SeedSequence([seed, class_index, image_index])"},
         )

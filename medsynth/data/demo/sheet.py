@@ -1,6 +1,6 @@
 """Contact sheets and attribute tables of the demo phantoms, as docs/demo-data.md shows them.
 
-    python -m medsynth.data.demo.sheet docs/images            # demo_derm.png and demo_cxr.png
+    python -m medsynth.data.demo.sheet docs/images            # demo_derm/cxr/prostate.png
     python -m medsynth.data.demo.sheet --summary DATASET      # per-class attribute table (Markdown)
 """
 
@@ -30,6 +30,31 @@ def contact_sheet(demo: str, per_class: int = 8, size: int | None = None, seed: 
             tiles.append(np.pad(np.moveaxis(a, 0, -1), ((2, 2), (2, 2), (0, 0)), constant_values=255))
         rows.append(np.concatenate(tiles, 1))
     return np.concatenate(rows, 0)
+
+
+def volume_sheet(per_class: int = 3, size: int = 64, seed: int = 0, tile: int = 160) -> np.ndarray:
+    """(H, W) uint8 grid of the prostate phantom: a row per class, ``per_class`` volumes each
+    shown as axial | coronal | sagittal slices through the lesion (the gland's centre without
+    one), in radiological display orientation (:mod:`medsynth.data.views`). The window runs
+    from 0 to the 99th percentile of the central half of the volume (urine saturates, as on a
+    T2 reading window)."""
+    from medsynth.data.demo import prostate
+    from medsynth.data.views import grid, orthogonal_strip
+
+    rows = []
+    q = size // 4
+    for cls in prostate.CLASSES:
+        strips = []
+        for i in range(per_class):
+            a, row = prostate.render(cls, i, size, seed)
+            point = None
+            if row["zone"] != "none":
+                point = (row["center_x_mm"], row["center_y_mm"], row["center_z_mm"])
+            high = float(np.percentile(a[0, q:-q, q:-q, q:-q], 99))
+            strips.append(orthogonal_strip(a, prostate.affine(size), point, tile=tile,
+                                           window=(0.0, high)))
+        rows.append(strips)
+    return grid(rows, gap=6)
 
 
 def _pct(x: object) -> str:
@@ -63,6 +88,32 @@ def summary_markdown(path: str | Path) -> str:
             r["no structure"] = _pct((c.structures == "none").mean())
             r["skin_tone mean"] = f"{c.skin_tone.mean():.2f}"
             r["hair: images with hair / mean count"] = f"{_pct((c.hair > 0).mean())} / {c.hair.mean():.1f}"
+        elif demo == "prostate":
+            for z in ("peripheral", "transition", "none"):
+                r[f"zone {z}"] = _pct((c.zone == z).mean())
+            for side in ("left", "right"):
+                r[f"side {side}"] = _pct((c.side == side).mean())
+            for lv in ("base", "mid", "apex"):
+                r[f"level {lv}"] = _pct((c.level == lv).mean())
+            les = c[c.zone != "none"]
+            if len(les):
+                r["diameter_mm mean ± sd (min-max)"] = (
+                    f"{les.diameter_mm.mean():.1f} ± {les.diameter_mm.std():.1f} "
+                    f"({les.diameter_mm.min():.1f}-{les.diameter_mm.max():.1f})")
+                r["t2_hypointensity mean (min-max)"] = (
+                    f"{les.t2_hypointensity.mean():.2f} ({les.t2_hypointensity.min():.2f}-"
+                    f"{les.t2_hypointensity.max():.2f})")
+            else:
+                r["diameter_mm mean ± sd (min-max)"] = "-"
+                r["t2_hypointensity mean (min-max)"] = "-"
+            r["margin circumscribed / ill_defined"] = (
+                f"{_pct((c.margin == 'circumscribed').mean())} / "
+                f"{_pct((c.margin == 'ill_defined').mean())}")
+            r["extraprostatic extension"] = _pct((c.extraprostatic_extension == "yes").mean())
+            r["PI-RADS 1 / 2 / 3 / 4 / 5"] = " / ".join(_pct((c.pirads == k).mean())
+                                                        for k in range(1, 6))
+            r["gland_volume_ml mean ± sd"] = (f"{c.gland_volume_ml.mean():.1f} ± "
+                                              f"{c.gland_volume_ml.std():.1f}")
         else:
             for side in ("right", "left", "bilateral", "none"):
                 r[f"side {side}"] = _pct((c.side == side).mean())
@@ -89,7 +140,9 @@ def main(argv: list[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(contact_sheet("derm", 8, 128)).save(folder / "demo_derm.png", optimize=True)
     Image.fromarray(contact_sheet("cxr", 6, 192)).save(folder / "demo_cxr.png", optimize=True)
-    print(f"wrote {folder / 'demo_derm.png'} and {folder / 'demo_cxr.png'}")
+    Image.fromarray(volume_sheet(3, 64)).save(folder / "demo_prostate.png", optimize=True)
+    print(f"wrote {folder / 'demo_derm.png'}, {folder / 'demo_cxr.png'} and "
+          f"{folder / 'demo_prostate.png'}")
 
 
 if __name__ == "__main__":
