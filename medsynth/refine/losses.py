@@ -36,7 +36,8 @@ def dpo_loss(model_w: Any, model_l: Any, ref_w: Any, ref_l: Any, beta: float
     ref_diff = (ref_w - ref_l).detach()
     logits = ref_diff - model_diff
     loss = -F.logsigmoid(beta * logits).mean()
-    acc = ((logits > 0).float() + 0.5 * (logits == 0).float()).mean()
+    d = logits.detach()
+    acc = ((d > 0).float() + 0.5 * (d == 0).float()).mean()
     return loss, logits, acc
 
 

@@ -274,7 +274,7 @@ class _Run:
 
             add_lora(den, cfg.rank, alpha=cfg.alpha, seed=cfg.seed)
         else:
-            self.reference = copy.deepcopy(den).eval().requires_grad_(False)
+            self.reference = _copy(den).eval().requires_grad_(False)
             den.requires_grad_(True)
         self.noise_sched = DDPMScheduler.from_config(bundle.scheduler_config)
         self.null_text = bundle.encode_text([""])
@@ -426,7 +426,7 @@ class _Run:
         from medsynth.models.info import DenoiserInfo, RefinedFrom
 
         cfg, bundle = self.cfg, self.bundle
-        den = copy.deepcopy(bundle.denoiser)
+        den = _copy(bundle.denoiser)
         if has_lora(den):
             merge_lora(den)
         den.requires_grad_(False).eval()
@@ -469,6 +469,12 @@ class _Run:
                   "generation": self.generation}
         atomic_write_text(folder / "README.md", _card(self.model, self.judged, cfg, outputs))
         write_manifest(folder, "refine", config=config, inputs=inputs, outputs=outputs)
+
+
+def _copy(denoiser: Any) -> Any:
+    """A deep copy of a denoiser (without the features its last forward kept)."""
+    denoiser._features = None
+    return copy.deepcopy(denoiser)
 
 
 def _any_progress(out: Path) -> bool:

@@ -13,8 +13,9 @@ images (weight 1), classifier-free-guidance dropout as in training, weighted MSE
 
 Early stop (DPO): at every log window, the mean winner loss of the model is compared with the
 reference's on the same noise; ``early_stop_patience`` windows in a row with the model's above
-the reference's (after ``early_stop_min_steps``) stop the round, and the weights of the last
-window where it was not above are kept.
+the reference's (after ``early_stop_min_steps``) stop the round, and the weights the last good
+window started from are kept (the losses of a window are measured before each of its updates,
+so its last update was never measured).
 
 Checkpoints (``ROUND/checkpoints/step-NNNNNNN/``): the trainable weights, the kept weights, the
 optimizer state and ``state.json`` (written last), in a temporary folder renamed when complete.
@@ -152,6 +153,7 @@ class RoundTrainer:
         tmp.mkdir(parents=True)
         atomic_write_bytes(tmp / "trainable.safetensors", save(self.trainable_state()))
         atomic_write_bytes(tmp / "kept.safetensors", save(self.kept))
+        atomic_write_bytes(tmp / "window_start.safetensors", save(self.window_start))
         buf = io.BytesIO()
         torch.save(self.opt.state_dict(), buf)
         atomic_write_bytes(tmp / "optimizer.pt", buf.getvalue())
@@ -174,6 +176,7 @@ class RoundTrainer:
             state = json.loads((last / "state.json").read_text("utf-8"))
             self.load_trainable(load_file(str(last / "trainable.safetensors")))
             self.kept = load_file(str(last / "kept.safetensors"))
+            self.window_start = load_file(str(last / "window_start.safetensors"))
             opt_state = torch.load(io.BytesIO((last / "optimizer.pt").read_bytes()),
                                    weights_only=True)
             self.opt.load_state_dict(opt_state)
@@ -213,11 +216,13 @@ class RoundTrainer:
 
         cfg = self.cfg
         self.kept = self.trainable_state()  # the round's start: kept unless a window improves
-        kept_step, bad, step = 0, 0, 0
+        self.window_start = self.kept
+        kept_step, bad, step, start_step = 0, 0, 0, 0
         win = dict.fromkeys(_WINDOW_KEYS, 0.0)
         state = self._load_checkpoint()
         if state is not None:
             step, kept_step, bad = int(state["step"]), int(state["kept_step"]), int(state["bad"])
+            start_step = int(state.get("window_start_step", step))
             win = {k: float(v) for k, v in state.get("window", win).items()}
             self.elapsed_before = float(state.get("elapsed_s", self.elapsed_before))
             if state.get("stopped"):
@@ -265,8 +270,7 @@ class RoundTrainer:
                         if last["mw"] > last["rw"]:  # the winners got worse than the reference
                             bad += 1
                         else:
-                            bad, kept_step = 0, step
-                            self.kept = self.trainable_state()
+                            bad, kept_step, self.kept = 0, start_step, self.window_start
                         if cfg.early_stop and step >= cfg.early_stop_min_steps \
                                 and bad >= cfg.early_stop_patience:
                             stopped = True
@@ -274,14 +278,15 @@ class RoundTrainer:
                                       f"log windows in a row (steps {step - bad * cfg.log_every + 1}"
                                       f"-{step}); kept the weights of step {kept_step}")
                     else:
-                        kept_step = step
-                        self.kept = self.trainable_state()
                         bar.update(task, info=f"loss {last['loss']:.4f}")
                     win = dict.fromkeys(_WINDOW_KEYS, 0.0)
+                    if cfg.method == "dpo" and cfg.early_stop:
+                        self.window_start, start_step = self.trainable_state(), step
                     win_t, win_items = time.perf_counter(), 0
                 if stopped or step % cfg.checkpoint_every == 0 or step == cfg.steps:
                     self._save_checkpoint(step, {
                         "kept_step": kept_step, "bad": bad, "window": win, "stopped": stopped,
+                        "window_start_step": start_step,
                         "reason": reason, "last": last,
                         "elapsed_s": round(self.elapsed_before + time.perf_counter() - t0, 2)})
                 if stopped:
@@ -349,8 +354,9 @@ class RoundTrainer:
             ref_w, ref_l = per_sample_mse(ref_pred, target).chunk(2)
         loss, _, acc = dpo_loss(model_w, model_l, ref_w, ref_l, cfg.beta)
         self._step(loss)
-        return {"loss": float(loss.detach()), "acc": float(acc), "mw": float(model_w.mean()),
-                "ml": float(model_l.mean()), "rw": float(ref_w.mean()), "rl": float(ref_l.mean())}
+        return {"loss": float(loss.detach()), "acc": float(acc),
+                "mw": float(model_w.detach().mean()), "ml": float(model_l.detach().mean()),
+                "rw": float(ref_w.mean()), "rl": float(ref_l.mean())}
 
     def _rwr_step(self, step: int, g: Any) -> dict[str, float]:
         import torch
@@ -389,6 +395,7 @@ class RoundTrainer:
         per = per_sample_mse(pred, target)
         loss = weighted_mse(per, w)
         self._step(loss)
+        per = per.detach()
         ms = float(per[:n_syn].mean()) if n_syn else 0.0
         mr = float(per[n_syn:].mean()) if n_real else 0.0
         return {"loss": float(loss.detach()), "ms": ms, "mr": mr}
