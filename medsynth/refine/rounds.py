@@ -11,6 +11,7 @@ it like any generated set, and its lineage leads back to the model being refined
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,12 +126,30 @@ def sample_round(denoiser: Any, bundle: Any, *, model_dir: Path, model_sha256: s
     return out
 
 
-def judge_round(synth: Path, out: Path, *, criteria: Path, backend: str,
-                judged_config: dict[str, Any], progress: bool = True) -> Path:
-    """Judge a round's set with the shared judging core, as the first judged set was judged."""
-    try:
-        from medsynth import judging  # noqa: F401
-    except ImportError as e:
-        raise MedsynthError("refine --rounds needs the shared judging core (medsynth.judging), "
-                            "which this installation lacks") from e
-    raise MedsynthError("refine --rounds: the judging core's entry point is not wired yet")
+def judge_round(synth: Path, out: Path, *, judged: Any,
+                judge_factory: Callable[[Any], Any] | None = None) -> Path:
+    """Judge a round's set with the shared judging core, as the first judged set was judged:
+    the same criteria file (the copy in the judged folder), judge settings and pixel size.
+
+    ``judge_factory(criteria)`` builds the judge (tests, benchmarks); default: the shared
+    :func:`medsynth.judging.make_judge` from the saved settings. A finished folder is kept, an
+    unfinished one is resumed.
+    """
+    from medsynth.artifacts import read_manifest
+    from medsynth.criteria import load_criteria
+    from medsynth.judged import JudgeConfig, run_judge
+
+    if (out / MANIFEST_NAME).is_file() and \
+            read_manifest(out).outputs.get("status") == "complete":
+        return out
+    crit = load_criteria(judged.criteria_file)
+    cfg = JudgeConfig(synth=str(synth), criteria=str(judged.criteria_file), out=str(out),
+                      settings=judged.judge_settings(),
+                      mm_per_px=judged.manifest.config.get("mm_per_px"),
+                      resume=out.is_dir() and any(out.iterdir()))
+    summary = run_judge(cfg, judge=judge_factory(crit) if judge_factory else None)
+    if summary.status != "complete":
+        raise MedsynthError(f"{out}: judging round images ended {summary.status} "
+                            f"({'; '.join(summary.error_messages[:2]) or 'see the folder'})",
+                            hint="rerun refine with --resume to judge the rest")
+    return out

@@ -168,11 +168,14 @@ def _empty(cfg: RefineConfig, prep: Prepared) -> bool:
 
 def refine(model: str | Path, judged_path: str | Path, out: str | Path, *, cfg: RefineConfig,
            resume: bool = False, overwrite: bool = False, progress: bool = True,
+           judge_factory: Any = None,
            interrupt_after: tuple[int, int | None] | None = None) -> Path:
     """Refine ``model`` with the verdicts of ``judged_path`` into the model folder ``out``.
 
-    ``interrupt_after=(round, step)`` (tests) raises KeyboardInterrupt after that step of that
-    round, ``(round, None)`` after that round is saved: exactly what a kill leaves behind.
+    ``judge_factory(criteria)`` builds the judge of rounds >= 2 (tests, benchmarks; default: the
+    judge the first judged folder was made with). ``interrupt_after=(round, step)`` (tests)
+    raises KeyboardInterrupt after that step of that round, ``(round, None)`` after that round
+    is saved: exactly what a kill leaves behind.
     """
     from medsynth.threads import torch_threads
 
@@ -188,16 +191,17 @@ def refine(model: str | Path, judged_path: str | Path, out: str | Path, *, cfg: 
     judged = open_judged(judged_path, model_sha256=str(parent.sha256), model_path=model)
     with torch_threads(cfg.num_threads):
         return _Run(model, judged, out, cfg, resume=resume, overwrite=overwrite,
-                    progress=progress, interrupt_after=interrupt_after).run()
+                    progress=progress, judge_factory=judge_factory,
+                    interrupt_after=interrupt_after).run()
 
 
 class _Run:
     def __init__(self, model: Path, judged: JudgedSet, out: Path, cfg: RefineConfig, *,
-                 resume: bool, overwrite: bool, progress: bool,
+                 resume: bool, overwrite: bool, progress: bool, judge_factory: Any,
                  interrupt_after: tuple[int, int | None] | None) -> None:
         self.model, self.judged, self.out, self.cfg = model, judged, out, cfg
         self.resume, self.overwrite, self.progress = resume, overwrite, progress
-        self.interrupt_after = interrupt_after
+        self.interrupt_after, self.judge_factory = interrupt_after, judge_factory
         self.generation = judged.generation()
 
     # --- set-up -------------------------------------------------------------------------------
@@ -404,9 +408,8 @@ class _Run:
                              out=rdir / "synth", round_no=k,
                              batch_size=cfg.batch_size_sampling, device=self.device,
                              progress=self.progress)
-        jdir = judge_round(synth, rdir / "judged", criteria=self.judged.criteria_file,
-                           backend=self.judged.backend, judged_config=self.judged.manifest.config,
-                           progress=self.progress)
+        jdir = judge_round(synth, rdir / "judged", judged=self.judged,
+                           judge_factory=self.judge_factory)
         return open_judged(jdir, model_sha256=prev_sha, model_path=prev)
 
     # --- export -------------------------------------------------------------------------------

@@ -1,30 +1,78 @@
-"""Tiny models, synthetic sets made by generate, and judged folders in the TEAM2 format.
+"""Tiny models, synthetic sets made by generate, and judged folders made by the shared
+judging core (:func:`medsynth.judged.run_judge`) with a fixture judge.
 
-Judged folders are written here as ``medsynth judge`` writes them (manifest of stage judge whose
-input is the set, criteria.yaml, verdicts.jsonl, scores.csv); the score of an image is a real
-measurement of its pixels (the share of strongly red pixels), so pairs reflect the images.
+The fixture judge answers four criteria per image; how many are met comes from a score function
+(a real pixel measurement, the share of strongly red pixels, by default, or a score per image
+index), so a judged folder is exactly what ``medsynth judge`` writes and its scores are known.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from tests.generate.conftest import make_model
 
 CRITERIA_TEXT = """\
-format: 1
+name: refine-fixture
+version: 1
+subject: test image
+measurer: none
+validity: The image is a test image.
 classes:
   melanoma:
-    - {id: red, text: "the lesion is red", weight: 1}
+    criteria:
+      - {id: c1, text: "criterion one"}
+      - {id: c2, text: "criterion two"}
+      - {id: c3, text: "criterion three"}
+      - {id: c4, text: "criterion four"}
   nevus:
-    - {id: red, text: "the lesion is red", weight: 1}
+    criteria:
+      - {id: c1, text: "criterion one"}
+      - {id: c2, text: "criterion two"}
+      - {id: c3, text: "criterion three"}
+      - {id: c4, text: "criterion four"}
 """
+
+Score = Callable[[str, np.ndarray], float]
+"""(sample_id, channel-first pixels) -> score in {0, .25, .5, .75, 1}."""
+
+
+class FixtureJudge:
+    """A judge (the shared ``Judge`` protocol) whose verdicts come from a score function."""
+
+    name = "fixture"
+    model = "fixture"
+
+    def __init__(self, criteria, score: Score, valid: Callable[[str], bool] | None = None):
+        self.criteria, self.score, self.valid = criteria, score, valid
+
+    def judge(self, items: Iterable) -> Iterator:
+        from medsynth.judging import JudgeOutcome, make_record
+
+        for item in items:
+            image, _ = item.load()
+            met = int(round(4 * self.score(item.sample_id, image)))
+            answer = {"image_valid": self.valid(item.sample_id) if self.valid else True,
+                      "criteria": {f"c{k}": {"verdict": "met" if k <= met else "not_met",
+                                             "confidence": 1.0, "rationale": "fixture"}
+                                   for k in range(1, 5)}}
+            yield JudgeOutcome(item, make_record(self.criteria, item.cls, item.sample_id, answer,
+                                                 backend=self.name, model=self.model))
+
+    def info(self) -> dict:
+        return {}
+
+    @property
+    def notices(self) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        pass
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -60,58 +108,40 @@ def generate_set(model: Path, out: Path, *, n: int = 6, prompt: str | None = "a 
     return out
 
 
-def red_share(png: Path) -> float:
-    """Share of pixels whose red channel exceeds the others by 40 levels, rounded to 1/8."""
-    from PIL import Image
-
-    a = np.asarray(Image.open(png).convert("RGB")).astype(int)
-    share = float(((a[..., 0] - np.maximum(a[..., 1], a[..., 2])) > 40).mean())
-    return round(min(1.0, share * 4) * 8) / 8
+def red_share(_sid: str, image: np.ndarray) -> float:
+    """Share of pixels whose red channel exceeds the others by 40 levels, x4, in quarters."""
+    a = image.astype(int)
+    share = float(((a[0] - np.maximum(a[1], a[2])) > 40).mean())
+    return round(min(1.0, share * 4) * 4) / 4
 
 
-def write_judged(synth: Path, out: Path,
-                 score: Callable[[pd.Series, Path], float] | None = None,
-                 valid: Callable[[pd.Series], bool] | None = None) -> Path:
-    """A judged folder of ``synth`` in the TEAM2 format (one criterion, met when score >= .5)."""
-    from medsynth.artifacts import (
-        JsonlAppender,
-        atomic_write_text,
-        input_ref,
-        sha256_bytes,
-        write_manifest,
-    )
+def by_index(scores: dict[int, float]) -> Score:
+    """A score per image index within its class (the sample id's number)."""
+    return lambda sid, _img: scores[int(sid.rsplit("-", 1)[1]) % len(scores)]
 
-    table = pd.read_csv(synth / "samples.csv", keep_default_na=False, dtype={"sample_id": str})
-    out.mkdir(parents=True)
-    atomic_write_text(out / "criteria.yaml", CRITERIA_TEXT)
-    sha = sha256_bytes(CRITERIA_TEXT.encode())
-    rows = []
-    with JsonlAppender(out / "verdicts.jsonl") as w:
-        for _, r in table.iterrows():
-            ok = valid(r) if valid else True
-            s = float(score(r, synth / r["png"])) if score else red_share(synth / r["png"])
-            s = s if ok else 0.0
-            met = "met" if s >= 0.5 else "not_met"
-            w.write({"sample_id": r["sample_id"], "class": r["class"], "image_valid": ok,
-                     "score": s, "verdicts": [{"id": "red", "verdict": met, "confidence": 1.0,
-                                               "rationale": f"red share {s}"}],
-                     "backend": "measure", "model": "fixture", "criteria_sha256": sha})
-            rows.append({"sample_id": r["sample_id"], "class": r["class"], "score": s,
-                         "image_valid": ok, "n_met": int(met == "met"),
-                         "n_not_met": int(met != "met"), "n_unsure": 0,
-                         "red": int(met == "met")})
-    pd.DataFrame(rows).to_csv(out / "scores.csv", index=False)
-    write_manifest(out, "judge", config={"criteria_sha256": sha, "backend": "measure",
-                                         "model": "fixture"},
-                   inputs=[input_ref(synth, "generate")],
-                   outputs={"n_images": len(rows), "score_mean": float(np.mean(
-                       [r["score"] for r in rows]))})
+
+def criteria_file(root: Path) -> Path:
+    path = root / "criteria.yaml"
+    if not path.is_file():
+        path.write_text(CRITERIA_TEXT)
+    return path
+
+
+def judge_factory(score: Score = red_share, valid: Callable[[str], bool] | None = None):
+    return lambda crit: FixtureJudge(crit, score, valid)
+
+
+def write_judged(synth: Path, out: Path, score: Score = red_share,
+                 valid: Callable[[str], bool] | None = None) -> Path:
+    """A judged folder of ``synth`` written by the shared core with the fixture judge."""
+    from medsynth.criteria import load_criteria
+    from medsynth.judged import JudgeConfig, run_judge
+
+    crit_path = criteria_file(out.parent)
+    summary = run_judge(JudgeConfig(synth=str(synth), criteria=str(crit_path), out=str(out)),
+                        judge=FixtureJudge(load_criteria(crit_path), score, valid))
+    assert summary.status == "complete"
     return out
-
-
-def by_index(scores: dict[int, float]) -> Callable[[pd.Series, Path], float]:
-    """A score function from the image's index within its class."""
-    return lambda r, _p: scores[int(r["index"]) % len(scores)]
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from medsynth.errors import MedsynthError
 from medsynth.models.bundle import load_bundle
 from medsynth.refine.config import RefineConfig
 from medsynth.refine.run import refine
-from tests.refine.conftest import by_index, generate_set, manifest, write_judged
+from tests.refine.conftest import by_index, generate_set, judge_factory, manifest, write_judged
 
 FAST = dict(steps=6, batch_size=2, log_every=2, checkpoint_every=2, early_stop=False, rank=4)
 
@@ -117,7 +117,7 @@ def test_early_stop_keeps_the_last_good_weights(tiny_model: Path, judged: Path,
 
 def test_no_informative_pairs_writes_nothing(tiny_model: Path, tmp_path: Path) -> None:
     synth = generate_set(tiny_model, tmp_path / "synth", n=3)
-    flat = write_judged(synth, tmp_path / "judged", score=lambda r, p: 0.5)
+    flat = write_judged(synth, tmp_path / "judged", score=lambda sid, img: 0.5)
     out = tmp_path / "m2"
     with pytest.raises(MedsynthError, match="no informative pairs") as e:
         refine(tiny_model, flat, out, cfg=RefineConfig(**FAST), progress=False)
