@@ -19,7 +19,7 @@ from medsynth.errors import MedsynthError
 from medsynth.models.bundle import load_bundle
 from medsynth.refine.config import RefineConfig
 from medsynth.refine.run import refine
-from tests.refine.conftest import by_index, generate_set, judge_factory, manifest, write_judged
+from tests.refine.conftest import by_index, generate_set, manifest, write_judged
 
 FAST = dict(steps=6, batch_size=2, log_every=2, checkpoint_every=2, early_stop=False, rank=4)
 
