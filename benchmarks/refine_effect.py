@@ -1,0 +1,370 @@
+"""Effect of judge filtering and of refine (MAGIC), each against the unfiltered, unrefined model.
+
+    .venv/bin/python -m benchmarks.refine_effect [--workdir benchmarks/work/refine] \
+        [--model MODEL --data DATA --store STORE] [--descriptions 50 --candidates 4] ...
+
+Through the real CLI (one subprocess per stage, as a user runs it), on the derm demo:
+
+1. a base model M0 (trained here with ``--train-steps`` if none is given; state its budget);
+2. ``candidates``: per class D stored training descriptions x K images (``generate
+   --prompts-csv``, seed 0), judged with the offline ``measure`` judge and the shipped derm
+   criteria;
+3. ``unfiltered`` (U): the same D descriptions, one image each (seed 1): the baseline;
+4. ``filtered`` (F): ``judge filter --per-class-n D`` of the candidates: best D of D x K;
+5. ``refined`` (R): ``refine M0 --judged candidates`` (DPO, LoRA), then exactly U's plan (same
+   descriptions, same seeds) with the refined model; optionally ``rwr`` (W) the same way;
+6. every set judged (score distribution before/after) and evaluated in one ``medsynth
+   evaluate`` (same real data, seeds and fractions for all);
+7. comparisons with U: class fidelity = accuracy of evaluate's real-only classifier (not the
+   judge) on each set, with a bootstrap interval of the difference (paired per image for R and
+   W, whose plan is U's); FID and coverage with bootstrap intervals over synthetic images; the
+   downstream balanced accuracy of real+X against real+U in the full and few-shot settings,
+   paired by seed, with a bootstrap over seeds and test images.
+
+Writes benchmarks/results/refine_effect.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import record, run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+B = 2000  # bootstrap resamples
+
+
+def _done(folder: Path) -> bool:
+    return (folder / "medsynth.json").is_file()
+
+
+def prompts(store: Path, out_many: Path, out_one: Path, d: int, k: int, seed: int) -> None:
+    """Two prompts CSVs: D stored train descriptions per class with K (and 1) images each."""
+    from medsynth.store import open_store
+
+    st = open_store(store)
+    rng = random.Random(seed)
+    rows_k, rows_1 = [], []
+    for cls in st.classes:
+        texts = sorted({r.text for r in st.records(cls, splits=["train"]) if r.text.strip()})
+        chosen = rng.sample(texts, min(d, len(texts)))
+        rows_k += [{"class": cls, "prompt": t, "n": k} for t in chosen]
+        rows_1 += [{"class": cls, "prompt": t, "n": 1} for t in chosen]
+    for path, rows in ((out_many, rows_k), (out_one, rows_1)):
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=["class", "prompt", "n"])
+            w.writeheader()
+            w.writerows(rows)
+
+
+def scores(judged: Path) -> dict[str, Any]:
+    """Score distribution of a judged folder, overall and per class."""
+    import pandas as pd
+
+    t = pd.read_csv(judged / "scores.csv")
+    t = t[t["status"] == "ok"] if "status" in t else t
+
+    def dist(s: Any) -> dict[str, Any]:
+        s = s.astype(float)
+        return {"n": int(len(s)), "mean": round(float(s.mean()), 4),
+                "quartiles": [round(float(q), 4) for q in np.quantile(s, [0.25, 0.5, 0.75])],
+                "valid": round(float(t.loc[s.index, "image_valid"].astype(float).mean()), 4)}
+
+    return {"overall": dist(t["score"]),
+            "per_class": {str(c): dist(g["score"]) for c, g in t.groupby("class")}}
+
+
+def _interval(values: np.ndarray) -> dict[str, float]:
+    lo, hi = np.quantile(values, [0.025, 0.975])
+    return {"lo": round(float(lo), 4), "hi": round(float(hi), 4)}
+
+
+def class_fidelity(report: Path, sets: dict[str, Path], classes: list[str], size: int
+                   ) -> dict[str, Any]:
+    """Accuracy of evaluate's real-only classifier on each set; differences with U (bootstrap,
+    paired per image when the plans match)."""
+    import torch
+
+    from medsynth.evaluate.classifier import build_classifier, predict_proba
+    from medsynth.evaluate.inputs import load_synthetic
+    from medsynth.synthset import open_synthetic
+
+    state = torch.load(report / "classifiers" / "real-full-seed0.pt", map_location="cpu",
+                       weights_only=True)
+    correct: dict[str, np.ndarray] = {}
+    ids: dict[str, list[str]] = {}
+    for name, path in sets.items():
+        s = load_synthetic(open_synthetic(path), size, classes)
+        net = build_classifier("small", int(s.x.shape[1]), len(classes), size)
+        net.load_state_dict(state)
+        p = predict_proba(net.eval(), s.x)
+        correct[name] = (p.argmax(1) == s.y).numpy().astype(float)
+        ids[name] = s.ids
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {n: {"accuracy": round(float(c.mean()), 4),
+                               **_interval(np.array([c[rng.integers(0, len(c), len(c))].mean()
+                                                     for _ in range(B)]))}
+                           for n, c in correct.items()}
+    base = correct["unfiltered"]
+    for name, c in correct.items():
+        if name == "unfiltered":
+            continue
+        paired = ids[name] == ids["unfiltered"]
+        if paired:
+            idx = [rng.integers(0, len(c), len(c)) for _ in range(B)]
+            diffs = np.array([c[i].mean() - base[i].mean() for i in idx])
+        else:
+            diffs = np.array([c[rng.integers(0, len(c), len(c))].mean()
+                              - base[rng.integers(0, len(base), len(base))].mean()
+                              for _ in range(B)])
+        out[name]["diff_vs_unfiltered"] = {"mean": round(float(c.mean() - base.mean()), 4),
+                                           "paired": paired, **_interval(diffs)}
+    return out
+
+
+def fidelity_intervals(real: Path, sets: dict[str, Path], classes: list[str], size: int
+                       ) -> dict[str, Any]:
+    """FID and coverage of each set against the real test split, with bootstrap intervals over
+    the synthetic images (the real side fixed), and the difference with U."""
+    import torch
+
+    from medsynth.data.dataset import open_dataset
+    from medsynth.evaluate.features import FeatureExtractor
+    from medsynth.evaluate.fidelity import fid, knn_manifold_metrics
+    from medsynth.evaluate.inputs import load_real, load_synthetic
+    from medsynth.synthset import open_synthetic
+
+    fx = FeatureExtractor(size=128)
+    test = load_real(open_dataset(real), "test", size, classes)
+    f_real = fx(test.x)
+    feats = {n: fx(load_synthetic(open_synthetic(p), size, classes).x) for n, p in sets.items()}
+    rng = np.random.default_rng(0)
+    n_boot = 200  # FID on 1280-d features: a few ms each
+    out: dict[str, Any] = {}
+    boots: dict[str, dict[str, np.ndarray]] = {}
+    for name, f in feats.items():
+        idx = [torch.from_numpy(rng.integers(0, len(f), len(f))) for _ in range(n_boot)]
+        fids = np.array([fid(f_real, f[i]) for i in idx])
+        cov = np.array([knn_manifold_metrics(f_real, f[i])["coverage"] for i in idx])
+        boots[name] = {"fid": fids, "coverage": cov}
+        m = knn_manifold_metrics(f_real, f)
+        out[name] = {"fid": round(float(fid(f_real, f)), 2), "fid_ci": _interval(fids),
+                     "coverage": round(float(m["coverage"]), 4), "coverage_ci": _interval(cov),
+                     "precision": round(float(m["precision"]), 4)}
+    for name in feats:
+        if name != "unfiltered":
+            for k in ("fid", "coverage"):
+                out[name][f"{k}_diff_vs_unfiltered"] = _interval(
+                    boots[name][k] - boots["unfiltered"][k])
+    return out
+
+
+def downstream(report: Path, names: dict[str, str]) -> dict[str, Any]:
+    """Balanced accuracy of real+X against real+U (and against real), per fraction: paired by
+    seed, bootstrap over seeds and test images."""
+    import pandas as pd
+
+    runs = [json.loads(line) for line in (report / "runs.jsonl").read_text().splitlines()
+            if line.strip()]
+    fracs = sorted({r["fraction"] for r in runs if r["setting"] == "real"}, reverse=True)
+    seeds = sorted({r["seed"] for r in runs})
+    key = {(r["setting"], r["fraction"], r["seed"]): r["key"] for r in runs}
+
+    def preds(setting: str, frac: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        t = pd.read_csv(report / "predictions" / f"{key[(setting, frac, seed)]}.csv")
+        return t["true"].to_numpy(), t["pred"].to_numpy()
+
+    def bal_acc(y: np.ndarray, p: np.ndarray) -> float:
+        return float(np.mean([(p[y == c] == c).mean() for c in np.unique(y)]))
+
+    rng = np.random.default_rng(0)
+    out: dict[str, Any] = {}
+    for frac in fracs:
+        base = {s: preds(f"real+{names['unfiltered']}", frac, s) for s in seeds}
+        real = {s: preds("real", frac, s) for s in seeds}
+        entry: dict[str, Any] = {}
+        for name, folder in names.items():
+            arm = {s: preds(f"real+{folder}", frac, s) for s in seeds}
+            row: dict[str, Any] = {
+                "balanced_accuracy": round(float(np.mean([bal_acc(*arm[s]) for s in seeds])), 4),
+                "per_seed": [round(bal_acc(*arm[s]), 4) for s in seeds]}
+            for ref_name, ref in (("vs_unfiltered", base), ("vs_real", real)):
+                if name == "unfiltered" and ref_name == "vs_unfiltered":
+                    continue
+                n = len(arm[seeds[0]][0])
+                diffs = []
+                for _ in range(B // 4):
+                    ss = rng.choice(seeds, size=len(seeds), replace=True)
+                    idx = rng.integers(0, n, n)
+                    d = [bal_acc(arm[s][0][idx], arm[s][1][idx])
+                         - bal_acc(ref[s][0][idx], ref[s][1][idx]) for s in ss]
+                    diffs.append(np.mean(d))
+                diffs_a = np.array(diffs)
+                mean = float(np.mean([bal_acc(*arm[s]) - bal_acc(*ref[s]) for s in seeds]))
+                iv = _interval(diffs_a)
+                row[ref_name] = {"mean": round(mean, 4), **iv,
+                                 "verdict": "helps" if iv["lo"] > 0 else
+                                 "hurts" if iv["hi"] < 0 else "no clear effect"}
+            entry[name] = row
+        entry["real"] = {"balanced_accuracy": round(float(np.mean(
+            [bal_acc(*real[s]) for s in seeds])), 4)}
+        out[frac] = entry
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "work" / "refine")
+    ap.add_argument("--data", type=Path, help="derm demo dataset (default: WORKDIR/derm32)")
+    ap.add_argument("--store", type=Path, help="its description store (default: WORKDIR/store)")
+    ap.add_argument("--model", type=Path, help="base model (default: WORKDIR/model, trained)")
+    ap.add_argument("--train-steps", type=int, default=3000)
+    ap.add_argument("--descriptions", type=int, default=50, help="descriptions per class (D)")
+    ap.add_argument("--candidates", type=int, default=4, help="candidates per description (K)")
+    ap.add_argument("--steps", type=int, default=20, help="sampling steps (dpmsolver++)")
+    ap.add_argument("--recipe", type=Path, default=ROOT / "examples" / "refine-cpu.yaml")
+    ap.add_argument("--refine-steps", type=int, default=None)
+    ap.add_argument("--beta", type=float, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--rwr", action="store_true", help="also refine with rwr (baseline)")
+    ap.add_argument("--rounds", type=int, default=0,
+                    help="also time an on-policy refine with this many rounds (0 = skip)")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--fractions", default="1.0,0.1")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    w = args.workdir
+    w.mkdir(parents=True, exist_ok=True)
+    log = w / "bench.log"
+    os.environ.setdefault("MEDSYNTH_NO_PROGRESS", "1")
+    data, store = args.data or w / "derm32", args.store or w / "store"
+    t: dict[str, Any] = {}
+    if not _done(data):
+        t["data"] = run_cli(["data", "demo", "derm", "--out", str(data), "--size", "32",
+                             "--n-per-class", "200", "--seed", "0"], log)
+    if not _done(store):
+        t["describe"] = run_cli(["describe", str(data), "--out", str(store), "--split", "train"],
+                                log)
+    model = args.model or w / "model"
+    if not _done(model):
+        resume = ["--resume"] if (model / "checkpoints").is_dir() else []
+        t["train"] = run_cli(["train", str(data), "--store", str(store), "--out", str(model),
+                              "--config", str(ROOT / "examples" / "derm-cpu.yaml"),
+                              "--max-steps", str(args.train_steps), "--threads",
+                              str(args.threads), *resume], log, args.threads)
+    mm = json.loads((model / "medsynth.json").read_text())
+    pm, p1 = w / "prompts_candidates.csv", w / "prompts_one.csv"
+    prompts(store, pm, p1, args.descriptions, args.candidates, seed=0)
+    gen = ["--steps", str(args.steps), "--threads", str(args.threads)]
+    sets: dict[str, Path] = {}
+
+    def generate(name: str, mdl: Path, csv_path: Path, seed: int) -> Path:
+        out = w / f"synth-{name}"
+        if not _done(out):
+            t[f"generate_{name}"] = run_cli(["generate", str(mdl), "--prompts-csv", str(csv_path),
+                                             "--seed", str(seed), "--out", str(out), *gen,
+                                             *(["--resume"] if out.exists() else [])],
+                                            log, args.threads)
+        return out
+
+    def judge(synth: Path) -> Path:
+        out = Path(str(synth).replace("synth-", "judged-"))
+        if not _done(out) or json.loads((out / "medsynth.json").read_text())["outputs"].get(
+                "status") != "complete":
+            t[f"judge_{synth.name}"] = run_cli(
+                ["judge", "run", str(synth), "--criteria", "derm", "--out", str(out),
+                 *(["--resume"] if out.exists() else [])], log, args.threads)
+        return out
+
+    cand = generate("candidates", model, pm, 0)
+    jc = judge(cand)
+    sets["unfiltered"] = generate("unfiltered", model, p1, 1)
+    filt = w / "synth-filtered"
+    if not _done(filt):
+        t["filter"] = run_cli(["judge", "filter", str(jc), "--per-class-n",
+                               str(args.descriptions), "--out", str(filt)], log)
+    sets["filtered"] = filt
+    methods = ["dpo"] + (["rwr"] if args.rwr else [])
+    refine_out: dict[str, Any] = {}
+    for method in methods:
+        mdir = w / f"model-{method}"
+        if not _done(mdir):
+            opts = ["--config", str(args.recipe), "--method", method, "--threads",
+                    str(args.threads)]
+            for flag, v in (("--steps", args.refine_steps), ("--beta", args.beta),
+                            ("--lr", args.lr)):
+                if v is not None:
+                    opts += [flag, str(v)]
+            resume = ["--resume"] if (mdir / "refine_config.yaml").is_file() else []
+            t[f"refine_{method}"] = run_cli(["refine", str(model), "--judged", str(jc), "--out",
+                                             str(mdir), *opts, *resume], log, args.threads)
+        rm = json.loads((mdir / "medsynth.json").read_text())
+        refine_out[method] = {k: rm["outputs"].get(k) for k in
+                              ("steps", "refine_time_s", "stop_reason", "round_summaries")}
+        name = "refined" if method == "dpo" else "rwr"
+        sets[name] = generate(name, mdir, p1, 1)
+    if args.rounds > 1:
+        mdir = w / f"model-dpo-rounds{args.rounds}"
+        if not _done(mdir):
+            resume = ["--resume"] if (mdir / "refine_config.yaml").is_file() else []
+            t["refine_rounds"] = run_cli(["refine", str(model), "--judged", str(jc), "--out",
+                                          str(mdir), "--config", str(args.recipe), "--rounds",
+                                          str(args.rounds), "--threads", str(args.threads),
+                                          *resume], log, args.threads)
+        rm = json.loads((mdir / "medsynth.json").read_text())
+        refine_out[f"dpo_rounds{args.rounds}"] = {
+            k: rm["outputs"].get(k) for k in ("steps", "refine_time_s", "stop_reason",
+                                              "round_summaries")}
+    judged_scores = {"candidates": scores(jc)}
+    for name, s in sets.items():
+        if name != "filtered":
+            judged_scores[name] = scores(judge(s))
+    report = w / "report"
+    names = list(sets)
+    if not _done(report):
+        t["evaluate"] = run_cli(["evaluate", "--real", str(data), "--synthetic",
+                                 ",".join(str(sets[n]) for n in names), "--out", str(report),
+                                 "--seeds", str(args.seeds), "--real-fraction", args.fractions,
+                                 "--threads", str(args.threads),
+                                 *(["--resume"] if report.exists() else [])], log, args.threads)
+    classes = list(mm["outputs"]["classes"])
+    metrics = json.loads((report / "metrics.json").read_text())
+    t0 = time.perf_counter()
+    fidelity = class_fidelity(report, sets, classes, 32)
+    fi = fidelity_intervals(data, sets, classes, 32)
+    ds = downstream(report, {n: sets[n].name for n in names})
+    load = os.getloadavg()
+    record("refine_effect", {
+        "setup": {"base_model": str(model), "base_steps": mm["outputs"].get("steps"),
+                  "base_train_time_s": mm["outputs"].get("train_time_s"),
+                  "descriptions_per_class": args.descriptions, "candidates": args.candidates,
+                  "sampling_steps": args.steps, "recipe": str(args.recipe.relative_to(ROOT)),
+                  "refine_overrides": {"steps": args.refine_steps, "beta": args.beta,
+                                       "lr": args.lr},
+                  "seeds": args.seeds, "fractions": args.fractions, "threads": args.threads,
+                  "load_average": [round(x, 2) for x in load]},
+        "class_fidelity": fidelity,
+        "class_fidelity_real_test": (metrics["fidelity"]["reference"].get("class_fidelity")
+                                     or {}).get("overall"),
+        "fidelity": fi,
+        "fidelity_reference": {k: metrics["fidelity"]["reference"]["overall"].get(k)
+                               for k in ("fid", "coverage", "precision")},
+        "judge_scores": judged_scores,
+        "downstream": ds,
+        "refine": refine_out,
+        "stage_times": t,
+        "analysis_s": round(time.perf_counter() - t0, 1),
+    })
+
+
+if __name__ == "__main__":
+    main()
