@@ -10,7 +10,8 @@ Through the real CLI (one subprocess per stage, as a user runs it), on the derm 
    --prompts-csv``, seed 0), judged with the offline ``measure`` judge and the shipped derm
    criteria;
 3. ``unfiltered`` (U): the same D descriptions, one image each (seed 1): the baseline;
-4. ``filtered`` (F): ``judge filter --per-class-n D`` of the candidates: best D of D x K;
+4. ``filtered`` (F): ``judge filter --top-fraction 1/K`` of the candidates: the best D of the
+   D x K per class (fewer when fewer are valid images);
 5. ``refined`` (R): ``refine M0 --judged candidates`` (DPO, LoRA), then exactly U's plan (same
    descriptions, same seeds) with the refined model; optionally ``rwr`` (W) the same way;
 6. every set judged (score distribution before/after) and evaluated in one ``medsynth
@@ -290,8 +291,9 @@ def main() -> None:
     sets["unfiltered"] = generate("unfiltered", model, p1, 1)
     filt = w / "synth-filtered"
     if not _done(filt):
-        t["filter"] = run_cli(["judge", "filter", str(jc), "--per-class-n",
-                               str(args.descriptions), "--out", str(filt)], log)
+        # the best 1/K of each class: D images when D of the D x K candidates are valid
+        t["filter"] = run_cli(["judge", "filter", str(jc), "--top-fraction",
+                               f"{1 / args.candidates:.6f}", "--out", str(filt)], log)
     sets["filtered"] = filt
     methods = ["dpo"] + (["rwr"] if args.rwr else [])
     refine_out: dict[str, Any] = {}

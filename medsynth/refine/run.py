@@ -260,7 +260,7 @@ class _Run:
                                     f"({data_dir or 'no data input'}); rwr mixes in real images",
                                     hint="use --real-fraction 0 or --method dpo")
         self._check_out()
-        out = prepare_output_dir(self.out, "refine", resume=self.resume)
+        out = prepare_output_dir(self.out, "refine", resume=self.resume, overwrite=self.overwrite)
         if not self.resume:
             atomic_write_text(out / CONFIG_NAME, cfg.to_yaml())
             atomic_write_json(out / RUN_FILE, {

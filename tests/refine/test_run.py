@@ -86,6 +86,11 @@ def test_resume_within_a_round_matches_an_uninterrupted_run(tiny_model: Path, ju
     # a different recipe is refused on resume; a finished run has nothing to resume
     with pytest.raises(MedsynthError, match="nothing to resume"):
         refine(tiny_model, judged, part, cfg=cfg, progress=False, resume=True)
+    # --overwrite replaces a finished run
+    refine(tiny_model, judged, part, cfg=RefineConfig(**{**FAST, "steps": 2}), progress=False,
+           overwrite=True)
+    assert manifest(part)["outputs"]["steps"] == 2
+    assert not (part / "rounds" / "1" / "checkpoints" / "step-0000006").exists()
 
 
 def test_resume_refuses_other_settings(tiny_model: Path, judged: Path, tmp_path: Path) -> None:
