@@ -287,7 +287,6 @@ class _Run:
         rounds: list[dict[str, Any]] = []
         self.rounds_done = rounds
         stop_reason = ""
-        elapsed = 0.0
         for k in range(1, cfg.rounds + 1):
             rdir = out / "rounds" / str(k)
             done = rdir / ROUND_DONE
@@ -295,8 +294,7 @@ class _Run:
                 info = json.loads(done.read_text("utf-8"))
                 self._load_round_weights(rdir)
                 rounds.append(info)
-                elapsed += float(info.get("seconds", 0.0))
-                if info.get("last_round"):
+                if info.get("ends_run"):
                     stop_reason = str(info.get("stop_reason", ""))
                     break
                 continue
@@ -308,12 +306,14 @@ class _Run:
                 jsha = jk.manifest.sha256
             prep = _prepare(jk, bundle, cfg, k, strength=self.strength, progress=self.progress)
             if _empty(cfg, prep):
-                stop_reason = (f"round {k}: no informative pairs in {jk.root} "
-                               f"({PairStats(**prep.stats).summary() if cfg.method == 'dpo' else 'no accepted image'}); "
-                               f"kept the model of round {k - 1}")
+                why = (PairStats(**prep.stats).summary() if cfg.method == "dpo"
+                       else f"no image scored >= {cfg.accept_score}")
+                stop_reason = (f"round {k}: no informative pairs in {jk.root} ({why}); kept the "
+                               f"model of round {k - 1}")
                 console.print(f"[yellow]{stop_reason}[/]")
-                info = {"round": k, "skipped": True, "stats": prep.stats, "last_round": True,
-                        "stop_reason": stop_reason, "seconds": 0.0}
+                info = {"round": k, "skipped": True, "stats": prep.stats, "ends_run": True,
+                        "stop_reason": stop_reason, "seconds": round(time.perf_counter() - t0, 2),
+                        "score_mean": float(jk.table["score"].mean())}
                 rdir.mkdir(parents=True, exist_ok=True)
                 atomic_write_json(done, info)
                 rounds.append(info)
@@ -327,7 +327,6 @@ class _Run:
             info = self._finish_round(k, rdir, result, prep, jk, jsha,
                                       time.perf_counter() - t0)
             rounds.append(info)
-            elapsed += info["seconds"]
             console.print(f"round {k}: {result.steps} steps"
                           + (f", stopped early: {result.reason}" if result.stopped_early else ""))
             if ia is not None and ia[0] == k and ia[1] is None:
@@ -377,9 +376,9 @@ class _Run:
         info = {"round": k, "judged": str(judged.root), "judged_sha256": judged_sha,
                 "stats": prep.stats, "steps": result.steps, "kept_step": result.kept_step,
                 "stopped_early": result.stopped_early, "reason": result.reason,
-                "last_window": result.last, "seconds": round(result.seconds or seconds, 2),
-                "score_mean": float(judged.table["score"].mean()),
-                "last_round": k == self.cfg.rounds}
+                "last_window": result.last, "train_seconds": round(result.seconds, 2),
+                "seconds": round(max(seconds, result.seconds), 2),
+                "score_mean": float(judged.table["score"].mean())}
         atomic_write_json(rdir / ROUND_DONE, info)
         return info
 
