@@ -586,25 +586,44 @@ def judge_arrays(judge: Judge, images: Sequence[np.ndarray], classes: Sequence[s
 
 def select(records: Iterable[JudgedRecord], *, min_score: float | None = None,
            top_fraction: float | None = None, per_class_n: int | None = None,
+           per_group: Callable[[JudgedRecord], Any] | None = None,
            order: Callable[[JudgedRecord], Any] | None = None) -> list[JudgedRecord]:
     """The records a filter keeps, per class, best first.
 
     Only ok records of valid images are eligible. ``min_score``: score >= S. ``top_fraction``:
     the best ceil(F * n) of each class's records (n counts every record of the class).
     ``per_class_n``: exactly N per class (the best N that pass ``min_score``; a class with fewer
-    is an error). Ties keep the set's order (``order``, default the sample id).
+    is an error). ``per_group``: the best record of each group (e.g. the candidates of one
+    requested image, ``generate --oversample``); a group without an eligible record is an
+    error. Ties keep the set's order (``order``, default the sample id).
 
     Raises:
-        MedsynthError: a class has fewer than ``per_class_n`` eligible images.
+        MedsynthError: a class has fewer than ``per_class_n`` eligible images, or a group none.
     """
     order = order or (lambda r: r.sample_id)
     by_class: dict[str, list[JudgedRecord]] = {}
     every: dict[str, int] = {}
+    groups: dict[Any, list[JudgedRecord]] = {}
     for r in records:
         every[r.cls] = every.get(r.cls, 0) + 1
         by_class.setdefault(r.cls, [])
+        if per_group is not None:
+            groups.setdefault(per_group(r), [])
         if r.ok and r.image_valid and (min_score is None or r.score >= min_score - 1e-12):
             by_class[r.cls].append(r)
+            if per_group is not None:
+                groups[per_group(r)].append(r)
+    passing = "valid" + ("" if min_score is None else f", score >= {min_score:g}")
+    if per_group is not None:
+        empty = [g for g, rs in groups.items() if not rs]
+        if empty:
+            raise MedsynthError(
+                f"{len(empty)} requested image(s) have no eligible candidate ({passing}), "
+                f"e.g. {empty[0]}",
+                hint="lower --min-score, or generate more candidates (--oversample)")
+        best = [sorted(sorted(rs, key=order), key=lambda r: -r.score)[0]
+                for rs in groups.values()]
+        return sorted(best, key=lambda r: (r.cls, -r.score, order(r)))
     kept: list[JudgedRecord] = []
     for cls, rs in by_class.items():
         rs = sorted(rs, key=order)
@@ -615,8 +634,7 @@ def select(records: Iterable[JudgedRecord], *, min_score: float | None = None,
             if len(rs) < per_class_n:
                 raise MedsynthError(
                     f"class {cls!r}: only {len(rs)} of {every[cls]} image(s) are eligible "
-                    f"(valid{'' if min_score is None else f', score >= {min_score:g}'}), "
-                    f"fewer than --per-class-n {per_class_n}",
+                    f"({passing}), fewer than --per-class-n {per_class_n}",
                     hint="lower --min-score, or generate more candidates (--oversample)")
             rs = rs[:per_class_n]
         kept += rs

@@ -49,6 +49,9 @@ COLUMNS: dict[str, str] = {
     "png_values": "how PNG stored values map back to the image's values for int16/float32 models "
                   "(e.g. 'HU = stored * 1 + -1024'); '' when the PNG holds the values as they are",
     "text_cut": "1 when the description was longer than the text encoder's window and was cut",
+    "request": "index of the requested image within its class; the candidates of one request "
+               "(generate --oversample) share it, its class and its description",
+    "oversample": "candidates made per requested image (generate --oversample K; 1 = none)",
 }
 """Every samples.csv column, in file order, with its meaning (docs/artifacts.md)."""
 SAMPLE_COLUMNS = tuple(COLUMNS)

@@ -64,6 +64,12 @@ def generate_cmd(
         typer.Option("--threads", help="CPU threads for torch (default: the cores free now, i.e. "
                      "the CPUs minus the load average, at least 1)."),
     ] = None,
+    oversample: Annotated[
+        int,
+        typer.Option("--oversample", help="Make K candidates per requested image (same class and "
+                     "description, own seeds); `medsynth judge` then `judge filter --per-request` "
+                     "keeps the best of each, i.e. exactly --n per class again."),
+    ] = 1,
     only: Annotated[
         list[str] | None,
         typer.Option("--only", help="Make only this sample id of the run's plan (repeatable): "
@@ -98,6 +104,7 @@ def generate_cmd(
         prompts_csv=str(prompts_csv) if prompts_csv else None, sampler=sampler, steps=steps,
         guidance=guidance, seed=seed, batch_size=batch_size, ema=not raw_weights,
         prototype_strength=prototype_strength, spacing=sp, threads=threads,
+        oversample=oversample,
     )
     res = run_generate(cfg, resume=resume, overwrite=overwrite, only=only)
     if res.manifest is not None:

@@ -52,6 +52,9 @@ class GenerateConfig:
     """Pixel spacing (rows, cols) in mm for DICOM/NIfTI (None = from the model, else 1 mm)."""
     threads: int | None = None
     """CPU threads for torch (None = the free cores now, medsynth.threads.default_threads)."""
+    oversample: int = 1
+    """Candidates made per requested image (K; same class and description, own seeds), for
+    ``judge filter --per-request`` or ``--per-class-n`` to keep the best (generate/oversample.py)."""
 
     def __post_init__(self) -> None:
         self.formats = [f.strip().lower() for f in self.formats if f.strip()]
@@ -79,6 +82,8 @@ class GenerateConfig:
                                 "or random stored ones)")
         if not self.classes and self.prompts_csv is None:
             raise BadUsageError("give --class NAME (repeatable, or 'all') or --prompts-csv FILE")
+        if self.oversample < 1:
+            raise BadUsageError(f"--oversample must be at least 1, got {self.oversample}")
         if self.threads is not None and self.threads < 1:
             raise BadUsageError(f"--threads must be at least 1, got {self.threads}")
         if self.spacing is not None and (len(self.spacing) != 2 or min(self.spacing) <= 0):

@@ -41,6 +41,7 @@ from medsynth.artifacts import (
 )
 from medsynth.data.storage import Rescale
 from medsynth.errors import MedsynthError
+from medsynth.generate import oversample
 from medsynth.generate.conditioning import (
     SampleSpec,
     class_folders,
@@ -278,6 +279,7 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     store = _store_for(cfg, bundle.manifest)
     # Stored descriptions only of images the model trained on: never a test image's text.
     plan = plan_for(cfg, bundle.classes, store, splits=bundle.train_splits or None)
+    plan = oversample.expand(plan, cfg.oversample, cfg.seed)
     digest = plan_digest(plan)
     if only:
         wanted = set(only)
@@ -389,6 +391,7 @@ def _row(spec: SampleSpec, paths: dict[str, str], cfg: GenerateConfig, model_sha
         "description_source": spec.source,
         "png_values": geometry.rescale.describe() if geometry.rescale and "png" in paths else "",
         "text_cut": int(cut),
+        **oversample.columns(spec, cfg.oversample),
     }
 
 
@@ -417,6 +420,7 @@ def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any,
         "dicom_study_uid": run_state["dicom"]["study_uid"],
         "dicom_series_uids": run_state["dicom"]["series_uids"],
         "only": only or None, "synthetic": True, "threads": threads,
+        "oversample": cfg.oversample,
         "spacing": list(geometry.spacing) if geometry.spacing else None,
         "affine": geometry.affine,
         # how each format holds the values (docs/intensities.md)

@@ -145,6 +145,10 @@ def filter_cmd(
         help="Keep exactly N images per class, the best ones (with --min-score: the best N "
              "that pass it; fewer is an error). After `generate --n N --oversample K` this "
              "gives exactly N per class.")] = None,
+    per_request: Annotated[bool, typer.Option(
+        "--per-request", help="Keep the best candidate of every requested image of a "
+                              "`generate --oversample K` set: exactly --n per class, with the "
+                              "requested descriptions.")] = False,
     copy: Annotated[bool, typer.Option(
         "--copy", help="Copy the image files instead of hard-linking them.")] = False,
     overwrite: Annotated[bool, typer.Option(
@@ -157,7 +161,8 @@ def filter_cmd(
 
     res = filter_judged(FilterConfig(judged=str(judged), out=str(out), min_score=min_score,
                                      top_fraction=top_fraction, per_class_n=per_class_n,
-                                     copy=copy, overwrite=overwrite))
+                                     per_request=per_request, copy=copy,
+                                     overwrite=overwrite))
     kept = ", ".join(f"{c}: {k} of {res.offered.get(c, 0)}" for c, k in res.counts.items())
     stdout.print(f"{res.out}: kept {sum(res.counts.values())} image(s) ({kept}); "
                  f"{res.linked} file(s) hard-linked")

@@ -57,6 +57,9 @@ class FilterConfig:
     """Keep exactly N images per class, the best ones (with ``min_score``: the best N that pass
     it; a class with fewer is an error). With ``generate --n N --oversample K`` this gives
     exactly N per class again."""
+    per_request: bool = False
+    """Keep the best candidate of every requested image of a ``generate --oversample K`` set:
+    exactly the requested count per class, with the requested descriptions."""
     copy: bool = False
     """Copy the files instead of hard-linking them (links fall back to copies across file
     systems anyway)."""
@@ -64,10 +67,14 @@ class FilterConfig:
     """Replace an earlier filtered set in ``out``."""
 
     def __post_init__(self) -> None:
-        if self.min_score is None and self.top_fraction is None and self.per_class_n is None:
-            raise BadUsageError("give --min-score S, --top-fraction F or --per-class-n N")
-        if self.top_fraction is not None and self.per_class_n is not None:
-            raise BadUsageError("--top-fraction and --per-class-n exclude each other")
+        if (self.min_score is None and self.top_fraction is None and self.per_class_n is None
+                and not self.per_request):
+            raise BadUsageError("give --min-score S, --top-fraction F, --per-class-n N or "
+                                "--per-request")
+        if sum([self.top_fraction is not None, self.per_class_n is not None,
+                self.per_request]) > 1:
+            raise BadUsageError("--top-fraction, --per-class-n and --per-request exclude each "
+                                "other")
         if self.top_fraction is not None and not 0 < self.top_fraction <= 1:
             raise BadUsageError(f"--top-fraction must be in (0, 1], got {self.top_fraction}")
         if self.min_score is not None and not 0 <= self.min_score <= 1:
@@ -139,8 +146,17 @@ def filter_judged(cfg: FilterConfig) -> FilterResult:
     if unknown:
         raise MedsynthError(f"{j.root}: judged image(s) not in {s.root} (first: {unknown[0]})",
                             hint="judge the current set again")
+    group = None
+    if cfg.per_request:
+        if "request" not in s.table.columns or s.table["request"].isna().all():
+            raise MedsynthError(f"{s.root}: has no 'request' column (not made with generate "
+                                "--oversample); --per-request needs it",
+                                hint="use --per-class-n N or --top-fraction F")
+        request = dict(zip(s.table["sample_id"].astype(str), s.table["request"], strict=True))
+        group = lambda r: f"{r.cls}#{request[r.sample_id]}"  # noqa: E731
     kept = select(j.records, min_score=cfg.min_score, top_fraction=cfg.top_fraction,
-                  per_class_n=cfg.per_class_n, order=lambda r: order[r.sample_id])
+                  per_class_n=cfg.per_class_n, per_group=group,
+                  order=lambda r: order[r.sample_id])
     if not kept:
         raise MedsynthError(f"{j.root}: no image passes the filter (best score "
                             f"{max((r.score for r in j.records), default=0):.3g})",

@@ -23,7 +23,7 @@ def phantom(demo: str, cls: str, index: int, size: int, seed: int = 7):
 
 
 def make_phantom_set(root: Path, demo: str, n_per_class: int = 2, *, classes=None,
-                     size: int | None = None, seed: int = 7) -> Path:
+                     size: int | None = None, seed: int = 7, oversample: int = 1) -> Path:
     """A real demo dataset (root/data, 5 images per class) -> a train manifest on its train
     split (root/model) -> a synthetic set of other phantoms of the same kind (root/synth)."""
     from medsynth.data.demo import cxr, derm
@@ -53,7 +53,8 @@ def make_phantom_set(root: Path, demo: str, n_per_class: int = 2, *, classes=Non
             rel = f"png/{cls}/{sid}.png"
             save_png(arr, synth / rel)
             rows.append({"sample_id": sid, "class": cls, "png": rel, "seed": i, "class_id": k,
-                         "index": i, "description": ""})
+                         "index": i, "description": "", "request": i // oversample,
+                         "oversample": oversample})
     write_samples(synth, rows)
     write_manifest(synth, "generate", config={"fixture": demo}, inputs=[input_ref(model, "train")],
                    outputs={"samples": "samples.csv", "synthetic": True, "size": size,

@@ -129,3 +129,32 @@ def test_filter_refuses_a_changed_set_and_an_incomplete_judgement(tmp_path: Path
     r = runner.invoke(app, ["judge", "filter", str(full), "--min-score", "0", "--out",
                             str(tmp_path / "f")])
     assert r.exit_code == 1 and "was judged on another synthetic set" in r.output
+
+
+def test_per_request_keeps_the_best_candidate_of_each_request(tmp_path: Path) -> None:
+    synth = make_phantom_set(tmp_path, "derm", 6, oversample=3)
+    j = tmp_path / "j"
+    assert runner.invoke(app, ["judge", str(synth), "--criteria", "derm", "--out",
+                               str(j)]).exit_code == 0
+    out = tmp_path / "best"
+    r = runner.invoke(app, ["judge", "filter", str(j), "--per-request", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    kept = open_synthetic(out).table
+    assert kept.groupby("class").size().to_dict() == {
+        "melanoma": 2, "nevus": 2, "seborrheic_keratosis": 2}
+    assert sorted(kept.groupby("class")["request"].apply(sorted).sum()) == [0, 0, 0, 1, 1, 1]
+    scores = pd.read_csv(j / "scores.csv").set_index("sample_id")
+    src = pd.read_csv(synth / "samples.csv").set_index("sample_id")
+    for sid in kept["sample_id"]:
+        same = src[(src["class"] == src.loc[sid, "class"])
+                   & (src["request"] == src.loc[sid, "request"])].index
+        assert scores.loc[sid, "score"] == scores.loc[same, "score"].max()
+    # a set without the request column (made before generate --oversample existed)
+    plain = make_phantom_set(tmp_path / "p", "derm", 1)
+    t = pd.read_csv(plain / "samples.csv")
+    t.drop(columns=["request", "oversample"]).to_csv(plain / "samples.csv", index=False)
+    r = runner.invoke(app, ["judge", str(plain), "--criteria", "derm", "--out",
+                            str(tmp_path / "pj")])
+    r = runner.invoke(app, ["judge", "filter", str(tmp_path / "pj"), "--per-request", "--out",
+                            str(tmp_path / "pf")])
+    assert r.exit_code == 1 and "--per-request needs it" in r.output

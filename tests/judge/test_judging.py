@@ -154,3 +154,14 @@ def test_select_rules(tmp_path: Path, derm_set: Path) -> None:
     assert len(select(recs, top_fraction=0.34)) == 3 * 2  # ceil(0.34 * 3) per class
     with pytest.raises(MedsynthError, match="fewer than --per-class-n 4"):
         select(recs, per_class_n=4)
+
+
+def test_check_made_by(tmp_path: Path) -> None:
+    synth = make_phantom_set(tmp_path / "a", "derm", 1)
+    other = make_phantom_set(tmp_path / "b", "derm", 1)
+    out = tmp_path / "j"
+    run_judge(JudgeConfig(synth=str(synth), criteria="derm", out=str(out)))
+    j = open_judged(out)
+    assert j.check_made_by(tmp_path / "a" / "model").root == synth
+    with pytest.raises(MedsynthError, match="judges images made by .*, not by"):
+        j.check_made_by(other.parent / "model")
