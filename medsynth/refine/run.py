@@ -188,7 +188,7 @@ def refine(model: str | Path, judged_path: str | Path, out: str | Path, *, cfg: 
     if parent.stage not in ("train", "refine"):
         raise MedsynthError(f"{model}: is a '{parent.stage}' artifact, expected a model "
                             "(stage train or refine)")
-    judged = open_judged(judged_path, model_sha256=str(parent.sha256), model_path=model)
+    judged = open_judged(judged_path, model=model)
     with torch_threads(cfg.num_threads):
         return _Run(model, judged, out, cfg, resume=resume, overwrite=overwrite,
                     progress=progress, judge_factory=judge_factory,
@@ -409,7 +409,7 @@ class _Run:
                              progress=self.progress)
         jdir = judge_round(synth, rdir / "judged", judged=self.judged,
                            judge_factory=self.judge_factory)
-        return open_judged(jdir, model_sha256=prev_sha, model_path=prev)
+        return open_judged(jdir, model=prev)
 
     # --- export -------------------------------------------------------------------------------
     def _export(self, rounds: list[dict[str, Any]], stop_reason: str) -> Path:

@@ -19,7 +19,7 @@ from medsynth.errors import MedsynthError
 from medsynth.models.bundle import load_bundle
 from medsynth.refine.config import RefineConfig
 from medsynth.refine.run import refine
-from tests.refine.conftest import by_index, generate_set, manifest, write_judged
+from tests.refine.conftest import by_index, generate_set, judge_factory, manifest, write_judged
 
 FAST = dict(steps=6, batch_size=2, log_every=2, checkpoint_every=2, early_stop=False, rank=4)
 
@@ -139,11 +139,63 @@ def test_no_informative_pairs_writes_nothing(tiny_model: Path, tmp_path: Path) -
 def test_judged_folder_of_another_model_is_refused(other_model: Path, judged: Path,
                                                    tmp_path: Path) -> None:
     out = tmp_path / "m2"
-    with pytest.raises(MedsynthError, match="another model"):
+    with pytest.raises(MedsynthError, match="judges images made by"):
         refine(other_model, judged, out, cfg=RefineConfig(**FAST), progress=False)
     assert not out.exists()
     with pytest.raises(MedsynthError, match="expected 'judge'"):
         refine(other_model, other_model, out, cfg=RefineConfig(**FAST), progress=False)
+    assert not out.exists()
+
+
+ROUNDS = dict(FAST, steps=4, rounds=2, round_descriptions=1, round_candidates=4)
+
+
+def test_rounds_sample_judge_train_and_resume_between_and_within(
+        tiny_model: Path, judged: Path, tmp_path: Path) -> None:
+    jf = judge_factory(by_index({0: 1.0, 1: 0.75, 2: 0.25, 3: 0.0}))
+    cfg = RefineConfig(**ROUNDS)
+    full = refine(tiny_model, judged, tmp_path / "full", cfg=cfg, progress=False,
+                  judge_factory=jf)
+    m = manifest(full)
+    assert m["outputs"]["rounds"] == 2 and m["outputs"]["steps"] == 8
+    r2 = full / "rounds" / "2"
+    # round 2 sampled with round 1's model (a model folder of its own), judged by the core
+    synth = pd.read_csv(r2 / "synth" / "samples.csv")
+    assert len(synth) == 8 and synth.groupby("class").size().tolist() == [4, 4]
+    assert synth["description"].eq("a lesion").all()  # the judged set's description
+    m1 = read_manifest(full / "rounds" / "1" / "model")
+    assert m1.stage == "refine" and (synth["model_sha256"] == m1.sha256).all()
+    lin = walk_lineage(r2 / "synth")
+    assert [x.stage for x in lin.models] == ["refine", "train"]
+    assert manifest(r2 / "judged")["outputs"]["status"] == "complete"
+    assert len(pd.read_csv(r2 / "pairs.csv")) == 2 * 5  # 6 candidates, (.25, 0) both bad
+    assert {int(r["round"]) for r in log_rows(full)} == {1, 2}
+    # killed after round 1, then inside round 2: each resume continues exactly
+    part = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        refine(tiny_model, judged, part, cfg=cfg, progress=False, judge_factory=jf,
+               interrupt_after=(1, None))
+    assert (part / "rounds" / "1" / "round.json").is_file()
+    assert not (part / "rounds" / "2").exists()
+    with pytest.raises(KeyboardInterrupt):
+        refine(tiny_model, judged, part, cfg=cfg, progress=False, judge_factory=jf,
+               resume=True, interrupt_after=(2, 2))
+    refine(tiny_model, judged, part, cfg=cfg, progress=False, judge_factory=jf, resume=True)
+    a, b = unet_weights(full), unet_weights(part)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert manifest(part)["outputs"]["steps"] == 8
+
+
+def test_round_without_pairs_keeps_the_previous_model(tiny_model: Path, judged: Path,
+                                                      tmp_path: Path) -> None:
+    out = refine(tiny_model, judged, tmp_path / "m2", cfg=RefineConfig(**ROUNDS),
+                 progress=False, judge_factory=judge_factory(lambda sid, img: 0.5))
+    m = manifest(out)
+    assert "round 2: no informative pairs" in m["outputs"]["stop_reason"]
+    assert m["outputs"]["steps"] == 4 and m["outputs"]["rounds"] == 2
+    one = unet_weights(out / "rounds" / "1" / "model")
+    fin = unet_weights(out)
+    assert all(torch.equal(one[k], fin[k]) for k in one)
 
 
 def test_rwr_and_full_fine_tuning(tiny_model: Path, judged: Path, tmp_path: Path) -> None:
