@@ -1,24 +1,23 @@
 """Effect of judge filtering and of refine (MAGIC), each against the unfiltered, unrefined model.
 
     .venv/bin/python -m benchmarks.refine_effect [--workdir benchmarks/work/refine] \
-        [--model MODEL --data DATA --store STORE] [--descriptions 50 --candidates 4] ...
+        [--model MODEL --data DATA --store STORE] [--n 50 --oversample 4] ...
 
 Through the real CLI (one subprocess per stage, as a user runs it), on the derm demo:
 
 1. a base model M0 (trained here with ``--train-steps`` if none is given; state its budget);
-2. ``candidates``: per class D stored training descriptions x K images (``generate
-   --prompts-csv``, seed 0), judged with the offline ``measure`` judge and the shipped derm
-   criteria;
-3. ``unfiltered`` (U): the same D descriptions, one image each (seed 1): the baseline;
-4. ``filtered`` (F): ``judge filter --top-fraction 1/K`` of the candidates: the best D of the
-   D x K per class (fewer when fewer are valid images);
-5. ``refined`` (R): ``refine M0 --judged candidates`` (DPO, LoRA), then exactly U's plan (same
+2. ``unfiltered`` (U): ``generate M0 --class all --n N --seed 0``: the baseline;
+3. ``candidates``: the same plan with ``--oversample K`` (candidate 0 of each request is U's
+   image), judged with the offline ``measure`` judge and the shipped derm criteria;
+4. ``filtered`` (F): ``judge filter --per-request``: the best of the K candidates of every
+   request (N per class, U's descriptions);
+5. ``refined`` (R): ``refine M0 --judged candidates`` (DPO, LoRA), then U's plan (same
    descriptions, same seeds) with the refined model; optionally ``rwr`` (W) the same way;
 6. every set judged (score distribution before/after) and evaluated in one ``medsynth
    evaluate`` (same real data, seeds and fractions for all);
 7. comparisons with U: class fidelity = accuracy of evaluate's real-only classifier (not the
-   judge) on each set, with a bootstrap interval of the difference (paired per image for R and
-   W, whose plan is U's); FID and coverage with bootstrap intervals over synthetic images; the
+   judge) on each set, with a bootstrap interval of the difference (paired per request: same
+   class, description and, for R and W, seed); FID and coverage with bootstrap intervals over synthetic images; the
    downstream balanced accuracy of real+X against real+U in the full and few-shot settings,
    paired by seed, with a bootstrap over seeds and test images.
 
@@ -28,10 +27,8 @@ Writes benchmarks/results/refine_effect.json.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -46,25 +43,6 @@ B = 2000  # bootstrap resamples
 
 def _done(folder: Path) -> bool:
     return (folder / "medsynth.json").is_file()
-
-
-def prompts(store: Path, out_many: Path, out_one: Path, d: int, k: int, seed: int) -> None:
-    """Two prompts CSVs: D stored train descriptions per class with K (and 1) images each."""
-    from medsynth.store import open_store
-
-    st = open_store(store)
-    rng = random.Random(seed)
-    rows_k, rows_1 = [], []
-    for cls in st.classes:
-        texts = sorted({r.text for r in st.records(cls, splits=["train"]) if r.text.strip()})
-        chosen = rng.sample(texts, min(d, len(texts)))
-        rows_k += [{"class": cls, "prompt": t, "n": k} for t in chosen]
-        rows_1 += [{"class": cls, "prompt": t, "n": 1} for t in chosen]
-    for path, rows in ((out_many, rows_k), (out_one, rows_1)):
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=["class", "prompt", "n"])
-            w.writeheader()
-            w.writerows(rows)
 
 
 def scores(judged: Path) -> dict[str, Any]:
@@ -102,14 +80,20 @@ def class_fidelity(report: Path, sets: dict[str, Path], classes: list[str], size
     state = torch.load(report / "classifiers" / "real-full-seed0.pt", map_location="cpu",
                        weights_only=True)
     correct: dict[str, np.ndarray] = {}
-    ids: dict[str, list[str]] = {}
+    keys: dict[str, list[tuple[str, int]]] = {}
     for name, path in sets.items():
-        s = load_synthetic(open_synthetic(path), size, classes)
+        synth = open_synthetic(path)
+        s = load_synthetic(synth, size, classes)
         net = build_classifier("small", int(s.x.shape[1]), len(classes), size)
         net.load_state_dict(state)
         p = predict_proba(net.eval(), s.x)
-        correct[name] = (p.argmax(1) == s.y).numpy().astype(float)
-        ids[name] = s.ids
+        c = (p.argmax(1) == s.y).numpy().astype(float)
+        # pair by request: (class, request) of a filtered set = (class, index) of a plain one
+        t = synth.table.set_index(synth.table["sample_id"].astype(str))
+        col = "request" if "request" in t.columns and t["request"].notna().all() else "index"
+        k = [(str(t.loc[i, "class"]), int(t.loc[i, col])) for i in s.ids]
+        order = np.argsort([f"{a}\x00{b:09d}" for a, b in k])
+        correct[name], keys[name] = c[order], [k[i] for i in order]
     rng = np.random.default_rng(0)
     out: dict[str, Any] = {n: {"accuracy": round(float(c.mean()), 4),
                                **_interval(np.array([c[rng.integers(0, len(c), len(c))].mean()
@@ -119,7 +103,7 @@ def class_fidelity(report: Path, sets: dict[str, Path], classes: list[str], size
     for name, c in correct.items():
         if name == "unfiltered":
             continue
-        paired = ids[name] == ids["unfiltered"]
+        paired = keys[name] == keys["unfiltered"]
         if paired:
             idx = [rng.integers(0, len(c), len(c)) for _ in range(B)]
             diffs = np.array([c[i].mean() - base[i].mean() for i in idx])
@@ -229,8 +213,8 @@ def main() -> None:
     ap.add_argument("--store", type=Path, help="its description store (default: WORKDIR/store)")
     ap.add_argument("--model", type=Path, help="base model (default: WORKDIR/model, trained)")
     ap.add_argument("--train-steps", type=int, default=3000)
-    ap.add_argument("--descriptions", type=int, default=50, help="descriptions per class (D)")
-    ap.add_argument("--candidates", type=int, default=4, help="candidates per description (K)")
+    ap.add_argument("--n", type=int, default=50, help="requested images per class (N)")
+    ap.add_argument("--oversample", type=int, default=4, help="candidates per request (K)")
     ap.add_argument("--steps", type=int, default=20, help="sampling steps (dpmsolver++)")
     ap.add_argument("--recipe", type=Path, default=ROOT / "examples" / "refine-cpu.yaml")
     ap.add_argument("--refine-steps", type=int, default=None)
@@ -263,16 +247,15 @@ def main() -> None:
                               "--max-steps", str(args.train_steps), "--threads",
                               str(args.threads), *resume], log, args.threads)
     mm = json.loads((model / "medsynth.json").read_text())
-    pm, p1 = w / "prompts_candidates.csv", w / "prompts_one.csv"
-    prompts(store, pm, p1, args.descriptions, args.candidates, seed=0)
-    gen = ["--steps", str(args.steps), "--threads", str(args.threads)]
+    gen = ["--class", "all", "--n", str(args.n), "--seed", "0", "--steps", str(args.steps),
+           "--threads", str(args.threads)]
     sets: dict[str, Path] = {}
 
-    def generate(name: str, mdl: Path, csv_path: Path, seed: int) -> Path:
+    def generate(name: str, mdl: Path, k: int = 1) -> Path:
         out = w / f"synth-{name}"
         if not _done(out):
-            t[f"generate_{name}"] = run_cli(["generate", str(mdl), "--prompts-csv", str(csv_path),
-                                             "--seed", str(seed), "--out", str(out), *gen,
+            t[f"generate_{name}"] = run_cli(["generate", str(mdl), "--out", str(out), *gen,
+                                             "--oversample", str(k),
                                              *(["--resume"] if out.exists() else [])],
                                             log, args.threads)
         return out
@@ -286,14 +269,13 @@ def main() -> None:
                  *(["--resume"] if out.exists() else [])], log, args.threads)
         return out
 
-    cand = generate("candidates", model, pm, 0)
+    sets["unfiltered"] = generate("unfiltered", model)
+    cand = generate("candidates", model, args.oversample)
     jc = judge(cand)
-    sets["unfiltered"] = generate("unfiltered", model, p1, 1)
     filt = w / "synth-filtered"
     if not _done(filt):
-        # the best 1/K of each class: D images when D of the D x K candidates are valid
-        t["filter"] = run_cli(["judge", "filter", str(jc), "--top-fraction",
-                               f"{1 / args.candidates:.6f}", "--out", str(filt)], log)
+        t["filter"] = run_cli(["judge", "filter", str(jc), "--per-request", "--out", str(filt)],
+                              log)
     sets["filtered"] = filt
     methods = ["dpo"] + (["rwr"] if args.rwr else [])
     refine_out: dict[str, Any] = {}
@@ -313,7 +295,7 @@ def main() -> None:
         refine_out[method] = {k: rm["outputs"].get(k) for k in
                               ("steps", "refine_time_s", "stop_reason", "round_summaries")}
         name = "refined" if method == "dpo" else "rwr"
-        sets[name] = generate(name, mdir, p1, 1)
+        sets[name] = generate(name, mdir)
     if args.rounds > 1:
         mdir = w / f"model-dpo-rounds{args.rounds}"
         if not _done(mdir):
@@ -348,7 +330,7 @@ def main() -> None:
     record("refine_effect", {
         "setup": {"base_model": str(model), "base_steps": mm["outputs"].get("steps"),
                   "base_train_time_s": mm["outputs"].get("train_time_s"),
-                  "descriptions_per_class": args.descriptions, "candidates": args.candidates,
+                  "n_per_class": args.n, "oversample": args.oversample,
                   "sampling_steps": args.steps, "recipe": str(args.recipe.relative_to(ROOT)),
                   "refine_overrides": {"steps": args.refine_steps, "beta": args.beta,
                                        "lr": args.lr},
