@@ -367,17 +367,17 @@ def run_judge(cfg: JudgeConfig, *, judge: Any = None) -> JudgeSummary:
     mm = _pixel_size(cfg, s, crit)
     table = s.table
     order = table["sample_id"].astype(str).tolist()
-    prepare_output_dir(out, "judge", resume=cfg.resume, overwrite=cfg.overwrite)
-    if not (out / CRITERIA_NAME).is_file():
-        atomic_write_bytes(out / CRITERIA_NAME, crit.text.encode("utf-8"))
-    previous = dedupe(read_jsonl(out / VERDICTS_NAME))
+    previous = dedupe(read_jsonl(out / VERDICTS_NAME)) if cfg.resume else []
     done = {str(r["sample_id"]) for r in previous
             if r.get("criteria_sha256") == crit.sha256}
     todo = table[~table["sample_id"].astype(str).isin(done)]
     if cfg.limit is not None:
         todo = todo.iloc[:cfg.limit]
-    if judge is None:
+    if judge is None:  # before anything is written: a judge that cannot start leaves no debris
         judge = make_judge(crit, cfg.settings, n_images=len(todo))
+    prepare_output_dir(out, "judge", resume=cfg.resume, overwrite=cfg.overwrite)
+    if not (out / CRITERIA_NAME).is_file():
+        atomic_write_bytes(out / CRITERIA_NAME, crit.text.encode("utf-8"))
     summary = JudgeSummary(skipped=len(table) - len(table[~table["sample_id"].astype(str)
                                                             .isin(done)]),
                            backend=judge.name, model=judge.model,

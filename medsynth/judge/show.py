@@ -33,7 +33,8 @@ def show_lines(j: JudgedFolder, n: int = 3, cls: str | None = None) -> list[tupl
     summ = class_summary(j.records, j.criteria)
     try:
         s = j.source(check=False)
-        paths = {str(r["sample_id"]): str(s.path_of(r)) for _, r in s.table.iterrows()}
+        paths = {str(r["sample_id"]): str(r[s.image_column]) for _, r in s.table.iterrows()}
+        out[0][1]["set"] = str(s.root)
     except Exception:  # the set may be gone; the verdicts still say enough
         paths = {}
     for c, info in summ.items():
@@ -63,7 +64,8 @@ def print_show(path: str | Path, n: int = 3, cls: str | None = None) -> None:
     for kind, p in show_lines(j, n, cls):
         if kind == "head":
             stdout.print(f"[bold]{p['root']}[/] · {p['status']} · {p['n']} of {p['n_images']} "
-                         f"image(s) judged · {p['backend']} ({p['model']}) · {p['criteria']}")
+                         f"image(s) judged · {p['backend']} ({p['model']}) · {p['criteria']}"
+                         + (f" · files in {p['set']}" if p.get("set") else ""))
         elif kind == "class":
             if table is not None:
                 stdout.print(table)
