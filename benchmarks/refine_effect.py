@@ -274,8 +274,15 @@ def main() -> None:
     jc = judge(cand)
     filt = w / "synth-filtered"
     if not _done(filt):
-        t["filter"] = run_cli(["judge", "filter", str(jc), "--per-request", "--out", str(filt)],
-                              log)
+        try:
+            t["filter"] = run_cli(["judge", "filter", str(jc), "--per-request", "--out",
+                                   str(filt)], log)
+        except RuntimeError:
+            # some request has no valid candidate (a weak model of a class): keep the best 1/K
+            # of each class instead (fewer images where too few are valid; said in the results)
+            t["filter"] = run_cli(["judge", "filter", str(jc), "--top-fraction",
+                                   f"{1 / args.oversample:.6f}", "--out", str(filt)], log)
+    filter_mode = json.loads((filt / "medsynth.json").read_text())["config"]
     sets["filtered"] = filt
     methods = ["dpo"] + (["rwr"] if args.rwr else [])
     refine_out: dict[str, Any] = {}
@@ -334,6 +341,9 @@ def main() -> None:
                   "sampling_steps": args.steps, "recipe": str(args.recipe.relative_to(ROOT)),
                   "refine_overrides": {"steps": args.refine_steps, "beta": args.beta,
                                        "lr": args.lr},
+                  "filter": {k: filter_mode.get(k) for k in ("per_request", "top_fraction")},
+                  "set_counts": {n: json.loads((p / "medsynth.json").read_text())["outputs"].get(
+                      "counts") for n, p in sets.items()},
                   "seeds": args.seeds, "fractions": args.fractions, "threads": args.threads,
                   "load_average": [round(x, 2) for x in load]},
         "class_fidelity": fidelity,
