@@ -153,60 +153,53 @@ def fidelity_intervals(real: Path, sets: dict[str, Path], classes: list[str], si
     return out
 
 
-def downstream(report: Path, names: dict[str, str]) -> dict[str, Any]:
-    """Balanced accuracy of real+X against real+U (and against real), per fraction: paired by
-    seed, bootstrap over seeds and test images."""
-    import pandas as pd
+def downstream(report: Path, names: dict[str, str], classes: list[str]) -> dict[str, Any]:
+    """Balanced accuracy of real+X against real+U (and against real), per fraction, with
+    evaluate's own paired bootstrap (:class:`medsynth.evaluate.stats.Bootstrap`: the same test
+    image resamples and seed draws for every arm; differences paired by seed)."""
+    from medsynth.artifacts import read_jsonl
+    from medsynth.evaluate.benchmark import RUNS_FILE, read_predictions
+    from medsynth.evaluate.stats import Bootstrap, verdict
 
-    runs = [json.loads(line) for line in (report / "runs.jsonl").read_text().splitlines()
-            if line.strip()]
+    runs = read_jsonl(report / RUNS_FILE)
     fracs = sorted({r["fraction"] for r in runs if r["setting"] == "real"}, reverse=True)
     seeds = sorted({r["seed"] for r in runs})
     key = {(r["setting"], r["fraction"], r["seed"]): r["key"] for r in runs}
+    first = runs[0]["key"]
+    import pandas as pd
 
-    def preds(setting: str, frac: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        t = pd.read_csv(report / "predictions" / f"{key[(setting, frac, seed)]}.csv")
-        return t["true"].to_numpy(), t["pred"].to_numpy()
+    t = pd.read_csv(report / "predictions" / f"{first}.csv", dtype={"image_id": str})
+    ids = t["image_id"].tolist()
+    y = np.array([classes.index(c) for c in t["true"]])
+    boot = Bootstrap(y, len(classes), len(seeds), n_boot=B)
 
-    def bal_acc(y: np.ndarray, p: np.ndarray) -> float:
-        return float(np.mean([(p[y == c] == c).mean() for c in np.unique(y)]))
+    def arm(setting: str, frac: str) -> list[dict[str, Any]]:
+        return [boot.run_metrics(key[(setting, frac, s)], read_predictions(
+            report / "predictions" / f"{key[(setting, frac, s)]}.csv", ids, classes))
+                for s in seeds]
 
-    rng = np.random.default_rng(0)
+    def short(iv: dict[str, Any]) -> dict[str, Any]:
+        return {k: round(float(iv[k]), 4) for k in ("mean", "lo", "hi") if iv.get(k) is not None}
+
     out: dict[str, Any] = {}
     for frac in fracs:
-        base = {s: preds(f"real+{names['unfiltered']}", frac, s) for s in seeds}
-        real = {s: preds("real", frac, s) for s in seeds}
-        entry: dict[str, Any] = {}
+        real = arm("real", frac)
+        base = arm(f"real+{names['unfiltered']}", frac)
+        entry: dict[str, Any] = {"real": short(boot.arm(real)["balanced_accuracy"])}
         for name, folder in names.items():
-            arm = {s: preds(f"real+{folder}", frac, s) for s in seeds}
-            row: dict[str, Any] = {
-                "balanced_accuracy": round(float(np.mean([bal_acc(*arm[s]) for s in seeds])), 4),
-                "per_seed": [round(bal_acc(*arm[s]), 4) for s in seeds]}
+            a = arm(f"real+{folder}", frac)
+            row: dict[str, Any] = {"balanced_accuracy": short(boot.arm(a)["balanced_accuracy"])}
             for ref_name, ref in (("vs_unfiltered", base), ("vs_real", real)):
                 if name == "unfiltered" and ref_name == "vs_unfiltered":
                     continue
-                n = len(arm[seeds[0]][0])
-                diffs = []
-                for _ in range(B // 4):
-                    ss = rng.choice(seeds, size=len(seeds), replace=True)
-                    idx = rng.integers(0, n, n)
-                    d = [bal_acc(arm[s][0][idx], arm[s][1][idx])
-                         - bal_acc(ref[s][0][idx], ref[s][1][idx]) for s in ss]
-                    diffs.append(np.mean(d))
-                diffs_a = np.array(diffs)
-                mean = float(np.mean([bal_acc(*arm[s]) - bal_acc(*ref[s]) for s in seeds]))
-                iv = _interval(diffs_a)
-                row[ref_name] = {"mean": round(mean, 4), **iv,
-                                 "verdict": "helps" if iv["lo"] > 0 else
-                                 "hurts" if iv["hi"] < 0 else "no clear effect"}
+                g = boot.gain(a, ref)["balanced_accuracy"]
+                row[ref_name] = {**short(g), "verdict": verdict(g)}
             entry[name] = row
-        entry["real"] = {"balanced_accuracy": round(float(np.mean(
-            [bal_acc(*real[s]) for s in seeds])), 4)}
         out[frac] = entry
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "work" / "refine")
     ap.add_argument("--data", type=Path, help="derm demo dataset (default: WORKDIR/derm32)")
@@ -220,13 +213,15 @@ def main() -> None:
     ap.add_argument("--refine-steps", type=int, default=None)
     ap.add_argument("--beta", type=float, default=None)
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--dpo-lr2", type=float, default=None,
+                    help="also refine with DPO at this learning rate (set 'refined-lr<X>')")
     ap.add_argument("--rwr", action="store_true", help="also refine with rwr (baseline)")
     ap.add_argument("--rounds", type=int, default=0,
                     help="also time an on-policy refine with this many rounds (0 = skip)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--fractions", default="1.0,0.1")
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     w = args.workdir
     w.mkdir(parents=True, exist_ok=True)
     log = w / "bench.log"
@@ -284,10 +279,16 @@ def main() -> None:
                                    f"{1 / args.oversample:.6f}", "--out", str(filt)], log)
     filter_mode = json.loads((filt / "medsynth.json").read_text())["config"]
     sets["filtered"] = filt
-    methods = ["dpo"] + (["rwr"] if args.rwr else [])
+    # (folder tag, set name, method, extra options)
+    variants = [("dpo", "refined", "dpo", [])]
+    if args.dpo_lr2 is not None:
+        variants.append((f"dpo-lr{args.dpo_lr2:g}", f"refined-lr{args.dpo_lr2:g}", "dpo",
+                         ["--lr", str(args.dpo_lr2)]))
+    if args.rwr:
+        variants.append(("rwr", "rwr", "rwr", []))
     refine_out: dict[str, Any] = {}
-    for method in methods:
-        mdir = w / f"model-{method}"
+    for tag, name, method, extra in variants:
+        mdir = w / f"model-{tag}"
         if not _done(mdir):
             opts = ["--config", str(args.recipe), "--method", method, "--threads",
                     str(args.threads)]
@@ -296,12 +297,12 @@ def main() -> None:
                 if v is not None:
                     opts += [flag, str(v)]
             resume = ["--resume"] if (mdir / "refine_config.yaml").is_file() else []
-            t[f"refine_{method}"] = run_cli(["refine", str(model), "--judged", str(jc), "--out",
-                                             str(mdir), *opts, *resume], log, args.threads)
+            t[f"refine_{tag}"] = run_cli(["refine", str(model), "--judged", str(jc), "--out",
+                                          str(mdir), *opts, *extra, *resume], log, args.threads)
         rm = json.loads((mdir / "medsynth.json").read_text())
-        refine_out[method] = {k: rm["outputs"].get(k) for k in
-                              ("steps", "refine_time_s", "stop_reason", "round_summaries")}
-        name = "refined" if method == "dpo" else "rwr"
+        refine_out[tag] = {k: rm["outputs"].get(k) for k in
+                           ("steps", "refine_time_s", "stop_reason", "round_summaries")}
+        refine_out[tag]["lr"] = rm["config"].get("lr")
         sets[name] = generate(name, mdir)
     if args.rounds > 1:
         mdir = w / f"model-dpo-rounds{args.rounds}"
@@ -332,7 +333,7 @@ def main() -> None:
     t0 = time.perf_counter()
     fidelity = class_fidelity(report, sets, classes, 32)
     fi = fidelity_intervals(data, sets, classes, 32)
-    ds = downstream(report, {n: sets[n].name for n in names})
+    ds = downstream(report, {n: sets[n].name for n in names}, classes)
     load = os.getloadavg()
     record("refine_effect", {
         "setup": {"base_model": str(model), "base_steps": mm["outputs"].get("steps"),
