@@ -218,10 +218,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rwr", action="store_true", help="also refine with rwr (baseline)")
     ap.add_argument("--rounds", type=int, default=0,
                     help="also time an on-policy refine with this many rounds (0 = skip)")
+    ap.add_argument("--rounds-steps", type=int, default=None, help="steps per round there")
+    ap.add_argument("--rounds-lr", type=float, default=None, help="learning rate there")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--fractions", default="1.0,0.1")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--baselines", default="augment", help="evaluate --baselines")
+    ap.add_argument("--epochs", type=int, default=30, help="evaluate --epochs")
+    ap.add_argument("--skip-downstream", default="",
+                    help="comma-separated sets left out of the downstream benchmark (CPU time)")
     args = ap.parse_args(argv)
+    args.skip_downstream = [x for x in args.skip_downstream.split(",") if x]
     w = args.workdir
     w.mkdir(parents=True, exist_ok=True)
     log = w / "bench.log"
@@ -308,25 +315,29 @@ def main(argv: list[str] | None = None) -> None:
         mdir = w / f"model-dpo-rounds{args.rounds}"
         if not _done(mdir):
             resume = ["--resume"] if (mdir / "refine_config.yaml").is_file() else []
+            opts = [*(["--steps", str(args.rounds_steps)] if args.rounds_steps else []),
+                    *(["--lr", str(args.rounds_lr)] if args.rounds_lr else [])]
             t["refine_rounds"] = run_cli(["refine", str(model), "--judged", str(jc), "--out",
                                           str(mdir), "--config", str(args.recipe), "--rounds",
                                           str(args.rounds), "--threads", str(args.threads),
-                                          *resume], log, args.threads)
+                                          *opts, *resume], log, args.threads)
         rm = json.loads((mdir / "medsynth.json").read_text())
         refine_out[f"dpo_rounds{args.rounds}"] = {
             k: rm["outputs"].get(k) for k in ("steps", "refine_time_s", "stop_reason",
                                               "round_summaries")}
+        refine_out[f"dpo_rounds{args.rounds}"]["lr"] = rm["config"].get("lr")
     judged_scores = {"candidates": scores(jc)}
     for name, s in sets.items():
         if name != "filtered":
             judged_scores[name] = scores(judge(s))
     report = w / "report"
-    names = list(sets)
+    names = [n for n in sets if not args.skip_downstream or n not in args.skip_downstream]
     if not _done(report):
         t["evaluate"] = run_cli(["evaluate", "--real", str(data), "--synthetic",
                                  ",".join(str(sets[n]) for n in names), "--out", str(report),
                                  "--seeds", str(args.seeds), "--real-fraction", args.fractions,
-                                 "--threads", str(args.threads),
+                                 "--threads", str(args.threads), "--baselines", args.baselines,
+                                 "--epochs", str(args.epochs),
                                  *(["--resume"] if report.exists() else [])], log, args.threads)
     classes = list(mm["outputs"]["classes"])
     metrics = json.loads((report / "metrics.json").read_text())
@@ -346,6 +357,8 @@ def main(argv: list[str] | None = None) -> None:
                   "set_counts": {n: json.loads((p / "medsynth.json").read_text())["outputs"].get(
                       "counts") for n, p in sets.items()},
                   "seeds": args.seeds, "fractions": args.fractions, "threads": args.threads,
+                  "evaluate": {"baselines": args.baselines, "epochs": args.epochs,
+                               "downstream_sets": names},
                   "load_average": [round(x, 2) for x in load]},
         "class_fidelity": fidelity,
         "class_fidelity_real_test": (metrics["fidelity"]["reference"].get("class_fidelity")
