@@ -415,7 +415,6 @@ class _Run:
     def _export(self, rounds: list[dict[str, Any]], stop_reason: str) -> Path:
         self._write_model(self.out, rounds=len(rounds), round_infos=rounds,
                           stop_reason=stop_reason)
-        console.print(f"refined model written to {self.out}")
         return self.out
 
     def _write_model(self, folder: Path, *, rounds: int, round_infos: list[dict[str, Any]],
