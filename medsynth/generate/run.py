@@ -509,7 +509,7 @@ def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any,
 
     loaders = write_set_loaders(out, table, bundle.classes, cfg.formats)
     counts = table.groupby("class").size().to_dict()
-    inputs = [input_ref(cfg.model, "train")]
+    inputs = [input_ref(cfg.model)]  # stage train or refine (load_bundle checked which)
     if store is not None:
         inputs.append(input_ref(store.root, "describe"))
     run_state = json.loads((out / RUN_FILE).read_text("utf-8"))

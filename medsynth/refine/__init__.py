@@ -1,0 +1,1 @@
+"""``medsynth refine``: preference fine-tuning of a model from a judge's verdicts (MAGIC)."""

@@ -1,0 +1,410 @@
+"""One round of refine training (DPO or RWR), resumable, with DPO's early stop.
+
+One optimizer step (DPO):
+  1. a seeded batch of pairs (indices, noise, timesteps come from a generator seeded by
+     (seed, round, step), so a resumed run draws exactly the batches of an uninterrupted one);
+  2. winner and loser noised with the same noise at the same timestep, same condition;
+  3. the model (adapters on) and the reference (adapters off, or a frozen copy, no gradient)
+     predict; per-sample MSEs -> :func:`medsynth.refine.losses.dpo_loss`;
+  4. AdamW step on the trainable weights only (LoRA or all), gradient clipping, linear warm-up.
+
+RWR: a seeded batch of accepted synthetic images (weighted by their reward) and real training
+images (weight 1), classifier-free-guidance dropout as in training, weighted MSE.
+
+Early stop (DPO): at every log window, the mean winner loss of the model is compared with the
+reference's on the same noise; ``early_stop_patience`` windows in a row with the model's above
+the reference's (after ``early_stop_min_steps``) stop the round, and the weights the last good
+window started from are kept (the losses of a window are measured before each of its updates,
+so its last update was never measured).
+
+Checkpoints (``ROUND/checkpoints/step-NNNNNNN/``): the trainable weights, the kept weights, the
+optimizer state and ``state.json`` (written last), in a temporary folder renamed when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from medsynth.artifacts import atomic_write_bytes, atomic_write_text
+from medsynth.errors import MedsynthError
+from medsynth.refine.config import RefineConfig
+from medsynth.refine.losses import diffusion_target, dpo_loss, per_sample_mse, weighted_mse
+
+LOG_NAME = "refine_log.csv"
+LOG_FIELDS = ["round", "step", "loss", "implicit_acc", "model_w", "model_l", "ref_w", "ref_l",
+              "mse_synth", "mse_real", "lr", "items_per_s", "elapsed_s"]
+CKPT_PREFIX = "step-"
+_WINDOW_KEYS = ("loss", "acc", "mw", "ml", "rw", "rl", "ms", "mr", "n")
+
+
+@dataclasses.dataclass
+class RoundData:
+    """What one round trains on (tensors on the CPU; moved per batch)."""
+
+    images: Any
+    """(N, C, *shape) images in [-1, 1]: the judged synthetic images, then any real ones."""
+    cond_rows: Any
+    """(N,) row of each image's condition in ``conditions``."""
+    conditions: Any
+    """:class:`medsynth.refine.data.Conditions`."""
+    winners: Any = None
+    """DPO: (P,) image row of each pair's winner."""
+    losers: Any = None
+    """DPO: (P,) image row of each pair's loser."""
+    synth_rows: Any = None
+    """RWR: (S,) image rows of the accepted synthetic images."""
+    synth_weights: Any = None
+    """RWR: (S,) their weights (mean 1)."""
+    real_rows: Any = None
+    """RWR: (R,) image rows of the real images (may be empty)."""
+
+
+@dataclasses.dataclass
+class RoundResult:
+    """How a round ended."""
+
+    steps: int
+    """Optimizer steps run in the round."""
+    kept_step: int
+    """Step whose weights were kept (= steps unless stopped early)."""
+    stopped_early: bool = False
+    reason: str = ""
+    seconds: float = 0.0
+    last: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Means of the round's last log window."""
+
+
+def batch_indices(n: int, b: int, k: int, seed: int) -> Any:
+    """Indices of batch ``k``: seeded epoch permutations, ``b`` distinct per batch."""
+    import torch
+
+    per_epoch = max(1, n // b)
+    epoch, j = divmod(k, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    if n >= b:
+        return perm[j * b : (j + 1) * b]
+    return perm.repeat(math.ceil(b / n))[:b]
+
+
+def complete_checkpoints(ckdir: Path) -> list[Path]:
+    """Checkpoint folders with their ``state.json`` (written last), oldest first."""
+    if not ckdir.is_dir():
+        return []
+    found = [p for p in ckdir.iterdir()
+             if p.is_dir() and p.name.startswith(CKPT_PREFIX) and (p / "state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(CKPT_PREFIX):]))
+
+
+class RoundTrainer:
+    """Train ``denoiser`` for one round on ``data`` (see module doc)."""
+
+    def __init__(self, *, denoiser: Any, reference: Any, cfg: RefineConfig, data: RoundData,
+                 noise_scheduler: Any, prediction_type: str, round_no: int, round_dir: Path,
+                 log_path: Path, device: Any, null_class: int, null_text: tuple[Any, Any],
+                 p_drop: tuple[float, float] = (0.0, 0.0), progress: bool = True,
+                 elapsed_before: float = 0.0, interrupt_after: int | None = None) -> None:
+        self.den, self.ref, self.cfg, self.data = denoiser, reference, cfg, data
+        self.sched, self.pred_type = noise_scheduler, prediction_type
+        self.round, self.dir, self.log_path = round_no, Path(round_dir), Path(log_path)
+        self.device, self.null_class, self.null_text = device, null_class, null_text
+        self.p_drop, self.progress, self.interrupt_after = p_drop, progress, interrupt_after
+        self.ckdir = self.dir / "checkpoints"
+        self.elapsed_before = elapsed_before
+        self.params = {n: p for n, p in denoiser.named_parameters() if p.requires_grad}
+        if not self.params:
+            raise MedsynthError("refine: nothing to train (no parameter requires a gradient)")
+        import torch
+
+        self.opt = torch.optim.AdamW(list(self.params.values()), lr=cfg.lr,
+                                     weight_decay=cfg.weight_decay)
+
+    # --- weights ----------------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, Any]:
+        return {n: p.detach().cpu().clone().contiguous() for n, p in self.params.items()}
+
+    def load_trainable(self, state: dict[str, Any]) -> None:
+        import torch
+
+        if set(state) != set(self.params):
+            raise MedsynthError(f"{self.dir}: saved weights do not fit the model being refined")
+        with torch.no_grad():
+            for n, p in self.params.items():
+                p.copy_(state[n].to(p))
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def _save_checkpoint(self, step: int, extra: dict[str, Any]) -> None:
+        import torch
+        from safetensors.torch import save
+
+        final = self.ckdir / f"{CKPT_PREFIX}{step:07d}"
+        tmp = self.ckdir / f".{final.name}.part"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        atomic_write_bytes(tmp / "trainable.safetensors", save(self.trainable_state()))
+        atomic_write_bytes(tmp / "kept.safetensors", save(self.kept))
+        atomic_write_bytes(tmp / "window_start.safetensors", save(self.window_start))
+        buf = io.BytesIO()
+        torch.save(self.opt.state_dict(), buf)
+        atomic_write_bytes(tmp / "optimizer.pt", buf.getvalue())
+        atomic_write_text(tmp / "state.json", json.dumps({"step": step, **extra}))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in complete_checkpoints(self.ckdir)[: -self.cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _load_checkpoint(self) -> dict[str, Any] | None:
+        import torch
+        from safetensors.torch import load_file
+
+        ckpts = complete_checkpoints(self.ckdir)
+        if not ckpts:
+            return None
+        last = ckpts[-1]
+        try:
+            state = json.loads((last / "state.json").read_text("utf-8"))
+            self.load_trainable(load_file(str(last / "trainable.safetensors")))
+            self.kept = load_file(str(last / "kept.safetensors"))
+            self.window_start = load_file(str(last / "window_start.safetensors"))
+            opt_state = torch.load(io.BytesIO((last / "optimizer.pt").read_bytes()),
+                                   weights_only=True)
+            self.opt.load_state_dict(opt_state)
+        except MedsynthError:
+            raise
+        except Exception as e:
+            raise MedsynthError(
+                f"{last}: checkpoint is corrupt or incompatible ({type(e).__name__}: {e})",
+                hint=f"delete {last} to resume from the previous checkpoint" if len(ckpts) > 1
+                else "start again with --overwrite") from None
+        return state
+
+    # --- log ----------------------------------------------------------------------------------
+    def _open_log(self, step: int) -> None:
+        rows: list[dict[str, str]] = []
+        if self.log_path.is_file():
+            with open(self.log_path, newline="") as f:
+                rows = [r for r in csv.DictReader(f)
+                        if int(r["round"]) < self.round
+                        or (int(r["round"]) == self.round and int(r["step"]) <= step)]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(self.log_path, buf.getvalue())
+
+    def _write_log(self, row: dict[str, Any]) -> None:
+        with open(self.log_path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=LOG_FIELDS).writerow(row)
+
+    # --- the loop -------------------------------------------------------------------------------
+    def run(self) -> RoundResult:
+        import torch
+        from rich.progress import TextColumn
+
+        from medsynth.ui import progress_bar
+
+        cfg = self.cfg
+        self.kept = self.trainable_state()  # the round's start: kept unless a window improves
+        self.window_start = self.kept
+        kept_step, bad, step, start_step = 0, 0, 0, 0
+        win = dict.fromkeys(_WINDOW_KEYS, 0.0)
+        state = self._load_checkpoint()
+        if state is not None:
+            step, kept_step, bad = int(state["step"]), int(state["kept_step"]), int(state["bad"])
+            start_step = int(state.get("window_start_step", step))
+            win = {k: float(v) for k, v in state.get("window", win).items()}
+            self.elapsed_before = float(state.get("elapsed_s", self.elapsed_before))
+            if state.get("stopped"):
+                self.load_trainable(self.kept)
+                return RoundResult(steps=step, kept_step=kept_step, stopped_early=True,
+                                   reason=str(state.get("reason", "")),
+                                   seconds=self.elapsed_before, last=state.get("last", {}))
+        self._open_log(step)
+        stopped, reason = False, ""
+        last: dict[str, float] = dict(state.get("last", {})) if state else {}
+        t0 = time.perf_counter()
+        win_t, win_items = time.perf_counter(), 0
+        self.den.train()
+        bar = progress_bar(TextColumn("{task.fields[info]}"))
+        bar.disable = bar.disable or not self.progress
+        with bar:
+            task = bar.add_task(f"refine round {self.round} ({cfg.method})", total=cfg.steps,
+                                completed=step, rate="", info="")
+            while step < cfg.steps:
+                lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+                for group in self.opt.param_groups:
+                    group["lr"] = lr
+                g = torch.Generator().manual_seed(
+                    (cfg.seed * 1_000_003 + self.round) * 100_003 + step)
+                logs = self._dpo_step(step, g) if cfg.method == "dpo" else self._rwr_step(step, g)
+                if not math.isfinite(logs["loss"]):
+                    raise MedsynthError(f"refine diverged at round {self.round}, step {step + 1} "
+                                        f"(loss {logs['loss']})",
+                                        hint="lower --lr or --beta; rerun with --resume")
+                for k, v in logs.items():
+                    win[k] += v
+                win["n"] += 1
+                win_items += cfg.batch_size
+                step += 1
+                bar.update(task, completed=step)
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    n = max(1.0, win["n"])
+                    dt = time.perf_counter() - win_t
+                    last = {k: win[k] / n for k in _WINDOW_KEYS if k != "n"}
+                    self._write_log(self._row(step, last, lr, win_items / max(dt, 1e-9),
+                                              self.elapsed_before + time.perf_counter() - t0))
+                    if cfg.method == "dpo":
+                        bar.update(task, info=f"acc {last['acc']:.2f} "
+                                              f"w {last['mw'] - last['rw']:+.2e}")
+                        if last["mw"] > last["rw"]:  # the winners got worse than the reference
+                            bad += 1
+                        else:
+                            bad, kept_step, self.kept = 0, start_step, self.window_start
+                        if cfg.early_stop and step >= cfg.early_stop_min_steps \
+                                and bad >= cfg.early_stop_patience:
+                            stopped = True
+                            reason = (f"the winners' loss rose above the reference's for {bad} "
+                                      f"log windows in a row (steps {step - bad * cfg.log_every + 1}"
+                                      f"-{step}); kept the weights of step {kept_step}")
+                    else:
+                        bar.update(task, info=f"loss {last['loss']:.4f}")
+                    win = dict.fromkeys(_WINDOW_KEYS, 0.0)
+                    if cfg.method == "dpo" and cfg.early_stop:
+                        self.window_start, start_step = self.trainable_state(), step
+                    win_t, win_items = time.perf_counter(), 0
+                if stopped or step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    self._save_checkpoint(step, {
+                        "kept_step": kept_step, "bad": bad, "window": win, "stopped": stopped,
+                        "window_start_step": start_step,
+                        "reason": reason, "last": last,
+                        "elapsed_s": round(self.elapsed_before + time.perf_counter() - t0, 2)})
+                if stopped:
+                    break
+                if self.interrupt_after is not None and step >= self.interrupt_after:
+                    raise KeyboardInterrupt
+        self.den.eval()
+        seconds = self.elapsed_before + time.perf_counter() - t0
+        if stopped:
+            self.load_trainable(self.kept)
+        else:
+            kept_step = step
+        return RoundResult(steps=step, kept_step=kept_step, stopped_early=stopped, reason=reason,
+                           seconds=seconds, last=last)
+
+    def _row(self, step: int, m: dict[str, float], lr: float, rate: float, elapsed: float
+             ) -> dict[str, Any]:
+        def f(k: str) -> str:
+            return f"{m[k]:.6g}"
+
+        dpo = self.cfg.method == "dpo"
+        return {"round": self.round, "step": step, "loss": f("loss"),
+                "implicit_acc": f("acc") if dpo else "", "model_w": f("mw") if dpo else "",
+                "model_l": f("ml") if dpo else "", "ref_w": f("rw") if dpo else "",
+                "ref_l": f("rl") if dpo else "", "mse_synth": "" if dpo else f("ms"),
+                "mse_real": "" if dpo else f("mr"), "lr": f"{lr:.3e}",
+                "items_per_s": f"{rate:.2f}", "elapsed_s": f"{elapsed:.1f}"}
+
+    # --- steps --------------------------------------------------------------------------------
+    def _predict(self, net: Any, x0: Any, noise: Any, t: Any, rows: Any, classes: Any = None,
+                 hidden: Any = None, mask: Any = None) -> tuple[Any, Any]:
+        """(prediction, target) of ``net`` on ``x0`` noised with ``noise`` at ``t``."""
+        dev = self.device
+        c = self.data.conditions
+        if classes is None:
+            classes, hidden, mask = c.class_ids[rows], c.hidden[rows], c.mask[rows]
+        x0, noise, t = x0.to(dev), noise.to(dev), t.to(dev)
+        xt = self.sched.add_noise(x0, noise, t)
+        target = diffusion_target(self.sched, x0, noise, t, self.pred_type)
+        pred = net(xt, t, classes.to(dev), hidden.to(dev), mask.to(dev))
+        return pred, target
+
+    def _reference(self) -> Any:
+        from medsynth.models.adapters import adapters_disabled
+
+        return contextlib.nullcontext(self.ref) if self.ref is not None \
+            else adapters_disabled(self.den)
+
+    def _dpo_step(self, step: int, g: Any) -> dict[str, float]:
+        import torch
+
+        d, cfg = self.data, self.cfg
+        idx = batch_indices(len(d.winners), cfg.batch_size, step, cfg.seed + 7919 * self.round)
+        w_rows, l_rows = d.winners[idx], d.losers[idx]
+        b = len(idx)
+        noise = torch.randn((b, *d.images.shape[1:]), generator=g)
+        t = torch.randint(0, int(self.sched.config.num_train_timesteps), (b,), generator=g)
+        x0 = torch.cat([d.images[w_rows], d.images[l_rows]])
+        rows = torch.cat([d.cond_rows[w_rows], d.cond_rows[l_rows]])
+        noise2, t2 = torch.cat([noise, noise]), torch.cat([t, t])
+        pred, target = self._predict(self.den, x0, noise2, t2, rows)
+        model_w, model_l = per_sample_mse(pred, target).chunk(2)
+        with torch.no_grad(), self._reference() as ref:
+            ref_pred, _ = self._predict(ref, x0, noise2, t2, rows)
+            ref_w, ref_l = per_sample_mse(ref_pred, target).chunk(2)
+        loss, _, acc = dpo_loss(model_w, model_l, ref_w, ref_l, cfg.beta)
+        self._step(loss)
+        return {"loss": float(loss.detach()), "acc": float(acc),
+                "mw": float(model_w.detach().mean()), "ml": float(model_l.detach().mean()),
+                "rw": float(ref_w.mean()), "rl": float(ref_l.mean())}
+
+    def _rwr_step(self, step: int, g: Any) -> dict[str, float]:
+        import torch
+
+        d, cfg = self.data, self.cfg
+        n_real = int(round(cfg.batch_size * cfg.real_fraction)) if len(d.real_rows) else 0
+        n_syn = cfg.batch_size - n_real
+        s_idx = batch_indices(len(d.synth_rows), n_syn, step, cfg.seed + 7919 * self.round)
+        rows_img = [d.synth_rows[s_idx]]
+        weights = [d.synth_weights[s_idx]]
+        if n_real:
+            r_idx = batch_indices(len(d.real_rows), n_real, step, cfg.seed + 15_485_863)
+            rows_img.append(d.real_rows[r_idx])
+            weights.append(torch.ones(n_real))
+        img_rows = torch.cat(rows_img)
+        w = torch.cat(weights)
+        b = len(img_rows)
+        x0 = d.images[img_rows]
+        crow = d.cond_rows[img_rows]
+        c = d.conditions
+        classes = c.class_ids[crow].clone()
+        hidden, mask = c.hidden[crow].clone(), c.mask[crow].clone()
+        # classifier-free guidance dropout, as the model was trained
+        drop_c = torch.rand(b, generator=g) < self.p_drop[0]
+        drop_t = torch.rand(b, generator=g) < self.p_drop[1]
+        classes[drop_c] = self.null_class
+        if bool(drop_t.any()):
+            nh, nm = self.null_text
+            hidden[drop_t] = 0.0
+            mask[drop_t] = 0
+            hidden[drop_t, : nh.shape[1]] = nh[0].to(hidden)
+            mask[drop_t, : nm.shape[1]] = nm[0].to(mask)
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, int(self.sched.config.num_train_timesteps), (b,), generator=g)
+        pred, target = self._predict(self.den, x0, noise, t, None, classes, hidden, mask)
+        per = per_sample_mse(pred, target)
+        loss = weighted_mse(per, w)
+        self._step(loss)
+        per = per.detach()
+        ms = float(per[:n_syn].mean()) if n_syn else 0.0
+        mr = float(per[n_syn:].mean()) if n_real else 0.0
+        return {"loss": float(loss.detach()), "ms": ms, "mr": mr}
+
+    def _step(self, loss: Any) -> None:
+        import torch
+
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.cfg.max_grad_norm)
+        self.opt.step()
