@@ -49,6 +49,14 @@ COLUMNS: dict[str, str] = {
     "png_values": "how PNG stored values map back to the image's values for int16/float32 models "
                   "(e.g. 'HU = stored * 1 + -1024'); '' when the PNG holds the values as they are",
     "text_cut": "1 when the description was longer than the text encoder's window and was cut",
+    "init_image_id": "image-to-image (--init-images, --twin at strength < 1): id of the real image "
+                     "the sample started from (its dataset image_id, or its path inside an image "
+                     "folder); '' when it started from noise",
+    "init_class": "class of that source image (the folder name for an image folder; '' when "
+                  "unlabelled or from noise)",
+    "strength": "share of the denoising schedule run from the source image, in (0, 1]; 1 = from "
+                "noise ('' in runs without --init-images/--twin)",
+    "twin_of": "--twin: the real image id this synthetic image stands for ('' otherwise)",
 }
 """Every samples.csv column, in file order, with its meaning (docs/artifacts.md)."""
 SAMPLE_COLUMNS = tuple(COLUMNS)

@@ -9,6 +9,13 @@ from medsynth.errors import BadUsageError
 from medsynth.models.sampler import SAMPLERS
 
 FORMATS = ("png", "dicom", "nifti")
+SPLITS = ("train", "val", "test")
+INIT_RESIZE = ("pad", "crop")
+IMAGE_PROMPT_FIELDS = ("init_images", "init_classes", "splits", "strength", "init_resize", "twin",
+                       "balance", "balance_target", "privacy_check")
+"""Config fields of image prompts, twins and balancing (medsynth/generate/plans.py)."""
+DEFAULT_STRENGTH = 0.7
+"""--strength with --init-images when none is given (SDEdit; 1 = from noise)."""
 EVERY_CLASS = "*"
 """--class value meaning every class of the model (always; ``all`` too, unless a class is named so)."""
 
@@ -52,6 +59,28 @@ class GenerateConfig:
     """Pixel spacing (rows, cols) in mm for DICOM/NIfTI (None = from the model, else 1 mm)."""
     threads: int | None = None
     """CPU threads for torch (None = the free cores now, medsynth.threads.default_threads)."""
+    # --- image prompts, twins, balancing (medsynth/generate/plans.py) --------------------------
+    init_images: str | None = None
+    """Image prompts: a dataset folder or a plain image folder; each sample starts from one of
+    its images noised to ``strength`` (SDEdit)."""
+    init_classes: list[str] = dataclasses.field(default_factory=list)
+    """Source classes the init images are drawn from (empty = every source image)."""
+    splits: list[str] = dataclasses.field(default_factory=lambda: ["train"])
+    """Dataset splits the init images, the twin's real images and the balance counts come from."""
+    strength: float | None = None
+    """Share of the denoising schedule run from the init image, in (0, 1]; 1 = from noise.
+    None = :data:`DEFAULT_STRENGTH` with ``init_images``, 1 for a twin."""
+    init_resize: str = "pad"
+    """How a non-square init image becomes square: ``pad`` (long side fits) or ``crop`` (short
+    side fits), as ``medsynth data import --resize``."""
+    twin: str | None = None
+    """Synthetic twin of this dataset: one image per real image of ``splits``, same class."""
+    balance: str | None = None
+    """Balance this dataset: make what each class lacks so real (``splits``) + synthetic match."""
+    balance_target: str = "max"
+    """Images per class after balancing: ``max`` (the largest class) or a number."""
+    privacy_check: bool = True
+    """Twin: run the near-copy check on the result (medsynth.metrics.privacy)."""
 
     def __post_init__(self) -> None:
         self.formats = [f.strip().lower() for f in self.formats if f.strip()]
@@ -83,10 +112,52 @@ class GenerateConfig:
             raise BadUsageError(f"--threads must be at least 1, got {self.threads}")
         if self.spacing is not None and (len(self.spacing) != 2 or min(self.spacing) <= 0):
             raise BadUsageError(f"--spacing needs two positive numbers (rows, cols), got {self.spacing}")
+        self._check_image_prompts()
+
+    def _check_image_prompts(self) -> None:
+        """Options of image prompts, twins and balancing (defaults resolved here)."""
+        modes = [o for o, v in (("--init-images", self.init_images), ("--twin", self.twin),
+                                ("--balance", self.balance)) if v]
+        if "--twin" in modes and len(modes) > 1:
+            raise BadUsageError(f"--twin excludes {' and '.join(m for m in modes if m != '--twin')}"
+                                " (a twin starts from its own real images: add --strength)")
+        if (self.twin or self.balance) and self.prompts_csv is not None:
+            raise BadUsageError(f"{modes[0]} and --prompts-csv exclude each other (the counts "
+                                "come from the dataset)")
+        if self.strength is not None and not 0.0 < self.strength <= 1.0:
+            raise BadUsageError(f"--strength must be in (0, 1] (1 = from noise), got {self.strength}")
+        if self.strength is not None and not (self.init_images or self.twin):
+            raise BadUsageError("--strength needs --init-images or --twin (the images to start from)")
+        if self.init_classes and not self.init_images:
+            raise BadUsageError("--init-class needs --init-images")
+        if self.strength is None and (self.init_images or self.twin):
+            self.strength = DEFAULT_STRENGTH if self.init_images else 1.0
+        if self.init_resize not in INIT_RESIZE:
+            raise BadUsageError(f"--init-resize must be one of {', '.join(INIT_RESIZE)}, "
+                                f"got {self.init_resize!r}")
+        self.splits = [p.strip().lower() for s in self.splits for p in s.split(",") if p.strip()]
+        bad = [s for s in self.splits if s not in SPLITS]
+        if bad or not self.splits:
+            raise BadUsageError(f"--split: unknown split(s) {bad or self.splits}; choose from "
+                                f"{', '.join(SPLITS)}")
+        target = str(self.balance_target).strip().lower()
+        if target != "max":
+            try:
+                n = int(target)
+            except ValueError:
+                n = 0
+            if n < 1:
+                raise BadUsageError(f"--target must be 'max' or a positive number of images per "
+                                    f"class, got {self.balance_target!r}")
+            target = str(n)
+        self.balance_target = target
 
     def identity(self) -> dict[str, Any]:
         """The fields a resumed run must share with the run it continues (not batch size)."""
         d = dataclasses.asdict(self)
         for k in ("batch_size", "out", "threads"):
             d.pop(k)
+        if not (self.init_images or self.twin or self.balance):
+            for k in IMAGE_PROMPT_FIELDS:  # runs without them resume as before they existed
+                d.pop(k)
         return d

@@ -51,6 +51,8 @@ from medsynth.generate.conditioning import (
     shard,
 )
 from medsynth.generate.config import GenerateConfig
+from medsynth.generate.plans import ImagePlan
+from medsynth.generate.plans import prepare as prepare_image_plan
 from medsynth.resume import require_same_settings
 from medsynth.synthset import SAMPLES_CSV, write_samples
 from medsynth.threads import torch_threads
@@ -259,7 +261,7 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     from medsynth.generate.writers.dicom import DicomRunInfo
     from medsynth.models.bundle import load_bundle
     from medsynth.models.sampler import denoise
-    from medsynth.ui import console, progress_bar
+    from medsynth.ui import console, progress_bar, track
 
     # cpu=True without CUDA: processes started by `accelerate launch`/torchrun then form a gloo
     # group (MULTI_CPU) instead of each believing it is alone.
@@ -277,7 +279,9 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
                             "generate yet (2D only)")
     store = _store_for(cfg, bundle.manifest)
     # Stored descriptions only of images the model trained on: never a test image's text.
-    plan = plan_for(cfg, bundle.classes, store, splits=bundle.train_splits or None)
+    splits = bundle.train_splits or None
+    images = prepare_image_plan(cfg, bundle, store, splits)  # --init-images/--twin/--balance
+    plan = images.specs if images else plan_for(cfg, bundle.classes, store, splits=splits)
     digest = plan_digest(plan)
     if only:
         wanted = set(only)
@@ -320,6 +324,8 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     if state.is_main_process and done:
         console.print(f"resuming: {len(done)} of {len(plan)} image(s) already done")
 
+    if images:
+        images.check(todo, bundle, track)  # every init image readable and fitting, up front
     scheduler = bundle.make_scheduler(cfg.sampler)
     null_h, null_m = bundle.encode_text([""])
     cut = _cut_texts(bundle, plan, warn=state.is_main_process and not only)
@@ -332,17 +338,19 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
         for start in range(0, len(todo), cfg.batch_size):
             batch = todo[start : start + cfg.batch_size]
             hidden, mask = _encode(bundle, batch, cache, cfg.prototype_strength)
+            init = images.init_batch(batch, bundle) if images else None
             x = denoise(bundle.denoiser, scheduler, class_ids=[s.class_id for s in batch],
                         text_hidden=hidden, text_mask=mask, null_class=bundle.null_class,
                         null_hidden=null_h.cpu(), null_mask=null_m.cpu(),
                         seeds=[s.seed for s in batch], sample_shape=bundle.sample_shape,
-                        steps=cfg.steps, guidance=cfg.guidance, device=device)
+                        steps=cfg.steps, guidance=cfg.guidance, device=device, init=init,
+                        strength=cfg.strength if init is not None else 1.0)
             pixels = bundle.to_pixels(x)
             for spec, px in zip(batch, pixels, strict=True):
                 paths = relative_paths(spec, folders[spec.cls], cfg.formats)
                 _write_sample(out, spec, px, paths, cfg, dicom_run, geometry)
-                journal.write(_row(spec, paths, cfg, bundle.sha256, geometry,
-                                   spec.description in cut))
+                row = _row(spec, paths, cfg, bundle.sha256, geometry, spec.description in cut)
+                journal.write({**row, **images.row(spec)} if images else row)
                 made += 1
                 bar.advance(task)
             elapsed = time.perf_counter() - t0
@@ -351,7 +359,7 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     state.wait_for_everyone()
     result = RunResult(out=out, n_planned=len(plan), n_made=made, seconds=seconds)
     if state.is_main_process:
-        result.manifest = _finish(out, cfg, plan, bundle, store, only, geometry, threads)
+        result.manifest = _finish(out, cfg, plan, bundle, store, only, geometry, threads, images)
     return result
 
 
@@ -393,7 +401,8 @@ def _row(spec: SampleSpec, paths: dict[str, str], cfg: GenerateConfig, model_sha
 
 
 def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any, store: Any,
-            only: list[str] | None, geometry: Geometry, threads: int) -> Manifest:
+            only: list[str] | None, geometry: Geometry, threads: int,
+            images: ImagePlan | None) -> Manifest:
     """Merge the journals into samples.csv (plan order) and write the manifest last."""
     done = _done(out)
     missing = [s.sample_id for s in plan if s.sample_id not in done]
@@ -434,5 +443,24 @@ def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any,
         "text_cut": {"images": int(table["text_cut"].fillna(0).astype(int).sum()),
                      "max_tokens": int(bundle.text_ref.max_tokens)},
     }
+    if images:
+        inputs += images.inputs
+        outputs.update(images.outputs)
+        if images.twin is not None and "twin" in outputs:
+            outputs["twin"]["privacy"] = _twin_check(out, cfg, table, images, only, bundle)
     config = dataclasses.asdict(cfg)
     return write_manifest(out, "generate", config=config, inputs=inputs, outputs=outputs)
+
+
+def _twin_check(out: Path, cfg: GenerateConfig, table: Any, images: ImagePlan,
+                only: list[str] | None, bundle: Any) -> dict[str, Any]:
+    """The twin's near-copy check (medsynth/generate/twin.py), unless switched off or partial."""
+    if not cfg.privacy_check:
+        return {"skipped": "--no-privacy-check"}
+    if only:
+        return {"skipped": "--only made part of the twin"}
+    from medsynth.generate.twin import twin_privacy
+
+    assert images.twin is not None
+    device = "cuda" if getattr(bundle.device, "type", "cpu") == "cuda" else "cpu"
+    return twin_privacy(out, table, images.twin, device=device)
