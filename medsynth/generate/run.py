@@ -290,6 +290,9 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
             raise MedsynthError(f"--only: no sample(s) {unknown} in this run's plan",
                                 hint="sample ids look like <class>-000012 (see samples.csv)")
         plan = [s for s in plan if s.sample_id in wanted]
+    if images:  # every init image still to use readable and fitting, before anything is written
+        finished = _done(out) if resume else {}
+        images.check([s for s in plan if s.sample_id not in finished], bundle, track)
     folders = class_folders(bundle.classes)
     geometry = run_geometry(cfg, bundle)
 
@@ -324,8 +327,6 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     if state.is_main_process and done:
         console.print(f"resuming: {len(done)} of {len(plan)} image(s) already done")
 
-    if images:
-        images.check(todo, bundle, track)  # every init image readable and fitting, up front
     scheduler = bundle.make_scheduler(cfg.sampler)
     null_h, null_m = bundle.encode_text([""])
     cut = _cut_texts(bundle, plan, warn=state.is_main_process and not only)

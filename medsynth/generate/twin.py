@@ -33,7 +33,7 @@ from medsynth.data.readers import read_image
 from medsynth.generate.plans import ImageSource
 from medsynth.metrics.features import INPUT_SIZE, FeatureExtractor
 from medsynth.metrics.images import measure_size, stack_images
-from medsynth.metrics.privacy import NEAR_COPY_QUANTILE, METHOD, near_copies, reference_distances
+from medsynth.metrics.privacy import METHOD, NEAR_COPY_QUANTILE, near_copies, reference_distances
 from medsynth.synthset import IMAGE_COLUMNS
 
 PRIVACY_CSV = "privacy.csv"

@@ -73,7 +73,7 @@ def test_assignment_is_seeded_cycled_and_per_class(tmp_path: Path) -> None:
     assert [s.init_id for s in c] != [s.init_id for s in a]
     only = assign_sources(specs, src, base_seed=3, init_classes=["Pneumonia"])
     assert {s.init_class for s in only} == {"pneumonia"}
-    with pytest.raises(MedsynthError, match="--init-class 'effusion'.*their classes"):
+    with pytest.raises(MedsynthError, match="(?s)--init-class 'effusion'.*their classes"):
         assign_sources(specs, src, base_seed=3, init_classes=["effusion"])
 
 
@@ -106,8 +106,11 @@ def test_sources_need_images_of_the_split(tmp_path: Path) -> None:
         open_source(folder, ["train"], option="--twin", need_dataset=True)
     src = open_source(folder, ["train"], option="--init-images")
     assert [(it.image_id, it.cls, it.split) for it in src.items] == [("normal/a.png", "normal", "")]
+    (tmp_path / "empty").mkdir()
     with pytest.raises(MedsynthError, match="no images found"):
-        open_source(tmp_path / "ds" / "images" / "missing", ["train"], option="--init-images")
+        open_source(tmp_path / "empty", ["train"], option="--init-images")
+    with pytest.raises(MedsynthError, match="missing: no such folder"):
+        open_source(tmp_path / "missing", ["train"], option="--init-images")
 
 
 def _bundle(**kw: object) -> types.SimpleNamespace:
