@@ -195,6 +195,21 @@ def test_twin_maps_real_images_and_checks_near_copies(gray16_model: Path, gray_d
     assert rows["near_copy_pixel"].sum() == priv["pixel"]["n_near_copies"]
     # Random-weight noise is no copy of anything: far from the real images in pixels.
     assert priv["pixel"]["near_copy_share"] == 0.0
+    # The same figures as evaluate's privacy section on this set (one method, shared).
+    from medsynth.evaluate.features import FeatureExtractor
+    from medsynth.evaluate.inputs import default_size, load_real, load_synthetic, open_synthetic
+    from medsynth.evaluate.privacy import privacy_report
+
+    classes = ds.classes
+    size = default_size(ds)
+    real_train, real_test = (load_real(ds, s, size, classes) for s in ("train", "test"))
+    synth = load_synthetic(open_synthetic(out), size, classes)
+    fx = FeatureExtractor()
+    ev, _ = privacy_report(real_train, real_test, fx(real_train.x), fx(real_test.x),
+                           {"twin": synth}, {"twin": fx(synth.x)}, q=0.01, n_pairs=1,
+                           classes=classes)
+    for space in ("feature", "pixel"):
+        assert ev["sets"]["twin"][space] == pytest.approx(priv[space], rel=1e-5, abs=1e-7)
 
 
 def test_twin_from_the_images_at_low_strength_is_flagged(gray16_model: Path, gray_ds: Path,
@@ -230,6 +245,24 @@ def test_twin_with_own_descriptions(rgb_model: Path, tmp_path: Path) -> None:
     assert (rest["description_source"] == "store:nevus_0").all()
     assert manifest(out)["outputs"]["twin"]["privacy"] == {"skipped": "--no-privacy-check"}
     assert not (out / "privacy.csv").exists()
+
+
+def test_evaluate_refuses_sets_made_from_test_images(gray16_model: Path, gray_ds: Path,
+                                                     tmp_path: Path) -> None:
+    from medsynth.errors import MedsynthError
+    from medsynth.evaluate.inputs import open_inputs
+
+    out = tmp_path / "from-test"
+    res = generate(gray16_model, "--init-images", gray_ds, "--split", "test", "--class", "normal",
+                   "--n", "2", "--strength", "0.5", "--out", out, *FAST)
+    assert res.exit_code == 0, res.output
+    with pytest.raises(MedsynthError, match=r"made from the test split .*would leak"):
+        open_inputs(gray_ds, [out], independent_model=True)
+    ok = tmp_path / "from-train"
+    res = generate(gray16_model, "--init-images", gray_ds, "--class", "normal", "--n", "2",
+                   "--strength", "0.5", "--out", ok, *FAST)
+    assert res.exit_code == 0, res.output
+    open_inputs(gray_ds, [ok], independent_model=True)
 
 
 def test_bad_twin_and_balance(gray16_model: Path, gray_ds: Path, image_folder: Path,
