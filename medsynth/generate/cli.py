@@ -84,6 +84,10 @@ def generate_cmd(
         typer.Option("--init-class", help="Take init images of this source class only "
                      "(repeatable; default: every image of --split)."),
     ] = None,
+    init_pairing: Annotated[
+        str, typer.Option("--init-pairing", help="Init images of a sample of class C: any, same "
+                          "(class C: variations) or other (other classes: class translation).")
+    ] = "any",
     split: Annotated[
         str, typer.Option("--split", help="Dataset split(s), comma-separated, that --init-images, "
                           "--twin and --balance take their real images from.")
@@ -157,6 +161,7 @@ def generate_cmd(
         guidance=guidance, seed=seed, batch_size=batch_size, ema=not raw_weights,
         prototype_strength=prototype_strength, spacing=sp, threads=threads,
         init_images=str(init_images) if init_images else None, init_classes=list(init_class or []),
+        init_pairing=init_pairing,
         splits=[split], strength=strength, init_resize=init_resize,
         twin=str(twin) if twin else None, balance=str(balance) if balance else None,
         balance_target=target, privacy_check=privacy_check,

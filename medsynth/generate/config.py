@@ -11,7 +11,8 @@ from medsynth.models.sampler import SAMPLERS
 FORMATS = ("png", "dicom", "nifti")
 SPLITS = ("train", "val", "test")
 INIT_RESIZE = ("pad", "crop")
-IMAGE_PROMPT_FIELDS = ("init_images", "init_classes", "splits", "strength", "init_resize", "twin",
+INIT_PAIRING = ("any", "same", "other")
+IMAGE_PROMPT_FIELDS = ("init_images", "init_classes", "init_pairing", "splits", "strength", "init_resize", "twin",
                        "balance", "balance_target", "privacy_check")
 """Config fields of image prompts, twins and balancing (medsynth/generate/plans.py)."""
 DEFAULT_STRENGTH = 0.7
@@ -65,6 +66,9 @@ class GenerateConfig:
     its images noised to ``strength`` (SDEdit)."""
     init_classes: list[str] = dataclasses.field(default_factory=list)
     """Source classes the init images are drawn from (empty = every source image)."""
+    init_pairing: str = "any"
+    """Which source images a sample of class C may start from: ``any``, ``same`` (class C:
+    variations) or ``other`` (every class but C: class translation, as MAGIC)."""
     splits: list[str] = dataclasses.field(default_factory=lambda: ["train"])
     """Dataset splits the init images, the twin's real images and the balance counts come from."""
     strength: float | None = None
@@ -128,8 +132,11 @@ class GenerateConfig:
             raise BadUsageError(f"--strength must be in (0, 1] (1 = from noise), got {self.strength}")
         if self.strength is not None and not (self.init_images or self.twin):
             raise BadUsageError("--strength needs --init-images or --twin (the images to start from)")
-        if self.init_classes and not self.init_images:
-            raise BadUsageError("--init-class needs --init-images")
+        if (self.init_classes or self.init_pairing != "any") and not self.init_images:
+            raise BadUsageError("--init-class and --init-pairing need --init-images")
+        if self.init_pairing not in INIT_PAIRING:
+            raise BadUsageError(f"--init-pairing must be one of {', '.join(INIT_PAIRING)}, "
+                                f"got {self.init_pairing!r}")
         if self.strength is None and (self.init_images or self.twin):
             self.strength = DEFAULT_STRENGTH if self.init_images else 1.0
         if self.init_resize not in INIT_RESIZE:

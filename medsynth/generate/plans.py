@@ -8,7 +8,8 @@ image-to-image synthesis); each only adds to the plan of :mod:`medsynth.generate
   ``--strength`` S (SDEdit, :func:`medsynth.models.sampler.denoise`), of any target ``--class``
   (possibly another class than the source's: class translation), with the usual description
   and guidance. Assignment: for each target class the source images (of ``--split``, of
-  ``--init-class``) are shuffled with a seed from (``--seed``, target class) and cycled: sample
+  ``--init-class``; of any class, of the target class or of the other classes by
+  ``--init-pairing any|same|other``) are shuffled with a seed from (``--seed``, target class) and cycled: sample
   ``k`` of the class starts from source ``k mod N``. A sample's source therefore depends only on
   its class and index, like its seed: resumed, sharded and ``--only`` runs use the same ones.
 - ``--twin DATASET``: one sample per real image of ``--split`` (same class, the real image's own
@@ -208,31 +209,43 @@ def to_model_space(bundle: Any, x: Any) -> Any:
 
 # --- plans ------------------------------------------------------------------------------------
 def assign_sources(specs: list[SampleSpec], source: ImageSource, *, base_seed: int,
-                   init_classes: list[str]) -> list[SampleSpec]:
-    """Give every sample its source image (module doc: seeded shuffle per target class, cycled)."""
+                   init_classes: list[str], pairing: str = "any") -> list[SampleSpec]:
+    """Give every sample its source image (module doc: seeded shuffle per target class, cycled).
+
+    ``pairing``: ``any`` source image, only sources of the sample's own class (``same``:
+    variations), or only sources of other classes (``other``: class translation).
+    """
     pool = source.items
+    where = f"{source.root}" + (f" (split {', '.join(source.splits)})" if source.splits else "")
     if init_classes:
         have = {it.cls for it in pool}
-        folded = {c.lower(): c for c in have}
         wanted = set()
         for c in init_classes:
             for part in [p.strip() for p in c.split(",") if p.strip()]:
-                if part not in have and part.lower() not in folded:
+                name = _match(part, sorted(have))
+                if name is None:
                     raise MedsynthError(
-                        f"--init-class {part!r}: no such class among the init images of "
-                        f"{source.root}" + (f" (split {', '.join(source.splits)})"
-                                            if source.splits else ""),
+                        f"--init-class {part!r}: no such class among the init images of {where}",
                         hint=f"their classes: {', '.join(repr(c) for c in sorted(have))}")
-                wanted.add(part if part in have else folded[part.lower()])
+                wanted.add(name)
         pool = [it for it in pool if it.cls in wanted]
     orders: dict[str, list[SourceItem]] = {}
     out = []
     for s in specs:
         if s.cls not in orders:
-            order = list(pool)
+            same = [it for it in pool if it.cls.lower() == s.cls.lower()]
+            order = {"any": list(pool), "same": same,
+                     "other": [it for it in pool if it.cls.lower() != s.cls.lower()]}[pairing]
+            if not order:
+                raise MedsynthError(f"--init-pairing {pairing}: no init images for class "
+                                    f"{s.cls!r} in {where}" + (f" of --init-class "
+                                                               f"{', '.join(init_classes)}"
+                                                               if init_classes else ""),
+                                    hint="their classes: " + ", ".join(
+                                        repr(c) for c in sorted({it.cls for it in pool})))
             random.Random(image_seed(base_seed, f"init-images:{s.cls}", 0)).shuffle(order)
             orders[s.cls] = order
-        it = orders[s.cls][s.index % len(pool)]
+        it = orders[s.cls][s.index % len(orders[s.cls])]
         out.append(dataclasses.replace(s, init_id=it.image_id, init_class=it.cls))
     return out
 
@@ -427,7 +440,7 @@ def prepare(cfg: GenerateConfig, bundle: Any, store: Any,
             src = open_source(cfg.init_images, cfg.splits, option="--init-images")
             if cfg.strength is not None and cfg.strength < 1.0:
                 specs = assign_sources(specs, src, base_seed=cfg.seed,
-                                       init_classes=cfg.init_classes)
+                                       init_classes=cfg.init_classes, pairing=cfg.init_pairing)
                 init = src
             # (strength 1 starts from noise: the run is text-to-image, its source recorded)
             inputs.append(src.input_ref("init-images"))
@@ -435,7 +448,8 @@ def prepare(cfg: GenerateConfig, bundle: Any, store: Any,
             outputs["init_images"] = {
                 "path": str(src.root.resolve()), "kind": src.kind, "splits": src.splits,
                 "classes": sorted({s.init_class for s in specs if s.init_id}),
-                "strength": cfg.strength, "resize": cfg.init_resize, "n_sources": len(used),
+                "pairing": cfg.init_pairing, "strength": cfg.strength,
+                "resize": cfg.init_resize, "n_sources": len(used),
                 "assignment": ASSIGNMENT if used else "none: strength 1 starts from noise",
             }
     return ImagePlan(specs=specs, strength=cfg.strength, source=init, resize=cfg.init_resize,

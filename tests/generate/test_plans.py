@@ -75,6 +75,16 @@ def test_assignment_is_seeded_cycled_and_per_class(tmp_path: Path) -> None:
     assert {s.init_class for s in only} == {"pneumonia"}
     with pytest.raises(MedsynthError, match="(?s)--init-class 'effusion'.*their classes"):
         assign_sources(specs, src, base_seed=3, init_classes=["effusion"])
+    # Pairing: the target's own class (variations) or the other classes (translation).
+    same = assign_sources(specs, src, base_seed=3, init_classes=[], pairing="same")
+    other = assign_sources(specs, src, base_seed=3, init_classes=[], pairing="other")
+    assert all(s.init_class == s.cls for s in same)
+    assert all(s.init_class != s.cls for s in other)
+    assert {s.init_id for s in other if s.cls == "normal"} == {"pneumonia_train0",
+                                                               "pneumonia_train1"}
+    with pytest.raises(MedsynthError, match="--init-pairing same: no init images for class "
+                                            "'pneumonia'"):
+        assign_sources(specs, src, base_seed=3, init_classes=["normal"], pairing="same")
 
 
 def test_balance_counts_and_bad_targets(tmp_path: Path) -> None:
@@ -201,7 +211,10 @@ def test_twin_specs_one_per_real_image(tmp_path: Path) -> None:
     ({"init_images": "d", "strength": 0.0}, r"--strength must be in \(0, 1\]"),
     ({"init_images": "d", "strength": 1.5}, r"--strength must be in \(0, 1\]"),
     ({"strength": 0.5}, "--strength needs --init-images or --twin"),
-    ({"init_classes": ["a"]}, "--init-class needs --init-images"),
+    ({"init_classes": ["a"]}, "--init-class and --init-pairing need --init-images"),
+    ({"init_pairing": "other"}, "--init-class and --init-pairing need --init-images"),
+    ({"init_images": "d", "init_pairing": "others"},
+     "--init-pairing must be one of any, same, other"),
     ({"twin": "d", "init_images": "d"}, "--twin excludes --init-images"),
     ({"twin": "d", "balance": "d"}, "--twin excludes --balance"),
     ({"balance": "d", "prompts_csv": "p.csv", "classes": []}, "--balance and --prompts-csv"),
