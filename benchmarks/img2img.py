@@ -1,0 +1,301 @@
+"""Image prompts, class translation, twins: what real images bring to generation (issue 18).
+
+    .venv/bin/python -m benchmarks.img2img [--modality derm,cxr] [--train-steps 3000]
+        [--workdir DIR] [--strengths 0.3,0.5,0.7,0.9,1.0]
+
+For each demo (side by side, one torch thread each), through the real CLI:
+
+1. data demo (300 phantoms per class at 32 px: 210 train, 30 val, 60 test) -> describe (train
+   split) -> train (examples/<mod>-cpu.yaml, ``--train-steps`` optimizer steps: a budget that
+   fits the shared 2-core machine; the recipe's own budget is 8,000-11,000 steps).
+2. Class translation (MAGIC's image-to-image synthesis): for every strength, ``generate
+   --init-images DATA --init-pairing other --class all`` (each image starts from a real training
+   image of another class). ``evaluate --no-benchmark`` scores the sets; its real-data
+   classifier (all real training images, early stopping on val) gives the share of translated
+   images it assigns to the *target* class (class fidelity), and, re-loaded here, the share
+   still assigned to the *source* class, per (source, target) pair. Also FID and the near-copy
+   share of each set.
+3. Downstream (MAGIC's comparison): real + image-to-image synthetic against real + text-to-image
+   synthetic, the same count (one synthetic image per real training image, per class), with all
+   real and 10 % real (few-shot): ``evaluate`` (3 seeds), and the paired difference of the two
+   from the runs' test predictions (same seeds, same test images).
+4. Twins: ``generate --twin DATA`` from noise and from the image at strength 0.5: the twin's own
+   near-copy check (against the real test split), and ``evaluate`` with all real: a classifier
+   trained on the twin alone against one trained on the real training set.
+
+Everything is kept in ``--workdir`` (default: a temporary folder); a rerun with the same
+``--workdir`` resumes every stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import RESULTS, record, run_cli, side_by_side
+
+ROOT = Path(__file__).resolve().parent.parent
+TWIN_STRENGTHS = (1.0, 0.5)
+
+
+def _tag(s: float) -> str:
+    return f"{s:g}".replace(".", "p")
+
+
+def _train(mod: str, w: Path, log: Path, threads: int, steps: int, n_per_class: int
+           ) -> dict[str, Any]:
+    """Data, descriptions and a model (each made once per workdir)."""
+    import yaml
+
+    recipe = ROOT / "examples" / f"{mod}-cpu.yaml"
+    size = int(yaml.safe_load(recipe.read_text())["size"])
+    stages: dict[str, Any] = {}
+    if not (w / "data" / "medsynth.json").exists():
+        stages["data"] = run_cli(["data", "demo", mod, "--out", str(w / "data"), "--n-per-class",
+                                  str(n_per_class), "--size", str(size), "--seed", "0"],
+                                 log, threads)
+    if not (w / "store" / "medsynth.json").exists():
+        stages["describe"] = run_cli(["describe", str(w / "data"), "--out", str(w / "store"),
+                                      "--split", "train"], log, threads)
+    if not (w / "model" / "medsynth.json").exists():
+        resume = ["--resume"] if (w / "model" / "checkpoints").exists() else []
+        stages["train"] = run_cli(["train", str(w / "data"), "--store", str(w / "store"),
+                                   "--config", str(recipe), "--out", str(w / "model"),
+                                   "--max-steps", str(steps), "--checkpoint-every", "500",
+                                   "--threads", str(threads), *resume], log, threads)
+    return {"recipe": f"examples/{mod}-cpu.yaml", "size_px": size, "train_steps": steps,
+            "stages": stages}
+
+
+def _generate(w: Path, log: Path, threads: int, name: str, args: list[str]) -> dict[str, Any]:
+    out = w / name
+    if (out / "medsynth.json").exists():
+        return {"reused": True}
+    resume = ["--resume"] if out.exists() and any(out.iterdir()) else []
+    return run_cli(["generate", str(w / "model"), "--out", str(out), "--steps", "20",
+                    "--threads", str(threads), *args, *resume], log, threads)
+
+
+def _evaluate(w: Path, log: Path, threads: int, name: str, sets: list[str], args: list[str]
+              ) -> dict[str, Any]:
+    out = w / name
+    stage: dict[str, Any] = {"reused": True}
+    if not (out / "medsynth.json").exists():
+        stage = run_cli(["evaluate", "--real", str(w / "data"), "--synthetic",
+                         *[str(w / s) for s in sets], "--out", str(out), "--threads", str(threads),
+                         "--resume", *args], log, threads)
+    return {"stage": stage, "metrics": json.loads((out / "metrics.json").read_text())}
+
+
+def _pair_shares(w: Path, report: str, sets: list[str]) -> dict[str, Any]:
+    """Per (source class -> target class): share predicted as target and as source."""
+    import torch
+
+    from medsynth.data.dataset import open_dataset
+    from medsynth.evaluate.benchmark import REFERENCE_MODEL
+    from medsynth.evaluate.classifier import build_classifier, predict_proba
+    from medsynth.evaluate.inputs import default_size, load_synthetic, open_synthetic
+
+    real = open_dataset(w / "data")
+    classes = real.classes
+    size = default_size(real)
+    net = build_classifier("small", real.channels, len(classes), size)
+    net.load_state_dict(torch.load(w / report / REFERENCE_MODEL, map_location="cpu",
+                                   weights_only=True))
+    net.eval()
+    out: dict[str, Any] = {}
+    for name in sets:
+        s = open_synthetic(w / name)
+        images = load_synthetic(s, size, classes)
+        pred = predict_proba(net, images.x).argmax(1).numpy()
+        table = s.table.set_index("sample_id").loc[images.ids].reset_index()
+        table["init_class"] = table["init_class"].fillna("").astype(str)  # "" = from noise
+        pairs: dict[str, Any] = {}
+        for (src, tgt), idx in table.groupby(["init_class", "class"]).groups.items():
+            p = pred[list(idx)]
+            key = f"{src or 'noise'}->{tgt}"
+            pairs[key] = {"n": len(p), "target": float((p == classes.index(tgt)).mean()),
+                          "source": float((p == classes.index(src)).mean()) if src else None}
+        out[name] = pairs
+    return out
+
+
+def _arms(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for a in (metrics.get("benchmark") or {}).get("arms", []):
+        row = {"setting": a["setting"], "real": a["fraction"], "n_real": a.get("n_real"),
+               "n_synthetic": a.get("n_synthetic"),
+               "balanced_accuracy": a["metrics"]["balanced_accuracy"]}
+        if "gain" in a:
+            row["gain_balanced_accuracy"] = a["gain"]["balanced_accuracy"]
+            row["verdict"] = a.get("verdict")
+        rows.append(row)
+    return rows
+
+
+def _set_vs_set(w: Path, report: str, a: str, b: str, fractions: list[str], seeds: int
+                ) -> dict[str, Any]:
+    """Balanced accuracy of real+A minus real+B, paired by seed (same real images) and test image.
+
+    The per-seed differences, and evaluate's paired bootstrap interval over test images and
+    seeds (medsynth.evaluate.stats.Bootstrap) when this checkout has it.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from medsynth.evaluate.benchmark import RUNS_FILE
+
+    runs = {(r["setting"], r["fraction"], r["seed"]): r for r in
+            (json.loads(x) for x in (w / report / RUNS_FILE).read_text().splitlines() if x)}
+    classes = json.loads((w / report / "metrics.json").read_text())["real"]["classes"]
+    out: dict[str, Any] = {}
+    for frac in fractions:
+        recs = {n: [runs[(f"real+{n}", frac, s)] for s in range(seeds)] for n in (a, b)}
+        diffs = [ra["balanced_accuracy"] - rb["balanced_accuracy"]
+                 for ra, rb in zip(recs[a], recs[b], strict=True)]
+        entry: dict[str, Any] = {"per_seed": diffs, "mean": float(np.mean(diffs))}
+        try:
+            from medsynth.evaluate.stats import Bootstrap  # evaluate's paired bootstrap (issue 13)
+        except ImportError:
+            entry["bootstrap"] = None
+        else:
+            preds = {n: [pd.read_csv(w / report / "predictions" / f"{r['key']}.csv")
+                         for r in recs[n]] for n in (a, b)}
+            y = np.array([classes.index(c) for c in preds[a][0]["true"]])
+            boot = Bootstrap(y, len(classes), seeds)
+            cols = [f"p_{c}" for c in classes]
+            ra, rb = ([boot.run_metrics(f"{n}{i}", p[cols].to_numpy())
+                       for i, p in enumerate(preds[n])] for n in (a, b))
+            entry["bootstrap"] = boot.gain(ra, rb)["balanced_accuracy"]
+        out[frac] = entry
+    return out
+
+
+def one(mod: str, root: Path, a: argparse.Namespace, threads: int) -> dict[str, Any]:
+    w, log = root / mod, root / f"{mod}.log"
+    w.mkdir(parents=True, exist_ok=True)
+    res = _train(mod, w, log, threads, a.train_steps, a.n_per_class)
+    gen: dict[str, Any] = {}
+    # 2. class translation against strength
+    names = []
+    for s in a.strengths:
+        name = f"translate-{_tag(s)}"
+        names.append(name)
+        gen[name] = _generate(w, log, threads, name, [
+            "--init-images", str(w / "data"), "--init-pairing", "other", "--class", "all",
+            "--n", str(a.n_translate), "--strength", f"{s:g}"])
+    ev = _evaluate(w, log, threads, "report-translate", names, ["--no-benchmark"])
+    fid, priv = ev["metrics"]["fidelity"], ev["metrics"]["privacy"]
+    pairs = _pair_shares(w, "report-translate", names)
+    curve = []
+    for s, name in zip(a.strengths, names, strict=True):
+        ps = pairs[name]
+        curve.append({
+            "strength": s,
+            "target_share": fid["sets"][name]["class_fidelity"]["overall"],
+            "target_share_per_class": {k: v for k, v in fid["sets"][name]["class_fidelity"].items()
+                                       if k != "overall"},
+            "source_share": (sum(p["source"] * p["n"] for p in ps.values() if p["source"]
+                                 is not None) / max(1, sum(p["n"] for p in ps.values()
+                                                           if p["source"] is not None)))
+            if any(p["source"] is not None for p in ps.values()) else None,
+            "pairs": ps,
+            "fid": fid["sets"][name]["overall"]["fid"],
+            "near_copy_share_feature": priv["sets"][name]["feature"]["near_copy_share"],
+            "near_copy_share_pixel": priv["sets"][name]["pixel"]["near_copy_share"],
+        })
+    res["translation"] = {"n_per_class": a.n_translate, "curve": curve,
+                          "real_classifier_test_accuracy":
+                              fid["reference"]["class_fidelity"]["overall"],
+                          "fid_real_vs_real": fid["reference"]["overall"]["fid"],
+                          "evaluate": ev["stage"]}
+    # 3. image-to-image vs text-to-image at the same count
+    full = {c: n["train"] for c, n in json.loads((w / "data" / "medsynth.json").read_text())[
+        "outputs"]["counts"].items()}
+    n = max(full.values())
+    t2i = next((c for c in curve if c["strength"] == 1.0), None)
+    ok = [c for c in curve if c["strength"] < 1.0 and t2i is not None
+          and c["target_share"] >= 0.9 * t2i["target_share"]]
+    chosen = min((c["strength"] for c in ok),
+                 default=max((s for s in a.strengths if s < 1.0), default=0.7))
+    gen["i2i"] = _generate(w, log, threads, "i2i", [
+        "--init-images", str(w / "data"), "--init-pairing", "other", "--class", "all", "--n",
+        str(n), "--strength", f"{chosen:g}", "--seed", "1"])
+    gen["t2i"] = _generate(w, log, threads, "t2i", ["--class", "all", "--n", str(n), "--seed", "1"])
+    fractions = ["1.0", "0.1"]
+    ev = _evaluate(w, log, threads, "report-downstream", ["i2i", "t2i"],
+                   ["--seeds", str(a.seeds), "--real-fraction", ",".join(fractions)])
+    res["downstream"] = {
+        "strength": chosen,
+        "strength_rule": "the smallest tested strength < 1 whose target share is at least 0.9 "
+                         "of text-to-image's (strength 1); else the largest tested one < 1",
+        "n_synthetic_per_class": n, "arms": _arms(ev["metrics"]),
+        "i2i_minus_t2i": _set_vs_set(w, "report-downstream", "i2i", "t2i", fractions, a.seeds),
+        "fid": {k: v["overall"]["fid"] for k, v in ev["metrics"]["fidelity"]["sets"].items()},
+        "evaluate": ev["stage"]}
+    # 4. twins
+    twins = []
+    for s in TWIN_STRENGTHS:
+        name = f"twin-{_tag(s)}"
+        twins.append(name)
+        gen[name] = _generate(w, log, threads, name, ["--twin", str(w / "data"),
+                                                      "--strength", f"{s:g}"])
+    ev = _evaluate(w, log, threads, "report-twin", twins,
+                   ["--seeds", str(a.seeds), "--real-fraction", "1.0"])
+    res["twin"] = {
+        "sets": {name: {"strength": s, "check": json.loads((w / name / "medsynth.json")
+                                                           .read_text())["outputs"]["twin"]
+                        ["privacy"]}
+                 for s, name in zip(TWIN_STRENGTHS, twins, strict=True)},
+        "arms": _arms(ev["metrics"]),
+        "evaluate_privacy": {k: {"feature": v["feature"], "pixel": v["pixel"]}
+                             for k, v in ev["metrics"]["privacy"]["sets"].items()},
+        "evaluate": ev["stage"]}
+    res["generate"] = gen
+    return res
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--modality", default="derm,cxr")
+    ap.add_argument("--train-steps", type=int, default=3000)
+    ap.add_argument("--n-per-class", type=int, default=300)
+    ap.add_argument("--n-translate", type=int, default=40,
+                    help="translated images per target class and strength")
+    ap.add_argument("--strengths", default="0.3,0.5,0.7,0.9,1.0")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+    a.strengths = sorted(float(s) for s in a.strengths.split(","))
+    mods = a.modality.split(",")
+    tmp = None if a.workdir else tempfile.TemporaryDirectory()
+    root = a.workdir or Path(tmp.name)  # type: ignore[union-attr]
+    root.mkdir(parents=True, exist_ok=True)
+    load0 = os.getloadavg()
+    try:
+        res: dict[str, Any] = side_by_side(lambda m: one(m, root, a, a.threads), mods)
+    finally:
+        if tmp:
+            tmp.cleanup()
+    res["setup"] = (f"{len(mods)} modalities side by side, {a.threads} torch thread(s) each; "
+                    f"{a.train_steps} training steps; {a.n_per_class} phantoms per class; "
+                    f"dpmsolver++ 20 steps, guidance 3")
+    res["load_average"] = {"start": [round(x, 2) for x in load0],
+                           "end": [round(x, 2) for x in os.getloadavg()]}
+    old = RESULTS / "img2img.json"
+    if old.exists():  # a run of some modalities keeps the others' earlier results
+        prev = json.loads(old.read_text())
+        for m, r in prev.get("results", {}).items():
+            if m not in res and isinstance(r, dict):
+                res[m] = {**r, "measured_earlier": prev.get("date"), "commit": prev.get("commit")}
+    record("img2img", res)
+    return res
+
+
+if __name__ == "__main__":
+    main()
