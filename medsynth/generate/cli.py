@@ -89,9 +89,10 @@ def generate_cmd(
                           "(class C: variations) or other (other classes: class translation).")
     ] = "any",
     split: Annotated[
-        str, typer.Option("--split", help="Dataset split(s), comma-separated, that --init-images, "
-                          "--twin and --balance take their real images from.")
-    ] = "train",
+        str | None,
+        typer.Option("--split", help="Dataset split(s), comma-separated, that --init-images, "
+                     "--twin and --balance take their real images from (default train)."),
+    ] = None,
     strength: Annotated[
         float | None,
         typer.Option("--strength", help="Share of the denoising run from the init image, in "
@@ -113,9 +114,11 @@ def generate_cmd(
                      "real + synthetic reach --target per class."),
     ] = None,
     target: Annotated[
-        str, typer.Option("--target", help="--balance: images per class after balancing, 'max' "
-                          "(the largest class) or a number (not below any class's count).")
-    ] = "max",
+        str | None,
+        typer.Option("--target", help="--balance: images per class after balancing, 'max' "
+                     "(the largest class; the default) or a number (not below any class's "
+                     "count)."),
+    ] = None,
     privacy_check: Annotated[
         bool, typer.Option("--privacy-check/--no-privacy-check",
                            help="--twin: measure near-copies of real images on the result.")
@@ -144,6 +147,11 @@ def generate_cmd(
     from medsynth.generate.run import run_generate
     from medsynth.ui import out as stdout
 
+    if split is not None and not (init_images or twin or balance):
+        raise BadUsageError("--split needs --init-images, --twin or --balance (the dataset "
+                            "whose split it names)")
+    if target is not None and not balance:
+        raise BadUsageError("--target needs --balance")
     if n is not None and (twin or balance):
         raise BadUsageError(f"--n does not go with {'--twin' if twin else '--balance'}: the "
                             "dataset's counts decide how many images each class gets")
@@ -162,9 +170,9 @@ def generate_cmd(
         prototype_strength=prototype_strength, spacing=sp, threads=threads,
         init_images=str(init_images) if init_images else None, init_classes=list(init_class or []),
         init_pairing=init_pairing,
-        splits=[split], strength=strength, init_resize=init_resize,
+        splits=[split or "train"], strength=strength, init_resize=init_resize,
         twin=str(twin) if twin else None, balance=str(balance) if balance else None,
-        balance_target=target, privacy_check=privacy_check,
+        balance_target=target or "max", privacy_check=privacy_check,
     )
     res = run_generate(cfg, resume=resume, overwrite=overwrite, only=only)
     if res.manifest is not None:

@@ -278,6 +278,8 @@ def test_bad_twin_and_balance(gray16_model: Path, gray_ds: Path, image_folder: P
                                                      "normal (4)"),
         (["--balance", gray_ds, "--class", "normal"], 1, "already balanced at 4"),
         (["--balance", gray_ds, "--n", "2"], 2, "--n does not go with --balance"),
+        (["--split", "val"], 2, "--split needs --init-images, --twin or --balance"),
+        (["--target", "5"], 2, "--target needs --balance"),
     ]
     for args, code, message in cases:
         res = generate(gray16_model, *args, "--out", out, *FAST)
