@@ -1,6 +1,6 @@
 """Image prompts, class translation, twins: what real images bring to generation (issue 18).
 
-    .venv/bin/python -m benchmarks.img2img [--modality derm,cxr] [--train-steps 3000]
+    .venv/bin/python -m benchmarks.img2img [--modality derm,cxr] [--train-steps 1500]
         [--workdir DIR] [--strengths 0.3,0.5,0.7,0.9,1.0]
 
 For each demo (side by side, one torch thread each), through the real CLI:
@@ -262,7 +262,7 @@ def one(mod: str, root: Path, a: argparse.Namespace, threads: int) -> dict[str, 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modality", default="derm,cxr")
-    ap.add_argument("--train-steps", type=int, default=3000)
+    ap.add_argument("--train-steps", type=int, default=1500)
     ap.add_argument("--n-per-class", type=int, default=300)
     ap.add_argument("--n-translate", type=int, default=40,
                     help="translated images per target class and strength")

@@ -47,7 +47,6 @@ from medsynth.generate.conditioning import (
     class_folders,
     image_seed,
     plan_samples,
-    requests_from_csv,
     requests_from_options,
 )
 from medsynth.generate.config import GenerateConfig
@@ -101,12 +100,6 @@ class ImageSource:
             return {**input_ref(self.root, "data"), "role": role, "splits": self.splits}
         return {"path": str(self.root.resolve()), "stage": None, "sha256": None, "role": role,
                 "kind": "folder", "n_images": len(self.items)}
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for it in self.items:
-            out[it.cls] = out.get(it.cls, 0) + 1
-        return out
 
 
 def open_source(path: str | Path, splits: list[str], *, option: str,
@@ -369,21 +362,19 @@ class ImagePlan:
                 "strength": self.strength if self.strength is not None else "",
                 "twin_of": spec.twin_of}
 
-    def pixels(self, spec: SampleSpec, bundle: Any) -> np.ndarray:
-        """The source image of ``spec`` mapped to the model's pixels (dtype, channels, size)."""
+    def pixels(self, init_id: str, bundle: Any) -> np.ndarray:
+        """Source image ``init_id`` mapped to the model's pixels (dtype, channels, size)."""
         assert self.source is not None
-        item = self._items[spec.init_id]
+        item = self._items[init_id]
         return fit_image(self.source.load(item), bundle, resize=self.resize,
                          where=str(item.path))
 
     def check(self, specs: list[SampleSpec], bundle: Any, progress: Callable[..., Any]) -> None:
         """Read and map every source image ``specs`` use once, before anything is sampled."""
         ids = sorted({s.init_id for s in specs if s.init_id})
-        if self.source is None or not ids:
-            return
-        for i in progress(ids, "checking init images"):
-            fit_image(self.source.load(self._items[i]), bundle, resize=self.resize,
-                      where=str(self._items[i].path))
+        if self.source is not None:
+            for i in progress(ids, "checking init images"):
+                self.pixels(i, bundle)
 
     def init_batch(self, batch: list[SampleSpec], bundle: Any) -> Any:
         """The batch's source images in the denoiser's space, or None (all from noise)."""
@@ -391,13 +382,17 @@ class ImagePlan:
 
         if self.source is None or self.strength is None or self.strength >= 1.0:
             return None
-        x = torch.stack([bundle.from_pixels(self.pixels(s, bundle)) for s in batch])
+        x = torch.stack([bundle.from_pixels(self.pixels(s.init_id, bundle)) for s in batch])
         return to_model_space(bundle, x)
 
 
-def prepare(cfg: GenerateConfig, bundle: Any, store: Any,
-            store_splits: list[str] | None) -> ImagePlan | None:
-    """The plan of a run with ``--init-images``, ``--twin`` or ``--balance`` (None otherwise)."""
+def prepare(cfg: GenerateConfig, bundle: Any, store: Any, store_splits: list[str] | None, *,
+            base: Callable[[], list[SampleSpec]]) -> ImagePlan | None:
+    """The plan of a run with ``--init-images``, ``--twin`` or ``--balance`` (None otherwise).
+
+    ``base`` makes the run's text-to-image plan (``--class``/``--n``, ``--prompts-csv``), to
+    which ``--init-images`` adds the source images.
+    """
     if not (cfg.init_images or cfg.twin or cfg.balance):
         return None
     classes = bundle.classes
@@ -430,12 +425,10 @@ def prepare(cfg: GenerateConfig, bundle: Any, store: Any,
             inputs.append(counted.input_ref("balance"))
             outputs["balance"] = {"dataset": str(counted.root.resolve()),
                                   "splits": counted.splits, **bal}
-        elif cfg.prompts_csv:
-            requests = requests_from_csv(cfg.prompts_csv, classes)
+            specs = plan_samples(requests, classes, base_seed=cfg.seed, store=store,
+                                 splits=store_splits)
         else:
-            requests = requests_from_options(cfg.classes, classes, cfg.n, cfg.prompt)
-        specs = plan_samples(requests, classes, base_seed=cfg.seed, store=store,
-                             splits=store_splits)
+            specs = base()  # the text-to-image plan of --class/--n or --prompts-csv
         if cfg.init_images:
             src = open_source(cfg.init_images, cfg.splits, option="--init-images")
             if cfg.strength is not None and cfg.strength < 1.0:

@@ -280,7 +280,8 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     store = _store_for(cfg, bundle.manifest)
     # Stored descriptions only of images the model trained on: never a test image's text.
     splits = bundle.train_splits or None
-    images = prepare_image_plan(cfg, bundle, store, splits)  # --init-images/--twin/--balance
+    images = prepare_image_plan(cfg, bundle, store, splits,  # --init-images/--twin/--balance
+                                base=lambda: plan_for(cfg, bundle.classes, store, splits=splits))
     plan = images.specs if images else plan_for(cfg, bundle.classes, store, splits=splits)
     digest = plan_digest(plan)
     if only:
