@@ -137,12 +137,34 @@ def _arms(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _set_vs_set(w: Path, report: str, a: str, b: str, fractions: list[str], seeds: int
-                ) -> dict[str, Any]:
-    """Balanced accuracy of real+A minus real+B, paired by seed (same real images) and test image.
+def _bootstrap_class(path: Path | None) -> Any:
+    """evaluate's paired bootstrap (``medsynth.evaluate.stats.Bootstrap``, issue 13), or the
+    class of the same name in the file ``path`` (evaluate's stats.py, for a checkout that does
+    not have it yet), or None."""
+    try:
+        from medsynth.evaluate.stats import Bootstrap
+    except ImportError:
+        if path is None:
+            return None
+        import importlib.util
+        import sys
 
-    The per-seed differences, and evaluate's paired bootstrap interval over test images and
-    seeds (medsynth.evaluate.stats.Bootstrap) when this checkout has it.
+        spec = importlib.util.spec_from_file_location("evaluate_stats", path)
+        mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules["evaluate_stats"] = mod  # dataclasses look their module up
+        spec.loader.exec_module(mod)  # type: ignore[union-attr]
+        return mod.Bootstrap
+    return Bootstrap
+
+
+def _paired(w: Path, report: str, comparisons: dict[str, tuple[tuple[str, str], tuple[str, str]]],
+            seeds: int, bootstrap: Any) -> dict[str, Any]:
+    """Balanced accuracy of arm A minus arm B, paired by seed and test image, per comparison.
+
+    ``comparisons``: label -> ((setting, fraction) of A, (setting, fraction) of B), as evaluate's
+    runs.jsonl names them (``none`` is the fraction of a synthetic-only arm). The per-seed
+    differences, and the paired bootstrap interval over test images and seeds when ``bootstrap``
+    (evaluate's Bootstrap class) is given.
     """
     import numpy as np
     import pandas as pd
@@ -152,32 +174,33 @@ def _set_vs_set(w: Path, report: str, a: str, b: str, fractions: list[str], seed
     runs = {(r["setting"], r["fraction"], r["seed"]): r for r in
             (json.loads(x) for x in (w / report / RUNS_FILE).read_text().splitlines() if x)}
     classes = json.loads((w / report / "metrics.json").read_text())["real"]["classes"]
+    cols = [f"p_{c}" for c in classes]
+    boot, cache = None, {}
     out: dict[str, Any] = {}
-    for frac in fractions:
-        recs = {n: [runs[(f"real+{n}", frac, s)] for s in range(seeds)] for n in (a, b)}
+    for label, (arm_a, arm_b) in comparisons.items():
+        recs = [[runs[(*arm, s)] for s in range(seeds)] for arm in (arm_a, arm_b)]
         diffs = [ra["balanced_accuracy"] - rb["balanced_accuracy"]
-                 for ra, rb in zip(recs[a], recs[b], strict=True)]
-        entry: dict[str, Any] = {"per_seed": diffs, "mean": float(np.mean(diffs))}
-        try:
-            from medsynth.evaluate.stats import Bootstrap  # evaluate's paired bootstrap (issue 13)
-        except ImportError:
-            entry["bootstrap"] = None
-        else:
-            preds = {n: [pd.read_csv(w / report / "predictions" / f"{r['key']}.csv")
-                         for r in recs[n]] for n in (a, b)}
-            y = np.array([classes.index(c) for c in preds[a][0]["true"]])
-            boot = Bootstrap(y, len(classes), seeds)
-            cols = [f"p_{c}" for c in classes]
-            ra, rb = ([boot.run_metrics(f"{n}{i}", p[cols].to_numpy())
-                       for i, p in enumerate(preds[n])] for n in (a, b))
-            entry["bootstrap"] = boot.gain(ra, rb)["balanced_accuracy"]
-        out[frac] = entry
+                 for ra, rb in zip(*recs, strict=True)]
+        entry: dict[str, Any] = {"a": list(arm_a), "b": list(arm_b), "per_seed": diffs,
+                                 "mean": float(np.mean(diffs)), "bootstrap": None}
+        if bootstrap is not None:
+            preds = [[pd.read_csv(w / report / "predictions" / f"{r['key']}.csv") for r in rr]
+                     for rr in recs]
+            if boot is None:
+                y = np.array([classes.index(c) for c in preds[0][0]["true"]])
+                boot = bootstrap(y, len(classes), seeds)
+            runs_ab = [[cache.setdefault(r["key"], boot.run_metrics(r["key"], p[cols].to_numpy()))
+                        for r, p in zip(rr, pp, strict=True)] for rr, pp in zip(recs, preds,
+                                                                                strict=True)]
+            entry["bootstrap"] = boot.gain(*runs_ab)["balanced_accuracy"]
+        out[label] = entry
     return out
 
 
 def one(mod: str, root: Path, a: argparse.Namespace, threads: int) -> dict[str, Any]:
     w, log = root / mod, root / f"{mod}.log"
     w.mkdir(parents=True, exist_ok=True)
+    boot = _bootstrap_class(a.bootstrap_from)
     res = _train(mod, w, log, threads, a.train_steps, a.n_per_class)
     gen: dict[str, Any] = {}
     # 2. class translation against strength
@@ -234,7 +257,11 @@ def one(mod: str, root: Path, a: argparse.Namespace, threads: int) -> dict[str, 
         "strength_rule": "the smallest tested strength < 1 whose target share is at least 0.9 "
                          "of text-to-image's (strength 1); else the largest tested one < 1",
         "n_synthetic_per_class": n, "arms": _arms(ev["metrics"]),
-        "i2i_minus_t2i": _set_vs_set(w, "report-downstream", "i2i", "t2i", fractions, a.seeds),
+        "paired": _paired(w, "report-downstream", {
+            **{f"real+i2i - real+t2i @ {f}": (("real+i2i", f), ("real+t2i", f))
+               for f in fractions},
+            **{f"real+{n} - real @ {f}": ((f"real+{n}", f), ("real", f))
+               for f in fractions for n in ("i2i", "t2i")}}, a.seeds, boot),
         "fid": {k: v["overall"]["fid"] for k, v in ev["metrics"]["fidelity"]["sets"].items()},
         "evaluate": ev["stage"]}
     # 4. twins
@@ -252,6 +279,8 @@ def one(mod: str, root: Path, a: argparse.Namespace, threads: int) -> dict[str, 
                         ["privacy"]}
                  for s, name in zip(TWIN_STRENGTHS, twins, strict=True)},
         "arms": _arms(ev["metrics"]),
+        "paired": _paired(w, "report-twin", {
+            f"{n} only - real": ((n, "none"), ("real", "1.0")) for n in twins}, a.seeds, boot),
         "evaluate_privacy": {k: {"feature": v["feature"], "pixel": v["pixel"]}
                              for k, v in ev["metrics"]["privacy"]["sets"].items()},
         "evaluate": ev["stage"]}
@@ -270,6 +299,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--bootstrap-from", type=Path, default=None,
+                    help="evaluate's stats.py (issue 13) for the paired bootstrap intervals, when "
+                         "medsynth.evaluate.stats is not in this checkout yet")
     a = ap.parse_args(argv)
     a.strengths = sorted(float(s) for s in a.strengths.split(","))
     mods = a.modality.split(",")
