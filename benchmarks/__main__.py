@@ -21,7 +21,8 @@ from benchmarks.common import RESULTS
 
 ALL = ["startup", "demo_speed", "describe_agreement", "describe_engine", "train_speed",
        "train_flops", "sample_speed", "precision_quality", "sampler_quality", "memory",
-       "recipe_quality", "demo_e2e", "generate_threads", "img2img"]
+       "recipe_quality", "demo_e2e", "generate_threads", "judge_validity", "judge_cost",
+       "img2img"]
 # These share one trained demo model (fp32, examples/derm-demo.yaml) through a common --workdir.
 SHARED = {"precision_quality", "sampler_quality", "memory"}
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"

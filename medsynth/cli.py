@@ -115,7 +115,7 @@ def _register() -> None:
     from medsynth.data.cli import data_app
 
     app.add_typer(data_app, name="data")
-    for module in ("describe", "train", "generate", "evaluate"):
+    for module in ("describe", "train", "generate", "judge", "evaluate"):
         try:
             mod = __import__(f"medsynth.{module}.cli", fromlist=["register"])
         except ModuleNotFoundError as e:

@@ -57,6 +57,9 @@ COLUMNS: dict[str, str] = {
     "strength": "share of the denoising schedule run from the source image, in (0, 1]; 1 = from "
                 "noise ('' in runs without --init-images/--twin)",
     "twin_of": "--twin: the real image id this synthetic image stands for ('' otherwise)",
+    "request": "index of the requested image within its class; the candidates of one request "
+               "(generate --oversample) share it, its class and its description",
+    "oversample": "candidates made per requested image (generate --oversample K; 1 = none)",
 }
 """Every samples.csv column, in file order, with its meaning (docs/artifacts.md)."""
 SAMPLE_COLUMNS = tuple(COLUMNS)

@@ -205,7 +205,8 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     metrics["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
     atomic_write_json(out / "metrics.json", metrics)
     print_summary(metrics)
-    inputs = [input_ref(real.root, "data")] + [input_ref(s.root, "generate") for s in synths]
+    # a set is any synthetic artifact (stage generate, or a filtered set of stage judge)
+    inputs = [input_ref(real.root, "data")] + [input_ref(s.root) for s in synths]
     summary = [{"setting": a["setting"], "fraction": a["fraction"], "verdict": a.get("verdict")}
                for a in (bench or {}).get("arms", []) if a.get("verdict")]
     outputs = {"metrics": "metrics.json", "report": "report.html", "plots": files,

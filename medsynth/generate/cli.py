@@ -68,6 +68,12 @@ def generate_cmd(
         typer.Option("--threads", help="CPU threads for torch (default: the cores free now, i.e. "
                      "the CPUs minus the load average, at least 1)."),
     ] = None,
+    oversample: Annotated[
+        int,
+        typer.Option("--oversample", help="Make K candidates per requested image (same class and "
+                     "description, own seeds); `medsynth judge` then `judge filter --per-request` "
+                     "keeps the best of each, i.e. exactly --n per class again."),
+    ] = 1,
     only: Annotated[
         list[str] | None,
         typer.Option("--only", help="Make only this sample id of the run's plan (repeatable): "
@@ -173,6 +179,7 @@ def generate_cmd(
         splits=[split or "train"], strength=strength, init_resize=init_resize,
         twin=str(twin) if twin else None, balance=str(balance) if balance else None,
         balance_target=target or "max", privacy_check=privacy_check,
+        oversample=oversample,
     )
     res = run_generate(cfg, resume=resume, overwrite=overwrite, only=only)
     if res.manifest is not None:

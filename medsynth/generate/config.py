@@ -85,6 +85,9 @@ class GenerateConfig:
     """Images per class after balancing: ``max`` (the largest class) or a number."""
     privacy_check: bool = True
     """Twin: run the near-copy check on the result (medsynth.metrics.privacy)."""
+    oversample: int = 1
+    """Candidates made per requested image (K; same class and description, own seeds), for
+    ``judge filter --per-request`` or ``--per-class-n`` to keep the best (generate/oversample.py)."""
 
     def __post_init__(self) -> None:
         self.formats = [f.strip().lower() for f in self.formats if f.strip()]
@@ -112,6 +115,8 @@ class GenerateConfig:
                                 "or random stored ones)")
         if not self.classes and self.prompts_csv is None:
             raise BadUsageError("give --class NAME (repeatable, or 'all') or --prompts-csv FILE")
+        if self.oversample < 1:
+            raise BadUsageError(f"--oversample must be at least 1, got {self.oversample}")
         if self.threads is not None and self.threads < 1:
             raise BadUsageError(f"--threads must be at least 1, got {self.threads}")
         if self.spacing is not None and (len(self.spacing) != 2 or min(self.spacing) <= 0):

@@ -356,6 +356,13 @@ class ImagePlan:
         if self.source is not None:
             self._items = self.source.by_id()
 
+    def expanded(self, plan: list[SampleSpec]) -> None:
+        """Take the run's final plan (``--oversample`` candidates share their request's source
+        image and twin): the twin's ``stands_for`` then names every candidate."""
+        self.specs = plan
+        if "twin" in self.outputs:
+            self.outputs["twin"]["stands_for"] = {s.sample_id: s.twin_of for s in plan}
+
     def row(self, spec: SampleSpec) -> dict[str, Any]:
         """The samples.csv columns of image prompts (medsynth.synthset.COLUMNS)."""
         return {"init_image_id": spec.init_id, "init_class": spec.init_class,

@@ -41,6 +41,7 @@ from medsynth.artifacts import (
 )
 from medsynth.data.storage import Rescale
 from medsynth.errors import MedsynthError
+from medsynth.generate import oversample
 from medsynth.generate.conditioning import (
     SampleSpec,
     class_folders,
@@ -283,6 +284,9 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     images = prepare_image_plan(cfg, bundle, store, splits,  # --init-images/--twin/--balance
                                 base=lambda: plan_for(cfg, bundle.classes, store, splits=splits))
     plan = images.specs if images else plan_for(cfg, bundle.classes, store, splits=splits)
+    plan = oversample.expand(plan, cfg.oversample, cfg.seed)
+    if images:
+        images.expanded(plan)  # candidates keep their request's source image / twin
     digest = plan_digest(plan)
     if only:
         wanted = set(only)
@@ -399,6 +403,7 @@ def _row(spec: SampleSpec, paths: dict[str, str], cfg: GenerateConfig, model_sha
         "description_source": spec.source,
         "png_values": geometry.rescale.describe() if geometry.rescale and "png" in paths else "",
         "text_cut": int(cut),
+        **oversample.columns(spec, cfg.oversample),
     }
 
 
@@ -428,6 +433,7 @@ def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any,
         "dicom_study_uid": run_state["dicom"]["study_uid"],
         "dicom_series_uids": run_state["dicom"]["series_uids"],
         "only": only or None, "synthetic": True, "threads": threads,
+        "oversample": cfg.oversample,
         "spacing": list(geometry.spacing) if geometry.spacing else None,
         "affine": geometry.affine,
         # how each format holds the values (docs/intensities.md)
