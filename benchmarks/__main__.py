@@ -22,7 +22,8 @@ from benchmarks.common import RESULTS
 ALL = ["startup", "demo_speed", "describe_agreement", "describe_engine", "train_speed",
        "train_flops", "sample_speed", "precision_quality", "sampler_quality", "memory",
        "recipe_quality", "demo_e2e", "generate_threads", "judge_validity", "judge_cost",
-       "img2img"]
+       "demo_power", "img2img"]
+# Not in ALL (hours on a CPU): utility (python -m benchmarks utility).
 # These share one trained demo model (fp32, examples/derm-demo.yaml) through a common --workdir.
 SHARED = {"precision_quality", "sampler_quality", "memory"}
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -49,12 +50,18 @@ def write_report() -> None:
     for path in sorted(RESULTS.glob("*.json")):
         data = json.loads(path.read_text())
         m = data.get("machine", {})
+        results = data.get("results", {})
+        table = results.get("markdown") if isinstance(results, dict) else None
         parts += [f"## {data.get('benchmark', path.stem)}", "",
                   f"{data.get('date', '?')}{' · commit ' + data['commit'] if data.get('commit') else ''}"
                   f" · {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
                   f"{m.get('memory_gb', '?')} GB · torch {m.get('torch', '?')} · GPU: {m.get('gpu') or 'none'}",
-                  "", "| metric | value |", "| --- | --- |"]
-        for k, v in _flat(data.get("results", {})):
+                  ""]
+        if isinstance(table, str):  # a benchmark that writes its own table (utility)
+            parts += [table, ""]
+            continue
+        parts += ["| metric | value |", "| --- | --- |"]
+        for k, v in _flat(results):
             if isinstance(v, float):
                 v = f"{v:.4g}"
             parts.append(f"| {k} | {v} |")

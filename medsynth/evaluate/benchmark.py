@@ -2,26 +2,30 @@
 
 For every real-data fraction and seed the same classifier is trained on
 
-* ``real``          the real training images of that fraction,
-* ``real+<SYNTH>``  the same real images plus every synthetic image of the set,
-* ``<SYNTH>``       the synthetic images alone (once per seed; it uses no real training data),
+* ``real``           the real training images of that fraction,
+* ``real+<SYNTH>``   the same real images plus every synthetic image of the set,
+* ``real+augment``   the same real images with standard augmentation, repeated to the size of
+                     real+<first set> (on by default; see :mod:`.baselines`),
+* ``real+oracle``    the same real images plus as many EXTRA real images per class as the first
+                     synthetic set adds (``--extra-real DATA``),
+* ``<SYNTH>``        the synthetic images alone (once per seed; it uses no real training data),
 
 with early stopping on the real val split (subsampled with the same fraction, so few-shot arms
 do not see more real labels than they claim), and tested on the whole real test split, which
 the generator never saw (see :func:`medsynth.evaluate.inputs.check_leakage`).
 
 Each run appends one record to ``runs.jsonl`` and writes ``predictions/<run>.csv``; a resumed
-evaluation skips finished runs. Metrics (torchmetrics): accuracy, balanced accuracy (macro
-recall), macro-F1 and macro one-vs-rest AUROC, overall and per class; over seeds the mean with a
-95 % t-interval, and the gain over ``real`` with a paired t-interval (same seed, same real
-images).
+evaluation skips finished runs. The summary (:func:`aggregate`) is a paired bootstrap over the
+test images and the seeds (:mod:`.stats`): every metric of every arm with its 95 % interval and
+the seed spread, every gain over ``real`` with its interval, the smallest gain the set-up can
+detect, a verdict only when the interval excludes 0 and there are at least two seeds, and for
+each synthetic set the comparison with augmentation and its share of the oracle gain.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
-import math
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +34,53 @@ import numpy as np
 from medsynth.artifacts import JsonlAppender, atomic_path, atomic_write_bytes, read_jsonl
 from medsynth.evaluate.config import EvaluateConfig, Fraction
 from medsynth.evaluate.inputs import ImageSet
+from medsynth.evaluate.stats import METRICS, PER_CLASS, verdict
 
-METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc")
-"""Overall metrics of every run (``balanced_accuracy`` is the headline)."""
-PER_CLASS = ("recall", "precision", "f1", "auroc")
+__all__ = ["METRICS", "PER_CLASS", "Arm", "aggregate", "plan_arms", "run_benchmark", "verdict"]
+
+MIN_TEST_PER_CLASS = 30
+"""Below this many test images a class's figures are flagged as noisy."""
 RUNS_FILE = "runs.jsonl"
 REFERENCE_MODEL = "classifiers/real-full-seed0.pt"
 """Real-only classifier (all real train images, seed 0), reused for class fidelity."""
+
+
+def check_test_split(real: Any, classes: list[str]) -> list[str]:
+    """Refuse a test split whose metrics are undefined (one class); warn about thin classes."""
+    from medsynth.errors import MedsynthError
+
+    counts = real.split("test")["class"].astype(str).value_counts()
+    present = [c for c in classes if int(counts.get(c, 0)) > 0]
+    if len(present) < 2:
+        raise MedsynthError(
+            f"{real.root}: the test split holds images of {len(present)} class(es) "
+            f"({', '.join(present) or 'none'}); balanced accuracy, macro-F1 and AUROC are "
+            "undefined with fewer than two classes",
+            hint="re-split the dataset so that every class has test images, or run "
+                 "with --no-benchmark for fidelity and privacy only")
+    warnings = []
+    for c in classes:
+        n = int(counts.get(c, 0))
+        if n == 0:
+            warnings.append(f"class {c} has no test images: its recall and AUROC are undefined "
+                            "and left out of the averages")
+        elif n < MIN_TEST_PER_CLASS:
+            warnings.append(f"class {c} has only {n} test images (< {MIN_TEST_PER_CLASS}): its "
+                            "figures are noisy and every interval is wide")
+    return warnings
+
+
+def convergence_warnings(bench: dict[str, Any]) -> list[str]:
+    """One line naming the arms whose runs were still improving when ``--epochs`` ran out."""
+    bad = [a for a in bench["arms"] if a.get("n_not_converged")]
+    if not bad:
+        return []
+    n = sum(a["n_not_converged"] for a in bad)
+    total = sum(a["n_runs"] for a in bench["arms"])
+    names = ", ".join(f"{a['setting']} @ {a['fraction']}" for a in bad)
+    return [f"{n} of {total} classifier runs were still improving when --epochs "
+            f"{bad[0].get('max_epochs')} ran out ({names}); raise --epochs so that early "
+            "stopping ends them"]
 
 
 def subsample(train: ImageSet, frac: Fraction, seed: int, n_classes: int, *,
@@ -100,38 +144,18 @@ def classification_metrics(probs: Any, y: Any, n_classes: int) -> dict[str, Any]
     }
 
 
-def mean_ci(values: list[float], level: float = 0.95,
-            bounds: tuple[float, float] | None = None) -> dict[str, Any]:
-    """Mean and ``level`` t-interval of ``values`` (the interval is None for one value).
-
-    ``bounds`` clips the interval to the metric's range (a t-interval over 2-3 seeds can
-    otherwise claim an accuracy above 1).
-    """
-    from scipy import stats
-
-    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
-    if len(v) == 0:
-        return {"mean": None, "lo": None, "hi": None, "n": 0, "values": list(values)}
-    m = float(v.mean())
-    if len(v) < 2:
-        return {"mean": m, "lo": None, "hi": None, "n": 1, "values": v.tolist()}
-    half = float(stats.t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    lo, hi = m - half, m + half
-    if bounds is not None:
-        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
-    return {"mean": m, "lo": lo, "hi": hi, "n": int(len(v)), "values": v.tolist()}
-
-
 @dataclasses.dataclass(frozen=True)
 class Arm:
     """One benchmark configuration (a bar in the chart); runs once per seed."""
 
     setting: str
-    """``real``, ``real+<synth>`` or ``<synth>``."""
+    """``real``, ``real+<synth>``, ``real+augment``, ``real+oracle`` or ``<synth>``."""
     fraction: Fraction | None
     """Real training data used (None for synthetic-only)."""
     synthetic: str | None
-    """Name of the synthetic set added (None for real-only)."""
+    """Synthetic set added (or, for augment/oracle, whose per-class size they match)."""
+    kind: str = "real"
+    """``real``, ``synthetic`` (real+synthetic), ``augment``, ``oracle`` or ``synthetic-only``."""
 
     @property
     def fraction_label(self) -> str:
@@ -142,13 +166,16 @@ class Arm:
         return f"{self.setting}__{safe}__seed{seed}".replace("/", "_").replace(" ", "_")
 
 
-def plan_arms(fractions: list[Fraction], synth_names: list[str]) -> list[Arm]:
-    """real and real+synth arms per fraction, then one synthetic-only arm per set."""
+def plan_arms(fractions: list[Fraction], synth_names: list[str],
+              baselines: list[str] | tuple[str, ...] = ()) -> list[Arm]:
+    """Per fraction: real, real+each set, then the baselines; then one synthetic-only arm per set."""
     arms = []
+    first = synth_names[0] if synth_names else None
     for f in fractions:
-        arms.append(Arm("real", f, None))
-        arms += [Arm(f"real+{s}", f, s) for s in synth_names]
-    arms += [Arm(s, None, s) for s in synth_names]
+        arms.append(Arm("real", f, None, "real"))
+        arms += [Arm(f"real+{s}", f, s, "synthetic") for s in synth_names]
+        arms += [Arm(f"real+{b}", f, first, b) for b in baselines if first is not None]
+    arms += [Arm(s, None, s, "synthetic-only") for s in synth_names]
     return arms
 
 
@@ -158,50 +185,88 @@ def _write_predictions(path: Path, ids: list[str], y: Any, probs: Any, classes: 
     df = pd.DataFrame({"image_id": ids, "true": [classes[i] for i in y.tolist()],
                        "pred": [classes[i] for i in probs.argmax(1).tolist()]})
     for k, c in enumerate(classes):
-        df[f"p_{c}"] = probs[:, k].numpy().round(5)
+        df[f"p_{c}"] = probs[:, k].numpy()
     buf = io.StringIO()
-    df.to_csv(buf, index=False)
+    df.to_csv(buf, index=False, float_format="%.7g")
     atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
 
 
+def read_predictions(path: Path, ids: list[str], classes: list[str]) -> np.ndarray:
+    """Class probabilities (N, K) of one finished run, checked against the test split's ids."""
+    import pandas as pd
+
+    from medsynth.errors import MedsynthError
+
+    df = pd.read_csv(path, dtype={"image_id": str})
+    if df["image_id"].astype(str).tolist() != list(ids):
+        raise MedsynthError(f"{path}: its test images differ from the real test split (was the "
+                            "dataset changed?)", hint="use --overwrite to start again")
+    return df[[f"p_{c}" for c in classes]].to_numpy(dtype=np.float64)
+
+
+def class_counts(s: ImageSet, n_classes: int) -> dict[int, int]:
+    """Images per class index."""
+    import torch
+
+    counts = torch.bincount(s.y, minlength=n_classes).tolist()
+    return {k: int(n) for k, n in enumerate(counts) if n}
+
+
 def run_benchmark(cfg: EvaluateConfig, out: Path, classes: list[str], train: ImageSet,
-                  val: ImageSet, test: ImageSet, synth: dict[str, ImageSet], *, flips: bool,
-                  device: str) -> dict[str, Any]:
+                  val: ImageSet, test: ImageSet, synth: dict[str, ImageSet], *, flips: tuple[bool, bool],
+                  device: str, extra: ImageSet | None = None) -> dict[str, Any]:
     """Train and test every arm over every seed (resumable); return the aggregated results."""
     import torch
 
+    from medsynth.evaluate.baselines import augmenter, draw_extra, repeat_to
     from medsynth.evaluate.classifier import predict_proba, train_classifier
     from medsynth.ui import console, progress_bar
 
     n_classes = len(classes)
-    arms = plan_arms(cfg.fractions, list(synth))
+    arms = plan_arms(cfg.fractions, list(synth), cfg.baselines)
     done = {r["key"]: r for r in read_jsonl(out / RUNS_FILE)}
     todo = [(a, s) for a in arms for s in range(cfg.seeds) if a.key(s) not in done]
     if done and todo:
         console.print(f"benchmark: resuming, {len(done)} run(s) done, {len(todo)} to go")
     full = next((f for f in cfg.fractions if f.fraction == 1.0), None)
+    size = int(train.x.shape[-1])
     with JsonlAppender(out / RUNS_FILE) as log, progress_bar() as bar:
         task = bar.add_task("benchmark runs", total=len(todo), rate="")
         for arm, seed in todo:
             key = arm.key(seed)
             bar.update(task, description=f"train {arm.setting} @ {arm.fraction_label} s{seed}")
-            parts = []
+            augment = None
+            n_added = 0
             if arm.fraction is not None:
                 real_part = subsample(train, arm.fraction, seed, n_classes)
                 val_part = subsample(val, arm.fraction, seed, n_classes, minimum=2) \
                     if len(val) else val
-                parts.append(real_part)
             else:
                 real_part, val_part = None, val
-            if arm.synthetic is not None:
-                parts.append(synth[arm.synthetic])
-            data = parts[0] if len(parts) == 1 else concat(parts[0], parts[1], arm.setting)
+            if arm.kind == "synthetic-only":
+                data = synth[arm.synthetic]
+                n_added = len(data)
+            elif arm.kind == "synthetic":
+                data = concat(real_part, synth[arm.synthetic], arm.setting)
+                n_added = len(synth[arm.synthetic])
+            elif arm.kind == "augment":
+                data = repeat_to(real_part, class_counts(synth[arm.synthetic], n_classes), seed)
+                n_added = len(data) - len(real_part)
+                augment = augmenter(int(train.x.shape[1]), size, seed)
+            elif arm.kind == "oracle":
+                if extra is None:
+                    raise ValueError("the oracle arm needs extra real images")
+                more = draw_extra(extra, class_counts(synth[arm.synthetic], n_classes), seed)
+                data = concat(real_part, more, arm.setting)
+                n_added = len(more)
+            else:
+                data = real_part
             if len(val_part) == 0:  # no val split: stop on the training loss instead
                 val_part = data
             res = train_classifier(
                 cfg.classifier, data.x, data.y, val_part.x, val_part.y, n_classes=n_classes,
                 seed=seed, epochs=cfg.epochs, patience=cfg.patience, batch_size=cfg.batch_size,
-                lr=cfg.lr, flips=flips, device=device)
+                lr=cfg.lr, flips=flips, device=device, augment=augment)
             probs = predict_proba(res.model, test.x, device=device)
             m = classification_metrics(probs, test.y, n_classes)
             _write_predictions(out / "predictions" / f"{key}.csv", test.ids, test.y, probs,
@@ -211,58 +276,112 @@ def run_benchmark(cfg: EvaluateConfig, out: Path, classes: list[str], train: Ima
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(path) as tmp:
                     torch.save(res.model.state_dict(), tmp)
-            rec = {"key": key, "setting": arm.setting, "fraction": arm.fraction_label,
-                   "synthetic": arm.synthetic, "seed": seed,
+            rec = {"key": key, "setting": arm.setting, "kind": arm.kind,
+                   "fraction": arm.fraction_label, "synthetic": arm.synthetic, "seed": seed,
                    "n_real": len(real_part) if real_part is not None else 0,
-                   "n_synthetic": len(synth[arm.synthetic]) if arm.synthetic else 0,
+                   "n_synthetic": len(synth[arm.synthetic]) if arm.kind in (
+                       "synthetic", "synthetic-only") else 0,
+                   "n_added": n_added, "n_train": len(data),
                    "n_val": len(val_part), "epochs": res.epochs, "best_epoch": res.best_epoch,
+                   # Converged: early stopping fired, or the last `patience` epochs brought no
+                   # better val loss (also when that happens exactly at --epochs).
+                   "stopped_early": res.epochs < cfg.epochs
+                   or res.epochs - res.best_epoch >= max(cfg.patience, 1),
                    "seconds": round(res.seconds, 2), **m}
             log.write(rec)
             done[key] = rec
             bar.advance(task)
-    return aggregate(arms, done, cfg.seeds, classes)
+    probs_by_key = {k: read_predictions(out / "predictions" / f"{k}.csv", test.ids, classes)
+                    for k in done if (out / "predictions" / f"{k}.csv").is_file()
+                    and any(k == a.key(s) for a in arms for s in range(cfg.seeds))}
+    return aggregate(arms, done, cfg.seeds, classes, probs=probs_by_key, y=test.y.numpy(),
+                     n_boot=cfg.bootstrap, max_epochs=cfg.epochs)
 
 
 def aggregate(arms: list[Arm], runs: dict[str, dict[str, Any]], seeds: int,
-              classes: list[str]) -> dict[str, Any]:
-    """Mean/CI per arm and metric, per class, the paired gain over real-only, a verdict."""
+              classes: list[str], *, probs: dict[str, np.ndarray], y: np.ndarray,
+              n_boot: int = 2000, max_epochs: int | None = None) -> dict[str, Any]:
+    """Intervals per arm and metric, gains over real-only, power, verdicts, baselines.
+
+    ``probs`` holds the test-split class probabilities of every finished run (by run key) and
+    ``y`` the test labels; the bootstrap replicates are shared by every arm (paired).
+    """
+    from medsynth.evaluate.stats import Bootstrap
+
+    boot = Bootstrap(y, len(classes), seeds, n_boot=n_boot)
+
+    def finished(arm: Arm, only: set[int] | None = None) -> list[int]:
+        return [s for s in range(seeds) if arm.key(s) in runs and arm.key(s) in probs
+                and (only is None or s in only)]
+
+    def metrics_of(arm: Arm, ss: list[int]) -> list[dict[str, Any]]:
+        return [boot.run_metrics(arm.key(s), probs[arm.key(s)]) for s in ss]
+
+    by_setting = {(a.setting, a.fraction_label): a for a in arms}
     out_arms = []
     for arm in arms:
-        recs = [runs[arm.key(s)] for s in range(seeds) if arm.key(s) in runs]
-        if not recs:
+        ss = finished(arm)
+        if not ss:
             continue
+        recs = [runs[arm.key(s)] for s in ss]
+        summary = boot.arm(metrics_of(arm, ss))
+        stopped = [bool(r.get("stopped_early", True)) for r in recs]
         entry: dict[str, Any] = {
-            "setting": arm.setting, "fraction": arm.fraction_label, "synthetic": arm.synthetic,
-            "n_runs": len(recs), "n_real": recs[0]["n_real"], "n_synthetic": recs[0]["n_synthetic"],
-            "metrics": {m: mean_ci([r[m] for r in recs], bounds=(0, 1)) for m in METRICS},
-            "per_class": {
-                c: {m: mean_ci([r["per_class"][m][k] for r in recs], bounds=(0, 1))
-                    for m in PER_CLASS}
-                for k, c in enumerate(classes)
-            },
+            "setting": arm.setting, "kind": arm.kind, "fraction": arm.fraction_label,
+            "synthetic": arm.synthetic, "n_runs": len(recs), "seeds_run": ss,
+            "n_real": recs[0]["n_real"], "n_synthetic": recs[0]["n_synthetic"],
+            "n_added": recs[0].get("n_added", recs[0]["n_synthetic"]),
+            "metrics": {m: summary[m] for m in METRICS},
+            "per_class": {c: summary["per_class"][k] for k, c in enumerate(classes)},
             "confusion": np.sum([np.asarray(r["confusion"]) for r in recs], axis=0).tolist(),
-            "epochs": mean_ci([r["epochs"] for r in recs])["mean"],
+            "epochs": float(np.mean([r["epochs"] for r in recs])),
+            "best_epoch": float(np.mean([r["best_epoch"] for r in recs])),
+            "converged": all(stopped), "n_not_converged": int(len(stopped) - sum(stopped)),
             "seconds": float(sum(r["seconds"] for r in recs)),
         }
-        if arm.synthetic is not None and arm.fraction is not None:
-            base = Arm("real", arm.fraction, None)
-            pairs = [(runs[arm.key(s)], runs[base.key(s)]) for s in range(seeds)
-                     if arm.key(s) in runs and base.key(s) in runs]
-            entry["gain"] = {m: mean_ci([a[m] - b[m] for a, b in pairs], bounds=(-1, 1))
-                             for m in METRICS}
-            entry["verdict"] = verdict(entry["gain"]["balanced_accuracy"])
+        base = by_setting.get(("real", arm.fraction_label)) if arm.fraction else None
+        if base is not None and arm.kind != "real":
+            common = finished(arm, set(finished(base)))
+            if common:
+                a_runs, b_runs = metrics_of(arm, common), metrics_of(base, common)
+                entry["gain"] = boot.gain(a_runs, b_runs)
+                entry["power"] = boot.power(a_runs, b_runs)
+                entry["verdict"] = verdict(entry["gain"]["balanced_accuracy"])
+                if arm.kind == "synthetic":
+                    _against_baselines(entry, arm, by_setting, finished, metrics_of, boot)
         out_arms.append(entry)
-    return {"classes": classes, "seeds": seeds, "metrics": list(METRICS), "arms": out_arms}
+    if max_epochs is not None:
+        for e in out_arms:
+            e["max_epochs"] = max_epochs
+    return {"classes": classes, "seeds": seeds, "metrics": list(METRICS), "arms": out_arms,
+            "bootstrap": {"replicates": n_boot, "level": 0.95, "test_images": int(len(y)),
+                          "stratified_by_class": True, "paired": True}}
 
 
-def verdict(gain: dict[str, Any]) -> str:
-    """``helps`` / ``hurts`` when the 95 % interval of the gain excludes 0, else ``no clear effect``."""
-    if gain.get("mean") is None:
-        return "not measured"
-    if gain.get("lo") is None:
-        return "helps (1 seed, no interval)" if gain["mean"] > 0 else "hurts (1 seed, no interval)"
-    if gain["lo"] > 0:
-        return "helps"
-    if gain["hi"] < 0:
-        return "hurts"
-    return "no clear effect"
+def _against_baselines(entry: dict[str, Any], arm: Arm, by_setting: dict[Any, Arm],
+                       finished: Any, metrics_of: Any, boot: Any) -> None:
+    """real+synthetic against real+augment, and its share of the oracle's gain."""
+    base = by_setting[("real", arm.fraction_label)]
+    aug = by_setting.get(("real+augment", arm.fraction_label))
+    if aug is not None:
+        common = finished(arm, set(finished(aug)))
+        if common:
+            g = boot.gain(metrics_of(arm, common), metrics_of(aug, common))
+            entry["vs_augment"] = g
+            entry["vs_augment_verdict"] = verdict(g["balanced_accuracy"])
+    orc = by_setting.get(("real+oracle", arm.fraction_label))
+    if orc is None:
+        return
+    common = finished(arm, set(finished(orc)) & set(finished(base)))
+    if not common:
+        return
+    o_runs, b_runs = metrics_of(orc, common), metrics_of(base, common)
+    og = boot.gain(o_runs, b_runs)["balanced_accuracy"]
+    if og["lo"] is None or og["lo"] <= 0 or len(common) < 2:
+        entry["oracle_recovery"] = {
+            "mean": None, "lo": None, "hi": None,
+            "reason": "the oracle's own gain is not clearly above 0, so a share of it is "
+                      "undefined" if len(common) >= 2 else "needs at least 2 seeds"}
+        return
+    r = boot.ratio((metrics_of(arm, common), b_runs), (o_runs, b_runs))
+    entry["oracle_recovery"] = {**r, "oracle_gain": og["mean"]}

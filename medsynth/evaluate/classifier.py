@@ -11,9 +11,6 @@ import copy
 import dataclasses
 from typing import Any
 
-FLIP_MODALITIES = ("XC", "SM", "GM", "ES")
-"""Modalities without a left/right meaning: random flips are a safe augmentation there."""
-
 
 def pick_device(device: str = "auto") -> str:
     """``auto`` -> cuda when present, else cpu."""
@@ -56,30 +53,37 @@ class TrainResult:
     seconds: float
 
 
-def _augment(x: Any, flips: bool, gen: Any) -> Any:
+def _augment(x: Any, flips: bool | tuple[bool, bool], gen: Any) -> Any:
+    """Random horizontal / vertical flips, each only where allowed (``(h, v)``)."""
     import torch
 
-    if not flips:
+    hflip, vflip = (flips, flips) if isinstance(flips, bool) else flips
+    if not (hflip or vflip):
         return x
     n = x.shape[0]
     h = torch.rand(n, generator=gen) < 0.5
     v = torch.rand(n, generator=gen) < 0.5
     x = x.clone()
-    x[h] = x[h].flip(-1)
-    x[v] = x[v].flip(-2)
+    if hflip:
+        x[h] = x[h].flip(-1)
+    if vflip:
+        x[v] = x[v].flip(-2)
     return x
 
 
 def train_classifier(
     name: str, x: Any, y: Any, x_val: Any, y_val: Any, *, n_classes: int, seed: int,
     epochs: int = 20, patience: int = 5, batch_size: int = 32, lr: float = 1e-3,
-    flips: bool = False, device: str = "cpu",
+    flips: bool | tuple[bool, bool] = False, device: str = "cpu", augment: Any = None,
 ) -> TrainResult:
     """Train a fresh classifier on ``(x, y)``; keep the weights with the lowest val loss.
 
-    The loss is class-weighted cross-entropy (inverse class frequency of the training set), so a
+    ``flips``: (horizontal, vertical) random flips allowed for the data's modality
+    (:func:`medsynth.data.modality.allowed_flips`). The loss is class-weighted cross-entropy (inverse class frequency of the training set), so a
     class that synthetic data over- or under-represents does not dominate. On CUDA the forward
-    pass runs under bf16 autocast.
+    pass runs under bf16 autocast. ``augment`` (batch -> batch, e.g.
+    :func:`medsynth.evaluate.baselines.augmenter`) is applied to every training batch after the
+    flips.
     """
     import time
 
@@ -105,7 +109,10 @@ def train_classifier(
             idx = order[i:i + batch_size]
             if len(idx) < 2 and len(order) > 1:
                 continue  # BatchNorm needs two samples
-            xb = _augment(x[idx], flips, gen).to(dev)
+            xb = _augment(x[idx], flips, gen)
+            if augment is not None:
+                xb = augment(xb)
+            xb = xb.to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                 loss = F.cross_entropy(model(xb).float(), y[idx].to(dev), weight=weight)
             opt.zero_grad(set_to_none=True)

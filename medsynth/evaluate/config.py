@@ -66,8 +66,8 @@ class EvaluateConfig:
     """Report folder to write."""
     classifier: str = "small"
     """Downstream classifier: one of CLASSIFIERS (MONAI networks, 2D)."""
-    seeds: int = 3
-    """Seeds per benchmark arm (the confidence intervals are over seeds)."""
+    seeds: int = 5
+    """Seeds per benchmark arm (training noise; the intervals resample seeds and test images)."""
     real_fractions: list[str] = dataclasses.field(default_factory=lambda: ["1.0", "0.1"])
     """Real training data per arm: fractions (``1.0``, ``0.1``) or images per class (``20``)."""
     size: int | None = None
@@ -80,6 +80,14 @@ class EvaluateConfig:
     """Classifier batch size."""
     lr: float = 1e-3
     """Classifier learning rate (AdamW)."""
+    baselines: list[str] = dataclasses.field(default_factory=lambda: ["augment"])
+    """Baseline arms besides real-only: ``augment`` (standard augmentation, same budget) and
+    ``oracle`` (real + as many extra real images as synthetic ones; needs ``extra_real``, and is
+    added whenever ``extra_real`` is given). ``[]`` or ``["none"]``: real-only alone."""
+    extra_real: Path | None = None
+    """Dataset of extra real images (other images of the same classes) for the oracle arm."""
+    bootstrap: int = 2000
+    """Bootstrap replicates (test images and seeds resampled together) behind every interval."""
     max_synthetic_per_class: int | None = None
     """Use at most this many synthetic images per class (None = all)."""
     feature_size: int = 128
@@ -113,6 +121,17 @@ class EvaluateConfig:
         self.real = Path(self.real)
         self.out = Path(self.out)
         self.synthetic = [Path(p) for p in self.synthetic]
+        from medsynth.evaluate.baselines import parse_baselines
+
+        self.baselines = parse_baselines(self.baselines)
+        self.extra_real = Path(self.extra_real) if self.extra_real is not None else None
+        if "oracle" in self.baselines and self.extra_real is None:
+            bad("the oracle baseline needs --extra-real DATASET (other real images of the "
+                "same classes, e.g. demo phantoms drawn with another --seed)")
+        if self.extra_real is not None and "oracle" not in self.baselines:
+            self.baselines = parse_baselines([*self.baselines, "oracle"])
+        if not 200 <= self.bootstrap <= 100_000:
+            bad("bootstrap must be in [200, 100000] replicates")
         if not self.synthetic:
             bad("give at least one --synthetic set")
         if len({p.resolve() for p in self.synthetic}) != len(self.synthetic):

@@ -50,6 +50,62 @@ def fmt_pm(d: dict[str, Any] | None, digits: int = 3, signed: bool = False) -> s
     return m if d.get("lo") is None else f"{m} ±{(d['hi'] - d['lo']) / 2:.{digits}f}"
 
 
+def points(v: float | None, unit: str = "points") -> str:
+    """A balanced-accuracy difference in percentage points: ``3.2 points``."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{100 * v:.1f} {unit}"
+
+
+def gain_text(a: dict[str, Any]) -> str:
+    """One line per arm: gain over real-only with interval, verdict, detectable gain."""
+    g = a["gain"]["balanced_accuracy"]
+    pw = a.get("power") or {}
+    return (f"{a['setting']} with real {a['fraction']}: balanced accuracy "
+            f"{fmt_ci(g, signed=True)} vs real-only -> {a['verdict']} "
+            f"(detectable: {points(pw.get('mde'))})")
+
+
+def baseline_texts(a: dict[str, Any]) -> list[str]:
+    """The synthetic arm against augmentation and its share of the oracle's gain."""
+    out = []
+    if "vs_augment" in a:
+        g = a["vs_augment"]["balanced_accuracy"]
+        out.append(f"{a['setting']} vs real+augment (real {a['fraction']}): "
+                   f"{fmt_ci(g, signed=True)} -> {a['vs_augment_verdict']}")
+    rec = a.get("oracle_recovery")
+    if rec is not None:
+        if rec.get("mean") is None:
+            out.append(f"{a['setting']} (real {a['fraction']}): share of the oracle gain not "
+                       f"defined ({rec.get('reason')})")
+        else:
+            lo = "–" if rec.get("lo") is None else f"{100 * rec['lo']:.0f}"
+            hi = "–" if rec.get("hi") is None else f"{100 * rec['hi']:.0f}"
+            out.append(f"{a['setting']} (real {a['fraction']}): synthetic recovers "
+                       f"{100 * rec['mean']:.0f} % [{lo}, {hi}] of the oracle gain "
+                       f"({fmt(rec.get('oracle_gain'), 3)})")
+    return out
+
+
+def _detects(bench: dict[str, Any], target: float = 0.05) -> bool:
+    mdes = [a["power"]["mde"] for a in bench["arms"] if a.get("power")]
+    return bool(mdes) and max(mdes) <= target
+
+
+def power_text(bench: dict[str, Any], target: float = 0.05) -> str:
+    """The set-up's power in one sentence: can it detect a ``target`` gain?"""
+    mdes = [a["power"]["mde"] for a in bench["arms"] if a.get("power")]
+    if not mdes:
+        return "No gains measured."
+    lo, hi = min(mdes), max(mdes)
+    span = points(lo) if abs(hi - lo) < 5e-4 else f"{100 * lo:.1f}-{points(hi)}"
+    verdict = (f"a {100 * target:.0f}-point gain is detectable" if hi <= target else
+               f"a {100 * target:.0f}-point gain is NOT detectable everywhere")
+    return (f"Smallest gain in balanced accuracy this set-up detects (80 % power, 5 % level; "
+            f"{bench['seeds']} seeds, {bench.get('bootstrap', {}).get('test_images', '?')} test "
+            f"images): {span}; {verdict}.")
+
+
 def _tile(x: Any) -> np.ndarray:
     """(C, H, W) float tensor in [0, 1] -> (H, W[, 3]) numpy for imshow."""
     a = x.detach().cpu().numpy()
@@ -166,7 +222,7 @@ def plot_benchmark(out: Path, bench: dict[str, Any], metric: str = "balanced_acc
     ax.set_xticks(xs, [f"real {f}" for f in fractions], fontsize=11)
     ax.set_ylabel(metric.replace("_", " "), fontsize=11)
     ax.set_ylim(0, 1.05)
-    ax.set_title(f"Test {metric.replace('_', ' ')} (mean, 95% CI over seeds)", fontsize=12)
+    ax.set_title(f"Test {metric.replace('_', ' ')} (mean, 95% bootstrap CI)", fontsize=12)
     ax.legend(fontsize=9, loc="best", framealpha=0.9)
     ax.grid(axis="y", alpha=0.3)
 
@@ -179,13 +235,19 @@ def plot_benchmark(out: Path, bench: dict[str, Any], metric: str = "balanced_acc
             if a is None:
                 continue
             m, e = err(a["gain"][metric])
-            ax2.bar(xs[j] + (i - (len(sets) - 1) / 2) * width2, m, width2 * 0.95, yerr=e,
-                    capsize=5, color=SETTING_COLORS[(i + 1) % len(SETTING_COLORS)],
+            x = xs[j] + (i - (len(sets) - 1) / 2) * width2
+            ax2.bar(x, m, width2 * 0.95, yerr=e, capsize=5,
+                    color=SETTING_COLORS[(i + 1) % len(SETTING_COLORS)],
                     label=sname if j == 0 else None)
+            mde = (a.get("power") or {}).get("mde") if metric == "balanced_accuracy" else None
+            if mde is not None:  # the smallest gain this arm could detect
+                ax2.hlines([mde, -mde], x - width2 * 0.45, x + width2 * 0.45, colors="#777",
+                           linestyles=":", lw=1.5,
+                           label="detectable gain (80% power)" if (i, j) == (0, 0) else None)
     ax2.axhline(0, color="black", lw=1)
     ax2.set_xticks(xs, [f"real {f}" for f in fractions], fontsize=11)
     ax2.set_ylabel(f"gain in {metric.replace('_', ' ')}", fontsize=11)
-    ax2.set_title("Gain over real-only (paired, 95% CI)", fontsize=12)
+    ax2.set_title("Gain over real-only (paired bootstrap, 95% CI)", fontsize=12)
     if sets:
         ax2.legend(fontsize=9)
     ax2.grid(axis="y", alpha=0.3)
@@ -325,28 +387,49 @@ def _ref(v: str) -> str:
     return f'<span class="ref">({v})</span>'
 
 
+def _verdict_span(v: str | None) -> str:
+    return f'<span class="{_verdict_class(v)}">{html.escape(v or "")}</span>' if v else ""
+
+
 def _benchmark_html(out: Path, bench: dict[str, Any], plots: dict[str, str]) -> str:
     classes = bench["classes"]
     items = []
     for a in bench["arms"]:
-        if "gain" in a:
-            g = a["gain"]["balanced_accuracy"]
-            items.append(f'<li>{html.escape(a["setting"])} with real {html.escape(a["fraction"])}:'
-                         f' balanced accuracy {fmt_ci(g, signed=True)} vs real-only → '
-                         f'<span class="{_verdict_class(a["verdict"])}">'
-                         f'{html.escape(a["verdict"])}</span></li>')
-    rows = []
+        if "gain" not in a:
+            continue
+        g = a["gain"]["balanced_accuracy"]
+        pw = a.get("power") or {}
+        advice = (f'<br><span class="advice">{html.escape(pw["advice"])}</span>'
+                  if pw.get("advice") else "")
+        items.append(f'<li>{html.escape(a["setting"])} with real {html.escape(a["fraction"])}:'
+                     f' balanced accuracy {fmt_ci(g, signed=True)} vs real-only → '
+                     f'{_verdict_span(a["verdict"])} <span class="ref">(detectable: '
+                     f'{points(pw.get("mde"))}; seed spread ±'
+                     f'{fmt((g.get("seeds") or {}).get("sd"), 3)})</span>{advice}</li>')
+        items += [f'<li class="sub">{html.escape(t)}</li>' for t in baseline_texts(a)]
+    rows, more = [], []
     for a in bench["arms"]:
         m = a["metrics"]
+        g = a.get("gain", {}).get("balanced_accuracy")
         rows.append([html.escape(a["setting"]), html.escape(a["fraction"]), fmt(a["n_real"]),
-                     fmt(a["n_synthetic"]), str(a["n_runs"]),
-                     fmt_ci(m["accuracy"]), fmt_ci(m["balanced_accuracy"]),
-                     fmt_ci(m["macro_f1"]), fmt_ci(m["auroc"]),
-                     fmt_ci(a["gain"]["balanced_accuracy"], signed=True) if "gain" in a else "",
-                     f'<span class="{_verdict_class(a.get("verdict"))}">'
-                     f'{html.escape(a.get("verdict", ""))}</span>' if "verdict" in a else ""])
-    table = _table(["setting", "real data", "n real", "n synth", "seeds", "accuracy",
-                    "balanced acc.", "macro-F1", "AUROC", "gain (bal. acc.)", "verdict"], rows, 2)
+                     fmt(a.get("n_added", a["n_synthetic"])), str(a["n_runs"]),
+                     fmt_ci(m["balanced_accuracy"]),
+                     fmt_ci(g, signed=True) if g else "",
+                     fmt((g.get("seeds") or {}).get("sd")) if g else "",
+                     points((a.get("power") or {}).get("mde"), "pt") if g else "",
+                     _verdict_span(a.get("verdict")),
+                     f'{a.get("epochs", 0):.0f} ({a.get("best_epoch", 0):.0f})'
+                     + ("" if a.get("converged", True) else " ⚠")])
+        gains = a.get("gain", {})
+        more.append([html.escape(a["setting"]), html.escape(a["fraction"]),
+                     fmt_ci(m["accuracy"]), fmt_ci(m["macro_f1"]), fmt_ci(m["auroc"])]
+                    + [fmt_ci(gains.get(k), signed=True) if gains else ""
+                       for k in ("accuracy", "macro_f1", "auroc")])
+    table = _table(["setting", "real data", "n real", "n added", "seeds", "balanced acc.",
+                    "gain (bal. acc.)", "seed sd", "detectable", "verdict", "epochs (best)"],
+                   rows, 2)
+    table2 = _table(["setting", "real data", "accuracy", "macro-F1", "AUROC", "gain (accuracy)",
+                     "gain (macro-F1)", "gain (AUROC)"], more, 2)
     pc_rows = []
     for a in bench["arms"]:
         pc_rows.append([html.escape(a["setting"]), html.escape(a["fraction"])] +
@@ -354,13 +437,25 @@ def _benchmark_html(out: Path, bench: dict[str, Any], plots: dict[str, str]) -> 
                        [fmt_ci(a["per_class"][c]["auroc"], 2) for c in classes])
     pc = _table(["setting", "real data"] + [f"recall {c}" for c in classes] +
                 [f"AUROC {c}" for c in classes], pc_rows, 2)
+    boot = bench.get("bootstrap", {})
     return (
         '<section id="benchmark"><h2>Does synthetic data help? Downstream classifier benchmark</h2>'
         f'<p class="note">Same classifier trained on each setting, {bench["seeds"]} seed(s) each,'
-        ' tested on the held-out real test split (never seen by the generator). Intervals are '
-        '95% t-intervals over seeds; gains are paired by seed (same real images).</p>'
+        ' tested on the held-out real test split (never seen by the generator). Intervals: 95 % '
+        f'paired bootstrap ({boot.get("replicates", "?")} replicates) that resamples the '
+        f'{boot.get("test_images", "?")} test images (within each class) and the seeds, the '
+        'same replicate for every arm; gains are paired by seed (same real images) and by test '
+        'image. <i>Seed sd</i>: the spread of the gain between seeds alone. <i>Detectable '
+        'gain</i>: the smallest gain this set-up finds with 80 % power at the 5 % level (2.8 '
+        'bootstrap standard errors). A verdict needs an interval that excludes 0 and at least '
+        'two seeds. <i>augment</i>: the same real images with standard augmentation, repeated '
+        'to the size of real+synthetic; <i>oracle</i>: the same real images plus as many extra '
+        'real images as synthetic ones.</p>'
+        f'<p class="power{"" if _detects(bench) else " weak"}">'
+        f'{html.escape(power_text(bench))}</p>'
         f'<ul class="verdicts">{"".join(items)}</ul>{table}'
         f'{_img(out, plots["benchmark"], "benchmark chart")}'
+        f'<h3>Other metrics (95 % paired bootstrap intervals)</h3>{table2}'
         f'<h3>Per class (recall = sensitivity)</h3>{pc}'
         f'<h3>Confusion matrices</h3>{_img(out, plots["confusion"], "confusion matrices")}'
         '</section>')
@@ -532,20 +627,30 @@ def print_summary(metrics: dict[str, Any]) -> None:
 
     bench = metrics.get("benchmark")
     if bench and bench["arms"]:
-        t = Table(title="Downstream benchmark on the real test split (mean ±95% CI half-width)")
-        for col in ("setting", "real", "n real", "n syn", "bal. acc.", "AUROC",
-                    "gain bal. acc.", "verdict"):
+        t = Table(title="Downstream benchmark on the real test split "
+                        "(mean ±95% bootstrap half-width; test images and seeds)")
+        for col in ("setting", "real", "n real", "n added", "bal. acc.", "gain bal. acc.",
+                    "detectable", "verdict"):
             t.add_column(col, justify="left" if col in ("setting", "real", "verdict")
                          else "right")
         for a in bench["arms"]:
             m = a["metrics"]
             v = a.get("verdict", "")
             color = {"helps": "green", "hurts": "red"}.get(v.split(" ")[0], "yellow")
-            t.add_row(a["setting"], a["fraction"], fmt(a["n_real"]), fmt(a["n_synthetic"]),
-                      fmt_pm(m["balanced_accuracy"]), fmt_pm(m["auroc"]),
+            t.add_row(a["setting"], a["fraction"], fmt(a["n_real"]),
+                      fmt(a.get("n_added", a["n_synthetic"])),
+                      fmt_pm(m["balanced_accuracy"]),
                       fmt_pm(a["gain"]["balanced_accuracy"], signed=True) if "gain" in a else "",
+                      points(a["power"]["mde"], "pt") if a.get("power") else "",
                       f"[{color}]{v}[/]" if v else "")
         out.print(t)
+        for a in bench["arms"]:
+            for line in baseline_texts(a):
+                out.print(f"  {line}")
+            advice = (a.get("power") or {}).get("advice")
+            if advice:
+                out.print(f"  [yellow]{a['setting']} @ {a['fraction']}:[/] {advice}")
+        out.print(power_text(bench))
     fid = metrics["fidelity"]
     ref = fid["reference"]
     t = Table(title="Fidelity vs real test (real-vs-real reference in brackets)")

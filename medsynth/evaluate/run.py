@@ -33,7 +33,6 @@ from medsynth.artifacts import (
     to_jsonable,
     write_manifest,
 )
-from medsynth.errors import MedsynthError
 from medsynth.evaluate.config import EvaluateConfig
 
 RUN_FILE = "evaluate.json"
@@ -44,6 +43,7 @@ def _identity(cfg: EvaluateConfig) -> dict[str, Any]:
     d = to_jsonable(cfg)
     d["real"] = str(Path(cfg.real).resolve())
     d["synthetic"] = [str(Path(p).resolve()) for p in cfg.synthetic]
+    d["extra_real"] = str(Path(cfg.extra_real).resolve()) if cfg.extra_real else None
     return {k: v for k, v in d.items() if k not in IDENTITY_IGNORES}
 
 
@@ -52,17 +52,17 @@ def _check_identity(out: Path, cfg: EvaluateConfig) -> None:
     path = out / RUN_FILE
     ident = _identity(cfg)
     if path.is_file():
-        old = json.loads(path.read_text("utf-8"))
-        diff = sorted(k for k in set(old) | set(ident) if old.get(k) != ident.get(k))
-        if diff:
-            raise MedsynthError(f"{out}: holds an evaluation with other settings ({', '.join(diff)})",
-                                hint="use --overwrite to start again, or another --out")
+        from medsynth.resume import require_same_settings
+
+        require_same_settings(json.loads(path.read_text("utf-8")), ident,
+                              where=f"{out}: holds an evaluation with other settings",
+                              hint="use --overwrite to start again, or another --out")
     else:
         atomic_write_json(path, ident)
 
 
 def reference_classifier(cfg: EvaluateConfig, out: Path, classes: list[str], train: Any,
-                         val: Any, *, flips: bool, device: str) -> Any:
+                         val: Any, *, flips: tuple[bool, bool], device: str) -> Any:
     """Real-only classifier on all real train images (seed 0): from the benchmark, else trained."""
     import torch
 
@@ -115,9 +115,11 @@ def run_evaluate(cfg: EvaluateConfig) -> Manifest:
 def _run(cfg: EvaluateConfig) -> Manifest:
     import torch
 
+    from medsynth.data.modality import allowed_flips
     from medsynth.evaluate.adherence import adherence_report
-    from medsynth.evaluate.benchmark import run_benchmark
-    from medsynth.evaluate.classifier import FLIP_MODALITIES, pick_device, predict_proba
+    from medsynth.evaluate.baselines import load_extra_real
+    from medsynth.evaluate.benchmark import check_test_split, convergence_warnings, run_benchmark
+    from medsynth.evaluate.classifier import pick_device, predict_proba
     from medsynth.evaluate.features import FeatureExtractor
     from medsynth.evaluate.fidelity import fidelity_report
     from medsynth.evaluate.inputs import default_size, load_real, load_synthetic, open_inputs
@@ -129,12 +131,21 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     # Open and check everything before creating the output folder: a refused (leaking) set
     # leaves nothing behind.
     real, synths, notes = open_inputs(cfg.real, cfg.synthetic, cfg.independent_model)
+    for s in synths:  # a set named like a baseline arm would share its name in the tables
+        if s.name in ("real", "augment", "oracle"):
+            s.name = f"{s.name}-synthetic"
+    if cfg.benchmark:
+        notes += check_test_split(real, real.classes)
+    classes = real.classes
+    size = cfg.size or default_size(real)
+    extra = None
+    if cfg.benchmark and "oracle" in cfg.baselines and cfg.extra_real is not None:
+        extra, extra_notes = load_extra_real(cfg.extra_real, real, size, classes)
+        notes += extra_notes
     out = prepare_output_dir(cfg.out, "evaluate", resume=cfg.resume, overwrite=cfg.overwrite)
     _check_identity(out, cfg)
     for w in notes:
         console.print(f"[yellow]warning:[/] {w}")
-    classes = real.classes
-    size = cfg.size or default_size(real)
     device = pick_device(cfg.device)
     torch.manual_seed(0)
 
@@ -143,14 +154,17 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     test = load_real(real, "test", size, classes)
     synth = {s.name: load_synthetic(s, size, classes, cfg.max_synthetic_per_class)
              for s in synths}
-    flips = real.modality in FLIP_MODALITIES
+    flips = allowed_flips(real.modality)  # (horizontal, vertical), the one definition
     timings: dict[str, float] = {"loading": time.perf_counter() - t0}
 
     t = time.perf_counter()
     bench = None
     if cfg.benchmark:
         bench = run_benchmark(cfg, out, classes, train, val, test, synth, flips=flips,
-                              device=device)
+                              device=device, extra=extra)
+        for w in convergence_warnings(bench):
+            console.print(f"[yellow]warning:[/] {w}")
+            notes.append(w)
     timings["benchmark"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -190,7 +204,13 @@ def _run(cfg: EvaluateConfig) -> Manifest:
                                         for c in sorted(set(synth[n].y.tolist()))}}
                       for n, s in zip(synth, synths, strict=True)},
         "classifier": {"name": cfg.classifier, "epochs": cfg.epochs, "patience": cfg.patience,
-                       "device": device, "flips": flips},
+                       "device": device, "flips": {"horizontal": flips[0], "vertical": flips[1]},
+                       "seeds": cfg.seeds},
+        "baselines": {"names": cfg.baselines,
+                      "extra_real": None if extra is None else
+                      {"path": str(cfg.extra_real), "n_images": len(extra),
+                       "per_class": {classes[c]: int((extra.y == c).sum())
+                                     for c in sorted(set(extra.y.tolist()))}}},
         "warnings": notes,
         "benchmark": bench,
         "fidelity": fidelity,
@@ -207,6 +227,8 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     print_summary(metrics)
     # a set is any synthetic artifact (stage generate, or a filtered set of stage judge)
     inputs = [input_ref(real.root, "data")] + [input_ref(s.root) for s in synths]
+    if extra is not None and cfg.extra_real is not None:
+        inputs.append(input_ref(cfg.extra_real, "data"))
     summary = [{"setting": a["setting"], "fraction": a["fraction"], "verdict": a.get("verdict")}
                for a in (bench or {}).get("arms", []) if a.get("verdict")]
     outputs = {"metrics": "metrics.json", "report": "report.html", "plots": files,

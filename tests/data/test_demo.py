@@ -294,3 +294,19 @@ def test_cli_refuses_to_clobber_and_bad_options(tmp_path: Path) -> None:
         DemoConfig("cxr", str(tmp_path / "f"), n_per_class=0)
     with pytest.raises(MedsynthError, match="unknown demo"):
         DemoConfig("mri", str(tmp_path / "f"))
+
+
+def test_cli_split_fractions_make_a_big_test_split(tmp_path: Path) -> None:
+    """--test-fraction / --val-fraction (the demo's 300-per-class test split for evaluate)."""
+    import pandas as pd
+
+    out = tmp_path / "big-test"
+    r = runner.invoke(app, ["data", "demo", "derm", "--out", str(out), "--n-per-class", "20",
+                            "--size", "16", "--val-fraction", "0.1", "--test-fraction", "0.6"])
+    assert r.exit_code == 0, r.output
+    counts = pd.read_csv(out / "labels.csv").groupby(["split", "class"]).size()
+    assert set(counts["test"].tolist()) == {12} and set(counts["val"].tolist()) == {2}
+    assert set(counts["train"].tolist()) == {6}
+    r = runner.invoke(app, ["data", "demo", "derm", "--out", str(tmp_path / "x"), "--n-per-class",
+                            "4", "--size", "16", "--val-fraction", "0.5", "--test-fraction", "0.5"])
+    assert r.exit_code != 0 and "sum below 1" in r.output

@@ -119,12 +119,13 @@ def make_synthetic(root: Path, dataset: Path, model: Path, *, mode: str = "pertu
 
 @pytest.fixture(scope="session")
 def shapes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Dataset, an honest model, and perturbed / copied / noise synthetic sets."""
+    """Dataset, extra real images, an honest model, perturbed / copied / noise synthetic sets."""
     base = tmp_path_factory.mktemp("evaluate_inputs")
     data = make_dataset(base / "data")
     model = make_model(base / "model", data)
     return {
         "data": data, "model": model,
+        "extra": make_dataset(base / "extra", n_per_class=15, seed=7),
         "synth": make_synthetic(base / "synth", data, model, mode="perturbed"),
         "copies": make_synthetic(base / "copies", data, model, mode="copies"),
         "noise": make_synthetic(base / "noise", data, model, mode="noise"),

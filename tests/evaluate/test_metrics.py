@@ -9,14 +9,7 @@ import pytest
 import torch
 
 from medsynth.data.dataset import open_dataset
-from medsynth.evaluate.benchmark import (
-    Arm,
-    aggregate,
-    classification_metrics,
-    mean_ci,
-    subsample,
-    verdict,
-)
+from medsynth.evaluate.benchmark import classification_metrics, subsample
 from medsynth.evaluate.config import parse_fraction
 from medsynth.evaluate.fidelity import fid, kid, knn_precision_recall, msssim_diversity
 from medsynth.evaluate.inputs import load_real, load_synthetic, open_synthetic
@@ -38,41 +31,6 @@ def test_classification_metrics_match_sklearn() -> None:
     assert m["auroc"] == pytest.approx(roc_auc_score(y, probs.numpy(), multi_class="ovr"),
                                        abs=1e-4)
     assert np.asarray(m["confusion"]).sum() == 60
-
-
-def test_mean_ci_is_a_t_interval() -> None:
-    from scipy import stats
-
-    v = [0.7, 0.75, 0.72, 0.8]
-    ci = mean_ci(v)
-    lo, hi = stats.t.interval(0.95, len(v) - 1, loc=np.mean(v), scale=stats.sem(v))
-    assert (ci["lo"], ci["hi"]) == (pytest.approx(lo), pytest.approx(hi))
-    assert mean_ci([0.5])["lo"] is None
-    assert verdict({"mean": 0.05, "lo": 0.01, "hi": 0.09}) == "helps"
-    assert verdict({"mean": -0.05, "lo": -0.09, "hi": -0.01}) == "hurts"
-    assert verdict({"mean": 0.01, "lo": -0.02, "hi": 0.04}) == "no clear effect"
-
-
-def test_gain_is_paired_by_seed() -> None:
-    f = parse_fraction("1.0")
-    real, mixed = Arm("real", f, None), Arm("real+s", f, "s")
-    runs = {}
-    base = [0.60, 0.70, 0.80]  # large seed-to-seed spread, constant +0.05 gain
-    for s, b in enumerate(base):
-        for arm, val in ((real, b), (mixed, b + 0.05)):
-            runs[arm.key(s)] = {m: val for m in ("accuracy", "balanced_accuracy", "macro_f1",
-                                                 "auroc")} | {
-                "per_class": {k: [val, val] for k in ("recall", "precision", "f1", "auroc")},
-                "confusion": [[1, 0], [0, 1]], "n_real": 10, "n_synthetic": 5 * (arm is mixed),
-                "epochs": 3, "seconds": 1.0}
-    agg = aggregate([real, mixed], runs, 3, ["a", "b"])
-    gain = agg["arms"][1]["gain"]["balanced_accuracy"]
-    assert gain["mean"] == pytest.approx(0.05)
-    assert gain["hi"] - gain["lo"] < 1e-9  # paired differences have no spread
-    assert agg["arms"][1]["verdict"] == "helps"
-    # Unpaired, the spread of the base values would swamp the gain.
-    assert agg["arms"][0]["metrics"]["balanced_accuracy"]["hi"] - \
-        agg["arms"][0]["metrics"]["balanced_accuracy"]["lo"] > 0.2
 
 
 def test_subsample_fraction_and_per_class(shapes: dict[str, Path]) -> None:

@@ -68,4 +68,4 @@ def test_real_train_generate_evaluate(tmp_path: Path, splits: list[str]) -> None
     assert metrics["synthetic"]["synth"]["n_images"] == 9
     assert manifest.inputs[1]["stage"] == "generate"
     arms = {a["setting"] for a in metrics["benchmark"]["arms"]}
-    assert arms == {"real", "real+synth", "synth"}
+    assert arms == {"real", "real+synth", "real+augment", "synth"}  # augment: the default

@@ -14,7 +14,11 @@ from medsynth.artifacts import read_jsonl, read_manifest
 from medsynth.cli import app
 
 ARGS = ["--seeds", "2", "--real-fraction", "1.0,4", "--epochs", "3", "--patience", "2",
-        "--feature-size", "64", "--size", "32"]
+        "--feature-size", "64", "--size", "32", "--bootstrap", "300"]
+
+
+def _baselines(shapes: dict[str, Path]) -> list[str]:
+    return ["--baselines", "augment,oracle", "--extra-real", str(shapes["extra"])]
 
 
 @pytest.fixture(scope="module")
@@ -22,27 +26,47 @@ def report(shapes: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     out = tmp_path_factory.mktemp("evaluate_run") / "report"
     res = CliRunner().invoke(app, ["evaluate", "--real", str(shapes["data"]), "--synthetic",
                                    str(shapes["synth"]), "--out", str(out),
-                                   *ARGS])
+                                   *_baselines(shapes), *ARGS])
     assert res.exit_code == 0, res.output
+    # The shapes fixture has 7-8 test images per class: flagged in the terminal.
+    assert "test images (< 30)" in res.output
+    assert "Smallest gain in balanced accuracy this set-up detects" in res.output
     return out
 
 
 def test_report_folder_follows_contract(report: Path, shapes: dict[str, Path]) -> None:
     m = read_manifest(report, "evaluate")
-    assert [i["stage"] for i in m.inputs] == ["data", "generate"]
+    assert [i["stage"] for i in m.inputs] == ["data", "generate", "data"]  # real, synth, extra
+    assert m.inputs[2]["path"] == str(shapes["extra"].resolve())
     metrics = json.loads((report / "metrics.json").read_text())
     arms = {(a["setting"], a["fraction"]): a for a in metrics["benchmark"]["arms"]}
-    # real / real+synth at two fractions, plus the synthetic-only arm.
-    assert set(arms) == {("real", "1.0"), ("real+synth", "1.0"), ("real", "4/class"),
-                         ("real+synth", "4/class"), ("synth", "none")}
+    # real / real+synth / augment / oracle at two fractions, plus the synthetic-only arm.
+    assert set(arms) == {(s, f) for s in ("real", "real+synth", "real+augment", "real+oracle")
+                         for f in ("1.0", "4/class")} | {("synth", "none")}
     assert arms[("real", "4/class")]["n_real"] == 12
     assert arms[("real+synth", "4/class")]["n_synthetic"] == 36
+    # Same budget: augment repeats the real images to the size of real+synth; the oracle adds
+    # as many extra real images (12 per class wanted, the extra set has 15).
+    for kind in ("real+synth", "real+augment", "real+oracle"):
+        assert arms[(kind, "4/class")]["n_added"] == 36
+        assert arms[(kind, "4/class")]["n_real"] == 12
     for a in arms.values():
         assert a["n_runs"] == 2
         ba = a["metrics"]["balanced_accuracy"]
-        assert 0 <= ba["mean"] <= 1 and len(ba["values"]) == 2
-    assert "verdict" in arms[("real+synth", "1.0")]
-    assert len(list((report / "predictions").glob("*.csv"))) == 10
+        assert 0 <= ba["lo"] <= ba["mean"] <= ba["hi"] <= 1 and len(ba["values"]) == 2
+        assert ba["seeds"]["n"] == 2  # the seed spread is kept beside the bootstrap interval
+    a = arms[("real+synth", "1.0")]
+    assert a["verdict"] in ("helps", "hurts", "no clear effect")
+    g = a["gain"]["balanced_accuracy"]
+    assert g["lo"] <= g["mean"] <= g["hi"]
+    assert a["power"]["mde"] >= 2.8016 * g["se"] - 1e-9  # or the floor of 23 test images
+    assert a["power"]["advice"]  # 23 test images cannot show 5 points
+    assert "vs_augment" in a and "oracle_recovery" in a
+    assert {"augment", "oracle"} == set(metrics["baselines"]["names"])
+    assert metrics["baselines"]["extra_real"]["n_images"] == 45
+    assert any("test images (< 30)" in w for w in metrics["warnings"])
+    assert metrics["benchmark"]["bootstrap"]["replicates"] == 300
+    assert len(list((report / "predictions").glob("*.csv"))) == 18
     # Fidelity: every figure has its real-vs-real reference.
     fid = metrics["fidelity"]
     assert fid["reference"]["overall"]["fid"] > 0
@@ -55,24 +79,26 @@ def test_report_folder_follows_contract(report: Path, shapes: dict[str, Path]) -
     html = (report / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 7 and "src=\"plots/" not in html
     assert "no clear effect" in html or "helps" in html or "hurts" in html
+    assert "detectable" in html and "oracle gain" in html and "real+augment" in html
+    assert "test images (&lt; 30)" in html
 
 
 def test_resume_skips_finished_runs(report: Path, shapes: dict[str, Path]) -> None:
     runs = read_jsonl(report / "runs.jsonl")
     stamp = (report / "predictions" / f"{runs[0]['key']}.csv").stat().st_mtime_ns
     res = CliRunner().invoke(app, ["evaluate", "--real", str(shapes["data"]), "--synthetic",
-                                   str(shapes["synth"]), "--out", str(report),
+                                   str(shapes["synth"]), "--out", str(report), *_baselines(shapes),
                                    *ARGS, "--resume"])
     assert res.exit_code == 0, res.output
     assert len(read_jsonl(report / "runs.jsonl")) == len(runs)
     assert (report / "predictions" / f"{runs[0]['key']}.csv").stat().st_mtime_ns == stamp
     # A resume with other settings is refused, and so is a plain rerun into the folder.
     res = CliRunner().invoke(app, ["evaluate", "--real", str(shapes["data"]), "--synthetic",
-                                   str(shapes["synth"]), "--out", str(report), *ARGS,
+                                   str(shapes["synth"]), "--out", str(report), *_baselines(shapes), *ARGS,
                                    "--epochs", "4", "--resume"])
-    assert res.exit_code == 1 and "other settings (epochs)" in res.output
+    assert res.exit_code == 1 and "other settings: epochs (3 -> 4)" in res.output
     res = CliRunner().invoke(app, ["evaluate", "--real", str(shapes["data"]), "--synthetic",
-                                   str(shapes["synth"]), "--out", str(report), *ARGS])
+                                   str(shapes["synth"]), "--out", str(report), *_baselines(shapes), *ARGS])
     assert res.exit_code == 1 and "already exists" in res.output
 
 
@@ -86,6 +112,43 @@ def test_leaking_set_is_refused_before_writing(tmp_path: Path, shapes: dict[str,
                                    str(synth), "--out", str(out), *ARGS])
     assert res.exit_code == 1 and "test split" in res.output
     assert not out.exists()
+
+
+def test_one_class_test_split_is_refused(tmp_path: Path, shapes: dict[str, Path]) -> None:
+    from medsynth.data.dataset import finish_dataset, open_dataset
+
+    from .conftest import make_dataset
+
+    data = make_dataset(tmp_path / "data", n_per_class=10)
+    ds = open_dataset(data)
+    table = ds.table.copy()
+    table.loc[(table["split"] == "test") & (table["class"] != "disc"), "split"] = "train"
+    finish_dataset(data, table, config={"fixture": "one-class test"}, classes=ds.classes,
+                   channels=3, dtype="uint8", modality="XC")
+    out = tmp_path / "report"
+    res = CliRunner().invoke(app, ["evaluate", "--real", str(data), "--synthetic",
+                                   str(shapes["synth"]), "--out", str(out),
+                                   "--independent-model", *ARGS])
+    assert res.exit_code == 1
+    assert "test split holds images of 1 class(es) (disc)" in res.output
+    assert "undefined" in res.output and not out.exists()
+
+
+def test_oracle_with_test_images_is_refused(tmp_path: Path, shapes: dict[str, Path]) -> None:
+    from .conftest import make_dataset
+
+    # Same seed, another folder: the same pixels as the real dataset, test split included.
+    twin = make_dataset(tmp_path / "twin")
+    out = tmp_path / "report"
+    res = CliRunner().invoke(app, ["evaluate", "--real", str(shapes["data"]), "--synthetic",
+                                   str(shapes["synth"]), "--out", str(out),
+                                   "--baselines", "oracle", "--extra-real", str(twin), *ARGS])
+    assert res.exit_code == 1 and "are real test images" in res.output
+    assert not out.exists()
+    res = CliRunner().invoke(app, ["evaluate", "--real", str(shapes["data"]), "--synthetic",
+                                   str(shapes["synth"]), "--out", str(out),
+                                   "--baselines", "oracle", *ARGS])
+    assert res.exit_code != 0 and "--extra-real" in res.output
 
 
 def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:

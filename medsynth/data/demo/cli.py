@@ -17,17 +17,20 @@ NPerClass = Annotated[int, typer.Option("--n-per-class", help="Images per class 
 Seed = Annotated[int, typer.Option(help="Seed of everything; the same seed writes byte-identical images and labels.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace an existing dataset folder at --out.")]
 Workers = Annotated[int, typer.Option(help="Worker processes (0 = automatic, up to 2); the output does not depend on it.")]
+ValFraction = Annotated[float, typer.Option("--val-fraction", help="Share of each class in the validation split.")]
+TestFraction = Annotated[float, typer.Option("--test-fraction", help="Share of each class in the held-out test split (evaluate's test set; a bigger one gives tighter intervals).")]
 
 
 def _run(demo: str, out: Path, n_per_class: int, size: int, seed: int, overwrite: bool,
-         workers: int) -> None:
+         workers: int, val_fraction: float, test_fraction: float) -> None:
     import time
 
     from medsynth.data.demo.common import DemoConfig, write_demo
     from medsynth.ui import console
 
     cfg = DemoConfig(demo=demo, out=str(out), n_per_class=n_per_class, size=size, seed=seed,
-                     overwrite=overwrite, workers=workers)
+                     overwrite=overwrite, workers=workers, val_fraction=val_fraction,
+                     test_fraction=test_fraction)
     t0 = time.perf_counter()
     ds = write_demo(cfg)
     console.print(f"[green]wrote[/] {len(ds.table)} {demo} PHANTOM images ({len(ds.classes)} classes, "
@@ -42,9 +45,11 @@ def derm_cmd(
     seed: Seed = 0,
     overwrite: Overwrite = False,
     workers: Workers = 0,
+    val_fraction: ValFraction = 0.1,
+    test_fraction: TestFraction = 0.2,
 ) -> None:
     """Dermoscopy-like RGB phantoms: melanoma, nevus, seborrheic_keratosis (ABCD-rule attributes)."""
-    _run("derm", out, n_per_class, size, seed, overwrite, workers)
+    _run("derm", out, n_per_class, size, seed, overwrite, workers, val_fraction, test_fraction)
 
 
 @demo_app.command("cxr")
@@ -55,6 +60,8 @@ def cxr_cmd(
     seed: Seed = 0,
     overwrite: Overwrite = False,
     workers: Workers = 0,
+    val_fraction: ValFraction = 0.1,
+    test_fraction: TestFraction = 0.2,
 ) -> None:
     """16-bit PA chest radiograph-like phantoms: normal, pneumonia, pleural_effusion, cardiomegaly."""
-    _run("cxr", out, n_per_class, size, seed, overwrite, workers)
+    _run("cxr", out, n_per_class, size, seed, overwrite, workers, val_fraction, test_fraction)
