@@ -251,7 +251,8 @@ def one(mod: str, root: Path, a: argparse.Namespace, threads: int) -> dict[str, 
     gen["t2i"] = _generate(w, log, threads, "t2i", ["--class", "all", "--n", str(n), "--seed", "1"])
     fractions = ["1.0", "0.1"]
     ev = _evaluate(w, log, threads, "report-downstream", ["i2i", "t2i"],
-                   ["--seeds", str(a.seeds), "--real-fraction", ",".join(fractions)])
+                   ["--seeds", str(a.seeds), "--real-fraction", ",".join(fractions),
+                    "--baselines", a.baselines])
     res["downstream"] = {
         "strength": chosen,
         "strength_rule": "the smallest tested strength < 1 whose target share is at least 0.9 "
@@ -272,7 +273,7 @@ def one(mod: str, root: Path, a: argparse.Namespace, threads: int) -> dict[str, 
         gen[name] = _generate(w, log, threads, name, ["--twin", str(w / "data"),
                                                       "--strength", f"{s:g}"])
     ev = _evaluate(w, log, threads, "report-twin", twins,
-                   ["--seeds", str(a.seeds), "--real-fraction", "1.0"])
+                   ["--seeds", str(a.seeds), "--real-fraction", "1.0", "--baselines", a.baselines])
     res["twin"] = {
         "sets": {name: {"strength": s, "check": json.loads((w / name / "medsynth.json")
                                                            .read_text())["outputs"]["twin"]
@@ -297,6 +298,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="translated images per target class and strength")
     ap.add_argument("--strengths", default="0.3,0.5,0.7,0.9,1.0")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--baselines", default="augment",
+                    help="evaluate's baseline arms in the downstream and twin runs (none: faster)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--bootstrap-from", type=Path, default=None,
@@ -316,7 +319,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             tmp.cleanup()
     res["setup"] = (f"{len(mods)} modalities side by side, {a.threads} torch thread(s) each; "
                     f"{a.train_steps} training steps; {a.n_per_class} phantoms per class; "
-                    f"dpmsolver++ 20 steps, guidance 3")
+                    f"dpmsolver++ 20 steps, guidance 3; {a.seeds} classifier seeds; "
+                    f"baselines {a.baselines}")
     res["load_average"] = {"start": [round(x, 2) for x in load0],
                            "end": [round(x, 2) for x in os.getloadavg()]}
     old = RESULTS / "img2img.json"

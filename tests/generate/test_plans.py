@@ -236,3 +236,23 @@ def test_config_defaults_and_identity() -> None:
     assert cfg.splits == ["train", "val"] and cfg.identity()["init_images"] == "d"
     # Text-to-image runs keep the identity they had before image prompts existed (resume).
     assert "strength" not in GenerateConfig(model="m", out="o").identity()
+
+
+def test_oversampled_twin_candidates_keep_their_real_image(tmp_path: Path) -> None:
+    from medsynth.generate import oversample
+    from medsynth.generate.plans import prepare
+
+    ds = make_dataset(tmp_path / "ds", {"normal": {"train": 2}, "pneumonia": {"train": 1}})
+    cfg = GenerateConfig(model="m", out="o", twin=str(ds), strength=0.5, oversample=2)
+    bundle = types.SimpleNamespace(classes=CLASSES)
+    images = prepare(cfg, bundle, None, None, base=lambda: [])
+    assert images is not None
+    plan = oversample.expand(images.specs, cfg.oversample, cfg.seed)
+    images.expanded(plan)
+    stands_for = images.outputs["twin"]["stands_for"]
+    assert stands_for == {"normal-000000": "normal_train0", "normal-000001": "normal_train0",
+                          "normal-000002": "normal_train1", "normal-000003": "normal_train1",
+                          "pneumonia-000000": "pneumonia_train0",
+                          "pneumonia-000001": "pneumonia_train0"}
+    assert all(s.init_id == s.twin_of for s in plan)  # both candidates start from the same image
+    assert len({s.seed for s in plan}) == len(plan)
