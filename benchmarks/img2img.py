@@ -289,6 +289,81 @@ def one(mod: str, root: Path, a: argparse.Namespace, threads: int) -> dict[str, 
     return res
 
 
+def _ci(d: dict[str, Any] | None, digits: int = 3) -> str:
+    """``mean [lo, hi]`` of an evaluate interval (or the plain mean of a paired entry)."""
+    if not d:
+        return "-"
+    b = d.get("bootstrap") or d
+    m = b.get("mean", d.get("mean"))
+    if b.get("lo") is None:
+        return f"{m:+.{digits}f}"
+    return f"{m:+.{digits}f} [{b['lo']:+.{digits}f}, {b['hi']:+.{digits}f}]"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def _markdown(res: dict[str, Any]) -> str:
+    """The generated section of docs/benchmarks.md: one block of tables per modality."""
+    load = res.get("load_average", {})
+    lines = [f"Setup: {res.get('setup', '?')}; load average (1, 5, 15 min) at start "
+             f"{load.get('start')}, at end {load.get('end')}.", ""]
+    for mod, r in res.items():
+        if not isinstance(r, dict) or "translation" not in r:
+            continue
+        tr = r["translation"]
+        lines += [f"### {mod}" + (f" (measured {r['measured_earlier']})"
+                                   if r.get("measured_earlier") else ""), "",
+                  f"Model: {r['recipe']}, {r['train_steps']} steps, {r['size_px']} px. "
+                  f"Class translation, {tr['n_per_class']} images per target class and strength, "
+                  "each from a real training image of another class; real-data classifier's "
+                  f"test accuracy {_pct(tr['real_classifier_test_accuracy'])}, FID real vs real "
+                  f"{tr['fid_real_vs_real']:.1f}.", "",
+                  "| strength | target class share | source class share | FID | near-copy "
+                  "share (features / pixels) |", "| --- | --- | --- | --- | --- |"]
+        for c in tr["curve"]:
+            lines.append(f"| {c['strength']:g} | {_pct(c['target_share'])} | "
+                         f"{_pct(c['source_share'])} | {c['fid']:.1f} | "
+                         f"{_pct(c['near_copy_share_feature'])} / "
+                         f"{_pct(c['near_copy_share_pixel'])} |")
+        d = r["downstream"]
+        lines += ["", f"Downstream at strength {d['strength']:g} ({d['strength_rule']}), "
+                  f"{d['n_synthetic_per_class']} synthetic images per class in each arm; "
+                  "balanced accuracy, 95 % paired bootstrap interval over test images and "
+                  "seeds:", "", "| arm | real | balanced accuracy | gain over real |",
+                  "| --- | --- | --- | --- |"]
+        for a in d["arms"]:
+            lines.append(f"| {a['setting']} | {a['real']} | "
+                         f"{_ci(a['balanced_accuracy']).lstrip('+')} | "
+                         f"{_ci(a.get('gain_balanced_accuracy'))} |")
+        lines += ["", "| paired difference | balanced accuracy |", "| --- | --- |"]
+        lines += [f"| {k} | {_ci(v)} |" for k, v in d["paired"].items()]
+        tw = r["twin"]
+        lines += ["", "Twins (one per real training image), near-copy check against the real "
+                  "test split:", "", "| twin | near-copy share features / pixels (expected) | "
+                  "median NN distance twin / real test (features) | same (pixels) | nearest "
+                  "real is its own (chance) |", "| --- | --- | --- | --- | --- |"]
+        for name, t in tw["sets"].items():
+            c = t["check"]
+            if "skipped" in c:
+                lines.append(f"| {name} | skipped: {c['skipped']} | | | |")
+                continue
+            f, p = c["feature"], c["pixel"]
+            lines.append(
+                f"| {name} (strength {t['strength']:g}) | {_pct(f['near_copy_share'])} / "
+                f"{_pct(p['near_copy_share'])} ({_pct(f['expected_share'])}) | "
+                f"{f['synth_median_nn']:.4f} / {f['real_median_nn']:.4f} | "
+                f"{p['synth_median_nn']:.4f} / {p['real_median_nn']:.4f} | "
+                f"{_pct(c['nearest_is_own']['feature'])} ({_pct(c['nearest_is_own']['chance'])}) |")
+        lines += ["", "| classifier | balanced accuracy |", "| --- | --- |"]
+        lines += [f"| {a['setting']} @ {a['real']} | {_ci(a['balanced_accuracy']).lstrip('+')} |"
+                  for a in tw["arms"] if a["real"] in ("1.0", "none") and "+" not in a["setting"]]
+        lines += [f"| {k} | {_ci(v)} |" for k, v in tw["paired"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--modality", default="derm,cxr")
@@ -327,8 +402,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if old.exists():  # a run of some modalities keeps the others' earlier results
         prev = json.loads(old.read_text())
         for m, r in prev.get("results", {}).items():
-            if m not in res and isinstance(r, dict):
+            if m not in res and isinstance(r, dict) and "translation" in r:
                 res[m] = {**r, "measured_earlier": prev.get("date"), "commit": prev.get("commit")}
+    res["markdown"] = _markdown(res)
     record("img2img", res)
     return res
 
