@@ -71,12 +71,13 @@ def _train(mod: str, w: Path, log: Path, threads: int, steps: int, n_per_class: 
             "stages": stages}
 
 
-def _generate(w: Path, log: Path, threads: int, name: str, args: list[str]) -> dict[str, Any]:
+def _generate(w: Path, log: Path, threads: int, name: str, args: list[str], steps: int = 20
+              ) -> dict[str, Any]:
     out = w / name
     if (out / "medsynth.json").exists():
         return {"reused": True}
     resume = ["--resume"] if out.exists() and any(out.iterdir()) else []
-    return run_cli(["generate", str(w / "model"), "--out", str(out), "--steps", "20",
+    return run_cli(["generate", str(w / "model"), "--out", str(out), "--steps", str(steps),
                     "--threads", str(threads), *args, *resume], log, threads)
 
 
@@ -210,7 +211,7 @@ def one(mod: str, root: Path, a: argparse.Namespace, threads: int) -> dict[str, 
         names.append(name)
         gen[name] = _generate(w, log, threads, name, [
             "--init-images", str(w / "data"), "--init-pairing", "other", "--class", "all",
-            "--n", str(a.n_translate), "--strength", f"{s:g}"])
+            "--n", str(a.n_translate), "--strength", f"{s:g}"], a.steps)
     ev = _evaluate(w, log, threads, "report-translate", names, ["--no-benchmark"])
     fid, priv = ev["metrics"]["fidelity"], ev["metrics"]["privacy"]
     pairs = _pair_shares(w, "report-translate", names)
@@ -239,7 +240,7 @@ def one(mod: str, root: Path, a: argparse.Namespace, threads: int) -> dict[str, 
     # 3. image-to-image vs text-to-image at the same count
     full = {c: n["train"] for c, n in json.loads((w / "data" / "medsynth.json").read_text())[
         "outputs"]["counts"].items()}
-    n = max(full.values())
+    n = max(full.values()) if a.n_synthetic is None else a.n_synthetic
     t2i = next((c for c in curve if c["strength"] == 1.0), None)
     ok = [c for c in curve if c["strength"] < 1.0 and t2i is not None
           and c["target_share"] >= 0.9 * t2i["target_share"]]
@@ -247,8 +248,9 @@ def one(mod: str, root: Path, a: argparse.Namespace, threads: int) -> dict[str, 
                  default=max((s for s in a.strengths if s < 1.0), default=0.7))
     gen["i2i"] = _generate(w, log, threads, "i2i", [
         "--init-images", str(w / "data"), "--init-pairing", "other", "--class", "all", "--n",
-        str(n), "--strength", f"{chosen:g}", "--seed", "1"])
-    gen["t2i"] = _generate(w, log, threads, "t2i", ["--class", "all", "--n", str(n), "--seed", "1"])
+        str(n), "--strength", f"{chosen:g}", "--seed", "1"], a.steps)
+    gen["t2i"] = _generate(w, log, threads, "t2i", ["--class", "all", "--n", str(n), "--seed", "1"],
+                           a.steps)
     fractions = ["1.0", "0.1"]
     ev = _evaluate(w, log, threads, "report-downstream", ["i2i", "t2i"],
                    ["--seeds", str(a.seeds), "--real-fraction", ",".join(fractions),
@@ -271,7 +273,7 @@ def one(mod: str, root: Path, a: argparse.Namespace, threads: int) -> dict[str, 
         name = f"twin-{_tag(s)}"
         twins.append(name)
         gen[name] = _generate(w, log, threads, name, ["--twin", str(w / "data"),
-                                                      "--strength", f"{s:g}"])
+                                                      "--strength", f"{s:g}"], a.steps)
     ev = _evaluate(w, log, threads, "report-twin", twins,
                    ["--seeds", str(a.seeds), "--real-fraction", "1.0", "--baselines", a.baselines])
     res["twin"] = {
@@ -373,6 +375,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="translated images per target class and strength")
     ap.add_argument("--strengths", default="0.3,0.5,0.7,0.9,1.0")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=20, help="sampler steps of every generated set")
+    ap.add_argument("--n-synthetic", type=int, default=None,
+                    help="synthetic images per class in each downstream arm (default: as many as "
+                         "the largest class has real training images)")
     ap.add_argument("--baselines", default="augment",
                     help="evaluate's baseline arms in the downstream and twin runs (none: faster)")
     ap.add_argument("--workdir", type=Path, default=None)
@@ -394,7 +400,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             tmp.cleanup()
     res["setup"] = (f"{len(mods)} modalities side by side, {a.threads} torch thread(s) each; "
                     f"{a.train_steps} training steps; {a.n_per_class} phantoms per class; "
-                    f"dpmsolver++ 20 steps, guidance 3; {a.seeds} classifier seeds; "
+                    f"dpmsolver++ {a.steps} steps, guidance 3; {a.seeds} classifier seeds; "
                     f"baselines {a.baselines}")
     res["load_average"] = {"start": [round(x, 2) for x in load0],
                            "end": [round(x, 2) for x in os.getloadavg()]}
