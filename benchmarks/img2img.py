@@ -86,8 +86,9 @@ def _evaluate(w: Path, log: Path, threads: int, name: str, sets: list[str], args
     out = w / name
     stage: dict[str, Any] = {"reused": True}
     if not (out / "medsynth.json").exists():
-        stage = run_cli(["evaluate", "--real", str(w / "data"), "--synthetic",
-                         *[str(w / s) for s in sets], "--out", str(out), "--threads", str(threads),
+        stage = run_cli(["evaluate", "--real", str(w / "data"),
+                         *[x for s in sets for x in ("--synthetic", str(w / s))],
+                         "--out", str(out), "--threads", str(threads),
                          "--resume", *args], log, threads)
     return {"stage": stage, "metrics": json.loads((out / "metrics.json").read_text())}
 
