@@ -346,7 +346,7 @@ def _markdown(res: dict[str, Any]) -> str:
         lines += ["", "Twins (one per real training image), near-copy check against the real "
                   "test split:", "", "| twin | near-copy share features / pixels (expected) | "
                   "median NN distance twin / real test (features) | same (pixels) | nearest "
-                  "real is its own (chance) |", "| --- | --- | --- | --- | --- |"]
+                  "real is its own, features / pixels (chance) |", "| --- | --- | --- | --- | --- |"]
         for name, t in tw["sets"].items():
             c = t["check"]
             if "skipped" in c:
@@ -358,7 +358,8 @@ def _markdown(res: dict[str, Any]) -> str:
                 f"{_pct(p['near_copy_share'])} ({_pct(f['expected_share'])}) | "
                 f"{f['synth_median_nn']:.4f} / {f['real_median_nn']:.4f} | "
                 f"{p['synth_median_nn']:.4f} / {p['real_median_nn']:.4f} | "
-                f"{_pct(c['nearest_is_own']['feature'])} ({_pct(c['nearest_is_own']['chance'])}) |")
+                f"{_pct(c['nearest_is_own']['feature'])} / {_pct(c['nearest_is_own']['pixel'])} "
+                f"({_pct(c['nearest_is_own']['chance'])}) |")
         lines += ["", "| classifier | balanced accuracy |", "| --- | --- |"]
         lines += [f"| {a['setting']} @ {a['real']} | {_ci(a['balanced_accuracy']).lstrip('+')} |"
                   for a in tw["arms"] if a["real"] in ("1.0", "none") and "+" not in a["setting"]]

@@ -107,6 +107,7 @@ def twin_privacy(out: Path, table: pd.DataFrame, twin: ImageSource, *, device: s
         f"twin privacy check: near-copy share {f['near_copy_share']:.3f} (features) / "
         f"{p['near_copy_share']:.3f} (pixels), expected about {q:g} against real {ref_split} "
         f"images; nearest real image is the twin's own for "
-        f"{result['nearest_is_own']['feature']:.1%} (chance {1 / len(private_ids):.1%}); "
+        f"{result['nearest_is_own']['feature']:.1%} (features) / "
+        f"{result['nearest_is_own']['pixel']:.1%} (pixels), chance {1 / len(private_ids):.1%}; "
         f"per image: {out / PRIVACY_CSV}", soft_wrap=True)
     return result
