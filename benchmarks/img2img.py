@@ -95,6 +95,7 @@ def _evaluate(w: Path, log: Path, threads: int, name: str, sets: list[str], args
 
 def _pair_shares(w: Path, report: str, sets: list[str]) -> dict[str, Any]:
     """Per (source class -> target class): share predicted as target and as source."""
+    import pandas as pd
     import torch
 
     from medsynth.data.dataset import open_dataset
@@ -115,7 +116,8 @@ def _pair_shares(w: Path, report: str, sets: list[str]) -> dict[str, Any]:
         images = load_synthetic(s, size, classes)
         pred = predict_proba(net, images.x).argmax(1).numpy()
         table = s.table.set_index("sample_id").loc[images.ids].reset_index()
-        table["init_class"] = table["init_class"].fillna("").astype(str)  # "" = from noise
+        table["init_class"] = [("" if pd.isna(v) else str(v))  # "" = from noise
+                               for v in table["init_class"]]
         pairs: dict[str, Any] = {}
         for (src, tgt), idx in table.groupby(["init_class", "class"]).groups.items():
             p = pred[list(idx)]
