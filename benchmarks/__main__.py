@@ -22,7 +22,7 @@ from benchmarks.common import RESULTS
 ALL = ["startup", "demo_speed", "describe_agreement", "describe_engine", "train_speed",
        "train_flops", "sample_speed", "precision_quality", "sampler_quality", "memory",
        "recipe_quality", "demo_e2e", "generate_threads", "judge_validity", "judge_cost",
-       "demo_power", "img2img"]
+       "demo_power", "clip", "reports", "img2img"]
 # Not in ALL (hours on a CPU): utility (python -m benchmarks utility).
 # These share one trained demo model (fp32, examples/derm-demo.yaml) through a common --workdir.
 SHARED = {"precision_quality", "sampler_quality", "memory"}

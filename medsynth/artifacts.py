@@ -29,7 +29,8 @@ from medsynth.errors import MedsynthError
 
 MANIFEST_NAME = "medsynth.json"
 SCHEMA_VERSION = 1
-STAGES = ("data", "describe", "train", "generate", "evaluate", "judge", "refine")
+STAGES = ("data", "describe", "train", "generate", "evaluate", "judge", "refine", "clip")
+"""Manifest stage names (``clip``: the contrastive image–text model of ``train --stage clip``)."""
 MODEL_STAGES = ("train", "refine")
 """Stages that write a model folder (``refine`` writes one whose input is another model)."""
 SOURCE_STAGES = ("generate", "judge")

@@ -48,7 +48,12 @@ COLUMNS: dict[str, str] = {
     "description_source": "where the description came from (store:<image_id>, prompt, csv, ...)",
     "png_values": "how PNG stored values map back to the image's values for int16/float32 models "
                   "(e.g. 'HU = stored * 1 + -1024'); '' when the PNG holds the values as they are",
-    "text_cut": "1 when the description was longer than the text encoder's window and was cut",
+    "text_cut": "1 when the description was longer than what the text encoder reads (its window, "
+                "or the cap of its chunked windows) and was cut",
+    "sr": "path of the DICOM Structured Report of the image's report ('' without DICOM or report)",
+    "report_writer": "who wrote the report: template, llm, template-fallback (the model's "
+                     "answers stayed invalid or it was unreachable) or '' (--report none)",
+    "report_warning": "why the llm report fell back to the template one ('' when it did not)",
     "init_image_id": "image-to-image (--init-images, --twin at strength < 1): id of the real image "
                      "the sample started from (its dataset image_id, or its path inside an image "
                      "folder); '' when it started from noise",

@@ -62,7 +62,7 @@ def test_help_never_cuts_option_names() -> None:
 # is made first, or the inputs are read after it fails).
 _COMMANDS = [["data", "demo", "derm", "--n-per-class", "2", "--size", "16"],
              ["data", "import", "{derm}"], ["describe", "{derm}"], ["train", "{derm}"],
-             ["generate", "{model}"], ["evaluate", "--real", "{derm}", "--synthetic", "{synth}"]]
+             ["generate", "{model}"], ["evaluate", "--real", "{derm}", "--synthetic", "{synth}", "--no-benchmark"]]
 
 
 def test_os_errors_are_one_line_naming_the_path(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -82,10 +82,12 @@ def test_os_errors_are_one_line_naming_the_path(tmp_path, monkeypatch) -> None: 
         return real_mkdir(self, *a, **k)
 
     monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
-    # evaluate checks its inputs before making --out; these are not the point here
+    # evaluate checks its inputs before making --out; a synthetic set is not the point here
     import medsynth.evaluate.inputs
+    from medsynth.data.dataset import open_dataset
 
-    monkeypatch.setattr(medsynth.evaluate.inputs, "open_inputs", lambda *a: (None, [], []))
+    monkeypatch.setattr(medsynth.evaluate.inputs, "open_inputs",
+                        lambda *a: (open_dataset(derm), [], []))
     for cmd in _COMMANDS:
         args = [a.format(derm=derm, model=derm, synth=derm) for a in cmd]
         out = ro / "out" / args[0]

@@ -175,8 +175,13 @@ def finish_dataset(
     inputs: list[dict[str, Any]] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Dataset:
-    """Write ``labels.csv`` and the manifest (last, so a folder with a manifest is complete)."""
+    """Write ``labels.csv``, the MONAI datalist and the manifest (last, so a folder with a
+    manifest is complete)."""
+    from medsynth.loaders import dataset_datalist
+
     write_labels(root, table)
+    listed = classes or sorted(table["class"].astype(str).unique().tolist())
+    loaders = dataset_datalist(root, table, listed)
     outputs = {
         "classes": classes or sorted(table["class"].astype(str).unique().tolist()),
         "counts": summarize(table),
@@ -186,6 +191,7 @@ def finish_dataset(
         "modality": modality,
         "spatial_dims": spatial_dims,
         "labels": "labels.csv",
+        "loaders": loaders,
         **(extra or {}),
     }
     write_manifest(root, "data", config=config, inputs=inputs, outputs=outputs)

@@ -64,6 +64,13 @@ def evaluate_cmd(
     benchmark: Annotated[
         bool, typer.Option("--benchmark/--no-benchmark", help="Run the downstream classifier "
                            "benchmark (the slow part).")] = True,
+    clip: Annotated[
+        Path | None, typer.Option("--clip", help="CLIP model folder (medsynth train --stage "
+                                  "clip): adds in-domain FID/KID/precision/recall, image–text "
+                                  "alignment vs shuffled text and real test retrieval.")] = None,
+    clip_store: Annotated[
+        Path | None, typer.Option("--clip-store", help="Store with descriptions of the real "
+                                  "test images for --clip (default: the CLIP model's store).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or "
                                         "cuda.")] = "auto",
     threads: Annotated[
@@ -93,7 +100,7 @@ def evaluate_cmd(
         size=size, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
         max_synthetic_per_class=max_synthetic, feature_size=feature_size,
         near_copy_quantile=near_copy_quantile, independent_model=independent_model,
-        benchmark=benchmark, device=device, threads=threads, resume=resume, overwrite=overwrite)
+        benchmark=benchmark, clip=clip, clip_store=clip_store, device=device, threads=threads, resume=resume, overwrite=overwrite)
     manifest = run_evaluate(cfg)
     stdout.print(f"report: {Path(out) / manifest.outputs['report']}")
 

@@ -104,6 +104,11 @@ class EvaluateConfig:
     """Allow generators trained on another dataset than --real (the user vouches for no overlap)."""
     benchmark: bool = True
     """Run the downstream classifier benchmark (the slow part)."""
+    clip: Path | None = None
+    """CLIP folder (``medsynth train --stage clip``): in-domain FID/KID/precision/recall,
+    image–text alignment and real test retrieval (None = not measured)."""
+    clip_store: Path | None = None
+    """Description store with the real test images' texts (None = the CLIP model's store)."""
     device: str = "auto"
     """auto (CUDA when present), cpu or cuda."""
     threads: int | None = None
@@ -121,6 +126,10 @@ class EvaluateConfig:
         self.real = Path(self.real)
         self.out = Path(self.out)
         self.synthetic = [Path(p) for p in self.synthetic]
+        self.clip = Path(self.clip) if self.clip is not None else None
+        self.clip_store = Path(self.clip_store) if self.clip_store is not None else None
+        if self.clip_store is not None and self.clip is None:
+            bad("--clip-store needs --clip (the texts are for the CLIP model)")
         from medsynth.evaluate.baselines import parse_baselines
 
         self.baselines = parse_baselines(self.baselines)

@@ -165,6 +165,22 @@ def class_accuracy(probs: Any, y: Any, n_classes: int) -> dict[str, Any]:
     return {"overall": float((pred == y).float().mean()) if len(y) else None, "per_class": per}
 
 
+def reference_indices(train_y: Any, synth: dict[str, Any], n_classes: int) -> np.ndarray:
+    """Indices of the real training images of the real-vs-real reference.
+
+    FID/KID/precision/recall depend on the sample sizes: the reference draws as many real
+    training images per class as the largest synthetic set has (when there are that many).
+    Seeded, so every feature space (EfficientNet-Lite0, the CLIP model) uses the same images.
+    """
+    rng = np.random.default_rng(0)
+    keep: list[int] = []
+    for c in range(n_classes):
+        idx = np.nonzero(train_y.numpy() == c)[0]
+        n_syn = max((int((s.y == c).sum()) for s in synth.values()), default=0) or len(idx)
+        keep += sorted(rng.permutation(idx)[:min(len(idx), n_syn)].tolist())
+    return np.asarray(sorted(keep), dtype=np.int64)
+
+
 def fidelity_report(classes: list[str], test: Any, train: Any, f_test: Any, f_train: Any,
                     synth: dict[str, Any], f_synth: dict[str, Any], *, k: int, n_pairs: int,
                     ref_probs_test: Any | None, ref_probs_synth: dict[str, Any]) -> dict[str, Any]:
@@ -176,15 +192,7 @@ def fidelity_report(classes: list[str], test: Any, train: Any, f_test: Any, f_tr
     def by_class(feats: Any, y: Any, c: int) -> Any:
         return feats[y == c]
 
-    # FID/KID/precision/recall depend on the sample sizes: the reference draws as many real
-    # training images per class as the largest synthetic set has (when there are that many).
-    rng = np.random.default_rng(0)
-    keep: list[int] = []
-    for c in range(n_classes):
-        idx = np.nonzero(train.y.numpy() == c)[0]
-        n_syn = max((int((s.y == c).sum()) for s in synth.values()), default=0) or len(idx)
-        keep += sorted(rng.permutation(idx)[:min(len(idx), n_syn)].tolist())
-    keep_t = np.asarray(sorted(keep), dtype=np.int64)
+    keep_t = reference_indices(train.y, synth, n_classes)
     f_ref, y_ref = f_train[keep_t], train.y[keep_t]
     ref: dict[str, Any] = {"overall": fidelity_pair(f_test, f_ref, k), "per_class": {},
                            "msssim": {}, "class_fidelity": None}

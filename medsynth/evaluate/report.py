@@ -559,7 +559,8 @@ def _adherence_html(adh: dict[str, Any]) -> str:
 
 
 def write_report(out: Path, metrics: dict[str, Any], *, train: Any, test: Any,
-                 synth: dict[str, Any], pdetails: dict[str, Any]) -> list[str]:
+                 synth: dict[str, Any], pdetails: dict[str, Any],
+                 report_examples: list[dict[str, Any]] | None = None) -> list[str]:
     """Write every plot and ``report.html``; return the plot paths (relative to ``out``)."""
     classes = metrics["real"]["classes"]
     plots: dict[str, str] = {"examples": plot_examples(out, classes, test, synth)}
@@ -603,12 +604,22 @@ def write_report(out: Path, metrics: dict[str, Any], *, train: Any, test: Any,
     sections.append(_fidelity_html(out, metrics["fidelity"], classes, plots))
     sections.append(_privacy_html(out, metrics["privacy"], plots))
     sections.append(_adherence_html(metrics["adherence"]))
+    if metrics.get("clip"):
+        from medsynth.evaluate.clip_features import clip_html
+
+        sections.append(clip_html(metrics["clip"], classes))
+    if metrics.get("reports") is not None:
+        from medsynth.evaluate.reports_check import reports_html
+
+        sections.append(reports_html(metrics["reports"], report_examples or []))
     from medsynth import __version__
     from medsynth.artifacts import now_iso
 
     nav = " ".join(f'<a href="#{k}">{v}</a>' for k, v in (
         ("setup", "Setup"), ("benchmark", "Benchmark"), ("examples", "Examples"),
-        ("fidelity", "Fidelity"), ("privacy", "Privacy"), ("adherence", "Adherence")))
+        ("fidelity", "Fidelity"), ("privacy", "Privacy"), ("adherence", "Adherence"),
+        *((("clip", "CLIP"),) if metrics.get("clip") else ()),
+        *((("reports", "Reports"),) if metrics.get("reports") is not None else ())))
     page = Template(TEMPLATE.read_text("utf-8")).substitute(
         title="medsynth evaluation report",
         subtitle=html.escape(f"{now_iso()} · medsynth {__version__} · real: {r['path']} · "
@@ -669,3 +680,8 @@ def print_summary(metrics: dict[str, Any]) -> None:
                   f'{fmt(100 * (priv["near_copy_share"] or 0), 1)}% '
                   f'({fmt(100 * priv["expected_share"], 1)}%)')
     out.print(t)
+    if metrics.get("clip"):
+        from medsynth.evaluate.clip_features import clip_summary_lines
+
+        for line in clip_summary_lines(metrics["clip"]):
+            out.print(line)

@@ -43,6 +43,11 @@ def _identity(cfg: EvaluateConfig) -> dict[str, Any]:
     d = to_jsonable(cfg)
     d["real"] = str(Path(cfg.real).resolve())
     d["synthetic"] = [str(Path(p).resolve()) for p in cfg.synthetic]
+    for key in ("clip", "clip_store"):
+        if d.get(key) is not None:
+            d[key] = str(Path(d[key]).resolve())
+        else:
+            d.pop(key, None)  # reports written before --clip existed resume unchanged
     d["extra_real"] = str(Path(cfg.extra_real).resolve()) if cfg.extra_real else None
     return {k: v for k, v in d.items() if k not in IDENTITY_IGNORES}
 
@@ -142,6 +147,14 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     if cfg.benchmark and "oracle" in cfg.baselines and cfg.extra_real is not None:
         extra, extra_notes = load_extra_real(cfg.extra_real, real, size, classes)
         notes += extra_notes
+    clip = None
+    if cfg.clip is not None:
+        from medsynth.evaluate.clip_features import open_clip_model, real_texts
+
+        clip, clip_notes = open_clip_model(cfg.clip, real, independent_model=cfg.independent_model,
+                                           device=pick_device(cfg.device))
+        clip_texts, clip_store = real_texts(clip, cfg.clip_store, real)
+        notes = notes + clip_notes
     out = prepare_output_dir(cfg.out, "evaluate", resume=cfg.resume, overwrite=cfg.overwrite)
     _check_identity(out, cfg)
     for w in notes:
@@ -195,6 +208,21 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     adherence = adherence_report(real, synths)
     timings["adherence"] = time.perf_counter() - t
 
+    clip_metrics = None
+    if clip is not None:
+        from medsynth.evaluate.clip_features import clip_report
+
+        t = time.perf_counter()
+        clip_metrics = clip_report(clip, classes=classes, train=train, test=test, synth=synth,
+                                   synth_sets=synths, texts_by_id=clip_texts,
+                                   store_path=clip_store, k=cfg.knn_k)
+        timings["clip"] = time.perf_counter() - t
+    t = time.perf_counter()
+    from medsynth.evaluate.reports_check import reports_report
+
+    reports, report_examples = reports_report(real, synths)
+    timings["reports"] = time.perf_counter() - t
+
     metrics = {
         "real": {"path": str(real.root), "classes": classes, "modality": real.modality,
                  "channels": real.channels, "n_train": len(train), "n_val": len(val),
@@ -216,10 +244,13 @@ def _run(cfg: EvaluateConfig) -> Manifest:
         "fidelity": fidelity,
         "privacy": privacy,
         "adherence": adherence,
+        "clip": clip_metrics,
+        "reports": reports,
     }
     t = time.perf_counter()
     atomic_write_json(out / "metrics.json", metrics)
-    files = write_report(out, metrics, train=train, test=test, synth=synth, pdetails=pdetails)
+    files = write_report(out, metrics, train=train, test=test, synth=synth, pdetails=pdetails,
+                         report_examples=report_examples)
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     metrics["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
@@ -227,6 +258,8 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     print_summary(metrics)
     # a set is any synthetic artifact (stage generate, or a filtered set of stage judge)
     inputs = [input_ref(real.root, "data")] + [input_ref(s.root) for s in synths]
+    if clip is not None:
+        inputs.append(input_ref(clip.folder, "clip"))
     if extra is not None and cfg.extra_real is not None:
         inputs.append(input_ref(cfg.extra_real, "data"))
     summary = [{"setting": a["setting"], "fraction": a["fraction"], "verdict": a.get("verdict")}

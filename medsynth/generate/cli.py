@@ -68,6 +68,38 @@ def generate_cmd(
         typer.Option("--threads", help="CPU threads for torch (default: the cores free now, i.e. "
                      "the CPUs minus the load average, at least 1)."),
     ] = None,
+    report: Annotated[
+        str,
+        typer.Option("--report", help="Report writer: 'template' (offline: from the class and the "
+                     "conditioning attributes, phrasing drawn from the image's seed), 'llm' (a "
+                     "model writes it through the MLLM engine; checked, re-asked, the template "
+                     "report as the fallback) or 'none'."),
+    ] = "template",
+    report_backend: Annotated[
+        str, typer.Option("--report-backend", help="llm writer: 'openai' (any OpenAI-compatible "
+                          "server) or 'transformers' (a local model folder).")
+    ] = "openai",
+    report_model: Annotated[
+        str | None, typer.Option("--report-model", help="llm writer: model name (openai) or "
+                                 "local model folder (transformers).")
+    ] = None,
+    report_base_url: Annotated[
+        str | None, typer.Option("--report-base-url", help="llm writer, openai: the server's base "
+                                 "URL, e.g. http://127.0.0.1:8000/v1 (API key from "
+                                 "$MEDSYNTH_OPENAI_API_KEY or $OPENAI_API_KEY).")
+    ] = None,
+    report_with_image: Annotated[
+        bool, typer.Option("--report-with-image", help="llm writer: show the model the generated "
+                           "image too (a vision-language model).")
+    ] = False,
+    report_max_reasks: Annotated[
+        int, typer.Option("--report-max-reasks", help="llm writer: re-asks of an invalid report "
+                          "before the template report is used (with a recorded warning).")
+    ] = 2,
+    report_concurrency: Annotated[
+        int, typer.Option("--report-concurrency", help="llm writer: requests in flight (openai) "
+                          "or per batch (transformers).")
+    ] = 4,
     oversample: Annotated[
         int,
         typer.Option("--oversample", help="Make K candidates per requested image (same class and "
@@ -173,7 +205,10 @@ def generate_cmd(
         n=16 if n is None else n, formats=formats.split(","), prompt=prompt, store=str(store) if store else None,
         prompts_csv=str(prompts_csv) if prompts_csv else None, sampler=sampler, steps=steps,
         guidance=guidance, seed=seed, batch_size=batch_size, ema=not raw_weights,
-        prototype_strength=prototype_strength, spacing=sp, threads=threads,
+        prototype_strength=prototype_strength, spacing=sp, threads=threads, report=report,
+        report_backend=report_backend, report_model=report_model,
+        report_base_url=report_base_url, report_with_image=report_with_image,
+        report_max_reasks=report_max_reasks, report_concurrency=report_concurrency,
         init_images=str(init_images) if init_images else None, init_classes=list(init_class or []),
         init_pairing=init_pairing,
         splits=[split or "train"], strength=strength, init_resize=init_resize,

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import random
 from pathlib import Path
+from typing import Any
 
 from medsynth.errors import MedsynthError
 from medsynth.store import Store, class_dirname
@@ -48,6 +49,9 @@ class SampleSpec:
     """Class of that source image ("" when unlabelled or from noise)."""
     twin_of: str = ""
     """Twin: id of the real image this sample stands for ("" otherwise)."""
+    attributes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """The stored description's attributes (empty for prompts and class-only): what the
+    report writer may state."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,17 +160,18 @@ def plan_samples(requests: list[Request], model_classes: list[str], *, base_seed
             k = counters.get(req.cls, 0)
             counters[req.cls] = k + 1
             seed = image_seed(base_seed, req.cls, k)
+            attrs: dict[str, Any] = {}
             if req.prompt is not None:
                 text, source = req.prompt, "prompt"
             elif store is not None:
                 rec = store.sample(req.cls, random.Random(seed), splits=splits)
-                text, source = rec.text, f"store:{rec.image_id}"
+                text, source, attrs = rec.text, f"store:{rec.image_id}", dict(rec.attributes)
             else:
                 text, source = "", "none"
             specs.append(SampleSpec(
                 sample_id=f"{folders[req.cls]}-{k:06d}", cls=req.cls,
                 class_id=model_classes.index(req.cls), index=k, seed=seed,
-                description=text, source=source,
+                description=text, source=source, attributes=attrs,
             ))
     return specs
 

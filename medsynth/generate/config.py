@@ -60,6 +60,21 @@ class GenerateConfig:
     """Pixel spacing (rows, cols) in mm for DICOM/NIfTI (None = from the model, else 1 mm)."""
     threads: int | None = None
     """CPU threads for torch (None = the free cores now, medsynth.threads.default_threads)."""
+    report: str = "template"
+    """Report writer: ``template`` (offline, from the class and the conditioning attributes),
+    ``llm`` (a model through the MLLM engine, template as the fallback) or ``none``."""
+    report_backend: str = "openai"
+    """llm writer: ``openai`` (an OpenAI-compatible server) or ``transformers`` (local model)."""
+    report_model: str | None = None
+    """llm writer: model name (openai) or local folder (transformers)."""
+    report_base_url: str | None = None
+    """llm writer, openai: the server's base URL (e.g. http://127.0.0.1:8000/v1)."""
+    report_with_image: bool = False
+    """llm writer: show the model the generated image too."""
+    report_max_reasks: int = 2
+    """llm writer: re-asks of an invalid report before the template report is used."""
+    report_concurrency: int = 4
+    """llm writer: requests in flight (openai) or per batch (transformers)."""
     # --- image prompts, twins, balancing (medsynth/generate/plans.py) --------------------------
     init_images: str | None = None
     """Image prompts: a dataset folder or a plain image folder; each sample starts from one of
@@ -119,6 +134,9 @@ class GenerateConfig:
             raise BadUsageError(f"--oversample must be at least 1, got {self.oversample}")
         if self.threads is not None and self.threads < 1:
             raise BadUsageError(f"--threads must be at least 1, got {self.threads}")
+        from medsynth.generate.reports import writer_config
+
+        writer_config(self)  # validates the report options (one line naming the option)
         if self.spacing is not None and (len(self.spacing) != 2 or min(self.spacing) <= 0):
             raise BadUsageError(f"--spacing needs two positive numbers (rows, cols), got {self.spacing}")
         self._check_image_prompts()

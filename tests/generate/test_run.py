@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth.cli import app
+from medsynth.reports import parse_report, parse_sections
 from tests.generate.test_writers import assert_valid_dicom
 
 runner = CliRunner()
@@ -69,7 +70,22 @@ def test_all_formats_16bit(gray16_model: Path, tmp_path: Path) -> None:
         np.testing.assert_allclose(img.affine, np.diag([0.7, 0.7, 1.0, 1.0]))
         np.testing.assert_array_equal(np.asarray(img.dataobj)[:, :, 0].T, png[0])
         report = (out / row.report).read_text()
-        assert report.strip() == row.description and row.description
+        assert "FINDINGS:" in report and "IMPRESSION:" in report and row.description
+        # the report states nothing the conditioning (here: the prompt text) did not
+        stated, asked = parse_report("cxr", report), parse_report("cxr", row.description)
+        assert stated and all(asked.get(k) == v for k, v in stated.items() if k != "heart_size")
+        assert row.report_writer == "template" and row.sr == f"sr/{row._2}/{row.sample_id}.dcm"
+        assert_valid_dicom(out / row.sr)
+        sr = pydicom.dcmread(out / row.sr)
+        assert sr.Modality == "SR" and sr.StudyInstanceUID == ds.StudyInstanceUID
+        assert (sr.PatientID, sr.PatientName) == (ds.PatientID, ds.PatientName)
+        assert sr.PatientIdentityRemoved == "YES" and sr.SeriesInstanceUID != ds.SeriesInstanceUID
+        items = [i for c in sr.ContentSequence for i in c.get("ContentSequence", [])]
+        refs = [i.ReferencedSOPSequence[0] for i in items if i.ValueType == "IMAGE"]
+        assert [(r.ReferencedSOPClassUID, r.ReferencedSOPInstanceUID) for r in refs] == \
+            [(ds.SOPClassUID, ds.SOPInstanceUID)]
+        texts = " ".join(i.TextValue for i in items if i.ValueType == "TEXT")
+        assert parse_sections(report).section("IMPRESSION") in texts
     assert len(studies) == 1 and all(len(v) == 1 for v in series.values())
     assert len({next(iter(v)) for v in series.values()}) == 2
     # 16-bit pixels really use the 16-bit range (not squashed to 8 bits).
@@ -153,7 +169,8 @@ def test_odd_class_names_stay_inside_out(tmp_path: Path) -> None:
     assert list(t["class"]) == odd and t["sample_id"].is_unique
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".png", ".dcm")
                and "synth" in p.parts]
-    assert len(written) == 6 and all(p.resolve().is_relative_to(out.resolve()) for p in written)
+    # PNG, DICOM and the report's DICOM SR of each of the 3 images
+    assert len(written) == 9 and all(p.resolve().is_relative_to(out.resolve()) for p in written)
     assert not (tmp_path / "escape").exists() and not (tmp_path / "box" / "escape").exists()
     for row in t.itertuples():
         assert_valid_dicom(out / row.dicom)

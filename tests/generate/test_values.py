@@ -196,19 +196,3 @@ def test_threads_default_and_option(monkeypatch: pytest.MonkeyPatch) -> None:
     assert torch.get_num_threads() == before
     r = runner.invoke(app, ["generate", "nowhere", "--out", "x", "--threads", "0"])
     assert r.exit_code == 2 and "--threads" in r.output
-
-
-def test_long_prompts_warned_once_and_recorded(gray16_model: Path, tmp_path: Path) -> None:
-    long = "Patchy consolidation in the right lower zone with air bronchograms, " * 8
-    out = tmp_path / "synth"
-    r = runner.invoke(app, ["generate", str(gray16_model), "--n", "3", "--out", str(out),
-                            "--prompt", long, "--steps", "1"])
-    assert r.exit_code == 0, r.output
-    assert r.output.count("64-token window") == 1 and "6 of 6 prompts" in r.output
-    outputs = json.loads((out / "medsynth.json").read_text())["outputs"]
-    assert outputs["text_cut"] == {"images": 6, "max_tokens": 64}
-    assert (pd.read_csv(out / "samples.csv")["text_cut"] == 1).all()
-    short = tmp_path / "short"
-    r = runner.invoke(app, ["generate", str(gray16_model), "--n", "1", "--out", str(short),
-                            "--prompt", "clear lungs", "--steps", "1"])
-    assert r.exit_code == 0 and "token window" not in r.output
