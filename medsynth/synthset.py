@@ -57,6 +57,14 @@ COLUMNS: dict[str, str] = {
     "class_input": "how the class reached the model: 'id' (class id), or for CCELLA-mode models "
                    "'class' (one-hot of the requested class) or 'text:p0,p1,...' (the class "
                    "probabilities predicted from the description)",
+    "init_image_id": "image-to-image (--init-images, --twin at strength < 1): id of the real image "
+                     "the sample started from (its dataset image_id, or its path inside an image "
+                     "folder); '' when it started from noise",
+    "init_class": "class of that source image (the folder name for an image folder; '' when "
+                  "unlabelled or from noise)",
+    "strength": "share of the denoising schedule run from the source image, in (0, 1]; 1 = from "
+                "noise ('' in runs without --init-images/--twin)",
+    "twin_of": "--twin: the real image id this synthetic image stands for ('' otherwise)",
     "request": "index of the requested image within its class; the candidates of one request "
                "(generate --oversample) share it, its class and its description",
     "oversample": "candidates made per requested image (generate --oversample K; 1 = none)",

@@ -147,3 +147,22 @@ def resize_2d(array: np.ndarray, size: int, mode: str = "pad") -> np.ndarray:
     if array.ndim != 3:
         raise ValueError(f"resize_2d needs (C,H,W), got {array.shape}")
     return fit_to_size(array, size, mode)[0]
+
+
+def resize_square(array: np.ndarray, size: int) -> np.ndarray:
+    """Stretch square (C, H, W) images to (C, size, size) as ``medsynth train`` does (``--size``).
+
+    Bilinear with antialiasing (torch), dtype kept, integers rounded and clipped to the dtype's
+    limits: the rule that maps a dataset's images to a model's size when they differ, so
+    image-to-image prompts reach the model exactly as its training images did.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(array.astype(np.float32))[None]
+    t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    info = np.iinfo(array.dtype) if np.issubdtype(array.dtype, np.integer) else None
+    out = t.numpy()
+    if info is not None:
+        out = np.clip(np.rint(out), info.min, info.max)
+    return out.astype(array.dtype)

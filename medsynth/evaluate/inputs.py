@@ -20,39 +20,12 @@ from medsynth.artifacts import Manifest
 from medsynth.data.dataset import Dataset, open_dataset
 from medsynth.data.readers import read_image
 from medsynth.errors import MedsynthError
+from medsynth.metrics.images import measure_size, stack_images, to_unit
 from medsynth.synthset import IMAGE_COLUMNS, SAMPLES_CSV, SyntheticSet, open_synthetic
 
 __all__ = ["IMAGE_COLUMNS", "SAMPLES_CSV", "ImageSet", "SyntheticSet", "check_compatible",
            "check_leakage", "check_real", "default_size", "load_real", "load_synthetic",
            "open_inputs", "open_synthetic", "stack_images", "to_unit"]
-
-
-def to_unit(array: np.ndarray) -> np.ndarray:
-    """Channel-first pixels -> float32 in [0, 1] by the dtype's range (floats: min-max)."""
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
-    if array.dtype == np.uint16:
-        return array.astype(np.float32) / 65535.0
-    a = array.astype(np.float32)
-    lo, hi = float(a.min()), float(a.max())
-    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-
-
-def stack_images(arrays: list[np.ndarray], size: int) -> Any:
-    """List of (C, H, W) arrays -> float tensor (N, C, size, size) in [0, 1] (antialiased resize)."""
-    import torch
-    import torch.nn.functional as F
-
-    if not arrays:
-        return torch.zeros(0, 1, size, size)
-    out = []
-    for a in arrays:
-        t = torch.from_numpy(np.ascontiguousarray(to_unit(a)))[None]
-        if t.shape[-2:] != (size, size):
-            t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True,
-                              align_corners=False)
-        out.append(t.clamp_(0, 1))
-    return torch.cat(out)
 
 
 @dataclasses.dataclass
@@ -131,9 +104,34 @@ def check_leakage(synth: SyntheticSet, real: Dataset, *, independent_model: bool
                      "--independent-model if the two datasets share no images",
             )
         warnings.append(f"{synth.name}: generator trained on another dataset (--independent-model)")
+    warnings += _check_image_sources(synth, real)
     if any("val" in _splits(m) for m in lin.models):
         warnings.append(f"{synth.name}: generator also trained on the val split used for "
                         "early stopping")
+    return warnings
+
+
+def _check_image_sources(synth: SyntheticSet, real: Dataset) -> list[str]:
+    """Refuse a set made from the real test images (``generate --init-images/--twin``).
+
+    Image-to-image samples keep their source's layout and a twin its real image's description:
+    a set started from the test split would be tested on what it was made from.
+    """
+    warnings = []
+    strength = synth.manifest.outputs.get("init_images", {}).get("strength")
+    for ref in synth.manifest.inputs:
+        role = ref.get("role")
+        if role not in ("init-images", "twin") or (role == "init-images" and strength is not None
+                                                    and float(strength) >= 1.0):
+            continue
+        if not ref.get("sha256"):
+            warnings.append(f"{synth.name}: made from the images of the folder {ref.get('path')}; "
+                            "evaluate cannot check that none of them is a test image")
+        elif ref["sha256"] == real.sha256 and "test" in (ref.get("splits") or []):
+            raise MedsynthError(
+                f"{synth.root}: made from the test split of {real.root} (generate --{role} "
+                f"--split {','.join(ref.get('splits') or [])}); evaluating on that split would leak",
+                hint="generate from the train split (--split train)")
     return warnings
 
 
@@ -231,4 +229,4 @@ def default_size(real: Dataset) -> int:
     first = real.load(real.split("train").iloc[0])
     if first.array.ndim == 4:
         return int(min(max(first.array.shape[-3:]), 32))
-    return int(min(max(first.array.shape[-2:]), 64))
+    return measure_size(first.array.shape)

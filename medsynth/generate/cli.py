@@ -19,7 +19,11 @@ def generate_cmd(
                      "or '*' for every class of the model (the default; 'all' too, unless the "
                      "model has a class named 'all', which it then selects)."),
     ] = None,
-    n: Annotated[int, typer.Option("--n", "-n", help="Images per requested class.")] = 16,
+    n: Annotated[
+        int | None,
+        typer.Option("--n", "-n", help="Images per requested class (default 16; not with "
+                     "--twin or --balance, whose counts come from the dataset)."),
+    ] = None,
     formats: Annotated[
         str, typer.Option("--format", "-f", help="Comma-separated output formats: png, dicom, nifti.")
     ] = "png",
@@ -122,6 +126,56 @@ def generate_cmd(
         typer.Option("--only", help="Make only this sample id of the run's plan (repeatable): "
                      "regenerates single images exactly."),
     ] = None,
+    init_images: Annotated[
+        Path | None,
+        typer.Option("--init-images", help="Image prompts: a dataset folder or an image folder "
+                     "(root/<class>/*); each sample starts from one of its images noised to "
+                     "--strength (SDEdit), of any target --class."),
+    ] = None,
+    init_class: Annotated[
+        list[str] | None,
+        typer.Option("--init-class", help="Take init images of this source class only "
+                     "(repeatable; default: every image of --split)."),
+    ] = None,
+    init_pairing: Annotated[
+        str, typer.Option("--init-pairing", help="Init images of a sample of class C: any, same "
+                          "(class C: variations) or other (other classes: class translation).")
+    ] = "any",
+    split: Annotated[
+        str | None,
+        typer.Option("--split", help="Dataset split(s), comma-separated, that --init-images, "
+                     "--twin and --balance take their real images from (default train)."),
+    ] = None,
+    strength: Annotated[
+        float | None,
+        typer.Option("--strength", help="Share of the denoising run from the init image, in "
+                     "(0, 1]: small keeps the image, 1 = from noise (default 0.7 with "
+                     "--init-images, 1 with --twin)."),
+    ] = None,
+    init_resize: Annotated[
+        str, typer.Option("--init-resize", help="Non-square init images: pad (the long side "
+                          "fits) or crop (the short side fits), as data import --resize.")
+    ] = "pad",
+    twin: Annotated[
+        Path | None,
+        typer.Option("--twin", help="Synthetic twin of this dataset: one image per real image "
+                     "of --split, same class and own description; then a near-copy check."),
+    ] = None,
+    balance: Annotated[
+        Path | None,
+        typer.Option("--balance", help="Top up the classes of this dataset (--split counts) so "
+                     "real + synthetic reach --target per class."),
+    ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="--balance: images per class after balancing, 'max' "
+                     "(the largest class; the default) or a number (not below any class's "
+                     "count)."),
+    ] = None,
+    privacy_check: Annotated[
+        bool, typer.Option("--privacy-check/--no-privacy-check",
+                           help="--twin: measure near-copies of real images on the result.")
+    ] = True,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue a killed run in --out to exactly --n images.")
     ] = False,
@@ -131,13 +185,29 @@ def generate_cmd(
 ) -> None:
     """Sample synthetic images (with their reports) from a trained model.
 
-    Example: medsynth generate MODEL --class melanoma --n 500 --out SYNTH --format png,dicom,nifti
+    Examples:
+
+      medsynth generate MODEL --class melanoma --n 500 --out SYNTH --format png,dicom,nifti
+
+      medsynth generate MODEL --init-images DATASET --init-class nevus --class melanoma --strength 0.6 --n 100 --out SYNTH
+
+      medsynth generate MODEL --twin DATASET --split train --out TWIN
+
+      medsynth generate MODEL --balance DATASET --target max --out SYNTH
     """
     from medsynth.errors import BadUsageError
     from medsynth.generate.config import EVERY_CLASS, GenerateConfig
     from medsynth.generate.run import run_generate
     from medsynth.ui import out as stdout
 
+    if split is not None and not (init_images or twin or balance):
+        raise BadUsageError("--split needs --init-images, --twin or --balance (the dataset "
+                            "whose split it names)")
+    if target is not None and not balance:
+        raise BadUsageError("--target needs --balance")
+    if n is not None and (twin or balance):
+        raise BadUsageError(f"--n does not go with {'--twin' if twin else '--balance'}: the "
+                            "dataset's counts decide how many images each class gets")
     sp = None
     if spacing:
         try:
@@ -148,7 +218,7 @@ def generate_cmd(
     cfg = GenerateConfig(
         model=str(model), out=str(out),
         classes=list(classes or ([] if prompts_csv else [EVERY_CLASS])),
-        n=n, formats=formats.split(","), prompt=prompt, store=str(store) if store else None,
+        n=16 if n is None else n, formats=formats.split(","), prompt=prompt, store=str(store) if store else None,
         prompts_csv=str(prompts_csv) if prompts_csv else None, sampler=sampler, steps=steps,
         guidance=guidance, seed=seed, batch_size=batch_size, ema=not raw_weights,
         prototype_strength=prototype_strength, spacing=sp, threads=threads,
@@ -156,6 +226,11 @@ def generate_cmd(
         report=report, report_backend=report_backend, report_model=report_model,
         report_base_url=report_base_url, report_with_image=report_with_image,
         report_max_reasks=report_max_reasks, report_concurrency=report_concurrency,
+        init_images=str(init_images) if init_images else None, init_classes=list(init_class or []),
+        init_pairing=init_pairing,
+        splits=[split or "train"], strength=strength, init_resize=init_resize,
+        twin=str(twin) if twin else None, balance=str(balance) if balance else None,
+        balance_target=target or "max", privacy_check=privacy_check,
         oversample=oversample,
     )
     res = run_generate(cfg, resume=resume, overwrite=overwrite, only=only)

@@ -43,6 +43,12 @@ class SampleSpec:
     """The text the image is conditioned on ("" = null text, class-only)."""
     source: str
     """Where the description came from: ``store:<image_id>``, ``prompt`` or ``none``."""
+    init_id: str = ""
+    """Image-to-image: id of the source image the sample starts from ("" = from noise)."""
+    init_class: str = ""
+    """Class of that source image ("" when unlabelled or from noise)."""
+    twin_of: str = ""
+    """Twin: id of the real image this sample stands for ("" otherwise)."""
     attributes: dict[str, Any] = dataclasses.field(default_factory=dict)
     """The stored description's attributes (empty for prompts and class-only): what the
     report writer may state."""
@@ -171,10 +177,14 @@ def plan_samples(requests: list[Request], model_classes: list[str], *, base_seed
 
 
 def plan_digest(specs: list[SampleSpec]) -> str:
-    """sha256 of what the plan makes (ids, classes, seeds, descriptions): resume must match it."""
+    """sha256 of what the plan makes (ids, classes, seeds, descriptions, source images): resume
+    must match it."""
     h = hashlib.sha256()
     for s in specs:
-        h.update(f"{s.sample_id}\x00{s.cls}\x00{s.seed}\x00{s.description}\x01".encode())
+        h.update(f"{s.sample_id}\x00{s.cls}\x00{s.seed}\x00{s.description}".encode())
+        if s.init_id or s.twin_of:  # text-to-image plans keep the digest they always had
+            h.update(f"\x00{s.init_id}\x00{s.init_class}\x00{s.twin_of}".encode())
+        h.update(b"\x01")
     return h.hexdigest()
 
 

@@ -13,6 +13,14 @@ CLASS_INPUTS = ("auto", "class", "text")
 """Where a CCELLA-mode model's class input comes from (``--class-input``)."""
 DICOM_LAYOUTS = ("series", "enhanced")
 """DICOM of volumes: one file per slice, or one Legacy Converted Enhanced multi-frame file."""
+SPLITS = ("train", "val", "test")
+INIT_RESIZE = ("pad", "crop")
+INIT_PAIRING = ("any", "same", "other")
+IMAGE_PROMPT_FIELDS = ("init_images", "init_classes", "init_pairing", "splits", "strength", "init_resize", "twin",
+                       "balance", "balance_target", "privacy_check")
+"""Config fields of image prompts, twins and balancing (medsynth/generate/plans.py)."""
+DEFAULT_STRENGTH = 0.7
+"""--strength with --init-images when none is given (SDEdit; 1 = from noise)."""
 EVERY_CLASS = "*"
 """--class value meaning every class of the model (always; ``all`` too, unless a class is named so)."""
 
@@ -82,6 +90,31 @@ class GenerateConfig:
     """llm writer: re-asks of an invalid report before the template report is used."""
     report_concurrency: int = 4
     """llm writer: requests in flight (openai) or per batch (transformers)."""
+    # --- image prompts, twins, balancing (medsynth/generate/plans.py) --------------------------
+    init_images: str | None = None
+    """Image prompts: a dataset folder or a plain image folder; each sample starts from one of
+    its images noised to ``strength`` (SDEdit)."""
+    init_classes: list[str] = dataclasses.field(default_factory=list)
+    """Source classes the init images are drawn from (empty = every source image)."""
+    init_pairing: str = "any"
+    """Which source images a sample of class C may start from: ``any``, ``same`` (class C:
+    variations) or ``other`` (every class but C: class translation, as MAGIC)."""
+    splits: list[str] = dataclasses.field(default_factory=lambda: ["train"])
+    """Dataset splits the init images, the twin's real images and the balance counts come from."""
+    strength: float | None = None
+    """Share of the denoising schedule run from the init image, in (0, 1]; 1 = from noise.
+    None = :data:`DEFAULT_STRENGTH` with ``init_images``, 1 for a twin."""
+    init_resize: str = "pad"
+    """How a non-square init image becomes square: ``pad`` (long side fits) or ``crop`` (short
+    side fits), as ``medsynth data import --resize``."""
+    twin: str | None = None
+    """Synthetic twin of this dataset: one image per real image of ``splits``, same class."""
+    balance: str | None = None
+    """Balance this dataset: make what each class lacks so real (``splits``) + synthetic match."""
+    balance_target: str = "max"
+    """Images per class after balancing: ``max`` (the largest class) or a number."""
+    privacy_check: bool = True
+    """Twin: run the near-copy check on the result (medsynth.metrics.privacy)."""
     oversample: int = 1
     """Candidates made per requested image (K; same class and description, own seeds), for
     ``judge filter --per-request`` or ``--per-class-n`` to keep the best (generate/oversample.py)."""
@@ -130,10 +163,55 @@ class GenerateConfig:
         if self.dicom_layout not in DICOM_LAYOUTS:
             raise BadUsageError(f"--dicom-layout must be one of {', '.join(DICOM_LAYOUTS)}, got "
                                 f"{self.dicom_layout!r}")
+        self._check_image_prompts()
+
+    def _check_image_prompts(self) -> None:
+        """Options of image prompts, twins and balancing (defaults resolved here)."""
+        modes = [o for o, v in (("--init-images", self.init_images), ("--twin", self.twin),
+                                ("--balance", self.balance)) if v]
+        if "--twin" in modes and len(modes) > 1:
+            raise BadUsageError(f"--twin excludes {' and '.join(m for m in modes if m != '--twin')}"
+                                " (a twin starts from its own real images: add --strength)")
+        if (self.twin or self.balance) and self.prompts_csv is not None:
+            raise BadUsageError(f"{modes[0]} and --prompts-csv exclude each other (the counts "
+                                "come from the dataset)")
+        if self.strength is not None and not 0.0 < self.strength <= 1.0:
+            raise BadUsageError(f"--strength must be in (0, 1] (1 = from noise), got {self.strength}")
+        if self.strength is not None and not (self.init_images or self.twin):
+            raise BadUsageError("--strength needs --init-images or --twin (the images to start from)")
+        if (self.init_classes or self.init_pairing != "any") and not self.init_images:
+            raise BadUsageError("--init-class and --init-pairing need --init-images")
+        if self.init_pairing not in INIT_PAIRING:
+            raise BadUsageError(f"--init-pairing must be one of {', '.join(INIT_PAIRING)}, "
+                                f"got {self.init_pairing!r}")
+        if self.strength is None and (self.init_images or self.twin):
+            self.strength = DEFAULT_STRENGTH if self.init_images else 1.0
+        if self.init_resize not in INIT_RESIZE:
+            raise BadUsageError(f"--init-resize must be one of {', '.join(INIT_RESIZE)}, "
+                                f"got {self.init_resize!r}")
+        self.splits = [p.strip().lower() for s in self.splits for p in s.split(",") if p.strip()]
+        bad = [s for s in self.splits if s not in SPLITS]
+        if bad or not self.splits:
+            raise BadUsageError(f"--split: unknown split(s) {bad or self.splits}; choose from "
+                                f"{', '.join(SPLITS)}")
+        target = str(self.balance_target).strip().lower()
+        if target != "max":
+            try:
+                n = int(target)
+            except ValueError:
+                n = 0
+            if n < 1:
+                raise BadUsageError(f"--target must be 'max' or a positive number of images per "
+                                    f"class, got {self.balance_target!r}")
+            target = str(n)
+        self.balance_target = target
 
     def identity(self) -> dict[str, Any]:
         """The fields a resumed run must share with the run it continues (not batch size)."""
         d = dataclasses.asdict(self)
         for k in ("batch_size", "out", "threads"):
             d.pop(k)
+        if not (self.init_images or self.twin or self.balance):
+            for k in IMAGE_PROMPT_FIELDS:  # runs without them resume as before they existed
+                d.pop(k)
         return d

@@ -55,6 +55,8 @@ from medsynth.generate.conditioning import (
     shard,
 )
 from medsynth.generate.config import GenerateConfig
+from medsynth.generate.plans import ImagePlan
+from medsynth.generate.plans import prepare as prepare_image_plan
 from medsynth.resume import require_same_settings
 from medsynth.synthset import SAMPLES_CSV, write_samples
 from medsynth.threads import torch_threads
@@ -325,7 +327,7 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     from medsynth.generate.writers.dicom import DicomRunInfo
     from medsynth.models.bundle import load_bundle
     from medsynth.models.sampler import denoise
-    from medsynth.ui import console, progress_bar
+    from medsynth.ui import console, progress_bar, track
 
     # cpu=True without CUDA: processes started by `accelerate launch`/torchrun then form a gloo
     # group (MULTI_CPU) instead of each believing it is alone.
@@ -344,8 +346,13 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
                             "(trained with ccella: true); this one takes class ids")
     store = _store_for(cfg, bundle.manifest)
     # Stored descriptions only of images the model trained on: never a test image's text.
-    plan = plan_for(cfg, bundle.classes, store, splits=bundle.train_splits or None)
+    splits = bundle.train_splits or None
+    images = prepare_image_plan(cfg, bundle, store, splits,  # --init-images/--twin/--balance
+                                base=lambda: plan_for(cfg, bundle.classes, store, splits=splits))
+    plan = images.specs if images else plan_for(cfg, bundle.classes, store, splits=splits)
     plan = oversample.expand(plan, cfg.oversample, cfg.seed)
+    if images:
+        images.expanded(plan)  # candidates keep their request's source image / twin
     digest = plan_digest(plan)
     if only:
         wanted = set(only)
@@ -354,6 +361,9 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
             raise MedsynthError(f"--only: no sample(s) {unknown} in this run's plan",
                                 hint="sample ids look like <class>-000012 (see samples.csv)")
         plan = [s for s in plan if s.sample_id in wanted]
+    if images:  # every init image still to use readable and fitting, before anything is written
+        finished = _done(out) if resume else {}
+        images.check([s for s in plan if s.sample_id not in finished], bundle, track)
     folders = class_folders(bundle.classes)
     geometry = run_geometry(cfg, bundle)
 
@@ -404,12 +414,14 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
             batch = todo[start : start + cfg.batch_size]
             hidden, mask = _encode(bundle, batch, cache, cfg.prototype_strength)
             classes, class_inputs = _class_input(bundle, batch, hidden, mask, cfg.class_input)
+            init = images.init_batch(batch, bundle) if images else None
             x = denoise(bundle.denoiser, scheduler, class_ids=classes,
                         text_hidden=hidden, text_mask=mask, null_class=bundle.null_class,
                         null_hidden=null_h.cpu(), null_mask=null_m.cpu(),
                         seeds=[s.seed for s in batch], sample_shape=bundle.sample_shape,
                         steps=cfg.steps, guidance=cfg.guidance, device=device,
-                        decode=bundle.decode_hook(cfg.decode_window))
+                        decode=bundle.decode_hook(cfg.decode_window), init=init,
+                        strength=cfg.strength if init is not None else 1.0)
             pixels = bundle.to_pixels(x)
             written = reports.write(batch, pixels)
             for spec, px, ci in zip(batch, pixels, class_inputs, strict=True):
@@ -418,8 +430,9 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
                                        dicom_layout=cfg.dicom_layout)
                 rep = written.get(spec.sample_id)
                 _write_sample(out, spec, px, paths, cfg, dicom_run, geometry, rep)
-                journal.write({**_row(spec, paths, cfg, bundle.sha256, geometry,
-                                      spec.description in cut, rep), "class_input": ci})
+                row = {**_row(spec, paths, cfg, bundle.sha256, geometry,
+                               spec.description in cut, rep), "class_input": ci}
+                journal.write({**row, **images.row(spec)} if images else row)
                 made += 1
                 bar.advance(task)
             elapsed = time.perf_counter() - t0
@@ -429,7 +442,7 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     result = RunResult(out=out, n_planned=len(plan), n_made=made, seconds=seconds)
     if state.is_main_process:
         result.manifest = _finish(out, cfg, plan, bundle, store, only, geometry, threads,
-                                  reports.info())
+                                  reports.info(), images)
     return result
 
 
@@ -497,7 +510,8 @@ def _row(spec: SampleSpec, paths: dict[str, str], cfg: GenerateConfig, model_sha
 
 def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any, store: Any,
             only: list[str] | None, geometry: Geometry, threads: int,
-            reports: dict[str, Any] | None = None) -> Manifest:
+            reports: dict[str, Any] | None = None, images: ImagePlan | None = None
+            ) -> Manifest:
     """Merge the journals into samples.csv (plan order) and write the manifest last."""
     done = _done(out)
     missing = [s.sample_id for s in plan if s.sample_id not in done]
@@ -549,5 +563,24 @@ def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any,
                                 .astype(str).value_counts().items() if k}},
         "loaders": loaders,
     }
+    if images:
+        inputs += images.inputs
+        outputs.update(images.outputs)
+        if images.twin is not None and "twin" in outputs:
+            outputs["twin"]["privacy"] = _twin_check(out, cfg, table, images, only, bundle)
     config = dataclasses.asdict(cfg)
     return write_manifest(out, "generate", config=config, inputs=inputs, outputs=outputs)
+
+
+def _twin_check(out: Path, cfg: GenerateConfig, table: Any, images: ImagePlan,
+                only: list[str] | None, bundle: Any) -> dict[str, Any]:
+    """The twin's near-copy check (medsynth/generate/twin.py), unless switched off or partial."""
+    if not cfg.privacy_check:
+        return {"skipped": "--no-privacy-check"}
+    if only:
+        return {"skipped": "--only made part of the twin"}
+    from medsynth.generate.twin import twin_privacy
+
+    assert images.twin is not None
+    device = "cuda" if getattr(bundle.device, "type", "cpu") == "cuda" else "cpu"
+    return twin_privacy(out, table, images.twin, device=device)
