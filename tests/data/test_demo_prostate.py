@@ -39,7 +39,7 @@ def test_same_seed_identical_whatever_the_workers(tmp_path: Path, small_set) -> 
     b = write_demo(DemoConfig("prostate", str(tmp_path / "b"), n_per_class=4, size=SIZE, seed=3,
                               workers=2))
     fa, fb = _files(small_set.root), _files(b.root)
-    assert len(fa) == 3 * 4 + 1  # volumes + labels.csv
+    assert len(fa) == 3 * 4 + 2  # volumes + labels.csv + datalist.json
     assert fa == fb
     c = write_demo(DemoConfig("prostate", str(tmp_path / "c"), n_per_class=1, size=SIZE, seed=4))
     assert _files(c.root)["labels.csv"] != fa["labels.csv"]
