@@ -56,7 +56,9 @@ def make_phantom_set(root: Path, demo: str, n_per_class: int = 2, *, classes=Non
                          "index": i, "description": "", "request": i // oversample,
                          "oversample": oversample})
     write_samples(synth, rows)
-    write_manifest(synth, "generate", config={"fixture": demo}, inputs=[input_ref(model, "train")],
+    # n in the config as in a real generate manifest: two sets written within one second must
+    # still differ (the manifest's sha256 is what readers compare)
+    write_manifest(synth, "generate", config={"fixture": demo, "n_per_class": n_per_class}, inputs=[input_ref(model, "train")],
                    outputs={"samples": "samples.csv", "synthetic": True, "size": size,
                             "classes": classes or all_classes, "formats": ["png"],
                             "channels": 3 if demo == "derm" else 1})
