@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
-from pathlib import Path
-from typing import Any
 
-from medsynth.errors import BadUsageError, MedsynthError
+from medsynth.errors import BadUsageError
 from medsynth.models.sampler import SAMPLERS
+from medsynth.recipe import Recipe
 
 METHODS = ("dpo", "rwr")
 ADAPTERS = ("lora", "full")
@@ -20,7 +17,7 @@ RESUMABLE_CHANGES = ("steps", "rounds", "checkpoint_every", "keep_checkpoints", 
 
 
 @dataclasses.dataclass
-class RefineConfig:
+class RefineConfig(Recipe):
     """Recipe of ``medsynth refine`` (YAML keys = field names; CLI options override them)."""
 
     # --- method -----------------------------------------------------------------------------
@@ -146,67 +143,8 @@ class RefineConfig:
         if self.num_threads is not None and self.num_threads < 1:
             bad(f"num_threads must be >= 1, got {self.num_threads}")
 
-    # --- YAML -------------------------------------------------------------------------------
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> RefineConfig:
-        """Build from a dict; unknown keys and wrong types are errors naming ``source``."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise BadUsageError(f"{source}: unknown keys {unknown}",
-                                hint=f"known keys: {', '.join(sorted(known))}")
-        hints = typing.get_type_hints(cls)
-        for k, v in d.items():
-            if not _type_ok(v, hints[k]):
-                raise BadUsageError(f"{source}: {k} = {v!r} is not of type {hints[k]}")
-        try:
-            return cls(**d)
-        except BadUsageError as e:
-            raise BadUsageError(f"{source}: {e.message}", hint=e.hint) from None
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> RefineConfig:
-        import yaml
-
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text("utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise MedsynthError(f"{path}: cannot read recipe ({e})") from e
-        if not isinstance(raw, dict):
-            raise MedsynthError(f"{path}: a recipe must be a YAML mapping of option: value")
-        return cls.from_dict(raw, source=str(path))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        import yaml
-
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    def replace(self, **changes: Any) -> RefineConfig:
-        """A copy with ``changes`` (None values are ignored: 'option not given')."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
     @property
     def alpha(self) -> float:
         """The LoRA alpha in use."""
         return float(self.lora_alpha if self.lora_alpha is not None else self.rank)
 
-
-def _type_ok(v: Any, tp: Any) -> bool:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(v, a) for a in args)
-    if tp is type(None):
-        return v is None
-    if origin is list:
-        return isinstance(v, list) and all(_type_ok(x, args[0]) for x in v)
-    if tp is float:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-    if tp is int:
-        return isinstance(v, int) and not isinstance(v, bool)
-    return isinstance(v, tp)

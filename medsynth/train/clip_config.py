@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import typing
-from pathlib import Path
 from typing import Any
 
-from medsynth.errors import BadUsageError, MedsynthError
+from medsynth.errors import BadUsageError
 from medsynth.models.clip import ENCODERS
-from medsynth.train.config import _type_ok
+from medsynth.recipe import Recipe
 
 CLIP_RESUMABLE_CHANGES = ("max_steps", "checkpoint_every", "keep_checkpoints", "log_every",
                           "eval_every", "num_threads", "device")
@@ -17,8 +15,10 @@ CLIP_RESUMABLE_CHANGES = ("max_steps", "checkpoint_every", "keep_checkpoints", "
 
 
 @dataclasses.dataclass
-class ClipConfig:
+class ClipConfig(Recipe):
     """Recipe of the contrastive image–text model (YAML keys = field names)."""
+
+    unknown_keys_context = " for --stage clip"
 
     # --- data -------------------------------------------------------------------------------
     size: int | None = None
@@ -132,49 +132,6 @@ class ClipConfig:
             bad(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.num_threads is not None and self.num_threads < 1:
             bad("num_threads must be >= 1")
-
-    # --- YAML -------------------------------------------------------------------------------
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> ClipConfig:
-        """Build from a dict; unknown keys and wrong types are errors naming ``source``."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise BadUsageError(f"{source}: unknown keys {unknown} for --stage clip",
-                                hint=f"known keys: {', '.join(sorted(known))}")
-        hints = typing.get_type_hints(cls)
-        for k, v in d.items():
-            if not _type_ok(v, hints[k]):
-                raise BadUsageError(f"{source}: {k} = {v!r} is not of type {hints[k]}")
-        try:
-            return cls(**d)
-        except BadUsageError as e:
-            raise BadUsageError(f"{source}: {e.message}", hint=e.hint) from None
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> ClipConfig:
-        import yaml
-
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text("utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise MedsynthError(f"{path}: cannot read recipe ({e})") from e
-        if not isinstance(raw, dict):
-            raise MedsynthError(f"{path}: a recipe must be a YAML mapping of option: value")
-        return cls.from_dict(raw, source=str(path))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        import yaml
-
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    def replace(self, **changes: Any) -> ClipConfig:
-        """A copy with ``changes`` (None values are ignored: 'option not given')."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @classmethod
     def tiny(cls, **changes: Any) -> ClipConfig:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import typing
-from pathlib import Path
 from typing import Any
 
-from medsynth.errors import BadUsageError, MedsynthError
+from medsynth.errors import BadUsageError
 from medsynth.models.denoiser import DENOISER_KINDS
+from medsynth.recipe import Recipe
 
 #: Fields that may change when a run is resumed (everything else must match the checkpoint).
 RESUMABLE_CHANGES = ("max_steps", "checkpoint_every", "keep_checkpoints", "log_every",
@@ -19,7 +18,7 @@ NOISE_SCHEDULES = ("ddpm", "rflow")
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class TrainConfig(Recipe):
     """Recipe of ``medsynth train`` (YAML keys = field names; CLI options override them)."""
 
     # --- data -------------------------------------------------------------------------------
@@ -287,49 +286,6 @@ class TrainConfig:
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             bad("snr_gamma must be > 0 (or null = off)")
 
-    # --- YAML -------------------------------------------------------------------------------
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
-        """Build from a dict; unknown keys and wrong types are errors naming ``source``."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise BadUsageError(f"{source}: unknown keys {unknown}",
-                                hint=f"known keys: {', '.join(known)}")
-        hints = typing.get_type_hints(cls)
-        for k, v in d.items():
-            if not _type_ok(v, hints[k]):
-                raise BadUsageError(f"{source}: {k} = {v!r} is not of type {hints[k]}")
-        try:
-            return cls(**d)
-        except BadUsageError as e:
-            raise BadUsageError(f"{source}: {e.message}", hint=e.hint) from None
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> TrainConfig:
-        import yaml
-
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text("utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise MedsynthError(f"{path}: cannot read recipe ({e})") from e
-        if not isinstance(raw, dict):
-            raise MedsynthError(f"{path}: a recipe must be a YAML mapping of option: value")
-        return cls.from_dict(raw, source=str(path))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        import yaml
-
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` (None values are ignored: 'option not given')."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
     @classmethod
     def tiny(cls, **changes: Any) -> TrainConfig:
         """A seconds-long recipe for tests of later stages: tiny UNet, 2 steps."""
@@ -340,20 +296,3 @@ class TrainConfig:
         base.update(changes)
         return cls(**base)
 
-
-def _type_ok(v: Any, tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return True
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return any(_type_ok(v, a) for a in args)
-    if tp is type(None):
-        return v is None
-    if origin is list:
-        return isinstance(v, list) and all(_type_ok(x, args[0]) for x in v)
-    if tp is float:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-    if tp is int:
-        return isinstance(v, int) and not isinstance(v, bool)
-    return isinstance(v, tp)
