@@ -1,9 +1,10 @@
 """The 3D latent pipeline on the prostate phantoms (examples/prostate-cpu.yaml), measured.
 
-    .venv/bin/python -m benchmarks.latent_3d --workdir benchmarks/work/latent3d [--threads 1]
+    .venv/bin/python -m benchmarks.latent_3d --workdir benchmarks/work/latent3d [--threads 2]
+    .venv/bin/python -m benchmarks.latent_3d --recipe examples/prostate-cpu-64.yaml --size 64
 
-Through the real CLI (one subprocess per stage): ``data demo prostate`` (50 per class, 64^3,
-1 mm) -> ``describe`` (train split; when describe cannot read volumes yet, a store of the
+Through the real CLI (one subprocess per stage): ``data demo prostate`` (50 per class, 32^3 at
+2 mm, or ``--size``) -> ``describe`` (train split; when describe cannot read volumes yet, a store of the
 phantom's own reports) -> ``train --config examples/prostate-cpu.yaml`` (autoencoder phase,
 latent cache, CCELLA latent denoiser) -> ``generate`` (``--n`` per class, DDIM 50 steps, NIfTI)
 -> the measurements:
@@ -85,13 +86,14 @@ def _finished(folder: Path) -> bool:
     return man.exists() and json.loads(man.read_text()).get("outputs", {}).get("status") != "running"
 
 
-def budget_recipe(w: Path, ae_steps: int | None, max_steps: int | None) -> Path:
-    """examples/prostate-cpu.yaml, or a copy of it with fewer autoencoder/denoiser steps."""
+def budget_recipe(w: Path, ae_steps: int | None, max_steps: int | None,
+                  recipe: Path = RECIPE) -> Path:
+    """The recipe, or a copy of it with fewer autoencoder/denoiser steps."""
     if ae_steps is None and max_steps is None:
-        return RECIPE
+        return recipe
     import yaml
 
-    cfg = yaml.safe_load(RECIPE.read_text())
+    cfg = yaml.safe_load(recipe.read_text())
     if ae_steps is not None:
         cfg["ae_max_steps"] = ae_steps
         cfg["ae_checkpoint_every"] = min(cfg["ae_checkpoint_every"], ae_steps)
@@ -124,7 +126,7 @@ def stages(w: Path, a: argparse.Namespace, log: Path) -> dict[str, Any]:
     out: dict[str, Any] = _Stages(w / "stages.json")
     if not _finished(data):
         out["data"] = run_cli(["data", "demo", "prostate", "--out", str(data), "--n-per-class",
-                               str(a.n_per_class), "--size", "64", "--seed", "0", "--overwrite"],
+                               str(a.n_per_class), "--size", str(a.size), "--seed", "0", "--overwrite"],
                               log, threads)
     if not _finished(store):
         again = ["--resume"] if store.exists() else []
@@ -138,7 +140,7 @@ def stages(w: Path, a: argparse.Namespace, log: Path) -> dict[str, Any]:
     if not _finished(model):
         resume = ["--resume"] if (model / "checkpoints").exists() else ["--overwrite"]
         out["train"] = run_cli(["train", str(data), "--store", str(store), "--out", str(model),
-                                "--config", str(budget_recipe(w, a.ae_steps, a.max_steps)),
+                                "--config", str(budget_recipe(w, a.ae_steps, a.max_steps, a.recipe)),
                                 "--threads", str(threads), *resume], log, threads)
     if not _finished(synth):
         out["generate"] = run_cli(["generate", str(model), "--out", str(synth), "--class", "all",
@@ -162,7 +164,9 @@ def model_figures(model: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "work" / "latent3d")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--recipe", type=Path, default=RECIPE)
+    ap.add_argument("--size", type=int, default=32, help="phantom side (voxels over 64 mm)")
     ap.add_argument("--n-synth", type=int, default=20, help="generated volumes per class")
     ap.add_argument("--n-per-class", type=int, default=50, help="phantom volumes per class")
     ap.add_argument("--sample-steps", type=int, default=50, help="DDIM steps")
@@ -182,7 +186,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     watch = LoadWatch()
     t0 = time.perf_counter()
     st = dict(stages(w, a, w / "log.txt"))
-    res: dict[str, Any] = {"recipe": "examples/prostate-cpu.yaml", "threads": a.threads,
+    res: dict[str, Any] = {"recipe": str(a.recipe.resolve().relative_to(ROOT)),
+                           "size": a.size, "threads": a.threads,
                            "budget": {"ae_steps": a.ae_steps or "recipe",
                                       "denoiser_steps": a.max_steps or "recipe",
                                       "n_per_class": a.n_per_class, "n_synth": a.n_synth,

@@ -29,7 +29,8 @@ def _data(shape: tuple[int, ...], channels: int = 1) -> TrainData:
 
 
 @pytest.mark.parametrize("name, shape, channels, latent", [
-    ("prostate-cpu.yaml", (64, 64, 64), 1, (16, 16, 16)),
+    ("prostate-cpu.yaml", (32, 32, 32), 1, (8, 8, 8)),
+    ("prostate-cpu-64.yaml", (64, 64, 64), 1, (16, 16, 16)),
     ("prostate-gpu.yaml", (32, 256, 256), 1, (8, 64, 64)),
     ("derm-latent-cpu.yaml", (64, 64), 3, (16, 16)),
 ])
