@@ -346,13 +346,15 @@ class _AETrainer:
         if cfg.ae_perceptual_weight > 0:
             self.perceptual = _perceptual_loss(cfg, self.spec.spatial_dims)
         opt_g = torch.optim.Adam(net.parameters(), lr=cfg.ae_lr)
-        sched_g = get_scheduler("constant_with_warmup", opt_g,
-                                num_warmup_steps=cfg.ae_warmup_steps * acc.num_processes)
+        kind = "cosine" if cfg.ae_lr_schedule == "cosine" else "constant_with_warmup"
+        n = acc.num_processes
+        sched_g = get_scheduler(kind, opt_g, num_warmup_steps=cfg.ae_warmup_steps * n,
+                                num_training_steps=cfg.ae_max_steps * n)
         objs = [net, opt_g, sched_g]
         if disc is not None:
             opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.ae_lr)
-            sched_d = get_scheduler("constant_with_warmup", opt_d,
-                                    num_warmup_steps=cfg.ae_warmup_steps * acc.num_processes)
+            sched_d = get_scheduler(kind, opt_d, num_warmup_steps=cfg.ae_warmup_steps * n,
+                                    num_training_steps=cfg.ae_max_steps * n)
             objs += [disc, opt_d, sched_d]
         prepared = acc.prepare(*objs)
         self.net, self.opt_g, self.sched_g = prepared[:3]

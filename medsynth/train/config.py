@@ -80,7 +80,10 @@ class TrainConfig(Recipe):
     ae_lr: float = 2e-4
     """Autoencoder learning rate (Adam; the discriminator's too)."""
     ae_warmup_steps: int = 50
-    """Autoencoder linear warm-up steps (then constant)."""
+    """Autoencoder linear warm-up steps (then constant, or cosine decay)."""
+    ae_lr_schedule: str = "constant"
+    """Autoencoder learning-rate schedule after warm-up: constant or cosine (decays to 0 at
+    ae_max_steps: lower loss in a short run)."""
     ae_kl_weight: float = 1e-6
     """Weight of the KL term (L1 + kl_weight * KL [+ adversarial + perceptual])."""
     ae_adv_weight: float = 0.0
@@ -224,6 +227,8 @@ class TrainConfig(Recipe):
                 "ae_perceptual_weight: 0")
         if self.ae_lr <= 0:
             bad("ae_lr must be > 0")
+        if self.ae_lr_schedule not in ("cosine", "constant"):
+            bad(f"ae_lr_schedule must be cosine or constant, got {self.ae_lr_schedule!r}")
         if self.noise_schedule not in NOISE_SCHEDULES:
             bad(f"noise_schedule must be {' or '.join(NOISE_SCHEDULES)}, got "
                 f"{self.noise_schedule!r}")

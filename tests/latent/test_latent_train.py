@@ -154,3 +154,20 @@ def test_volumes_too_large_for_memory_say_what_to_lower(prostate16: dict[str, Pa
               progress=False)
     assert "lower shape" in str(e.value.hint) and "9 training volumes of 16x16x16" in str(e.value)
     assert not (prostate16["root"] / "big").exists()
+
+
+def test_autoencoder_cosine_schedule(rgb16: dict[str, Path], tmp_path: Path) -> None:
+    """ae_lr_schedule: cosine decays the autoencoder's learning rate to 0 at ae_max_steps (the
+    log records it); constant keeps it; an unknown schedule is refused."""
+    lrs = {}
+    for kind in ("cosine", "constant"):
+        out = tmp_path / kind
+        train(rgb16["ds"], out, cfg=tiny_latent(ae_lr_schedule=kind, max_steps=1),
+              store_path=rgb16["store"], progress=False)
+        lrs[kind] = [float(r["lr"]) for r in _rows(out / "autoencoder_log.csv")]
+    cos, const = lrs["cosine"], lrs["constant"]
+    assert all(a > b for a, b in zip(cos[:-1], cos[1:], strict=True)), cos
+    assert cos[-1] < 0.5 * cos[0], cos
+    assert len(set(const)) == 1, const
+    with pytest.raises(MedsynthError, match="ae_lr_schedule must be cosine or constant"):
+        tiny_latent(ae_lr_schedule="linear")
