@@ -27,15 +27,18 @@ import contextlib
 import csv
 import dataclasses
 import io
-import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from medsynth.artifacts import atomic_write_bytes, atomic_write_text
+from medsynth.checkpoints import (
+    batch_indices,
+    complete_checkpoints,
+    read_checkpoint,
+    write_checkpoint,
+)
 from medsynth.errors import MedsynthError
 from medsynth.refine.config import RefineConfig
 from medsynth.refine.losses import diffusion_target, dpo_loss, per_sample_mse, weighted_mse
@@ -43,7 +46,6 @@ from medsynth.refine.losses import diffusion_target, dpo_loss, per_sample_mse, w
 LOG_NAME = "refine_log.csv"
 LOG_FIELDS = ["round", "step", "loss", "implicit_acc", "model_w", "model_l", "ref_w", "ref_l",
               "mse_synth", "mse_real", "lr", "items_per_s", "elapsed_s"]
-CKPT_PREFIX = "step-"
 _WINDOW_KEYS = ("loss", "acc", "mw", "ml", "rw", "rl", "ms", "mr", "n")
 
 
@@ -82,27 +84,6 @@ class RoundResult:
     seconds: float = 0.0
     last: dict[str, float] = dataclasses.field(default_factory=dict)
     """Means of the round's last log window."""
-
-
-def batch_indices(n: int, b: int, k: int, seed: int) -> Any:
-    """Indices of batch ``k``: seeded epoch permutations, ``b`` distinct per batch."""
-    import torch
-
-    per_epoch = max(1, n // b)
-    epoch, j = divmod(k, per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-    if n >= b:
-        return perm[j * b : (j + 1) * b]
-    return perm.repeat(math.ceil(b / n))[:b]
-
-
-def complete_checkpoints(ckdir: Path) -> list[Path]:
-    """Checkpoint folders with their ``state.json`` (written last), oldest first."""
-    if not ckdir.is_dir():
-        return []
-    found = [p for p in ckdir.iterdir()
-             if p.is_dir() and p.name.startswith(CKPT_PREFIX) and (p / "state.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(CKPT_PREFIX):]))
 
 
 class RoundTrainer:
@@ -146,23 +127,15 @@ class RoundTrainer:
         import torch
         from safetensors.torch import save
 
-        final = self.ckdir / f"{CKPT_PREFIX}{step:07d}"
-        tmp = self.ckdir / f".{final.name}.part"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        atomic_write_bytes(tmp / "trainable.safetensors", save(self.trainable_state()))
-        atomic_write_bytes(tmp / "kept.safetensors", save(self.kept))
-        atomic_write_bytes(tmp / "window_start.safetensors", save(self.window_start))
-        buf = io.BytesIO()
-        torch.save(self.opt.state_dict(), buf)
-        atomic_write_bytes(tmp / "optimizer.pt", buf.getvalue())
-        atomic_write_text(tmp / "state.json", json.dumps({"step": step, **extra}))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in complete_checkpoints(self.ckdir)[: -self.cfg.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+        def files(tmp: Path) -> None:
+            atomic_write_bytes(tmp / "trainable.safetensors", save(self.trainable_state()))
+            atomic_write_bytes(tmp / "kept.safetensors", save(self.kept))
+            atomic_write_bytes(tmp / "window_start.safetensors", save(self.window_start))
+            buf = io.BytesIO()
+            torch.save(self.opt.state_dict(), buf)
+            atomic_write_bytes(tmp / "optimizer.pt", buf.getvalue())
+
+        write_checkpoint(self.ckdir, step, extra, keep=self.cfg.keep_checkpoints, save=files)
 
     def _load_checkpoint(self) -> dict[str, Any] | None:
         import torch
@@ -171,23 +144,15 @@ class RoundTrainer:
         ckpts = complete_checkpoints(self.ckdir)
         if not ckpts:
             return None
-        last = ckpts[-1]
-        try:
-            state = json.loads((last / "state.json").read_text("utf-8"))
+
+        def files(last: Path) -> None:
             self.load_trainable(load_file(str(last / "trainable.safetensors")))
             self.kept = load_file(str(last / "kept.safetensors"))
             self.window_start = load_file(str(last / "window_start.safetensors"))
-            opt_state = torch.load(io.BytesIO((last / "optimizer.pt").read_bytes()),
-                                   weights_only=True)
-            self.opt.load_state_dict(opt_state)
-        except MedsynthError:
-            raise
-        except Exception as e:
-            raise MedsynthError(
-                f"{last}: checkpoint is corrupt or incompatible ({type(e).__name__}: {e})",
-                hint=f"delete {last} to resume from the previous checkpoint" if len(ckpts) > 1
-                else "start again with --overwrite") from None
-        return state
+            self.opt.load_state_dict(torch.load(io.BytesIO((last / "optimizer.pt").read_bytes()),
+                                                weights_only=True))
+
+        return read_checkpoint(ckpts, files)
 
     # --- log ----------------------------------------------------------------------------------
     def _open_log(self, step: int) -> None:

@@ -33,7 +33,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ import numpy as np
 import torch.nn as nn
 
 from medsynth.artifacts import atomic_write_bytes, atomic_write_text, sha256_file
+from medsynth.checkpoints import complete_checkpoints, read_checkpoint, write_checkpoint
 from medsynth.errors import MedsynthError
 from medsynth.models.autoencoder import (
     WEIGHTS_FILE,
@@ -66,7 +66,6 @@ AE_LOG = "autoencoder_log.csv"
 AE_LOG_FIELDS = ["step", "loss", "l1", "kl", "adv_g", "adv_d", "perceptual", "lr",
                  "patches_per_s", "elapsed_s"]
 AE_CKPT_DIR = "autoencoder"
-CKPT_PREFIX = "step-"
 EVAL_MAX_IMAGES = 32
 """Images used for the reconstruction metrics (the first of the validation split)."""
 
@@ -163,12 +162,7 @@ def _flip(x: Any, h: bool, v: bool) -> Any:
 
 def ae_checkpoints(out: Path) -> list[Path]:
     """Complete autoencoder checkpoints (``state.json`` written last), oldest first."""
-    d = Path(out) / "checkpoints" / AE_CKPT_DIR
-    if not d.is_dir():
-        return []
-    found = [p for p in d.iterdir()
-             if p.is_dir() and p.name.startswith(CKPT_PREFIX) and (p / "state.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(CKPT_PREFIX):]))
+    return complete_checkpoints(Path(out) / "checkpoints" / AE_CKPT_DIR)
 
 
 def phase_done(out: Path) -> bool:
@@ -378,7 +372,7 @@ class _AETrainer:
         """Patches of global micro-batch ``k`` in [-1, 1], random crops and allowed flips."""
         import torch
 
-        from medsynth.train.loop import batch_indices
+        from medsynth.checkpoints import batch_indices
 
         data = self.data
         idx = batch_indices(len(data), self.cfg.ae_batch_size, k, self.cfg.seed + 17)
@@ -491,15 +485,8 @@ class _AETrainer:
         if not ckpts:
             return 0
         last = ckpts[-1]
-        try:
-            state = json.loads((last / "state.json").read_text())
-            self.acc.load_state(str(last))
-        except Exception as e:
-            raise MedsynthError(
-                f"{last}: autoencoder checkpoint is corrupt or incompatible "
-                f"({type(e).__name__}: {e})",
-                hint=f"delete {last} to resume from the previous checkpoint" if len(ckpts) > 1
-                else "start again with --overwrite") from None
+        state = read_checkpoint(ckpts, lambda f: self.acc.load_state(str(f)),
+                                what="autoencoder checkpoint")
         step = int(state["step"])
         self.elapsed_before = float(state.get("elapsed_s", 0.0))
         self.window = {k: float(v) for k, v in state.get("log_window", {}).items()}
@@ -507,24 +494,10 @@ class _AETrainer:
         return step
 
     def _save_checkpoint(self, step: int, window: dict[str, float]) -> None:
-        acc = self.acc
-        final = self.ckdir / f"{CKPT_PREFIX}{step:07d}"
-        tmp = self.ckdir / f".{final.name}.part"
-        if acc.is_main_process and tmp.exists():
-            shutil.rmtree(tmp)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        if acc.is_main_process:
-            atomic_write_text(tmp / "state.json", json.dumps({
-                "step": step,
-                "elapsed_s": round(self.elapsed_before + time.perf_counter() - self.t0, 1),
-                "log_window": dict(window)}))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            for old in ae_checkpoints(self.out)[: -self.cfg.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
+        write_checkpoint(self.ckdir, step, {
+            "elapsed_s": round(self.elapsed_before + time.perf_counter() - self.t0, 1),
+            "log_window": dict(window)}, keep=self.cfg.keep_checkpoints,
+            save=lambda tmp: self.acc.save_state(str(tmp)), acc=self.acc)
 
     def _open_log(self, start: int) -> None:
         path = self.out / AE_LOG

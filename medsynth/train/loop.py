@@ -35,7 +35,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -51,6 +50,12 @@ from medsynth.artifacts import (
     input_ref,
     prepare_output_dir,
     write_manifest,
+)
+from medsynth.checkpoints import (
+    batch_indices,
+    complete_checkpoints,
+    read_checkpoint,
+    write_checkpoint,
 )
 from medsynth.errors import MedsynthError
 from medsynth.models.bundle import CLASS_HEAD_FILE, export_model
@@ -81,7 +86,6 @@ from medsynth.ui import console
 CONFIG_NAME = "train_config.yaml"
 LOG_NAME = "train_log.csv"
 LOG_FIELDS = ["step", "loss", "mse", "class_ce", "lr", "images_per_s", "elapsed_s", "text_class"]
-CKPT_PREFIX = "step-"
 
 
 def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
@@ -181,20 +185,11 @@ def denoiser_spec(cfg: TrainConfig, data: TrainData, *, cross_attention_dim: int
         attention_head_dim=cfg.attention_head_dim, norm_num_groups=cfg.norm_num_groups)
 
 
-def _complete_checkpoints(ckdir: Path) -> list[Path]:
-    """Checkpoint folders with their ``state.json`` (written last), oldest first."""
-    if not ckdir.is_dir():
-        return []
-    found = [p for p in ckdir.iterdir()
-             if p.is_dir() and p.name.startswith(CKPT_PREFIX) and (p / "state.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(CKPT_PREFIX):]))
-
-
 def _resumable(out: Path) -> bool:
     """True when ``out`` holds work a ``--resume`` can continue (any phase's checkpoint)."""
     from medsynth.train.autoencoder import ae_checkpoints, phase_done
 
-    return bool(_complete_checkpoints(out / "checkpoints") or ae_checkpoints(out)
+    return bool(complete_checkpoints(out / "checkpoints") or ae_checkpoints(out)
                 or phase_done(out))
 
 
@@ -230,18 +225,6 @@ def _mixed_precision(cfg: TrainConfig) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "no"
-
-
-def batch_indices(n: int, b: int, k: int, seed: int) -> Any:
-    """Indices of global micro-batch ``k``: seeded epoch permutations, ``b`` distinct per batch."""
-    import torch
-
-    per_epoch = max(1, n // b)
-    epoch, j = divmod(k, per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-    if n >= b:
-        return perm[j * b : (j + 1) * b]
-    return perm.repeat(math.ceil(b / n))[:b]
 
 
 class _Trainer:
@@ -424,7 +407,7 @@ class _Trainer:
 
     # --- checkpoints ------------------------------------------------------------------------
     def _checkpoints(self) -> list[Path]:
-        return _complete_checkpoints(self.ckdir)
+        return complete_checkpoints(self.ckdir)
 
     def _load_checkpoint(self) -> int:
         ckpts = self._checkpoints()
@@ -432,15 +415,7 @@ class _Trainer:
             raise MedsynthError(f"{self.ckdir}: no complete checkpoint to resume from",
                                 hint="start again without --resume (use --overwrite)")
         last = ckpts[-1]
-        try:
-            state = json.loads((last / "state.json").read_text())
-            self.acc.load_state(str(last))
-        except Exception as e:
-            raise MedsynthError(
-                f"{last}: checkpoint is corrupt or incompatible ({type(e).__name__}: {e})",
-                hint=f"delete {last} to resume from the previous checkpoint"
-                if len(ckpts) > 1 else "start again with --overwrite",
-            ) from None
+        state = read_checkpoint(ckpts, lambda f: self.acc.load_state(str(f)))
         step = int(state["step"])
         self.elapsed_before = float(state.get("elapsed_s", _logged_elapsed(self.out / LOG_NAME, step)))
         # The log window open at the checkpoint (steps since the last log row): the next row
@@ -450,23 +425,11 @@ class _Trainer:
         return step
 
     def _save_checkpoint(self, step: int, window: dict[str, float]) -> None:
-        acc = self.acc
-        final = self.ckdir / f"{CKPT_PREFIX}{step:07d}"
-        tmp = self.ckdir / f".{final.name}.part"
-        if acc.is_main_process and tmp.exists():
-            shutil.rmtree(tmp)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        if acc.is_main_process:
-            atomic_write_text(tmp / "state.json", json.dumps({
-                "step": step, "elapsed_s": round(self.elapsed_before + time.perf_counter() - self.t0, 1),
-                "log_window": {k: window[k] for k in ("loss", "mse", "ce", "tce", "n")}}))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            for old in self._checkpoints()[: -self.cfg.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
+        write_checkpoint(self.ckdir, step, {
+            "elapsed_s": round(self.elapsed_before + time.perf_counter() - self.t0, 1),
+            "log_window": {k: window[k] for k in ("loss", "mse", "ce", "tce", "n")}},
+            keep=self.cfg.keep_checkpoints, save=lambda tmp: self.acc.save_state(str(tmp)),
+            acc=self.acc)
 
     # --- log ---------------------------------------------------------------------------------
     def _open_log(self, start: int) -> None:
