@@ -3,12 +3,14 @@
     .venv/bin/python -m benchmarks.refine_effect [--workdir benchmarks/work/refine] \
         [--model MODEL --data DATA --store STORE] [--n 50 --oversample 4] ...
 
-Through the real CLI (one subprocess per stage, as a user runs it), on the derm demo:
+Through the real CLI (one subprocess per stage, as a user runs it), on the derm demo (or
+``--demo cxr``: the cxr phantoms, examples/cxr-cpu.yaml, the cxr criteria; recorded as
+``refine_effect_cxr``):
 
 1. a base model M0 (trained here with ``--train-steps`` if none is given; state its budget);
 2. ``unfiltered`` (U): ``generate M0 --class all --n N --seed 0``: the baseline;
 3. ``candidates``: the same plan with ``--oversample K`` (candidate 0 of each request is U's
-   image), judged with the offline ``measure`` judge and the shipped derm criteria;
+   image), judged with the offline ``measure`` judge and the shipped criteria of the demo;
 4. ``filtered`` (F): ``judge filter --per-request``: the best of the K candidates of every
    request (N per class, U's descriptions);
 5. ``refined`` (R): ``refine M0 --judged candidates`` (DPO, LoRA), then U's plan (same
@@ -21,7 +23,7 @@ Through the real CLI (one subprocess per stage, as a user runs it), on the derm 
    downstream balanced accuracy of real+X against real+U in the full and few-shot settings,
    paired by seed, with a bootstrap over seeds and test images.
 
-Writes benchmarks/results/refine_effect.json.
+Writes benchmarks/results/refine_effect.json (refine_effect_cxr.json with ``--demo cxr``).
 """
 
 from __future__ import annotations
@@ -202,7 +204,8 @@ def downstream(report: Path, names: dict[str, str], classes: list[str]) -> dict[
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "work" / "refine")
-    ap.add_argument("--data", type=Path, help="derm demo dataset (default: WORKDIR/derm32)")
+    ap.add_argument("--demo", choices=("derm", "cxr"), default="derm")
+    ap.add_argument("--data", type=Path, help="demo dataset (default: WORKDIR/<demo>32)")
     ap.add_argument("--store", type=Path, help="its description store (default: WORKDIR/store)")
     ap.add_argument("--model", type=Path, help="base model (default: WORKDIR/model, trained)")
     ap.add_argument("--train-steps", type=int, default=3000)
@@ -233,10 +236,10 @@ def main(argv: list[str] | None = None) -> None:
     w.mkdir(parents=True, exist_ok=True)
     log = w / "bench.log"
     os.environ.setdefault("MEDSYNTH_NO_PROGRESS", "1")
-    data, store = args.data or w / "derm32", args.store or w / "store"
+    data, store = args.data or w / f"{args.demo}32", args.store or w / "store"
     t: dict[str, Any] = {}
     if not _done(data):
-        t["data"] = run_cli(["data", "demo", "derm", "--out", str(data), "--size", "32",
+        t["data"] = run_cli(["data", "demo", args.demo, "--out", str(data), "--size", "32",
                              "--n-per-class", "200", "--seed", "0"], log)
     if not _done(store):
         t["describe"] = run_cli(["describe", str(data), "--out", str(store), "--split", "train"],
@@ -245,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     if not _done(model):
         resume = ["--resume"] if (model / "checkpoints").is_dir() else []
         t["train"] = run_cli(["train", str(data), "--store", str(store), "--out", str(model),
-                              "--config", str(ROOT / "examples" / "derm-cpu.yaml"),
+                              "--config", str(ROOT / "examples" / f"{args.demo}-cpu.yaml"),
                               "--max-steps", str(args.train_steps), "--threads",
                               str(args.threads), *resume], log, args.threads)
     mm = json.loads((model / "medsynth.json").read_text())
@@ -267,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         if not _done(out) or json.loads((out / "medsynth.json").read_text())["outputs"].get(
                 "status") != "complete":
             t[f"judge_{synth.name}"] = run_cli(
-                ["judge", "run", str(synth), "--criteria", "derm", "--out", str(out),
+                ["judge", "run", str(synth), "--criteria", args.demo, "--out", str(out),
                  *(["--resume"] if out.exists() else [])], log, args.threads)
         return out
 
@@ -346,7 +349,8 @@ def main(argv: list[str] | None = None) -> None:
     fi = fidelity_intervals(data, sets, classes, 32)
     ds = downstream(report, {n: sets[n].name for n in names}, classes)
     load = os.getloadavg()
-    record("refine_effect", {
+    record("refine_effect" if args.demo == "derm" else f"refine_effect_{args.demo}", {
+        "demo": args.demo,
         "setup": {"base_model": str(model), "base_steps": mm["outputs"].get("steps"),
                   "base_train_time_s": mm["outputs"].get("train_time_s"),
                   "n_per_class": args.n, "oversample": args.oversample,
