@@ -587,7 +587,8 @@ def judge_arrays(judge: Judge, images: Sequence[np.ndarray], classes: Sequence[s
 def select(records: Iterable[JudgedRecord], *, min_score: float | None = None,
            top_fraction: float | None = None, per_class_n: int | None = None,
            per_group: Callable[[JudgedRecord], Any] | None = None,
-           order: Callable[[JudgedRecord], Any] | None = None) -> list[JudgedRecord]:
+           order: Callable[[JudgedRecord], Any] | None = None,
+           skip_empty_groups: bool = False) -> list[JudgedRecord]:
     """The records a filter keeps, per class, best first.
 
     Only ok records of valid images are eligible. ``min_score``: score >= S. ``top_fraction``:
@@ -595,7 +596,8 @@ def select(records: Iterable[JudgedRecord], *, min_score: float | None = None,
     ``per_class_n``: exactly N per class (the best N that pass ``min_score``; a class with fewer
     is an error). ``per_group``: the best record of each group (e.g. the candidates of one
     requested image, ``generate --oversample``); a group without an eligible record is an
-    error. Ties keep the set's order (``order``, default the sample id).
+    error, or left out with ``skip_empty_groups``. Ties keep the set's order (``order``,
+    default the sample id).
 
     Raises:
         MedsynthError: a class has fewer than ``per_class_n`` eligible images, or a group none.
@@ -616,13 +618,14 @@ def select(records: Iterable[JudgedRecord], *, min_score: float | None = None,
     passing = "valid" + ("" if min_score is None else f", score >= {min_score:g}")
     if per_group is not None:
         empty = [g for g, rs in groups.items() if not rs]
-        if empty:
+        if empty and not skip_empty_groups:
             raise MedsynthError(
                 f"{len(empty)} requested image(s) have no eligible candidate ({passing}), "
                 f"e.g. {empty[0]}",
-                hint="lower --min-score, or generate more candidates (--oversample)")
+                hint="lower --min-score, generate more candidates (--oversample), or leave "
+                     "those requests out (--skip-empty-requests)")
         best = [sorted(sorted(rs, key=order), key=lambda r: -r.score)[0]
-                for rs in groups.values()]
+                for rs in groups.values() if rs]
         return sorted(best, key=lambda r: (r.cls, -r.score, order(r)))
     kept: list[JudgedRecord] = []
     for cls, rs in by_class.items():

@@ -149,6 +149,12 @@ def filter_cmd(
         "--per-request", help="Keep the best candidate of every requested image of a "
                               "`generate --oversample K` set: exactly --n per class, with the "
                               "requested descriptions.")] = False,
+    skip_empty_requests: Annotated[bool, typer.Option(
+        "--skip-empty-requests", help="With --per-request: leave out the requests none of "
+                                      "whose candidates is valid (a weak model's class) "
+                                      "instead of refusing; those classes get fewer images "
+                                      "and the count left out is printed and recorded.")
+    ] = False,
     copy: Annotated[bool, typer.Option(
         "--copy", help="Copy the image files instead of hard-linking them.")] = False,
     overwrite: Annotated[bool, typer.Option(
@@ -161,11 +167,16 @@ def filter_cmd(
 
     res = filter_judged(FilterConfig(judged=str(judged), out=str(out), min_score=min_score,
                                      top_fraction=top_fraction, per_class_n=per_class_n,
-                                     per_request=per_request, copy=copy,
+                                     per_request=per_request,
+                                     skip_empty_requests=skip_empty_requests, copy=copy,
                                      overwrite=overwrite))
     kept = ", ".join(f"{c}: {k} of {res.offered.get(c, 0)}" for c, k in res.counts.items())
     stdout.print(f"{res.out}: kept {sum(res.counts.values())} image(s) ({kept}); "
                  f"{res.linked} file(s) hard-linked")
+    if res.empty_requests:
+        left = ", ".join(f"{c}: {n}" for c, n in res.empty_requests.items())
+        stdout.print(f"left out {sum(res.empty_requests.values())} request(s) with no valid "
+                     f"candidate ({left})")
 
 
 def register(app: typer.Typer) -> None:

@@ -60,6 +60,10 @@ class FilterConfig:
     per_request: bool = False
     """Keep the best candidate of every requested image of a ``generate --oversample K`` set:
     exactly the requested count per class, with the requested descriptions."""
+    skip_empty_requests: bool = False
+    """With ``per_request``: leave out the requests none of whose candidates is eligible (a
+    weak model's class) instead of refusing; the set then has fewer images of that class and
+    the manifest counts the requests left out."""
     copy: bool = False
     """Copy the files instead of hard-linking them (links fall back to copies across file
     systems anyway)."""
@@ -75,6 +79,8 @@ class FilterConfig:
                 self.per_request]) > 1:
             raise BadUsageError("--top-fraction, --per-class-n and --per-request exclude each "
                                 "other")
+        if self.skip_empty_requests and not self.per_request:
+            raise BadUsageError("--skip-empty-requests goes with --per-request")
         if self.top_fraction is not None and not 0 < self.top_fraction <= 1:
             raise BadUsageError(f"--top-fraction must be in (0, 1], got {self.top_fraction}")
         if self.min_score is not None and not 0 <= self.min_score <= 1:
@@ -93,6 +99,8 @@ class FilterResult:
     manifest: Manifest
     linked: int
     """Files hard-linked (the rest were copied)."""
+    empty_requests: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Requests left out per class (``skip_empty_requests``: no eligible candidate)."""
 
 
 def _place(src: Path, dst: Path, copy: bool) -> bool:
@@ -156,7 +164,13 @@ def filter_judged(cfg: FilterConfig) -> FilterResult:
         group = lambda r: f"{r.cls}#{request[r.sample_id]}"  # noqa: E731
     kept = select(j.records, min_score=cfg.min_score, top_fraction=cfg.top_fraction,
                   per_class_n=cfg.per_class_n, per_group=group,
-                  order=lambda r: order[r.sample_id])
+                  order=lambda r: order[r.sample_id],
+                  skip_empty_groups=cfg.skip_empty_requests)
+    empty: dict[str, int] = {}
+    if group is not None:
+        requested = {group(r): r.cls for r in j.records}
+        for g in set(requested) - {group(r) for r in kept}:
+            empty[requested[g]] = empty.get(requested[g], 0) + 1
     if not kept:
         raise MedsynthError(f"{j.root}: no image passes the filter (best score "
                             f"{max((r.score for r in j.records), default=0):.3g})",
@@ -201,6 +215,7 @@ def filter_judged(cfg: FilterConfig) -> FilterResult:
         "judge_backend": j.manifest.config.get("backend"),
         "judge_model": j.manifest.config.get("judge_model"), "linked": linked,
         "loaders": loaders,
+        **({"empty_requests": dict(sorted(empty.items()))} if cfg.per_request else {}),
     }
     config = {**dataclasses.asdict(cfg), "judged": str(j.root.resolve()),
               "source": str(s.root.resolve())}
@@ -208,7 +223,7 @@ def filter_judged(cfg: FilterConfig) -> FilterResult:
                               inputs=[input_ref(j.root, "judge"), input_ref(s.root)],
                               outputs=outputs)
     return FilterResult(out=out, counts=counts, offered=offered, manifest=manifest,
-                        linked=linked)
+                        linked=linked, empty_requests=empty)
 
 
 def _model_classes(s: Any) -> list[str]:

@@ -158,3 +158,35 @@ def test_per_request_keeps_the_best_candidate_of_each_request(tmp_path: Path) ->
     r = runner.invoke(app, ["judge", "filter", str(tmp_path / "pj"), "--per-request", "--out",
                             str(tmp_path / "pf")])
     assert r.exit_code == 1 and "--per-request needs it" in r.output
+
+
+def test_per_request_can_leave_out_requests_without_a_valid_candidate(tmp_path: Path) -> None:
+    synth = make_phantom_set(tmp_path, "derm", 6, oversample=3)
+    j = tmp_path / "j"
+    assert runner.invoke(app, ["judge", str(synth), "--criteria", "derm", "--out",
+                               str(j)]).exit_code == 0
+    scores = pd.read_csv(j / "scores.csv").set_index("sample_id")
+    src = pd.read_csv(synth / "samples.csv").set_index("sample_id")
+    best = scores.join(src[["request"]]).groupby(["class", "request"])["score"].max()
+    # a threshold some requests reach and others do not
+    levels = sorted(set(best.round(6)))
+    assert len(levels) > 1, best
+    cut = (levels[0] + levels[1]) / 2
+    want = best[best >= cut]
+    assert 0 < len(want) < len(best)
+    args = ["judge", "filter", str(j), "--per-request", "--min-score", f"{cut:.9f}"]
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "refused")])
+    assert r.exit_code == 1 and "have no eligible candidate" in r.output
+    assert "--skip-empty-requests" in r.output and not (tmp_path / "refused").exists()
+    out = tmp_path / "kept"
+    r = runner.invoke(app, [*args, "--skip-empty-requests", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    kept = open_synthetic(out).table
+    assert sorted(zip(kept["class"], kept["request"], strict=True)) == sorted(want.index)
+    missing = (best < cut).groupby(level=0).sum()
+    left = {c: int(n) for c, n in missing.items() if n}
+    assert read_manifest(out).outputs["empty_requests"] == left
+    assert f"left out {sum(left.values())} request(s)" in r.output
+    r = runner.invoke(app, ["judge", "filter", str(j), "--top-fraction", "0.5",
+                            "--skip-empty-requests", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "goes with --per-request" in r.output
