@@ -1,4 +1,4 @@
-"""CPU cost of each phase of examples/prostate-cpu.yaml, per step, in one process (1 thread).
+"""CPU cost of each phase of examples/prostate-cpu-64.yaml, per step, in one process (1 thread).
 
     .venv/bin/python -m benchmarks.latent_cost [--steps 3]
 
@@ -29,7 +29,7 @@ import yaml
 from benchmarks.common import record
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPE = ROOT / "examples" / "prostate-cpu.yaml"
+RECIPE = ROOT / "examples" / "prostate-cpu-64.yaml"
 
 
 def _cpu(fn: Any, n: int) -> float:
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "generate (60 volumes, DDIM 50, CFG)": n_gen * (ddim * sample / 1 + dec),
     }
     res = {
-        "recipe": "examples/prostate-cpu.yaml", "threads": 1, "steps_timed": a.steps,
+        "recipe": "examples/prostate-cpu-64.yaml", "threads": 1, "steps_timed": a.steps,
         "latent_shape": list(latent),
         "cpu_s_per": {"ae_step": round(ae_cost, 2), "encode_64^3": round(enc, 2),
                       "decode_64^3": round(dec, 2), "denoiser_step": round(den_cost, 3),
