@@ -47,6 +47,10 @@ HEART_EDGE = 3 / 128
 width (both borders blurred)."""
 
 
+MIN_SIDE = 128
+"""Films smaller than this (pixels, shorter side) are measured upsampled to it."""
+
+
 def _normalize(array: np.ndarray) -> np.ndarray:
     a = array.astype(np.float64)
     if a.ndim == 3:
@@ -225,6 +229,12 @@ def measure_cxr(array: np.ndarray) -> dict[str, Any]:
     if array.ndim != 3:
         raise ValueError(f"measure_cxr needs a (C, H, W) array, got {array.shape}")
     img = _normalize(array)
+    # The lung and heart outlines need pixels: below MIN_SIDE the heart's borders merge with
+    # the mediastinum (32 px phantoms read as CTR 0), so small films are measured upsampled
+    # and the pixel widths reported in the input's pixels.
+    scale = max(1.0, MIN_SIDE / min(img.shape))
+    if scale > 1.0:
+        img = np.clip(ndi.zoom(img, scale, order=1), 0, 1)
     h, w = img.shape
     lungs = segment_lungs(img)  # image left (patient right), image right (patient left)
     hulls = (hull_mask(lungs[0]), hull_mask(lungs[1]))
@@ -263,6 +273,6 @@ def measure_cxr(array: np.ndarray) -> dict[str, Any]:
         "zone": zone,
         "opacity_extent": round(extent, 4),
         "ctr": round(ctr, 4),
-        "heart_width_px": round(heart_w, 2),
-        "thorax_width_px": round(thorax_w, 2),
+        "heart_width_px": round(heart_w / scale, 2),
+        "thorax_width_px": round(thorax_w / scale, 2),
     }

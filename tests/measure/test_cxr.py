@@ -37,3 +37,21 @@ def test_opacity_side_and_zone(side: str, zone: str) -> None:
 def test_effusion_is_lower_zone() -> None:
     m = measure_cxr(chest(128, effusion="left"))
     assert m["side"] == "left" and m["zone"] == "lower"
+
+
+def test_small_films_are_measured_upsampled() -> None:
+    """32 px films (the CPU recipes' size) are measured at 128 px: the cardiothoracic ratio of
+    normal phantoms stays within a few points of the 128 px one, cardiomegaly still reads larger
+    than normal, and pixel widths come back in the input's pixels."""
+    from medsynth.measure import measure_cxr
+    from tests.judge.conftest import phantom
+
+    ctr: dict[str, list[float]] = {"normal": [], "cardiomegaly": []}
+    for cls in ctr:
+        for i in range(6):
+            small, big = (measure_cxr(phantom("cxr", cls, i, s)[0]) for s in (32, 128))
+            ctr[cls].append(small["ctr"])
+            assert abs(small["thorax_width_px"] * 4 - big["thorax_width_px"]) <= 8, (small, big)
+            if cls == "normal":
+                assert abs(small["ctr"] - big["ctr"]) < 0.06, (small, big)
+    assert sum(ctr["cardiomegaly"]) / 6 > sum(ctr["normal"]) / 6 + 0.02, ctr
