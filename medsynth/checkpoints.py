@@ -8,11 +8,13 @@ same batches as an uninterrupted one.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,21 @@ def read_checkpoint(ckpts: list[Path], load: Callable[[Path], None], *,
             hint=f"delete {last} to resume from the previous checkpoint" if len(ckpts) > 1
             else "start again with --overwrite") from None
     return dict(state)
+
+
+def truncate_log(path: Path, fields: list[str], keep: Callable[[Mapping[str, str]], bool]
+                 ) -> None:
+    """Rewrite the CSV log at ``path`` (header ``fields``) with only the rows ``keep`` accepts:
+    those the resumed-from checkpoint had logged, so the curve of a resumed run continues it."""
+    rows: list[dict[str, str]] = []
+    if path.is_file():
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if keep(r)]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def batch_indices(n: int, b: int, k: int, seed: int) -> Any:

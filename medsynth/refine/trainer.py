@@ -32,11 +32,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medsynth.artifacts import atomic_write_bytes, atomic_write_text
+from medsynth.artifacts import atomic_write_bytes
 from medsynth.checkpoints import (
     batch_indices,
     complete_checkpoints,
     read_checkpoint,
+    truncate_log,
     write_checkpoint,
 )
 from medsynth.errors import MedsynthError
@@ -156,17 +157,9 @@ class RoundTrainer:
 
     # --- log ----------------------------------------------------------------------------------
     def _open_log(self, step: int) -> None:
-        rows: list[dict[str, str]] = []
-        if self.log_path.is_file():
-            with open(self.log_path, newline="") as f:
-                rows = [r for r in csv.DictReader(f)
-                        if int(r["round"]) < self.round
-                        or (int(r["round"]) == self.round and int(r["step"]) <= step)]
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-        atomic_write_text(self.log_path, buf.getvalue())
+        truncate_log(self.log_path, LOG_FIELDS,
+                     lambda r: int(r["round"]) < self.round
+                     or (int(r["round"]) == self.round and int(r["step"]) <= step))
 
     def _write_log(self, row: dict[str, Any]) -> None:
         with open(self.log_path, "a", newline="") as f:

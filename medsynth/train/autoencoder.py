@@ -31,7 +31,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import io
 import json
 import shutil
 import time
@@ -41,8 +40,13 @@ from typing import Any
 import numpy as np
 import torch.nn as nn
 
-from medsynth.artifacts import atomic_write_bytes, atomic_write_text, sha256_file
-from medsynth.checkpoints import complete_checkpoints, read_checkpoint, write_checkpoint
+from medsynth.artifacts import atomic_write_bytes, sha256_file
+from medsynth.checkpoints import (
+    complete_checkpoints,
+    read_checkpoint,
+    truncate_log,
+    write_checkpoint,
+)
 from medsynth.errors import MedsynthError
 from medsynth.models.autoencoder import (
     WEIGHTS_FILE,
@@ -501,17 +505,9 @@ class _AETrainer:
 
     def _open_log(self, start: int) -> None:
         path = self.out / AE_LOG
-        rows: list[dict[str, str]] = []
-        if path.is_file():
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=AE_LOG_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
         self._log = None
         if self.acc.is_main_process:
-            atomic_write_text(path, buf.getvalue())
+            truncate_log(path, AE_LOG_FIELDS, lambda r: int(r["step"]) <= start)
             self._log = open(path, "a", newline="")  # noqa: SIM115
 
     def _write_log(self, row: dict[str, Any]) -> None:

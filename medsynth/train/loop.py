@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import math
 import shutil
@@ -55,6 +54,7 @@ from medsynth.checkpoints import (
     batch_indices,
     complete_checkpoints,
     read_checkpoint,
+    truncate_log,
     write_checkpoint,
 )
 from medsynth.errors import MedsynthError
@@ -434,17 +434,8 @@ class _Trainer:
     # --- log ---------------------------------------------------------------------------------
     def _open_log(self, start: int) -> None:
         path = self.out / LOG_NAME
-        rows: list[dict[str, str]] = []
-        if path.is_file():
-            with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
-        # Keep only what the resumed-from state had logged: the curve then continues it.
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
         if self.acc.is_main_process:
-            atomic_write_text(path, buf.getvalue())
+            truncate_log(path, LOG_FIELDS, lambda r: int(r["step"]) <= start)
         self._log = open(path, "a", newline="") if self.acc.is_main_process else None  # noqa: SIM115
         self._tb = None
         if self.acc.is_main_process:
