@@ -313,16 +313,10 @@ def _note_spacings(spacings: list[tuple[float, ...]], spacing: Any, n: int) -> N
             "generated DICOM/NIfTI (generate --spacing overrides it)", soft_wrap=True)
 
 
-def volume_affine(affines: list[np.ndarray], src_shapes: list[tuple[int, ...]],
-                  spacing: tuple[float, ...] | None, shape: tuple[int, ...]
-                  ) -> list[list[float]] | None:
-    """The affine of a generated ``(D, H, W)`` volume (see :attr:`TrainData.affine`).
-
-    The training volumes' shared orientation (direction cosines within 0.01, else None), the
-    voxel spacing (slices, rows, cols) on the NIfTI axes (i, j, k) = (cols, rows, slices), and
-    the median world position of the training volumes' centres at the volume's centre.
-    """
-    if not affines or spacing is None:
+def shared_direction(affines: list[np.ndarray]) -> np.ndarray | None:
+    """The direction cosines all ``affines`` share (within 0.01), or None (none given, a
+    degenerate axis, or orientations that differ)."""
+    if not affines:
         return None
     dirs = []
     for a in affines:
@@ -332,10 +326,25 @@ def volume_affine(affines: list[np.ndarray], src_shapes: list[tuple[int, ...]],
         dirs.append(a[:3, :3] / norms)
     if any(np.abs(d - dirs[0]).max() > 0.01 for d in dirs[1:]):
         return None
+    return dirs[0]
+
+
+def volume_affine(affines: list[np.ndarray], src_shapes: list[tuple[int, ...]],
+                  spacing: tuple[float, ...] | None, shape: tuple[int, ...]
+                  ) -> list[list[float]] | None:
+    """The affine of a generated ``(D, H, W)`` volume (see :attr:`TrainData.affine`).
+
+    The training volumes' shared orientation (direction cosines within 0.01, else None), the
+    voxel spacing (slices, rows, cols) on the NIfTI axes (i, j, k) = (cols, rows, slices), and
+    the median world position of the training volumes' centres at the volume's centre.
+    """
+    direction = shared_direction(affines)
+    if direction is None or spacing is None:
+        return None
     centres = [a[:3, :3] @ np.array([(s[2] - 1) / 2, (s[1] - 1) / 2, (s[0] - 1) / 2]) + a[:3, 3]
                for a, s in zip(affines, src_shapes, strict=True)]
     out = np.eye(4)
-    out[:3, :3] = dirs[0] * np.array([spacing[2], spacing[1], spacing[0]])
+    out[:3, :3] = direction * np.array([spacing[2], spacing[1], spacing[0]])
     centre_vox = np.array([(shape[2] - 1) / 2, (shape[1] - 1) / 2, (shape[0] - 1) / 2])
     out[:3, 3] = np.median(np.array(centres), axis=0) - out[:3, :3] @ centre_vox
     return [[float(v) for v in row] for row in out]
@@ -348,20 +357,13 @@ def model_affine(affines: list[np.ndarray], spacing: tuple[float, ...] | None,
     None unless every training image has an affine and they share one orientation (direction
     cosines within 0.01), and the spacing is known.
     """
-    if not affines or spacing is None:
-        return None
-    dirs = []
-    for a in affines:
-        norms = np.linalg.norm(a[:3, :3], axis=0)
-        if np.any(norms <= 0):
-            return None
-        dirs.append(a[:3, :3] / norms)
-    if any(np.abs(d - dirs[0]).max() > 0.01 for d in dirs[1:]):
+    direction = shared_direction(affines)
+    if direction is None or spacing is None:
         return None
     thickness = float(np.median([np.linalg.norm(a[:3, 2]) for a in affines]))
     out = np.eye(4)
     # NIfTI voxel axes (i, j, k) = (column, row, slice); spacing is (rows, cols)
-    out[:3, :3] = dirs[0] * np.array([spacing[1], spacing[0], thickness])
+    out[:3, :3] = direction * np.array([spacing[1], spacing[0], thickness])
     centre = np.array([(size - 1) / 2, (size - 1) / 2, 0.0])
     out[:3, 3] = -out[:3, :3] @ centre
     return [[float(v) for v in row] for row in out]
