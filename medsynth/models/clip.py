@@ -33,6 +33,7 @@ import numpy as np
 
 from medsynth.artifacts import Manifest, atomic_write_json, read_manifest
 from medsynth.errors import MedsynthError
+from medsynth.metrics.images import to_unit
 from medsynth.models.text_encoder import TextEncoderRef
 
 CLIP_STAGE = "clip"
@@ -144,16 +145,9 @@ def load_clip_info(folder: str | Path) -> ClipInfo:
 
 
 # ------------------------------------------------------------------------------ pixels -> [0, 1]
-def unit_pixels(array: np.ndarray) -> np.ndarray:
-    """Channel-first pixels -> float32 in [0, 1]: uint8/uint16 by the dtype's range, other
-    types min-max per image (the rule of ``medsynth.evaluate.inputs.to_unit``)."""
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
-    if array.dtype == np.uint16:
-        return array.astype(np.float32) / 65535.0
-    a = array.astype(np.float32)
-    lo, hi = float(a.min()), float(a.max())
-    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+unit_pixels = to_unit
+"""Channel-first pixels -> float32 in [0, 1]: uint8/uint16 by the dtype's range, other types
+min-max per image (evaluate's rule, :func:`medsynth.metrics.images.to_unit`)."""
 
 
 def resize_unit(x: Any, size: int) -> Any:
