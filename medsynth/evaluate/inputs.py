@@ -25,7 +25,7 @@ from medsynth.synthset import IMAGE_COLUMNS, SAMPLES_CSV, SyntheticSet, open_syn
 
 __all__ = ["IMAGE_COLUMNS", "SAMPLES_CSV", "ImageSet", "SyntheticSet", "check_compatible",
            "check_leakage", "check_real", "default_size", "load_real", "load_synthetic",
-           "open_inputs", "open_synthetic", "stack_images", "to_unit"]
+           "open_inputs", "open_synthetic", "stack_images", "synthetic_arrays", "to_unit"]
 
 
 @dataclasses.dataclass
@@ -176,6 +176,16 @@ def load_real(real: Dataset, split: str, size: int, classes: list[str]) -> Image
 def load_synthetic(synth: SyntheticSet, size: int, classes: list[str],
                    max_per_class: int | None = None) -> ImageSet:
     """The images of a synthetic set (at most ``max_per_class`` per class, in samples.csv order)."""
+    table, arrays = synthetic_arrays(synth, max_per_class, lambda img: img.array)
+    return _image_set(synth.name, arrays, table["class"].tolist(),
+                      table["sample_id"].astype(str).tolist(), size, classes)
+
+
+def synthetic_arrays(synth: SyntheticSet, max_per_class: int | None, convert: Any, *,
+                     folders: bool = False) -> tuple[Any, list[np.ndarray]]:
+    """The rows of samples.csv to load (at most ``max_per_class`` per class, in order) and
+    ``convert(image)`` of each file read (a missing one: one line naming it); ``folders``: a
+    listed path may be a folder (a DICOM series)."""
     from medsynth.ui import track
 
     table = synth.table
@@ -184,11 +194,10 @@ def load_synthetic(synth: SyntheticSet, size: int, classes: list[str],
     arrays = []
     for _, row in track(list(table.iterrows()), f"loading {synth.name}"):
         p = synth.path_of(row)
-        if not p.is_file():
+        if not (p.exists() if folders else p.is_file()):
             raise MedsynthError(f"{p}: listed in {synth.root / SAMPLES_CSV} but missing")
-        arrays.append(read_image(p).array)
-    return _image_set(synth.name, arrays, table["class"].tolist(),
-                      table["sample_id"].astype(str).tolist(), size, classes)
+        arrays.append(convert(read_image(p)))
+    return table, arrays
 
 
 def _image_set(name: str, arrays: list[np.ndarray], labels: list[str], ids: list[str],

@@ -113,20 +113,10 @@ def load_synthetic_volumes(synth: Any, size: int, classes: list[str],
                            window: tuple[float, float], max_per_class: int | None = None
                            ) -> ImageSet:
     """The volumes of a synthetic set (NIfTI or DICOM, through medsynth's reader)."""
-    from medsynth.data.readers import read_image
-    from medsynth.synthset import SAMPLES_CSV
-    from medsynth.ui import track
+    from medsynth.evaluate.inputs import synthetic_arrays
 
-    table = synth.table
-    if max_per_class is not None:
-        table = table.groupby("class", sort=False).head(max_per_class)
-    arrays = []
-    for _, row in track(list(table.iterrows()), f"loading {synth.name}"):
-        p = synth.path_of(row)
-        if not p.exists():
-            raise MedsynthError(f"{p}: listed in {synth.root / SAMPLES_CSV} but missing")
-        img = read_image(p)
-        arrays.append(ras_array(img.array, img.affine))
+    table, arrays = synthetic_arrays(synth, max_per_class,
+                                     lambda img: ras_array(img.array, img.affine), folders=True)
     return _image_set(synth.name, arrays, table["class"].tolist(),
                       table["sample_id"].astype(str).tolist(), size, classes, window)
 
