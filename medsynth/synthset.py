@@ -68,6 +68,8 @@ COLUMNS: dict[str, str] = {
     "request": "index of the requested image within its class; the candidates of one request "
                "(generate --oversample) share it, its class and its description",
     "oversample": "candidates made per requested image (generate --oversample K; 1 = none)",
+    "precision": "the network's precision when the image was made: fp32, bf16 or fp16 (generate "
+                 "--precision; auto resolves to one of them)",
 }
 """Every samples.csv column, in file order, with its meaning (docs/artifacts.md)."""
 SAMPLE_COLUMNS = tuple(COLUMNS)

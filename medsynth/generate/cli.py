@@ -83,6 +83,16 @@ def generate_cmd(
         typer.Option("--threads", help="CPU threads for torch (default: the cores free now, i.e. "
                      "the CPUs minus the load average, at least 1)."),
     ] = None,
+    precision: Annotated[
+        str,
+        typer.Option("--precision", help="The network's precision: fp32, bf16 (autocast; images "
+                     "within about 0.02 of fp32) or auto (bf16 on a GPU and on CPUs with bf16 "
+                     "units, else fp32). Recorded per image in samples.csv."),
+    ] = "auto",
+    compile_: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the network first: a one-off compile "
+                           "(about a minute on a CPU), then faster steps; pays for long runs.")
+    ] = False,
     report: Annotated[
         str,
         typer.Option("--report", help="Report writer: 'template' (offline: from the class and the "
@@ -222,6 +232,7 @@ def generate_cmd(
         prompts_csv=str(prompts_csv) if prompts_csv else None, sampler=sampler, steps=steps,
         guidance=guidance, seed=seed, batch_size=batch_size, ema=not raw_weights,
         prototype_strength=prototype_strength, spacing=sp, threads=threads,
+        precision=precision, compile=compile_,
         class_input=class_input, decode_window=decode_window, dicom_layout=dicom_layout,
         report=report, report_backend=report_backend, report_model=report_model,
         report_base_url=report_base_url, report_with_image=report_with_image,

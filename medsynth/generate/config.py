@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from medsynth.errors import BadUsageError
-from medsynth.models.sampler import SAMPLERS
+from medsynth.models.sampler import PRECISIONS, SAMPLERS
 
 FORMATS = ("png", "dicom", "nifti")
 CLASS_INPUTS = ("auto", "class", "text")
@@ -75,6 +75,11 @@ class GenerateConfig:
     multi-frame file (``enhanced``)."""
     threads: int | None = None
     """CPU threads for torch (None = the free cores now, medsynth.threads.default_threads)."""
+    precision: str = "auto"
+    """The network's precision: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 on CUDA and on
+    CPUs with bf16 units, else fp32; medsynth.models.sampler.resolve_precision)."""
+    compile: bool = False
+    """``torch.compile`` the denoiser before sampling (a one-off compile, then faster steps)."""
     report: str = "template"
     """Report writer: ``template`` (offline, from the class and the conditioning attributes),
     ``llm`` (a model through the MLLM engine, template as the fallback) or ``none``."""
@@ -147,6 +152,9 @@ class GenerateConfig:
             raise BadUsageError("give --class NAME (repeatable, or 'all') or --prompts-csv FILE")
         if self.oversample < 1:
             raise BadUsageError(f"--oversample must be at least 1, got {self.oversample}")
+        if self.precision not in PRECISIONS:
+            raise BadUsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got "
+                                f"{self.precision!r}")
         if self.threads is not None and self.threads < 1:
             raise BadUsageError(f"--threads must be at least 1, got {self.threads}")
         from medsynth.generate.reports import writer_config
@@ -207,9 +215,10 @@ class GenerateConfig:
         self.balance_target = target
 
     def identity(self) -> dict[str, Any]:
-        """The fields a resumed run must share with the run it continues (not batch size)."""
+        """The fields a resumed run must share with the run it continues (not batch size, nor
+        how the network runs: samples.csv records each image's precision)."""
         d = dataclasses.asdict(self)
-        for k in ("batch_size", "out", "threads"):
+        for k in ("batch_size", "out", "threads", "precision", "compile"):
             d.pop(k)
         if not (self.init_images or self.twin or self.balance):
             for k in IMAGE_PROMPT_FIELDS:  # runs without them resume as before they existed

@@ -402,6 +402,7 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
 
     reports = ReportStep(cfg, out, plan, bundle.modality, bundle.classes, rank=rank)
     scheduler = bundle.make_scheduler(cfg.sampler)
+    net, sampling = sampling_network(cfg, bundle, device)
     null_h, null_m = bundle.encode_text([""])
     cut = _cut_texts(bundle, plan, warn=state.is_main_process and not only)
     cache: dict[str, Any] = {}
@@ -415,7 +416,7 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
             hidden, mask = _encode(bundle, batch, cache, cfg.prototype_strength)
             classes, class_inputs = _class_input(bundle, batch, hidden, mask, cfg.class_input)
             init = images.init_batch(batch, bundle) if images else None
-            x = denoise(bundle.denoiser, scheduler, class_ids=classes,
+            x = denoise(net, scheduler, class_ids=classes, precision=sampling["precision"],
                         text_hidden=hidden, text_mask=mask, null_class=bundle.null_class,
                         null_hidden=null_h.cpu(), null_mask=null_m.cpu(),
                         seeds=[s.seed for s in batch], sample_shape=bundle.sample_shape,
@@ -431,7 +432,8 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
                 rep = written.get(spec.sample_id)
                 _write_sample(out, spec, px, paths, cfg, dicom_run, geometry, rep)
                 row = {**_row(spec, paths, cfg, bundle.sha256, geometry,
-                               spec.description in cut, rep), "class_input": ci}
+                               spec.description in cut, rep), "class_input": ci,
+                       "precision": sampling["precision"]}
                 journal.write({**row, **images.row(spec)} if images else row)
                 made += 1
                 bar.advance(task)
@@ -442,8 +444,38 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     result = RunResult(out=out, n_planned=len(plan), n_made=made, seconds=seconds)
     if state.is_main_process:
         result.manifest = _finish(out, cfg, plan, bundle, store, only, geometry, threads,
-                                  reports.info(), images)
+                                  reports.info(), images, sampling)
     return result
+
+
+def sampling_network(cfg: GenerateConfig, bundle: Any, device: Any) -> tuple[Any, dict[str, Any]]:
+    """The network the sampler calls and how it runs (the manifest's ``precision``,
+    ``cpu_bf16_units``, ``compile`` and ``compile_s``): ``--precision`` resolved on this device,
+    and with ``--compile`` the denoiser through ``torch.compile``, compiled here on one step so
+    the one-off cost is measured apart from the sampling rate."""
+    from medsynth.models.sampler import cpu_bf16_units, resolve_precision
+
+    precision = resolve_precision(cfg.precision, device)
+    info: dict[str, Any] = {"precision": precision, "precision_requested": cfg.precision,
+                            "cpu_bf16_units": cpu_bf16_units(), "compile": cfg.compile}
+    net = bundle.denoiser
+    if cfg.compile:
+        import torch
+
+        from medsynth.models.sampler import autocast_for
+
+        net = torch.compile(bundle.denoiser)
+        t0 = time.perf_counter()
+        b = 2 * cfg.batch_size if cfg.guidance != 1.0 else cfg.batch_size
+        x = torch.zeros((b, *bundle.sample_shape), device=device)
+        d = bundle.text_ref.hidden_size
+        classes = (torch.zeros(b, bundle.null_class + 1, device=device)
+                   if bundle.class_probabilities else torch.zeros(b, dtype=torch.long, device=device))
+        with torch.inference_mode(), autocast_for(device, precision):
+            net(x, torch.tensor(999, device=device), classes, torch.zeros(b, 1, d, device=device),
+                torch.ones(b, 1, dtype=torch.long, device=device))
+        info["compile_s"] = round(time.perf_counter() - t0, 1)
+    return net, info
 
 
 def _class_input(bundle: Any, batch: list[SampleSpec], hidden: Any, mask: Any,
@@ -510,8 +542,8 @@ def _row(spec: SampleSpec, paths: dict[str, str], cfg: GenerateConfig, model_sha
 
 def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any, store: Any,
             only: list[str] | None, geometry: Geometry, threads: int,
-            reports: dict[str, Any] | None = None, images: ImagePlan | None = None
-            ) -> Manifest:
+            reports: dict[str, Any] | None = None, images: ImagePlan | None = None,
+            sampling: dict[str, Any] | None = None) -> Manifest:
     """Merge the journals into samples.csv (plan order) and write the manifest last."""
     done = _done(out)
     missing = [s.sample_id for s in plan if s.sample_id not in done]
@@ -537,7 +569,7 @@ def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any,
         "size": bundle.size, "spatial_dims": bundle.spatial_dims,
         "dicom_study_uid": run_state["dicom"]["study_uid"],
         "dicom_series_uids": run_state["dicom"]["series_uids"],
-        "only": only or None, "synthetic": True, "threads": threads,
+        "only": only or None, "synthetic": True, "threads": threads, **(sampling or {}),
         "oversample": cfg.oversample,
         "spacing": list(geometry.spacing) if geometry.spacing else None,
         "affine": geometry.affine,

@@ -23,6 +23,13 @@ image-to-image) the image is noised to the timestep where ``strength`` S of the 
 begins and only the remaining steps run: S -> 0 gives the image back, S = 1 ignores it
 (text-to-image from noise).
 
+Precision (``precision``, generate ``--precision``): ``fp32`` runs the network in float32 (the
+CPU default before bf16 existed; bitwise the old path); ``bf16`` runs it under bfloat16 autocast
+(CPU autocast on CPUs with bf16 units, AVX512-BF16 or AMX; on CUDA bf16, or fp16 where the GPU
+has no bf16); ``auto`` picks bf16 on CUDA and on CPUs with bf16 units, else fp32
+(:func:`resolve_precision`; measured in docs/benchmarks.md). The scheduler state, the guidance
+arithmetic and the returned images are float32 in every case.
+
 Every image draws its initial noise (and, for ``ddpm``, its per-step noise) from its own
 ``torch.Generator`` seeded with the image's seed, on the CPU, so an image is the same whether
 it is made alone or inside any batch, on any device.
@@ -98,14 +105,56 @@ def default_device() -> Any:
     return torch.device("cpu")
 
 
-def autocast_for(device: Any) -> contextlib.AbstractContextManager[Any]:
-    """bf16 (or fp16) autocast on CUDA; nothing on the CPU (float32 there)."""
+PRECISIONS = ("auto", "fp32", "bf16")
+"""``--precision`` values: ``auto`` = :func:`resolve_precision` (bf16 where there are bf16 units)."""
+
+
+def cpu_bf16_units() -> bool:
+    """True when this CPU computes bf16 natively (avx512_bf16 or amx_bf16 in /proc/cpuinfo).
+
+    Without them torch emulates bf16 through fp32 and autocast only adds conversions.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(requested: str, device: Any) -> str:
+    """The precision a run uses: ``fp32``, ``bf16`` or (CUDA without bf16) ``fp16``."""
     import torch
 
-    if getattr(device, "type", str(device)) == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
+    if requested not in PRECISIONS:
+        raise BadUsageError(f"--precision {requested!r}: choose from {', '.join(PRECISIONS)}")
+    cuda = getattr(device, "type", str(device)) == "cuda"
+    half = "bf16" if not cuda or torch.cuda.is_bf16_supported() else "fp16"
+    if requested == "fp32":
+        return "fp32"
+    if requested == "bf16":
+        return half
+    return half if cuda or cpu_bf16_units() else "fp32"
+
+
+def autocast_for(device: Any, precision: str | None = None
+                 ) -> contextlib.AbstractContextManager[Any]:
+    """Autocast for ``precision`` (:func:`resolve_precision`'s answer) on ``device``.
+
+    None keeps the callers' old rule: bf16 (or fp16) autocast on CUDA, float32 on the CPU.
+    """
+    import torch
+
+    kind = getattr(device, "type", str(device))
+    if precision is None:
+        precision = resolve_precision("auto", device) if kind == "cuda" else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast("cuda" if kind == "cuda" else "cpu", dtype=dtype)
 
 
 def image_generators(seeds: Sequence[int]) -> list[Any]:
@@ -177,6 +226,7 @@ def denoise(
     strength: float = 1.0,
     decode: Callable[[Any], Any] | None = None,
     callback: Callable[[int, Any], None] | None = None,
+    precision: str | None = None,
 ) -> Any:
     """Sample a batch with classifier-free guidance on class and text (see module doc).
 
@@ -200,6 +250,8 @@ def denoise(
         strength: share of the schedule run from ``init`` in (0, 1]; 1 = from pure noise.
         decode: latent models: maps the final latents to pixels in [-1, 1]; None = pixel space.
         callback: called as ``callback(step_index, timestep)`` after every step.
+        precision: the network's precision (:func:`resolve_precision`: ``fp32``, ``bf16``,
+            ``fp16``); None = bf16/fp16 autocast on CUDA, float32 on the CPU.
 
     Returns:
         The batch ``[B, C, *spatial]`` in pixel space, float32 on the CPU, clipped to [-1, 1].
@@ -244,7 +296,8 @@ def denoise(
     # Deterministic multistep samplers (UniPC) take no generator argument.
     step_kwargs = {"generator": generators} if "generator" in inspect.signature(
         scheduler.step).parameters else {}
-    with torch.no_grad(), autocast_for(device):
+    # inference_mode: no autograd bookkeeping at all (no version counters) on every step.
+    with torch.inference_mode(), autocast_for(device, precision):
         for i, t in enumerate(timesteps):
             # 4. Duplicate the batch for the two CFG branches and let the scheduler scale it.
             model_in = torch.cat([x, x]) if use_cfg else x
@@ -262,5 +315,6 @@ def denoise(
         # 8. Latents -> pixels (latent models); never clamp the latents themselves.
         if decode is not None:
             x = decode(x)
-    # 9. Back to the CPU in [-1, 1]; the bundle maps this to the pixel dtype.
-    return x.float().clamp(-1, 1).cpu()
+    # 9. Back to the CPU in [-1, 1]; the bundle maps this to the pixel dtype. The clone, made
+    # outside inference mode, is an ordinary tensor that callers may change in place.
+    return x.float().clamp(-1, 1).cpu().clone()
