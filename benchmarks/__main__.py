@@ -22,7 +22,7 @@ from benchmarks.common import RESULTS
 ALL = ["startup", "demo_speed", "describe_agreement", "describe_engine", "train_speed",
        "train_flops", "sample_speed", "precision_quality", "sampler_quality", "memory",
        "recipe_quality", "demo_e2e", "generate_threads", "latent_cost", "latent_3d", "latent_2d",
-       "judge_validity", "judge_cost", "demo_power", "clip", "reports", "img2img"]
+       "judge_validity", "judge_cost", "demo_power", "clip", "reports", "img2img", "bf16_crossover"]
 # Not in ALL (hours on a CPU): utility, refine_effect (python -m benchmarks NAME).
 # These share one trained demo model (fp32, examples/derm-demo.yaml) through a common --workdir.
 SHARED = {"precision_quality", "sampler_quality", "memory"}

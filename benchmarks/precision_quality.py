@@ -8,6 +8,14 @@ Trains examples/derm-demo.yaml twice on the same phantoms, descriptions and seed
 GPU), side by side with one torch thread each. Compared: the training loss (MSE term) over the
 last 10 % of steps, and FID/KID/precision/coverage of the same sampling plan from both models,
 scored in one ``medsynth evaluate --no-benchmark`` run against the real test split.
+
+``--sampling MODEL`` instead compares the sampling precisions of one trained model (generate
+``--precision fp32`` against ``bf16``, same plan, same seeds): the pixel differences of each
+image pair, and FID (EfficientNet-Lite0 features, as evaluate) of both sets against the real
+test split of ``--data``, with the 95 % bootstrap interval of the fp32 FID (test images and
+synthetic images resampled together, same replicates for both sets):
+
+    .venv/bin/python -m benchmarks.precision_quality --sampling MODEL --data DATA --n 170
 """
 
 from __future__ import annotations
@@ -36,11 +44,88 @@ def tail_loss(model: Path, share: float = 0.1) -> dict[str, float]:
             "train_s": round(float(rows[-1]["elapsed_s"]), 1)}
 
 
+def _pngs(root: Path, rels: list[str]) -> Any:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    arr = [np.asarray(Image.open(root / r).convert("RGB"), dtype=np.float32) / 255.0 for r in rels]
+    return torch.from_numpy(np.stack(arr)).permute(0, 3, 1, 2).contiguous()
+
+
+def sampling_quality(model: Path, data: Path, n: int, root: Path, boot: int = 500
+                     ) -> dict[str, Any]:
+    """fp32 against bf16 sampling of one model: pixel differences and FID with its interval."""
+    import time
+
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from benchmarks.speedinfo import speed_context
+    from medsynth.data.dataset import open_dataset
+    from medsynth.evaluate.fidelity import fid
+    from medsynth.metrics.features import FeatureExtractor
+
+    log = root / "log.txt"
+    res: dict[str, Any] = {"model": str(model), "n_per_class": n, "sampler": "dpmsolver++",
+                           "steps": 25, "guidance": 3.0, **speed_context()}
+    sets = {}
+    for p in ("fp32", "bf16"):
+        out = root / f"sample-{p}"
+        t0 = time.perf_counter()
+        run_cli(["generate", str(model), "--class", "all", "--n", str(n), "--out", str(out),
+                 "--format", "png", "--seed", "0", "--precision", p, "--report", "none",
+                 "--resume"], log)
+        table = pd.read_csv(out / "samples.csv")
+        assert set(table["precision"]) == {p}, "the recorded precision is not what was asked"
+        res[f"{p}_generate_wall_s"] = round(time.perf_counter() - t0, 1)
+        sets[p] = _pngs(out, table["png"].tolist())
+    diff = (sets["fp32"] - sets["bf16"]).abs() * 255  # in 8-bit levels
+    res["pixel_diff_levels"] = {"mean": round(float(diff.mean()), 3),
+                                "p99": round(float(torch.quantile(diff.flatten()[::7], 0.99)), 2),
+                                "max": round(float(diff.max()), 1),
+                                "share_identical": round(float((diff == 0).float().mean()), 4)}
+    ds = open_dataset(data)
+    test = ds.split("test")
+    real = _pngs(ds.root, test["path"].tolist())
+    fx = FeatureExtractor()
+    f_real, f32, f16 = fx(real), fx(sets["fp32"]), fx(sets["bf16"])
+    res["n_test"], res["n_synthetic"] = len(real), len(f32)
+    res["fid_fp32"], res["fid_bf16"] = round(fid(f_real, f32), 3), round(fid(f_real, f16), 3)
+    rng = np.random.default_rng(0)
+    reps: dict[str, list[float]] = {"fp32": [], "bf16": [], "diff": []}
+    for _ in range(boot):
+        i = torch.as_tensor(rng.integers(0, len(f_real), len(f_real)))
+        j = torch.as_tensor(rng.integers(0, len(f32), len(f32)))  # pairs kept: same seeds
+        a, b = fid(f_real[i], f32[j]), fid(f_real[i], f16[j])
+        reps["fp32"].append(a)
+        reps["bf16"].append(b)
+        reps["diff"].append(b - a)
+    lo, hi = np.percentile(reps["fp32"], [2.5, 97.5])
+    dlo, dhi = np.percentile(reps["diff"], [2.5, 97.5])
+    res["fid_fp32_interval95"] = [round(float(lo), 3), round(float(hi), 3)]
+    res["fid_bf16_minus_fp32_interval95"] = [round(float(dlo), 3), round(float(dhi), 3)]
+    res["bf16_fid_within_fp32_interval"] = bool(lo <= res["fid_bf16"] <= hi)
+    res["bootstrap_replicates"] = boot
+    res["load_after"] = speed_context()["uptime"]
+    return res
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=100, help="images per class per model")
     ap.add_argument("--workdir", type=Path)
+    ap.add_argument("--sampling", type=Path, help="trained model: compare fp32/bf16 sampling")
+    ap.add_argument("--data", type=Path, help="--sampling: the dataset (its test split)")
     a = ap.parse_args(argv or [])
+    if a.sampling:
+        if not a.data:
+            ap.error("--sampling needs --data")
+        with tempfile.TemporaryDirectory() as t:
+            res = sampling_quality(a.sampling, a.data, a.n, a.workdir or Path(t))
+        record("precision_quality_sampling", res)
+        return res
     tmp = None if a.workdir else tempfile.TemporaryDirectory()
     root = a.workdir or Path(tmp.name)  # type: ignore[union-attr]
     demo = root / "demo"

@@ -3,19 +3,27 @@
     .venv/bin/python -m benchmarks.sample_speed [--model MODEL] [--steps 10,25,50] [--batch 16]
     .venv/bin/python -m benchmarks sample_speed
 
-The denoiser is the CPU derm recipe's network (examples/derm-cpu.yaml: 32 px RGB,
-block_out_channels [32, 64, 64], MiniLM width 384), with random weights unless ``--model`` points
-at a trained model folder: speed does not depend on the weight values. Both loops use the same
-scheduler (built ``.from_config`` from the same training schedule), steps, batch, classifier-free
-guidance (one UNet call on a doubled batch) and 16-token text conditions:
+The denoiser is the derm recipe's exact network (examples/derm-demo.yaml = derm-cpu.yaml's UNet:
+32 px RGB, block_out_channels [16, 32, 64], attention at the last level, MiniLM width 384), built
+through the factory ``medsynth train`` uses (``train.loop.denoiser_spec`` -> ``build_denoiser``)
+and asserted to have the parameter count of a trained derm recipe model (1,150,195), with random
+weights unless ``--model`` points at a trained model folder: speed does not depend on the weight
+values. Both loops use the same scheduler (built ``.from_config`` from the recipe's training
+schedule), steps, batch, classifier-free guidance (one UNet call on a doubled batch) and 16-token
+text conditions:
 
 - ``medsynth``: :func:`medsynth.models.sampler.denoise` (per-image generators, CFG on class
-  and text, through the :class:`~medsynth.models.denoiser.Denoiser` interface);
+  and text, through the :class:`~medsynth.models.denoiser.Denoiser` interface), at each
+  ``--precision`` (``auto`` = what ``generate`` runs by default on this machine);
 - ``diffusers``: the loop of diffusers' own pipelines (``randn_tensor`` with a generator list,
-  ``scale_model_input``, UNet, CFG, ``scheduler.step``), written as the docs show it.
+  ``scale_model_input``, UNet, CFG, ``scheduler.step``), written as the docs show it (float32,
+  the pipelines' CPU default).
 
-With ``--model`` it also times the whole ``generate`` run (sampling + PNG, DICOM and NIfTI
-writers + journal) for dpmsolver++ at 25 steps. Results: benchmarks/results/sample_speed.json.
+Only the samplers the model supports are timed (a DDPM-trained model refuses ``rflow``). The
+medsynth/diffusers ratio is the median of interleaved pairs (both see the same load). Every
+result records threads, precision, load (``uptime``) and the CPU's bf16 units. With ``--model``
+it also times the whole ``generate`` run (sampling + PNG, DICOM and NIfTI writers + journal) for
+dpmsolver++ at 25 steps. Results: benchmarks/results/sample_speed.json.
 """
 
 from __future__ import annotations
@@ -28,20 +36,34 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import record
+from benchmarks.speedinfo import speed_context
 
-SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2",
-            "prediction_type": "epsilon"}
+RECIPE = Path(__file__).resolve().parent.parent / "examples" / "derm-demo.yaml"
+RECIPE_UNET_PARAMS = 1_150_195
+"""Parameters of the UNet of a trained derm recipe model (derm-demo.yaml / derm-cpu.yaml, three
+classes, MiniLM text): counted on a model trained by ``make demo``."""
 
 
-def _recipe_unet() -> Any:
+def recipe_denoiser(recipe: Path = RECIPE, n_classes: int = 3, text_dim: int = 384
+                    ) -> tuple[Any, dict[str, Any]]:
+    """The recipe's denoiser (random weights) and its training noise schedule, built the way
+    ``medsynth train`` builds them."""
+    from types import SimpleNamespace
+
     import torch
 
-    from medsynth.models.denoiser import DenoiserSpec, build_denoiser
+    from medsynth.models.denoiser import build_denoiser
+    from medsynth.train.config import TrainConfig
+    from medsynth.train.loop import denoiser_spec
 
+    cfg = TrainConfig.from_yaml(recipe)
+    data = SimpleNamespace(channels=3, spatial_shape=(cfg.size, cfg.size), spatial_dims=2,
+                           classes=[f"c{k}" for k in range(n_classes)])
     torch.manual_seed(0)
-    spec = DenoiserSpec(channels=3, size=32, n_classes=3, cross_attention_dim=384,
-                        block_out_channels=(32, 64, 64), attention_levels=(False, True, True))
-    return build_denoiser(spec).eval()
+    den = build_denoiser(denoiser_spec(cfg, data, cross_attention_dim=text_dim)).eval()
+    schedule = {"num_train_timesteps": cfg.num_train_timesteps,
+                "beta_schedule": cfg.beta_schedule, "prediction_type": cfg.prediction_type}
+    return den, schedule
 
 
 def diffusers_loop(unet: Any, scheduler: Any, *, class_ids: Any, hidden: Any, mask: Any,
@@ -83,39 +105,85 @@ def _time(fn: Any, repeats: int) -> float:
     return best
 
 
-def _end_to_end(model: str, n: int, batch: int, steps: int) -> dict[str, Any]:
+def _end_to_end(model: str, n: int, batch: int, steps: int, pairs: int = 2) -> dict[str, Any]:
+    """Whole ``generate`` runs (PNG + DICOM + NIfTI), the writers overlapped with the next batch
+    (as generate runs) and inline (each batch written before the next samples), interleaved."""
     import os
+    from unittest import mock
 
+    from medsynth.generate import run as run_mod
     from medsynth.generate.config import GenerateConfig
-    from medsynth.generate.run import run_generate
+
+    def inline(self: Any, fn: Any, *args: Any) -> None:
+        fn(*args)
 
     os.environ.setdefault("MEDSYNTH_NO_PROGRESS", "1")
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = GenerateConfig(model=model, out=str(Path(tmp) / "synth"), classes=["all"], n=n,
-                             formats=["png", "dicom", "nifti"], sampler="dpmsolver++", steps=steps,
-                             batch_size=batch)
-        t0 = time.perf_counter()
-        res = run_generate(cfg)
-        wall = time.perf_counter() - t0
-    return {"images": res.n_planned, "loop_images_per_s": round(res.images_per_second, 3),
-            "wall_s_incl_model_load": round(wall, 2), "sampler": "dpmsolver++", "steps": steps,
-            "formats": "png,dicom,nifti", "batch": batch}
+    rates: dict[str, list[float]] = {"overlapped": [], "inline": []}
+    walls: dict[str, list[float]] = {"overlapped": [], "inline": []}
+    for _ in range(pairs):
+        for mode in rates:
+            with tempfile.TemporaryDirectory() as tmp, contextlib_patch(
+                    mode == "inline", mock.patch.object(run_mod.BatchWriter, "submit", inline)):
+                cfg = GenerateConfig(model=model, out=str(Path(tmp) / "synth"), classes=["all"],
+                                     n=n, formats=["png", "dicom", "nifti"],
+                                     sampler="dpmsolver++", steps=steps, batch_size=batch)
+                t0 = time.perf_counter()
+                res = run_mod.run_generate(cfg)
+                walls[mode].append(time.perf_counter() - t0)
+                rates[mode].append(res.images_per_second)
+    ratios = [a / b for a, b in zip(rates["overlapped"], rates["inline"], strict=True)]
+    return {"images": res.n_planned, "precision": "auto",
+            "loop_images_per_s": round(statistics.median(rates["overlapped"]), 3),
+            "loop_images_per_s_writers_inline": round(statistics.median(rates["inline"]), 3),
+            "overlap_speedup_pairs": [round(r, 3) for r in ratios],
+            "wall_s_incl_model_load": round(statistics.median(walls["overlapped"]), 2),
+            "sampler": "dpmsolver++", "steps": steps, "formats": "png,dicom,nifti",
+            "batch": batch, "uptime_after": speed_context()["uptime"]}
+
+
+def contextlib_patch(active: bool, patch: Any) -> Any:
+    """``patch`` when ``active``, else a context that does nothing."""
+    import contextlib
+
+    return patch if active else contextlib.nullcontext()
+
+
+def _supported(schedule: dict[str, Any]) -> list[str]:
+    """The samplers a model with this training schedule accepts (rflow xor the others)."""
+    from medsynth.models.rflow import is_rflow
+    from medsynth.models.sampler import RFLOW, SAMPLERS
+
+    return [s for s in SAMPLERS if (s == RFLOW) == is_rflow(schedule)]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
-    from medsynth.models.sampler import SAMPLERS, denoise, make_scheduler
+    from medsynth.models.sampler import denoise, make_scheduler, resolve_precision
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="trained model folder (default: recipe network, random weights)")
     ap.add_argument("--steps", default="10,25,50")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--pairs", type=int, default=5, help="interleaved medsynth/diffusers pairs")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    ap.add_argument("--precision", default="fp32,bf16",
+                    help="medsynth precisions to time against the fp32 diffusers loop")
     ap.add_argument("--e2e-n", type=int, default=32, help="images per class of the end-to-end run")
     ap.add_argument("--e2e-steps", type=int, default=25, help="steps of the end-to-end run")
+    ap.add_argument("--e2e-only", action="store_true", help="with --model: only the end-to-end")
     args = ap.parse_args(argv or [])
+    if args.e2e_only and args.model:
+        res = {"model": args.model, **speed_context(args.threads),
+               "end_to_end": _end_to_end(args.model, args.e2e_n, args.batch, args.e2e_steps)}
+        record("sample_speed_e2e", res)
+        return res
+    if args.threads:
+        torch.set_num_threads(args.threads)
     step_list = [int(s) for s in args.steps.split(",")]
+    cpu = torch.device("cpu")
+    precisions = [resolve_precision(p.strip(), cpu) for p in args.precision.split(",")]
     if args.model:
         from medsynth.models.bundle import load_bundle
 
@@ -123,8 +191,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         den, schedule, n_cls = bundle.denoiser, bundle.scheduler_config, len(bundle.classes)
         d = bundle.text_ref.hidden_size
     else:
-        den, schedule, n_cls, d = _recipe_unet(), SCHEDULE, 3, 384
+        (den, schedule), n_cls, d = recipe_denoiser(), 3, 384
     unet = den.net  # the bare diffusers UNet, for the reference loop
+    n_params = sum(p.numel() for p in unet.parameters())
+    if not args.model:
+        assert n_params == RECIPE_UNET_PARAMS, f"recipe network has {n_params} parameters"
     b, g = args.batch, 3.0
     gen = torch.Generator().manual_seed(0)
     hidden = torch.randn(b, 16, d, generator=gen)
@@ -132,50 +203,54 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     class_ids = torch.arange(b) % n_cls
     seeds = list(range(b))
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    samplers = _supported(schedule)
+    ctx0 = speed_context()
+
+    def ms_run(sampler: str, steps: int, precision: str) -> None:
+        denoise(den, make_scheduler(sampler, schedule), class_ids=class_ids.tolist(),
+                text_hidden=hidden, text_mask=mask, null_class=n_cls,
+                null_hidden=torch.zeros(1, 1, d), null_mask=torch.ones(1, 1, dtype=torch.long),
+                seeds=seeds, sample_shape=shape, steps=steps, guidance=g, precision=precision)
+
+    def df_run(sampler: str, steps: int) -> None:
+        diffusers_loop(unet, make_scheduler(sampler, schedule), class_ids=class_ids,
+                       hidden=hidden, mask=mask, null_class=n_cls, seeds=seeds, steps=steps,
+                       guidance=g)
+
     rows = []
-    for sampler in SAMPLERS:
+    for sampler in samplers:
         for steps in step_list:
-            sched = make_scheduler(sampler, schedule)
-            t_ms = _time(lambda sched=sched, steps=steps: denoise(
-                den, sched, class_ids=class_ids.tolist(), text_hidden=hidden, text_mask=mask,
-                null_class=n_cls, null_hidden=torch.zeros(1, 1, d),
-                null_mask=torch.ones(1, 1, dtype=torch.long), seeds=seeds, sample_shape=shape,
-                steps=steps, guidance=g), args.repeats)
-            row = {"sampler": sampler, "steps": steps, "batch": b,
-                   "medsynth_images_per_s": round(b / t_ms, 3)}
+            row: dict[str, Any] = {"sampler": sampler, "steps": steps, "batch": b}
+            for prec in precisions:
+                t = _time(lambda steps=steps, s=sampler, p=prec: ms_run(s, steps, p), args.repeats)
+                row[f"medsynth_{prec}_images_per_s"] = round(b / t, 3)
             # The loop overhead does not depend on the scheduler: compare on one of them.
-            if sampler == "dpmsolver++" and (steps == 25 or len(step_list) == 1):
-                # Interleaved pairs (medsynth, diffusers, medsynth, ...): both loops see the same
-                # load, so the median of the per-pair ratios is robust on a shared machine.
-                def ms_run(steps: int = steps) -> None:
-                    denoise(den, make_scheduler("dpmsolver++", schedule), class_ids=class_ids.tolist(),
-                            text_hidden=hidden, text_mask=mask, null_class=n_cls,
-                            null_hidden=torch.zeros(1, 1, d),
-                            null_mask=torch.ones(1, 1, dtype=torch.long), seeds=seeds,
-                            sample_shape=shape, steps=steps, guidance=g)
-
-                def df_run(steps: int = steps) -> None:
-                    diffusers_loop(unet, make_scheduler("dpmsolver++", schedule), class_ids=class_ids,
-                                   hidden=hidden, mask=mask, null_class=n_cls, seeds=seeds,
-                                   steps=steps, guidance=g)
-
-                ratios, t_df_all = [], []
-                for _ in range(max(5, args.repeats)):
-                    t_m = _time(ms_run, 1)
-                    t_d = _time(df_run, 1)
-                    ratios.append(t_d / t_m)
-                    t_df_all.append(t_d)
-                row["diffusers_images_per_s"] = round(b / statistics.median(t_df_all), 3)
-                row["medsynth_vs_diffusers"] = round(statistics.median(ratios), 3)
-                row["medsynth_vs_diffusers_pairs"] = [round(r, 3) for r in ratios]
+            if sampler == samplers[0] and (steps == 25 or len(step_list) == 1):
+                # Interleaved (diffusers, medsynth fp32, medsynth bf16, ...): every loop sees
+                # the same load, so the median of the per-pair ratios holds on a shared machine.
+                times: dict[str, list[float]] = {"diffusers": [], **{p: [] for p in precisions}}
+                for _ in range(max(1, args.pairs)):
+                    times["diffusers"].append(_time(lambda steps=steps, s=sampler: df_run(
+                        s, steps), 1))
+                    for prec in precisions:
+                        times[prec].append(_time(lambda steps=steps, s=sampler, p=prec: ms_run(
+                            s, steps, p), 1))
+                row["diffusers_images_per_s"] = round(b / statistics.median(times["diffusers"]), 3)
+                for prec in precisions:
+                    ratios = [td / tm for td, tm in zip(times["diffusers"], times[prec],
+                                                        strict=True)]
+                    row[f"medsynth_{prec}_vs_diffusers"] = round(statistics.median(ratios), 3)
+                    row[f"medsynth_{prec}_vs_diffusers_pairs"] = [round(r, 3) for r in ratios]
+                row["load_after"] = speed_context()["uptime"]
             print(row, flush=True)
             rows.append(row)
     results: dict[str, Any] = {
-        "model": args.model or "derm-cpu recipe network (random weights), 32 px RGB",
-        "unet_params_m": round(sum(p.numel() for p in unet.parameters()) / 1e6, 2),
-        "guidance": g, "threads": torch.get_num_threads(),
-        # The machine is shared: the load average says how contended these numbers are.
-        "load_average_1min": round(__import__("os").getloadavg()[0], 2), "runs": rows,
+        "model": args.model or f"derm recipe network ({RECIPE.name}, random weights), 32 px RGB",
+        "unet_params": n_params, "unet_params_m": round(n_params / 1e6, 2),
+        "samplers": samplers, "guidance": g, "precisions": precisions, **ctx0,
+        "load_after": speed_context()["uptime"],
+        "rerun_idle": "python -m benchmarks.sample_speed --threads 2 --steps 25",
+        "runs": rows,
     }
     if args.model:
         results["end_to_end"] = _end_to_end(args.model, args.e2e_n, b, args.e2e_steps)

@@ -408,23 +408,14 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     cache: dict[str, Any] = {}
     made, t0 = 0, time.perf_counter()
     with JsonlAppender(out / JOURNAL_DIR / f"rank{rank}.jsonl") as journal, \
-            progress_bar() as bar, contextlib.closing(reports):
+            progress_bar() as bar, contextlib.closing(reports), BatchWriter() as writer:
         task = bar.add_task(f"generate [{rank}]" if world > 1 else "generate", total=len(todo),
                             rate="")
-        for start in range(0, len(todo), cfg.batch_size):
-            batch = todo[start : start + cfg.batch_size]
-            hidden, mask = _encode(bundle, batch, cache, cfg.prototype_strength)
-            classes, class_inputs = _class_input(bundle, batch, hidden, mask, cfg.class_input)
-            init = images.init_batch(batch, bundle) if images else None
-            x = denoise(net, scheduler, class_ids=classes, precision=sampling["precision"],
-                        text_hidden=hidden, text_mask=mask, null_class=bundle.null_class,
-                        null_hidden=null_h.cpu(), null_mask=null_m.cpu(),
-                        seeds=[s.seed for s in batch], sample_shape=bundle.sample_shape,
-                        steps=cfg.steps, guidance=cfg.guidance, device=device,
-                        decode=bundle.decode_hook(cfg.decode_window), init=init,
-                        strength=cfg.strength if init is not None else 1.0)
-            pixels = bundle.to_pixels(x)
-            written = reports.write(batch, pixels)
+
+        def write_batch(batch: list[SampleSpec], pixels: Any, class_inputs: list[str],
+                        written: dict[str, Any]) -> None:
+            """Files then journal record of every image of a batch (on the writer thread)."""
+            nonlocal made
             for spec, px, ci in zip(batch, pixels, class_inputs, strict=True):
                 paths = relative_paths(spec, folders[spec.cls], cfg.formats, reports.enabled,
                                        volume=bundle.spatial_dims == 3,
@@ -439,6 +430,22 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
                 bar.advance(task)
             elapsed = time.perf_counter() - t0
             bar.update(task, rate=f"{made / elapsed:.2f} img/s" if elapsed > 0 else "")
+
+        for start in range(0, len(todo), cfg.batch_size):
+            batch = todo[start : start + cfg.batch_size]
+            hidden, mask = _encode(bundle, batch, cache, cfg.prototype_strength)
+            classes, class_inputs = _class_input(bundle, batch, hidden, mask, cfg.class_input)
+            init = images.init_batch(batch, bundle) if images else None
+            x = denoise(net, scheduler, class_ids=classes, precision=sampling["precision"],
+                        text_hidden=hidden, text_mask=mask, null_class=bundle.null_class,
+                        null_hidden=null_h.cpu(), null_mask=null_m.cpu(),
+                        seeds=[s.seed for s in batch], sample_shape=bundle.sample_shape,
+                        steps=cfg.steps, guidance=cfg.guidance, device=device,
+                        decode=bundle.decode_hook(cfg.decode_window), init=init,
+                        strength=cfg.strength if init is not None else 1.0)
+            pixels = bundle.to_pixels(x)
+            written = reports.write(batch, pixels)
+            writer.submit(write_batch, batch, pixels, class_inputs, written)
     seconds = time.perf_counter() - t0
     state.wait_for_everyone()
     result = RunResult(out=out, n_planned=len(plan), n_made=made, seconds=seconds)
@@ -446,6 +453,39 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
         result.manifest = _finish(out, cfg, plan, bundle, store, only, geometry, threads,
                                   reports.info(), images, sampling)
     return result
+
+
+class BatchWriter:
+    """Writes a batch's files and journal records on one thread while the next batch samples.
+
+    At most one batch waits (memory stays flat); batches are written in order, each image's
+    files before its record, so a killed run still has only complete images. An error of the
+    writer is raised in the sampling thread at the next batch (or at the end).
+    """
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medsynth-writer")
+        self._pending: Any = None
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        self.wait()
+        self._pending = self._pool.submit(fn, *args)
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def __enter__(self) -> BatchWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def sampling_network(cfg: GenerateConfig, bundle: Any, device: Any) -> tuple[Any, dict[str, Any]]:
