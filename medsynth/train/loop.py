@@ -403,9 +403,10 @@ class _Trainer:
         unet, head, opt, lr_sched, ema = self.unet, self.head, self.opt, self.lr_sched, self.ema
         models = (unet, head) if self.text_head is None else (unet, head, self.text_head)
         t0 = self.t0 = time.perf_counter()
-        # fp16: a non-finite loss is the GradScaler's to skip (it lowers the scale); elsewhere
-        # it ends the run.
-        win = _Window(acc.device, self.window, skip_nonfinite=acc.mixed_precision == "fp16")
+        # fp16 (CUDA): a non-finite loss is the GradScaler's to skip (it lowers the scale);
+        # elsewhere (no scaler) it ends the run.
+        win = _Window(acc.device, self.window,
+                      skip_nonfinite=getattr(acc, "scaler", None) is not None)
         step = start
         unet.train()
         head.train()
