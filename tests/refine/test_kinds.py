@@ -137,3 +137,28 @@ def test_refine_refuses_several_processes(kind_models: dict, tmp_path: Path,
     with pytest.raises(MedsynthError, match="does not shard"):
         refine(model, judged, tmp_path / "m2", cfg=RefineConfig(**ONE), progress=False)
     assert not (tmp_path / "m2").exists()
+
+
+def test_each_kind_is_refined_with_its_own_noise(kind_models: dict, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old refine drew DDPM integer timesteps for every model: now the objective of the
+    model's schedule draws them (rectified flow: continuous times in (0, T])."""
+    import torch
+
+    from medsynth.models.objective import Objective
+
+    seen: list[tuple[bool, object]] = []
+    real = Objective.draw
+
+    def draw(self, shape, g):
+        noise, t = real(self, shape, g)
+        seen.append((self.rflow, t.dtype))
+        return noise, t
+
+    monkeypatch.setattr(Objective, "draw", draw)
+    for kind in ("pixel", "rflow"):
+        seen.clear()
+        model, judged = kind_models[kind]
+        refine(model, judged, tmp_path / kind, cfg=RefineConfig(**ONE), progress=False)
+        want = (True, torch.float32) if kind == "rflow" else (False, torch.int64)
+        assert seen and set(seen) == {want}
