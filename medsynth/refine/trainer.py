@@ -142,6 +142,10 @@ class RoundTrainer:
             buf = io.BytesIO()
             torch.save(self.opt.state_dict(), buf)
             atomic_write_bytes(tmp / "optimizer.pt", buf.getvalue())
+            if self.scaler is not None:  # fp16: the loss scale resumes where it was
+                buf = io.BytesIO()
+                torch.save(self.scaler.state_dict(), buf)
+                atomic_write_bytes(tmp / "scaler.pt", buf.getvalue())
 
         write_checkpoint(self.ckdir, step, extra, keep=self.cfg.keep_checkpoints, save=files)
 
@@ -161,6 +165,10 @@ class RoundTrainer:
             # moves it to the parameters' device).
             self.opt.load_state_dict(torch.load(io.BytesIO((last / "optimizer.pt").read_bytes()),
                                                 map_location="cpu", weights_only=True))
+            if self.scaler is not None and (last / "scaler.pt").is_file():
+                self.scaler.load_state_dict(torch.load(io.BytesIO((last / "scaler.pt")
+                                                                  .read_bytes()),
+                                                       map_location="cpu", weights_only=True))
 
         return read_checkpoint(ckpts, files)
 
