@@ -64,3 +64,17 @@ def image_folder(tmp_path: Path) -> Path:
             arr[5:15, 6:18, ch] = 200
             write_png(root / cls / f"img{i}.png", arr)
     return root
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.gpu`` tests skip cleanly without CUDA (scripts/gpu-check.sh runs them)."""
+    if not any("gpu" in item.keywords for item in items):
+        return
+    import torch
+
+    if torch.cuda.is_available() or os.environ.get("MEDSYNTH_GPU_DRY_RUN"):
+        return  # the dry run (scripts/gpu-check.sh --dry-run) runs them on the CPU
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run scripts/gpu-check.sh on one)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -62,7 +62,7 @@ from medsynth.models.autoencoder import (
 )
 from medsynth.models.intensity import IntensityMapping
 from medsynth.train.config import TrainConfig
-from medsynth.train.data import TrainData
+from medsynth.train.data import TrainData, release, to_unit
 from medsynth.ui import console
 
 AE_FOLDER = "autoencoder"
@@ -277,7 +277,8 @@ def evaluate_reconstruction(ae: Autoencoder, pixels: np.ndarray, mapping: Intens
     xs, rs = [], []
     pixels = pixels[:EVAL_MAX_IMAGES]
     for i in range(0, len(pixels), ENCODE_BATCH):
-        x = torch.from_numpy(mapping.from_pixels(pixels[i:i + ENCODE_BATCH]))
+        x = to_unit(np.array(pixels[i:i + ENCODE_BATCH]), mapping)
+        release(pixels)
         # scaled = unscaled here: the factor is still 1 (it comes from the latents afterwards)
         rs.append(ae.decode(ae.encode(x)).cpu())
         xs.append(x)
@@ -307,7 +308,8 @@ def _cached_latents(ae: Autoencoder, data: TrainData, mapping: IntensityMapping,
     starts = range(0, len(data), ENCODE_BATCH)
     console.print(f"encoding the latents of {len(data)} training images")
     for i in (track(starts, "encoding latents") if progress else starts):
-        x = torch.from_numpy(mapping.from_pixels(data.pixels[i:i + ENCODE_BATCH]))
+        x = to_unit(np.array(data.pixels[i:i + ENCODE_BATCH]), mapping)
+        release(data.pixels)
         # (B, V, C, *s): the variants of each image side by side
         rows.append(torch.stack([ae.encode_mean(_flip(x, h, v)).cpu() for h, v in variants], 1))
     mu = torch.cat(rows).contiguous()
@@ -419,11 +421,11 @@ class _AETrainer:
             starts = [int(torch.randint(0, f - p + 1, (1,), generator=g)) for f, p in
                       zip(full, self.patch, strict=True)]
             sl = tuple(slice(s, s + p) for s, p in zip(starts, self.patch, strict=True))
-            a = data.pixels[(i, slice(None), *sl)]
-            x = torch.from_numpy(self.mapping.from_pixels(a))
+            x = to_unit(np.array(data.pixels[(i, slice(None), *sl)]), self.mapping)
             h = data.hflip and bool(torch.rand(1, generator=g) < 0.5)
             v = data.vflip and bool(torch.rand(1, generator=g) < 0.5)
             out.append(_flip(x, h, v))
+        release(data.pixels)
         return torch.stack(out)
 
     # --- the loop -----------------------------------------------------------------------------

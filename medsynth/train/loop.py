@@ -75,7 +75,6 @@ from medsynth.models.info import (
     NoiseSchedule,
     PrototypeInfo,
 )
-from medsynth.models.intensity import IntensityMapping
 from medsynth.models.prototypes import PROTOTYPE_FILE, build_prototypes
 from medsynth.models.text_encoder import TextEncoderRef
 from medsynth.resume import require_same_settings
@@ -306,7 +305,7 @@ class _Trainer:
         from diffusers.training_utils import EMAModel
 
         cfg, data = self.cfg, self.data
-        self.mapping = IntensityMapping.for_data(data.pixels)
+        self.mapping = data.intensity_mapping()  # no pass over a disk stack
         if cfg.latent:
             from medsynth.models.sampler import default_device
             from medsynth.train.autoencoder import autoencoder_phase

@@ -145,6 +145,6 @@ def test_two_processes_resume_after_a_kill(rgb16: dict[str, Path], tmp_path: Pat
                "--resume")
     log = r.stdout + r.stderr
     assert r.returncode == 0, log[-3000:]
-    _once(log, "resumed from")
+    assert "resumed from" in log  # every rank loads its own state (its RNG) from the checkpoint
     assert_same_weights(one, two)
     _check_folder(two, 10)
