@@ -39,13 +39,16 @@ fi
 STEPS_JSON="$WORK/steps.jsonl"
 : > "$STEPS_JSON"
 FAILED=0
+OPTIONAL=""
 step() {  # step NAME COMMAND...: run with a time limit, record status and seconds
   local name=$1; shift
   local t0=$SECONDS rc
   echo "[gpu-check] $name: $*"
   timeout "$LIMIT" "$@" > "$WORK/$name.log" 2>&1; rc=$?
-  echo "{\"step\": \"$name\", \"rc\": $rc, \"seconds\": $((SECONDS - t0))}" >> "$STEPS_JSON"
-  if [ $rc != 0 ]; then FAILED=1; echo "[gpu-check] $name FAILED (rc $rc):"; tail -25 "$WORK/$name.log"
+  echo "{\"step\": \"$name\", \"rc\": $rc, \"seconds\": $((SECONDS - t0)), \"optional\": ${OPTIONAL:-false}}" >> "$STEPS_JSON"
+  if [ $rc != 0 ]; then
+    [ -n "$OPTIONAL" ] || FAILED=1
+    echo "[gpu-check] $name FAILED (rc $rc${OPTIONAL:+, optional}):"; tail -25 "$WORK/$name.log"
   else tail -3 "$WORK/$name.log"; fi
   return 0
 }
@@ -63,8 +66,10 @@ echo "[gpu-check] card: $CARD"
 step gpu_tests "$PY" -m pytest -q -m gpu tests/gpu -p no:cacheprovider
 step train_speed "$PY" -m benchmarks.train_speed --device "$DEVICE" --size "$SIZE" --batch "$BATCH" \
   --steps "$TSTEPS" --n-per-class "$NPC" --precision bf16 --name "train_speed_gpu$SUFFIX"
-# benchmarks/sample_speed.py belongs to the CPU-speed work: called with explicit arguments only.
-step sample_speed "$PY" -m benchmarks.sample_speed --steps "$SSTEPS" --batch "$SBATCH" --repeats 1
+# benchmarks/sample_speed.py belongs to the CPU-speed work: called with explicit arguments only,
+# and optional (its sampler list has failed on a DDPM network: a failure there is reported, not
+# fatal). On a GPU the sampling figure of this check is also the generate step's images/s.
+OPTIONAL=true step sample_speed "$PY" -m benchmarks.sample_speed --steps "$SSTEPS" --batch "$SBATCH" --repeats 1
 
 # A 64^3 latent prostate recipe for a few hundred steps, then 100 generated volumes.
 step prostate_data "$PY" -m medsynth.cli data demo prostate --out "$WORK/prostate" \
@@ -103,8 +108,10 @@ if m.is_file():
                               "mixed_precision", "steps", "shape")}
 g = work / "synth" / "medsynth.json"
 if g.is_file():
-    o = json.loads(g.read_text())["outputs"]
-    res["generate"] = {k: o.get(k) for k in ("n_images", "images_per_s", "device", "precision")}
+    n = json.loads(g.read_text())["outputs"]["n_images"]
+    wall = next(s["seconds"] for s in steps if s["step"] == "generate")
+    res["generate"] = {"n_images": n, "wall_s_incl_model_load": wall,
+                       "images_per_s_incl_load": round(n / max(wall, 1), 2)}
 record("gpu_check" + suffix, res)
 t = res.get("train_speed", {})
 lines = [f"\n## GPU check ({'dry run on the CPU, toy sizes' if dry else card}, "
@@ -112,8 +119,9 @@ lines = [f"\n## GPU check ({'dry run on the CPU, toy sizes' if dry else card}, "
          f"`bash scripts/gpu-check.sh{' --dry-run' if dry else ''}`: card {card}; "
          f"{res['total_s']} s in all (budget {res['budget_s']} s).\n",
          "| step | status | s |", "|---|---|---|"]
-lines += [f"| {s['step']} | {'ok' if s['rc'] == 0 else 'FAILED rc ' + str(s['rc'])} | "
-          f"{s['seconds']} |" for s in steps]
+lines += [f"| {s['step']} | {'ok' if s['rc'] == 0 else 'FAILED rc ' + str(s['rc'])}"
+          f"{' (optional)' if s['rc'] and s.get('optional') else ''} | {s['seconds']} |"
+          for s in steps]
 if t:
     lines.append(f"\nTraining: medsynth {t.get('medsynth_images_per_s')} img/s vs the "
                  f"diffusers-example loop {t.get('reference_images_per_s')} img/s "
