@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import pytest
 os.environ.setdefault("MEDSYNTH_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# the shared training-data cache (train/data.py data_cache: disk) never in the user's home
+os.environ.setdefault("MEDSYNTH_CACHE", tempfile.mkdtemp(prefix="medsynth-test-cache-"))
 
 
 def _site_packages() -> Path:
@@ -64,3 +67,18 @@ def image_folder(tmp_path: Path) -> Path:
             arr[5:15, 6:18, ch] = 200
             write_png(root / cls / f"img{i}.png", arr)
     return root
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.gpu`` tests skip cleanly without CUDA (scripts/gpu-check.sh runs them)."""
+    # the marker itself: "gpu" in item.keywords also matches a folder named gpu
+    gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu:
+        return
+    import torch
+
+    if torch.cuda.is_available() or os.environ.get("MEDSYNTH_GPU_DRY_RUN"):
+        return  # the dry run (scripts/gpu-check.sh --dry-run) runs them on the CPU
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run scripts/gpu-check.sh on one)")
+    for item in gpu:
+        item.add_marker(skip)

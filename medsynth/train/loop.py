@@ -63,7 +63,6 @@ from medsynth.models.denoiser import (
     plan_denoiser,
 )
 from medsynth.models.info import ModelInfo
-from medsynth.models.intensity import IntensityMapping
 from medsynth.models.objective import Objective
 from medsynth.models.prototypes import build_prototypes
 from medsynth.resume import require_same_settings
@@ -103,7 +102,9 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
 
     # Under `accelerate launch` only the main process touches the folder. cpu=True without CUDA:
     # launched processes then form a gloo group (MULTI_CPU) instead of each thinking it is alone.
-    state = PartialState(cpu=not torch.cuda.is_available())
+    from medsynth.train.launch import process_group_kwargs
+
+    state = PartialState(cpu=not torch.cuda.is_available(), **process_group_kwargs(cfg))
     # An interrupted training run (recipe written, no manifest yet) is ours to replace with
     # --overwrite; without a complete checkpoint it is debris (nothing to resume): replaced anyway.
     interrupted = not resume and (out / CONFIG_NAME).is_file() and not (out / MANIFEST_NAME).exists()
@@ -235,7 +236,7 @@ class _Trainer:
         from diffusers.training_utils import EMAModel
 
         cfg, data = self.cfg, self.data
-        self.mapping = IntensityMapping.for_data(data.pixels)
+        self.mapping = data.intensity_mapping()  # no pass over a disk stack
         if cfg.latent:
             from medsynth.models.sampler import default_device
             from medsynth.train.autoencoder import autoencoder_phase
@@ -245,6 +246,9 @@ class _Trainer:
                 interrupt_after=self.interrupt_after_ae, device=default_device())
             self.t0 = time.perf_counter()
         mp = _mixed_precision(cfg)
+        from medsynth.train import launch
+
+        launch.setup(cfg, mp)  # rank threads, TF32, a warning for an ignored --mixed_precision
         # train() may run several times in one process (notebooks, tests): accelerate's state is
         # a singleton, so forget the previous run's precision/accumulation (the process group stays).
         from accelerate.state import AcceleratorState, GradientState
@@ -255,10 +259,11 @@ class _Trainer:
                           cpu=not torch.cuda.is_available())
         self.acc = acc
         set_seed(cfg.seed)
-        self.text = text_features(cfg, list(data.texts), self.ckdir / "cache")
-        self.text_ref, self.text_cut = self.text.ref, self.text.cut
-        self.text_hidden, self.text_mask, self.text_idx = (self.text.hidden, self.text.mask,
-                                                           self.text.idx)
+        with acc.main_process_first():  # main encodes and caches, the others read the cache
+            self.text = text_features(cfg, list(data.texts), self.ckdir / "cache")
+            self.text_ref, self.text_cut = self.text.ref, self.text.cut
+            self.text_hidden, self.text_mask, self.text_idx = (self.text.hidden, self.text.mask,
+                                                               self.text.idx)
         # Prototype banks from the raw training features of the described images.
         described = self.text_idx > 0
         self.prototypes = build_prototypes(
@@ -272,6 +277,8 @@ class _Trainer:
         self.memory_format = channels_last_format(self.spec.spatial_dims)
         self.sample_shape = (self.spec.channels, *self.spec.shape)
         unet = build_denoiser(self.spec)
+        if cfg.sdpa_attention:
+            launch.use_sdpa(unet)
         if cfg.channels_last:  # before the EMA copy, so its shadow weights share the layout
             unet = unet.to(memory_format=self.memory_format)
         head = build_class_head(self.spec)
@@ -281,7 +288,8 @@ class _Trainer:
             sample_shape=self.sample_shape, snr_gamma=cfg.snr_gamma)
         self.noise_sched = self.objective.scheduler
         # The EMA keeps shadow copies of the parameters only: no model class, any denoiser.
-        ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True)
+        ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True,
+                       foreach=cfg.ema_foreach)
         params = list(unet.parameters()) + list(head.parameters())
         text_head = None
         if cfg.ccella:
@@ -571,13 +579,17 @@ class _Trainer:
             if lat is not None:
                 def decode(z: Any) -> Any:
                     return lat.autoencoder.decode(z)
-            x = denoise(den, make_scheduler(sampler_for(sched_conf), sched_conf,
-                                            latent=lat is not None),
-                        class_ids=classes, text_hidden=hidden, text_mask=mask,
-                        null_class=len(data.classes), null_hidden=null_h, null_mask=null_m,
-                        seeds=[cfg.seed * 100_003 + i for i in range(len(cls_ids))],
-                        sample_shape=tuple(self.sample_shape), steps=cfg.sample_steps,
-                        guidance=cfg.sample_guidance, device=self.acc.device, decode=decode)
+            from medsynth.train.samplegrid import in_chunks
+
+            x = in_chunks(  # chunks of sample_batch_size: one image is the same in any chunk
+                denoise, cfg.sample_batch_size or cfg.batch_size,
+                dict(class_ids=classes, text_hidden=hidden, text_mask=mask,
+                     seeds=[cfg.seed * 100_003 + i for i in range(len(cls_ids))]),
+                denoiser=den, scheduler=make_scheduler(sampler_for(sched_conf), sched_conf,
+                                                       latent=lat is not None),
+                null_class=len(data.classes), null_hidden=null_h, null_mask=null_m,
+                sample_shape=tuple(self.sample_shape), steps=cfg.sample_steps,
+                guidance=cfg.sample_guidance, device=self.acc.device, decode=decode)
         finally:
             self.ema.restore(params)
         pixels = self.mapping.to_pixels(x)
