@@ -46,6 +46,15 @@ def _out_arg(args: list[str]) -> str | None:
     return None
 
 
+def _check_args(args: list[str]) -> None:
+    """Refuse an argument that is not text before any work: bytes that are not UTF-8 reach
+    Python as lone surrogates, which no journal, CSV or DICOM file can hold."""
+    from medsynth.jsonl import check_text
+
+    for a in args:
+        check_text(a, f"command-line argument {a!r}")
+
+
 class _Group(TyperGroup):
     """The one place where user errors become a one-line message and an exit code."""
 
@@ -56,6 +65,7 @@ class _Group(TyperGroup):
         # from libraries that do not say which file they were writing.
         args = [*getattr(ctx, "_protected_args", []), *ctx.args]
         try:
+            _check_args(args)
             return super().invoke(ctx)
         except MedsynthError as e:
             if _state["debug"]:
