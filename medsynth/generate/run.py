@@ -59,7 +59,7 @@ from medsynth.generate.plans import ImagePlan
 from medsynth.generate.plans import prepare as prepare_image_plan
 from medsynth.resume import require_same_settings
 from medsynth.synthset import SAMPLES_CSV, write_samples
-from medsynth.threads import torch_threads
+from medsynth.threads import device_name, torch_threads
 
 RUN_FILE = "run.json"
 JOURNAL_DIR = ".journal"
@@ -405,6 +405,8 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     null_h, null_m = bundle.encode_text([""])
     cut = _cut_texts(bundle, plan, warn=state.is_main_process and not only)
     cache: dict[str, Any] = {}
+    # what an image's bits depend on besides its seed (docs/generate.md, Reproducibility)
+    computed = {"threads": threads, "device": device_name(device)}
     made, t0 = 0, time.perf_counter()
     with JsonlAppender(out / JOURNAL_DIR / f"rank{rank}.jsonl") as journal, \
             progress_bar() as bar, contextlib.closing(reports):
@@ -431,7 +433,8 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
                 rep = written.get(spec.sample_id)
                 _write_sample(out, spec, px, paths, cfg, dicom_run, geometry, rep)
                 row = {**_row(spec, paths, cfg, bundle.sha256, geometry,
-                               spec.description in cut, rep), "class_input": ci}
+                               spec.description in cut, rep), "class_input": ci, **computed,
+                       "batch": len(batch)}
                 journal.write({**row, **images.row(spec)} if images else row)
                 made += 1
                 bar.advance(task)
@@ -538,6 +541,7 @@ def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any,
         "dicom_study_uid": run_state["dicom"]["study_uid"],
         "dicom_series_uids": run_state["dicom"]["series_uids"],
         "only": only or None, "synthetic": True, "threads": threads,
+        "reproducibility": _reproducibility(table, threads),
         "oversample": cfg.oversample,
         "spacing": list(geometry.spacing) if geometry.spacing else None,
         "affine": geometry.affine,
@@ -570,6 +574,21 @@ def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any,
             outputs["twin"]["privacy"] = _twin_check(out, cfg, table, images, only, bundle)
     config = dataclasses.asdict(cfg)
     return write_manifest(out, "generate", config=config, inputs=inputs, outputs=outputs)
+
+
+def _reproducibility(table: Any, threads: int) -> dict[str, Any]:
+    """The threads and devices the images were made with (a resumed run may mix them) and the
+    torch version: the same seed gives bitwise the same image again only when these and the
+    batch size (samples.csv ``batch``) match."""
+    import torch
+
+    def used(col: str, default: Any) -> list[Any]:
+        vals = table[col].dropna() if col in table else []
+        return sorted({v.item() if hasattr(v, "item") else v for v in vals} or {default})
+
+    return {"threads": used("threads", threads), "devices": used("device", "cpu"),
+            "torch": torch.__version__,
+            "bitwise_when": "same threads, device, batch size and torch version"}
 
 
 def _twin_check(out: Path, cfg: GenerateConfig, table: Any, images: ImagePlan,
