@@ -11,6 +11,9 @@ import pytest
 os.environ.setdefault("MEDSYNTH_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Help drawn in-process at the piped width whatever terminal runs pytest (cli.py keeps a
+# terminal's own width; tests/test_cli.py checks 80 columns in a subprocess).
+os.environ.setdefault("TERMINAL_WIDTH", "100")
 # One fixed torch thread count for the whole suite, in this process and in every CLI call and
 # subprocess: float sums depend on the thread count, and medsynth's default follows the free
 # cores (the machine's load). Same threads on both sides = bitwise the same images
