@@ -37,6 +37,7 @@ from medsynth.artifacts import (
     Manifest,
     atomic_write_json,
     atomic_write_text,
+    check_output_dir,
     input_ref,
     prepare_output_dir,
     read_jsonl,
@@ -334,12 +335,14 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     state = PartialState(cpu=not torch.cuda.is_available())
     rank, world = state.process_index, state.num_processes
     out = Path(cfg.out)
+    check_output_dir(out, "generate", resume=resume, overwrite=overwrite)
+    device = state.device if state.device.type != "mps" else torch.device("cpu")
+    # the model before the folder: a model that cannot load leaves no empty --out behind
+    bundle = load_bundle(cfg.model, ema=cfg.ema, device=device)
     if state.is_main_process:
         prepare_output_dir(out, "generate", resume=resume, overwrite=overwrite)
         _clean_partials(out)
     state.wait_for_everyone()
-    device = state.device if state.device.type != "mps" else torch.device("cpu")
-    bundle = load_bundle(cfg.model, ema=cfg.ema, device=device)
     check_formats(cfg, bundle)
     if cfg.class_input != "auto" and not bundle.class_probabilities:
         raise BadUsageError(f"--class-input {cfg.class_input}: only for CCELLA-mode models "
