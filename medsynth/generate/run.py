@@ -101,8 +101,8 @@ def _store_for(cfg: GenerateConfig, model_manifest: Manifest) -> Any:
 def relative_paths(spec: SampleSpec, folder: str, formats: list[str], report: bool = True, *,
                    volume: bool = False, dicom_layout: str = "series") -> dict[str, str]:
     """File paths (relative to SYNTH) of one sample in every format, plus its report (and, with
-    DICOM, the report's Structured Report; a volume's DICOM series is a folder, and volumes get
-    no Structured Report)."""
+    DICOM, the report's Structured Report; a volume's DICOM series is a folder, its SR one
+    file about all its slices)."""
     paths = {f: f"{f}/{folder}/{spec.sample_id}{_EXT[f]}" for f in formats}
     if volume and "dicom" in paths:
         from medsynth.generate.writers.volume import relative_dicom_path
@@ -110,7 +110,7 @@ def relative_paths(spec: SampleSpec, folder: str, formats: list[str], report: bo
         paths["dicom"] = relative_dicom_path(folder, spec.sample_id, dicom_layout)
     if report:
         paths["report"] = f"reports/{folder}/{spec.sample_id}.txt"
-        if "dicom" in formats and not volume:
+        if "dicom" in formats:
             paths["sr"] = f"sr/{folder}/{spec.sample_id}.dcm"
     return paths
 
@@ -246,9 +246,21 @@ def _write_sample(out: Path, spec: SampleSpec, pixels: Any, paths: dict[str, str
                      dicom_layout=cfg.dicom_layout, run=dicom_run, cls=spec.cls,
                      sample_id=spec.sample_id, index=spec.index + 1,
                      description=spec.description, seed=spec.seed)
-        if report is not None and "report" in paths:
-            atomic_write_text(_safe_join(out, paths["report"]), report.text)
-        return
+    else:
+        _write_planes(out, spec, pixels, paths, cfg, dicom_run, geometry)
+    if report is not None and "report" in paths:
+        if "sr" in paths:
+            from medsynth.generate.writers.sr import write_sr
+
+            write_sr(_safe_join(out, paths["sr"]), _safe_join(out, paths["dicom"]),
+                     report.report.sections, instance_number=spec.index + 1, seed=spec.seed,
+                     writer=report.writer)
+        atomic_write_text(_safe_join(out, paths["report"]), report.text)
+
+
+def _write_planes(out: Path, spec: SampleSpec, pixels: Any, paths: dict[str, str],
+                  cfg: GenerateConfig, dicom_run: Any, geometry: Geometry) -> None:
+    """A 2D image's PNG, DICOM and NIfTI files."""
     if "png" in paths:
         from medsynth.generate.writers.png import write_png
 
@@ -265,14 +277,6 @@ def _write_sample(out: Path, spec: SampleSpec, pixels: Any, paths: dict[str, str
 
         write_nifti(pixels, _safe_join(out, paths["nifti"]), spacing=geometry.spacing,
                     affine=geometry.affine, description=f"medsynth synthetic {spec.cls}")
-    if report is not None and "report" in paths:
-        if "sr" in paths:
-            from medsynth.generate.writers.sr import write_sr
-
-            write_sr(_safe_join(out, paths["sr"]), _safe_join(out, paths["dicom"]),
-                     report.report.sections, instance_number=spec.index + 1, seed=spec.seed,
-                     writer=report.writer)
-        atomic_write_text(_safe_join(out, paths["report"]), report.text)
 
 
 def _encode(bundle: Any, specs: list[SampleSpec], cache: dict[str, Any],

@@ -17,6 +17,7 @@ from medsynth.errors import MedsynthError
 from medsynth.models.bundle import load_bundle
 from medsynth.models.sampler import denoise
 from medsynth.threads import torch_threads
+from tests.generate.test_writers import assert_valid_dicom
 from tests.latent.conftest import TINY_3D, tiny_latent
 
 runner = CliRunner()
@@ -62,6 +63,9 @@ def test_3d_latent_end_to_end_nifti_and_dicom(model3d: Path, prostate16: dict[st
     assert vol.array.shape == (1, 16, 16, 16)
     np.testing.assert_array_equal(vol.array, read_image(out / row["nifti"]).array)
     np.testing.assert_allclose(vol.affine, nii.affine, atol=1e-4)
+    # the report as a DICOM SR about the volume's slices, as every DICOM image gets one
+    assert row["sr"] and (out / row["sr"]).is_file()
+    assert_valid_dicom(out / row["sr"])
     # the same volume by hand through the shared sampler and the decode hook, at the threads
     # and batch size samples.csv records (bitwise only then: docs/generate.md, Reproducibility)
     assert row["batch"] == 1
