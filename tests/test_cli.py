@@ -139,3 +139,11 @@ def test_help_lists_commands_in_pipeline_order_and_fits_the_terminal() -> None:
         if not args:
             order = [w for x in lines for w in x.split()[1:2] if w in PIPELINE]
             assert order == list(PIPELINE), r.stdout
+
+
+def test_refine_takes_max_steps_like_train() -> None:
+    r = runner.invoke(app, ["refine", "--help"])
+    assert "--max-steps" in r.output and "--steps " not in r.output  # the old name is hidden
+    for opt in ("--max-steps", "--steps"):
+        r = runner.invoke(app, ["refine", "m", "--judged", "j", "--out", "o", opt, "0"])
+        assert r.exit_code == 2 and "steps" in r.output, r.output  # validated, not unknown
