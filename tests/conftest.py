@@ -14,6 +14,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # the shared training-data cache (train/data.py data_cache: disk) never in the user's home
 os.environ.setdefault("MEDSYNTH_CACHE", tempfile.mkdtemp(prefix="medsynth-test-cache-"))
+# Help drawn in-process at the piped width whatever terminal runs pytest (cli.py keeps a
+# terminal's own width; tests/test_cli.py checks 80 columns in a subprocess).
+os.environ.setdefault("TERMINAL_WIDTH", "100")
+# One fixed torch thread count for the whole suite, in this process and in every CLI call and
+# subprocess: float sums depend on the thread count, and medsynth's default follows the free
+# cores (the machine's load). Same threads on both sides = bitwise the same images
+# (docs/generate.md, "Reproducibility"); MEDSYNTH_THREADS=N runs the suite at N.
+TEST_THREADS = os.environ.setdefault("MEDSYNTH_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", TEST_THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _pinned_threads() -> None:
+    """Every test starts at the suite's thread count (a test that changed it cannot leak)."""
+    import torch
+
+    torch.set_num_threads(int(TEST_THREADS))
 
 
 def _site_packages() -> Path:

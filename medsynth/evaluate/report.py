@@ -512,7 +512,11 @@ def _fidelity_html(out: Path, fid: dict[str, Any], classes: list[str], plots: di
         'random same-class pairs: lower = more '
         'diverse. Class fidelity: accuracy of a real-trained classifier on the synthetic '
         'images (reference: on real test images).</p>'
-        + _table(["set", "class", "n", "FID", "KID", "precision", "recall", "density",
+        + (f'<p class="note">Volumes: {html.escape(fid["fid_label"])} is the FID of the three '
+           "planes' features side by side; the 2.5D FID (mean of the per-plane FIDs, the one "
+           'the docs quote) is in the Volumes section.</p>' if fid.get("fid_label") else "")
+        + _table(["set", "class", "n", html.escape(fid.get("fid_label", "FID")), "KID",
+                  "precision", "recall", "density",
                   "coverage", "MS-SSIM", "class fidelity"], rows, 2)
         + _img(out, plots["fidelity"], "FID per class") + '</section>')
 
@@ -684,14 +688,18 @@ def print_summary(metrics: dict[str, Any]) -> None:
     fid = metrics["fidelity"]
     ref = fid["reference"]
     t = Table(title="Fidelity vs real test (real-vs-real reference in brackets)")
-    for col in ("set", "FID", "KID", "precision", "coverage", "class fid.", "near-copies"):
+    vol25 = (metrics.get("volumes") or {}).get("fid_2_5d")
+    fid_cols = (fid.get("fid_label", "FID"), *(("FID 2.5D (mean of planes)",) if vol25 else ()))
+    for col in ("set", *fid_cols, "KID", "precision", "coverage", "class fid.", "near-copies"):
         t.add_column(col, justify="left" if col == "set" else "right")
     for name, s in fid["sets"].items():
         p, rp = s["overall"], ref["overall"]
         priv = metrics["privacy"]["sets"][name]["feature"]
         cf = (s.get("class_fidelity") or {}).get("overall")
         rcf = (ref.get("class_fidelity") or {}).get("overall")
-        t.add_row(name, f'{fmt(p["fid"], 1)} ({fmt(rp["fid"], 1)})',
+        v25 = [f'{fmt(vol25["sets"][name]["mean"], 1)} ({fmt(vol25["reference"]["mean"], 1)})'
+               ] if vol25 and name in vol25["sets"] else [""] if vol25 else []
+        t.add_row(name, f'{fmt(p["fid"], 1)} ({fmt(rp["fid"], 1)})', *v25,
                   f'{fmt(p["kid"], 4)} ({fmt(rp["kid"], 4)})',
                   f'{fmt(p["precision"], 2)} ({fmt(rp["precision"], 2)})',
                   f'{fmt(p.get("coverage"), 2)} ({fmt(rp.get("coverage"), 2)})',

@@ -27,6 +27,7 @@ import pandas as pd
 from medsynth.artifacts import (
     MANIFEST_NAME,
     Manifest,
+    file_mode,
     input_ref,
     prepare_output_dir,
     read_manifest,
@@ -120,6 +121,7 @@ def _place(src: Path, dst: Path, copy: bool) -> bool:
                 pass
         if not linked:
             shutil.copyfile(src, tmp_path)
+            os.chmod(tmp_path, file_mode())  # the umask's mode, not mkstemp's 0o600
         os.replace(tmp_path, dst)
         return linked
     except BaseException:
