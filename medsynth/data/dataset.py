@@ -178,20 +178,25 @@ def _assign_grouped(classes: pd.Series, fractions: tuple[float, float, float], s
         n = sum(len(members[u]) for u in us)
         want = {"test": n * fractions[2] if len(us) >= 3 else 0,
                 "val": n * fractions[1] if len(us) >= 5 else 0}
-        k = 0
+        free = [int(u) for u in us]
         for split in ("test", "val"):
             got = 0
-            while k < len(us) - 1 and want[split] > 0:
-                size = len(members[us[k]])
-                # take the next unit while that brings the split closer to its share (test:
-                # always one unit)
-                if not (split == "test" and got == 0) and got + size / 2 > want[split]:
-                    break
-                for i in members[us[k]]:
-                    out[i] = split
-                got += size
-                k += 1
+            if want[split] > 0 and len(free) > 1:  # test: always one unit, the best-sized
+                first = min(free, key=lambda u: abs(len(members[u]) - want[split]))
+                if split == "test" or len(members[first]) / 2 <= want[split]:
+                    free.remove(first)
+                    got = _put(out, members[first], split)
+            for u in list(free):  # then, in shuffled order, any unit that brings it closer
+                if len(free) > 1 and got + len(members[u]) / 2 <= want[split]:
+                    free.remove(u)
+                    got += _put(out, members[u], split)
     return out
+
+
+def _put(out: list[str], idx: list[int], split: str) -> int:
+    for i in idx:
+        out[i] = split
+    return len(idx)
 
 
 def summarize(table: pd.DataFrame) -> dict[str, dict[str, int]]:

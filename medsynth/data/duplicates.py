@@ -146,6 +146,22 @@ def union_groups(keys: Sequence[Iterable[str]]) -> list[int]:
     return u.components()
 
 
+def drop_shared_levels(keys: list[list[str]]) -> tuple[list[list[str]], dict[str, str]]:
+    """Group keys without the levels every image shares one value of (an anonymised
+    PatientID, one study): those cannot split anything. Returns the keys and ``{level:
+    value}`` of the levels dropped."""
+    dropped: dict[str, str] = {}
+    if len(keys) < 2:
+        return keys, dropped
+    for level in sorted({k.split(":", 1)[0] for ks in keys for k in ks}):
+        values = [[k for k in ks if k.split(":", 1)[0] == level] for ks in keys]
+        if all(v for v in values) and len({k for v in values for k in v}) == 1:
+            dropped[level] = values[0][0].split(":", 1)[1]
+    if dropped:
+        keys = [[k for k in ks if k.split(":", 1)[0] not in dropped] for ks in keys]
+    return keys, dropped
+
+
 def coarsest(keys: Iterable[str]) -> str | None:
     """The coarsest group key of an image (patient before study, series, volume, others)."""
     ks = list(keys)
@@ -179,7 +195,7 @@ def summarize(table: Any, group_col: str = "dup_group", kind_col: str = "dup_kin
         out["train_test"] += int(leak)
         if len(out["listed"]) < examples:
             out["listed"].append({
-                "group": str(g), "kind": "exact" if exact else "near/exact",
+                "group": str(g), "kind": "exact" if exact else "near",
                 "images": [f"{r['image_id']} ({r['class']}, {r['split']})"
                            for _, r in part.head(6).iterrows()],
                 "n": int(len(part))})

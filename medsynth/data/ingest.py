@@ -359,16 +359,13 @@ def _split_and_dedup(cfg: ImportConfig, entries: list[_Entry], out: Path, notes:
                 f"split and in train/val, e.g. {leak[1]}: evaluation would test on training "
                 "images", hint="--dedup keeps one image of each group; --allow-duplicates "
                 "imports them as they are (evaluate warns)")
-    # A key every image shares (an anonymised PatientID, one study) cannot split anything.
     n = len(entries)
-    for level in {k.split(":", 1)[0] for e in entries for k in e.keys}:
-        values = {k for e in entries for k in e.keys if k.split(":", 1)[0] == level}
-        holders = sum(1 for e in entries if any(k.split(":", 1)[0] == level for k in e.keys))
-        if n > 1 and len(values) == 1 and holders == n:
-            notes.append(f"every image has the same {level} ({next(iter(values)).split(':', 1)[1]}"
-                         f"): the split cannot keep {level}s apart and uses finer groups")
-            for e in entries:
-                e.keys = [k for k in e.keys if k.split(":", 1)[0] != level]
+    shared, dropped = dups.drop_shared_levels([e.keys for e in entries])
+    for e, ks in zip(entries, shared, strict=True):
+        e.keys = ks
+    for level, value in dropped.items():
+        notes.append(f"every image has the same {level} ({value}): the split cannot keep "
+                     f"{level}s apart and uses finer groups")
     units = dups.union_groups([e.keys + ([f"dup:{g}"] if g else []) for e, g in
                           zip(entries, groups, strict=True)])
     if not given:
@@ -409,8 +406,8 @@ def _split_and_dedup(cfg: ImportConfig, entries: list[_Entry], out: Path, notes:
     few = table.groupby("class").size()
     small = few[few < 3]
     if len(small):
-        notes.append("class(es) with fewer than 3 images, no test image and little to learn "
-                     "from (generate --balance would make many images from them): "
+        notes.append("class(es) with fewer than 3 images: little to learn from or test on, "
+                     "and generate --balance would make many images from them: "
                      + ", ".join(f"{c} ({k})" for c, k in small.items()))
     return table, kept, dup, grouping
 
@@ -421,7 +418,9 @@ def _dup_note(dup: dict[str, Any], cfg: ImportConfig, given: bool) -> str:
     if dup["across_classes"]:
         parts.append(f"{dup['across_classes']} group(s) span classes (conflicting labels)")
     if dup["train_test"]:
-        parts.append(f"{dup['train_test']} in train/val and test (--allow-duplicates)")
+        parts.append(f"{dup['train_test']} in train/val and test"
+                     + (" (the copies in later splits removed)" if cfg.dedup else
+                        " (--allow-duplicates: evaluate will warn)"))
     elif not given:
         parts.append("each group kept in one split")
     parts.append(f"--dedup removed {dup['removed']} image(s)" if cfg.dedup else
@@ -447,7 +446,7 @@ def _grouping(table: pd.DataFrame, given: bool, notes: list[str]) -> dict[str, A
                          f"and test, e.g. {leak[1]}: evaluation partly measures memory")
     elif len(col):
         notes.append("split keeps groups together: " + ", ".join(
-            f"{n} {lv}{'s' if n > 1 else ''}" for lv, n in sorted(levels.items()))
+            f"{n} {lv} group(s)" for lv, n in sorted(levels.items()))
             + " (split_group in labels.csv)")
     return out
 
