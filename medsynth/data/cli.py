@@ -106,7 +106,8 @@ def _print_duplicates(out: Any, info: Any) -> None:
 
     d, groups, leaks = info.duplicates, info.groups, info.group_leaks
     if groups or leaks:
-        line = "split groups: " + (", ".join(f"{n} {lv}" for lv, n in groups.items()) or "none")
+        line = "split groups: " + (", ".join(f"{n} {lv} group(s)" for lv, n in groups.items())
+                                   or "none")
         if leaks:
             line += (f"; {leaks['n']} group(s) have images in train/val and test, e.g. "
                      f"{leaks['example']}")
@@ -122,6 +123,7 @@ def _print_duplicates(out: Any, info: Any) -> None:
     t.add_row("groups", f"{d['groups']} ({d['exact_groups']} exact, {d['near_groups']} near) "
               f"holding {d['images_in_groups']} of {d['n_images']} images "
               f"({d['extra_copies']} extra copies)")
+    t.add_row("within one class", str(d["groups"] - d["across_classes"]))
     t.add_row("across classes", str(d["across_classes"]))
     t.add_row("across splits", str(d["across_splits"]))
     t.add_row("train/val and test", Text(str(d["train_test"]),
@@ -136,8 +138,8 @@ def _print_duplicates(out: Any, info: Any) -> None:
         g.add_row(row["group"], row["kind"], str(row["n"]), Text(
             ", ".join(row["images"]) + (" ..." if row["n"] > len(row["images"]) else "")))
     out.print(g)
-    out.print("medsynth data import keeps each group in one split; --dedup keeps one image "
-              "of each", soft_wrap=True)
+    out.print("medsynth data import keeps each group in one split (of a source without "
+              "one); its --dedup keeps one image of each group", soft_wrap=True)
 
 
 @data_app.command("import")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,8 @@ def _assign_grouped(classes: pd.Series, fractions: tuple[float, float, float], s
         members.setdefault(u, []).append(i)
     by_class: dict[str, list[int]] = {}
     for u, idx in sorted(members.items()):
-        cls = pd.Series([labels[i] for i in idx]).mode().sort_values().iloc[0]
+        count = Counter(labels[i] for i in idx)
+        cls = min(count, key=lambda c: (-count[c], c))  # the most common; ties by name
         by_class.setdefault(cls, []).append(u)
     out = ["train"] * len(labels)
     for cls in sorted(by_class):

@@ -329,6 +329,9 @@ def _group_keys(cfg: ImportConfig, img: Image, item: pd.Series) -> list[str]:
                                                        ("study", "study_uid"),
                                                        ("series", "series_uid"))
             if img.meta.get(m)]
+    kept = item.get("split_group") if "split_group" in item.index else None
+    if isinstance(kept, str) and ":" in kept:  # a dataset folder re-imported keeps its groups
+        keys.append(kept)
     if cfg.group_by is not None:
         v = item.get(cfg.group_by)
         if v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v).strip():

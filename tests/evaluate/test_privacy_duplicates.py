@@ -55,3 +55,53 @@ def test_group_mates_are_left_out_and_too_few_give_no_reference() -> None:
     assert s["threshold"] is None and s["near_copy_share"] is None
     assert "0 held-out real image(s)" in s["no_reference"]
     assert any("no reference" in w for w in privacy_warnings(m))
+
+
+def test_evaluate_warns_on_shared_images_and_reports_no_reference(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """End to end: a test split of 4 images, 2 of them copies of training images (recorded as
+    one dup_group by data import): warnings, and "no reference" instead of a share."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from medsynth.cli import app
+    from medsynth.data.dataset import finish_dataset, open_dataset
+
+    from .conftest import make_dataset, make_model, make_synthetic
+
+    data = make_dataset(tmp_path / "gray", n_per_class=10, gray16=True)
+    ds = open_dataset(data)
+    t = ds.table.copy()
+    t = t[t["split"] != "test"].reset_index(drop=True)
+    t["dup_group"] = None
+    new = []
+    for k, (_, row) in enumerate(t[t["split"] == "train"].head(2).iterrows()):
+        rel = row["path"].replace(".png", "_copy.png")
+        shutil.copy(data / row["path"], data / rel)
+        t.loc[t["image_id"] == row["image_id"], "dup_group"] = f"d{k + 1:04d}"
+        new.append({**row.to_dict(), "image_id": row["image_id"] + "_copy", "path": rel,
+                    "split": "test", "dup_group": f"d{k + 1:04d}"})
+    for cls in ds.classes[:2]:  # two distinct test images
+        row = t[(t["class"] == cls) & (t["split"] == "val")].iloc[0]
+        t.loc[t["image_id"] == row["image_id"], "split"] = "test"
+    t = pd.concat([t, pd.DataFrame(new)], ignore_index=True)
+    finish_dataset(data, t, config={"fixture": "dups"}, classes=ds.classes, channels=1,
+                   dtype="uint16", modality="DX")
+    synth = make_synthetic(tmp_path / "s", data, make_model(tmp_path / "m", data), n_per_class=4)
+    out = tmp_path / "report"
+    res = CliRunner().invoke(app, ["evaluate", "--real", str(data), "--synthetic", str(synth),
+                                   "--out", str(out), "--no-benchmark", "--epochs", "1",
+                                   "--feature-size", "32"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "1 duplicate group(s)" not in text and "2 duplicate group(s)" in text
+    assert "2 of 4 real test image(s) have an exact copy" in text
+    assert "no reference" in text
+    m = json.loads((out / "metrics.json").read_text())
+    assert any("dup_group in labels.csv" in w for w in m["warnings"])
+    p = m["privacy"]["sets"]["s"]["feature"]
+    assert p["threshold"] is None and p["near_copy_share"] is None and "4 held-out" in \
+        p["no_reference"]
+    assert m["privacy"]["reference"]["with_copy"] == 2
+    assert "No reference, so no near-copy share" in (out / "report.html").read_text()
