@@ -187,12 +187,9 @@ def import_dataset(cfg: ImportConfig, progress: object | None = None) -> tuple[D
         raise BadUsageError(f"--group-by {cfg.group_by}: {cfg.source} has no such column "
                             f"(columns: {', '.join(map(str, src.items.columns[3:])) or 'none'})")
     target = Path(cfg.out)
-    if (target / PARTIAL_MARKER).is_file() and not (target / "medsynth.json").is_file():
-        if not cfg.overwrite:  # data import has no --resume: say what does work
-            raise MedsynthError(f"{target}: holds an unfinished data import (stopped or killed)",
-                                hint="pass --overwrite to import again into it, or choose "
-                                     "another --out")
-        shutil.rmtree(target)
+    _check_target(target, cfg.overwrite)
+    if _unfinished(target) == "marker":
+        shutil.rmtree(target)  # --overwrite of a killed import (nothing else is in it)
     created = not target.exists()
     out = prepare_output_dir(cfg.out, "data", overwrite=cfg.overwrite)
     (out / PARTIAL_MARKER).write_text("medsynth data import in progress\n")
@@ -204,6 +201,47 @@ def import_dataset(cfg: ImportConfig, progress: object | None = None) -> tuple[D
         raise
     (out / PARTIAL_MARKER).unlink(missing_ok=True)
     return result
+
+
+_IMPORT_FILES = {"images", "labels.csv", "datalist.json", "duplicates.csv", PARTIAL_MARKER}
+
+
+def _unfinished(target: Path) -> str | None:
+    """'marker' for a folder an import was killed in (its marker, no manifest); 'maybe' for one
+    holding only what an import writes (a release before the marker: never deleted, it may
+    be someone's images); None otherwise."""
+    if not target.is_dir() or (target / "medsynth.json").is_file():
+        return None
+    names = {p.name for p in target.iterdir()}
+    if PARTIAL_MARKER in names:
+        return "marker"
+    return "maybe" if "images" in names and names <= _IMPORT_FILES else None
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    """The refusals of an existing --out, with the options data import has (no --resume)."""
+    if not target.is_dir() or not any(target.iterdir()):
+        return
+    kind = _unfinished(target)
+    if kind == "maybe":
+        raise MedsynthError(f"{target}: holds images but no dataset manifest (an unfinished "
+                            "data import?)", hint="delete the folder if it is one, or choose "
+                            "another --out")
+    if overwrite:
+        return
+    if kind == "marker":
+        raise MedsynthError(f"{target}: holds an unfinished data import (stopped or killed)",
+                            hint="pass --overwrite to import again into it, or choose another "
+                                 "--out")
+    if (target / "medsynth.json").is_file():
+        from medsynth.artifacts import read_manifest
+
+        if read_manifest(target).stage == "data":
+            raise MedsynthError(f"{target}: already exists and holds a dataset",
+                                hint="pass --overwrite to replace it, or choose another --out")
+        return  # another stage's artifact: prepare_output_dir names it
+    raise MedsynthError(f"{target}: already exists and is not empty",
+                        hint="choose a new or empty --out folder")
 
 
 def volume_slices(img: Image) -> list[tuple[int, Image]]:

@@ -68,12 +68,28 @@ def test_killed_import_is_named_and_overwrite_replaces_it(tmp_path: Path) -> Non
                             "--overwrite"])
     assert r.exit_code == 0, r.output
     assert (out / "medsynth.json").is_file() and not (out / PARTIAL_MARKER).exists()
+    # a killed import of a release before the marker (only what an import writes): named,
+    # never deleted (it could be someone's images folder), even with --overwrite
+    (out / "medsynth.json").unlink()
+    for extra in ([], ["--overwrite"]):
+        r = runner.invoke(app, ["data", "import", str(tmp_path / "src"), "--out", str(out),
+                                *extra])
+        assert "unfinished data import?" in r.output and "--resume" not in r.output
+        assert (out / "images").is_dir()
+    # a finished dataset, and any other folder: no --resume either
+    done = tmp_path / "done"
+    import_dataset(ImportConfig(str(tmp_path / "src"), str(done)))
+    r = runner.invoke(app, ["data", "import", str(tmp_path / "src"), "--out", str(done)])
+    assert "already exists and holds a dataset" in r.output and "--resume" not in r.output
     # a folder that is not ours is still never deleted
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     with pytest.raises(MedsynthError, match="refusing to delete"):
         import_dataset(ImportConfig(str(tmp_path / "src"), str(tmp_path / "mine"), overwrite=True))
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    r = runner.invoke(app, ["data", "import", str(tmp_path / "src"), "--out",
+                            str(tmp_path / "mine")])
+    assert "not empty" in r.output and "--resume" not in r.output
 
 
 def test_datalist_empty_text_is_not_turned_into_the_folder(tmp_path: Path) -> None:
