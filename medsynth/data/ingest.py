@@ -413,6 +413,14 @@ def _split_and_dedup(cfg: ImportConfig, entries: list[_Entry], out: Path, notes:
         table["split"] = assign_splits(
             table["class"], (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction,
                              cfg.test_fraction), cfg.seed, units=units)
+        per = pd.DataFrame({"class": table["class"], "unit": units}).groupby("class")["unit"]
+        few = {c: (int(n), int(k)) for c, n, k in zip(per.size().index, per.size(),
+                                                      per.nunique(), strict=True)
+               if k < 3 <= n and cfg.test_fraction > 0}
+        if few:
+            notes.append("no test images for class(es) whose images come from fewer than 3 "
+                         "groups (a group is never split): " + ", ".join(
+                             f"{c} ({n} images, {k} group(s))" for c, (n, k) in few.items()))
     table["split_group"] = [dups.coarsest(e.keys) for e in entries]
     dup = dups.summarize(table)
     dup["near_searched"] = searched

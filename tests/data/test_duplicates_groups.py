@@ -232,3 +232,28 @@ def test_info_shows_duplicates_and_a_class_called_all(dup_folder: Path) -> None:
     j = runner.invoke(app, ["data", "info", str(dup_folder), "--json"])
     info = json.loads(j.output)
     assert info["duplicates"]["groups"] == 4 and info["duplicates"]["across_classes"] == 1
+
+
+def test_real_ct_slices_of_two_patients_split_by_patient(tmp_path: Path) -> None:
+    """pydicom's dicomdirtests CT: 11 slices, 2 patients, 3 series, as 2D images. Class 'ct'
+    has only 2 patient groups: no test images (a patient is never split), said in a note;
+    class 'mr' (the MR slices) splits by study."""
+    import pydicom.data
+
+    base = Path(pydicom.data.get_testdata_file("CT_small.dcm")).parent / "dicomdirtests"
+    for cls, pattern in (("ct", "*/CT*/*"), ("mr", "98892003/MR*/*")):
+        (tmp_path / "src" / cls).mkdir(parents=True)
+        for p in sorted(base.glob(pattern)):
+            shutil.copy(p, tmp_path / "src" / cls / f"{p.parent.name}_{p.name}.dcm")
+    ds, _ = import_dataset(ImportConfig(str(tmp_path / "src"), str(tmp_path / "ds"),
+                                        dtype="float32", size=16))
+    t = ds.table
+    ct = t[t["class"] == "ct"]
+    assert sorted(ct["split_group"].unique()) == ["patient:77654033", "patient:98890234"]
+    assert set(ct["split"]) == {"train"}
+    # the MR slices are the CT patient 98890234's: the patient holds both classes, so the
+    # whole patient (CT and MR) stays in one split
+    assert t[t["split_group"] == "patient:98890234"]["split"].nunique() == 1
+    notes = " ".join(ds.manifest.outputs["notes"])
+    assert "no test images for class(es) whose images come from fewer than 3 groups" in notes
+    assert "ct (11 images, 2 group(s))" in notes
