@@ -198,6 +198,8 @@ def load_train_data(dataset: Any, cfg: TrainConfig, store: Any = None,
     items = [r for _, r in rows.iterrows()]
     labels = np.array([classes.index(str(c)) for c in rows["class"]], dtype=np.int64)
     ids = [str(i) for i in rows["image_id"]]
+    if progress:
+        _note_units(rows, dataset)
     texts = [texts_by_id.get(i, "") for i in ids]
     disk = _disk_cache(dataset, cfg, items)
     if disk is None:
@@ -478,11 +480,30 @@ def _note_spacings(spacings: list[tuple[float, ...]], spacing: Any, n: int) -> N
             f"[yellow]note:[/] {n - len(spacings)} of {n} training images record no pixel "
             f"spacing; the model records the median of the others, {mm(spacing)} mm "
             "(generate --spacing overrides it)", soft_wrap=True)
-    elif np.any(hi > lo * 1.1):
+    if np.any(hi > lo * 1.1):  # shown beside the missing-spacing note, not instead of it
         console.print(
             f"[yellow]note:[/] the training images' pixel spacings (as trained) range from "
             f"{mm(lo)} to {mm(hi)} mm; the model records the median {mm(spacing)} mm for "
             "generated DICOM/NIfTI (generate --spacing overrides it)", soft_wrap=True)
+
+
+def _note_units(rows: Any, dataset: Any) -> None:
+    """Warn when the training images mix kinds of values (CT HU, MR units, display values):
+    a set that ``data import --dtype`` forced into one type."""
+    from medsynth.data.ingest import unit_kinds
+    from medsynth.ui import console
+
+    col = rows["modality"] if "modality" in rows.columns else None
+    found = col.dropna().astype(str).value_counts().to_dict() if col is not None else {}
+    kinds = unit_kinds(found)
+    if len(kinds) > 1:
+        console.print(
+            "[yellow]warning:[/] the training images mix kinds of pixel values ("
+            + "; ".join(f"{k}: {', '.join(f'{m} {found[m]}' for m in ms)}"
+                        for k, ms in kinds.items())
+            + f") in one {dataset.dtype} scale: the model learns them as one intensity range; "
+            "train a model per modality (import each one separately) for comparable "
+            "intensities", soft_wrap=True)
 
 
 def shared_direction(affines: list[np.ndarray]) -> np.ndarray | None:
