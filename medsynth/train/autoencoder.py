@@ -224,7 +224,8 @@ def autoencoder_phase(data: TrainData, cfg: TrainConfig, out: Path, mapping: Int
     if not std > 0:
         raise MedsynthError(f"{out}: the autoencoder's latents are constant (std {std})",
                             hint="train the autoencoder longer or with another ae_lr")
-    factor = 1.0 / std
+    # A pretrained VAE keeps its own factor (a pretrained UNet expects exactly that scale).
+    factor = ae.scaling_factor if ae.record.fixed_scaling else 1.0 / std
     ae.record = dataclasses.replace(ae.record, scaling_factor=factor, latent_mean=mean)
     scaled = (mu * factor).float()
     latent_std = float(scaled.std())

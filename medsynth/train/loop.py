@@ -81,6 +81,7 @@ from medsynth.models.text_encoder import TextEncoderRef
 from medsynth.resume import require_same_settings
 from medsynth.train.config import RESUMABLE_CHANGES, TrainConfig
 from medsynth.train.data import TrainData, batch_tensors, load_train_data
+from medsynth.train.prior import trainable
 from medsynth.ui import console
 
 CONFIG_NAME = "train_config.yaml"
@@ -108,6 +109,11 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
     if resume and not (out / "checkpoints").is_dir():
         raise MedsynthError(f"{out}: nothing to resume (no checkpoints/ folder)",
                             hint="start a new run without --resume")
+    from medsynth.train.prior import check_resume_init, open_prior
+
+    if resume:
+        check_resume_init(out, cfg)
+    cfg, prior = open_prior(cfg)  # a pretrained prior fixes parts of the recipe (--init)
     cfg = _check_resume_config(out, cfg) if resume else cfg
     import torch
     from accelerate import PartialState
@@ -125,6 +131,8 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     data = load_train_data(dataset, cfg, store, progress=progress)
+    if prior is not None:
+        prior.check(data, dataset)
     if store is not None and data.n_described == 0:
         raise MedsynthError(f"{store_path}: no description matches a training image of {dataset_path}",
                             hint="describe the train split, or train class-only without --store")
@@ -151,7 +159,8 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
     state.wait_for_everyone()
     try:
         return run_trainer(dataset, data, cfg, out, store=store, resume=resume, progress=progress,
-                           interrupt_after=interrupt_after, interrupt_after_ae=interrupt_after_ae)
+                           interrupt_after=interrupt_after, interrupt_after_ae=interrupt_after_ae,
+                           prior=prior)
     except Exception:
         # A fresh run that failed before its first checkpoint leaves nothing to resume: remove
         # what it wrote so that the next run starts without --overwrite.
@@ -162,14 +171,16 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
 
 def run_trainer(dataset: Any, data: TrainData, cfg: TrainConfig, out: Path, *, store: Any = None,
                 resume: bool = False, progress: bool = True,
-                interrupt_after: int | None = None, interrupt_after_ae: int | None = None) -> Path:
+                interrupt_after: int | None = None, interrupt_after_ae: int | None = None,
+                prior: Any = None) -> Path:
     """Train on already loaded ``data`` (2D or 3D) into the prepared folder ``out``.
 
     ``dataset`` (and ``store``) are the artifacts the data came from: the model's manifest
-    records them as inputs.
+    records them as inputs. ``prior``: the :class:`medsynth.train.prior.Prior` to start from.
     """
     return _Trainer(dataset, store, data, cfg, out, resume=resume, progress=progress,
-                    interrupt_after=interrupt_after, interrupt_after_ae=interrupt_after_ae).run()
+                    interrupt_after=interrupt_after, interrupt_after_ae=interrupt_after_ae,
+                    prior=prior).run()
 
 
 def denoiser_spec(cfg: TrainConfig, data: TrainData, *, cross_attention_dim: int,
@@ -230,8 +241,9 @@ def _mixed_precision(cfg: TrainConfig) -> str:
 class _Trainer:
     def __init__(self, dataset: Any, store: Any, data: TrainData, cfg: TrainConfig, out: Path, *,
                  resume: bool, progress: bool, interrupt_after: int | None = None,
-                 interrupt_after_ae: int | None = None) -> None:
+                 interrupt_after_ae: int | None = None, prior: Any = None) -> None:
         self.dataset, self.store, self.data, self.cfg, self.out = dataset, store, data, cfg, out
+        self.prior = prior
         self.interrupt_after = interrupt_after
         self.interrupt_after_ae = interrupt_after_ae
         self.latents: Any = None
@@ -261,7 +273,7 @@ class _Trainer:
             hidden, mask = t["hidden"], t["mask"]
             meta = json.loads(meta_path.read_text())
             ref, cut = TextEncoderRef.from_dict(meta), meta.get("text_cut")
-        elif len(uniq) == 1:
+        elif len(uniq) == 1 and ref.kind != "clip":  # (CLIP's null text is CLIP(""))
             # Class-only training: only the encoder's width is needed, not the encoder itself.
             from transformers import AutoConfig
 
@@ -305,6 +317,9 @@ class _Trainer:
 
         cfg, data = self.cfg, self.data
         self.mapping = IntensityMapping.for_data(data.pixels)
+        if self.prior is not None:
+            self.prior.start(self.out, resume=self.resume)
+            self.mapping = self.prior.intensity(self.mapping, data)
         if cfg.latent:
             from medsynth.models.sampler import default_device
             from medsynth.train.autoencoder import autoencoder_phase
@@ -337,10 +352,16 @@ class _Trainer:
                                   latent=(lat.channels, lat.shape) if lat is not None else None)
         self.memory_format = channels_last_format(self.spec.spatial_dims)
         self.sample_shape = (self.spec.channels, *self.spec.shape)
-        unet = build_denoiser(self.spec)
+        if self.prior is not None:  # pretrained weights (+ LoRA), classes remapped by name
+            unet = self.prior.adapt(self.prior.build_denoiser(self.spec, data.classes,
+                                                              self.text_ref.hidden_size))
+        else:
+            unet = build_denoiser(self.spec)
         if cfg.channels_last:  # before the EMA copy, so its shadow weights share the layout
             unet = unet.to(memory_format=self.memory_format)
         head = build_class_head(self.spec)
+        if self.prior is not None:
+            self.prior.init_head(head, data.classes)
         self.rflow = cfg.noise_schedule == "rflow"
         if self.rflow:
             from medsynth.models.rflow import RectifiedFlowScheduler, rflow_config
@@ -351,9 +372,12 @@ class _Trainer:
             self.noise_sched = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps,
                                              beta_schedule=cfg.beta_schedule,
                                              prediction_type=cfg.prediction_type)
+        if self.prior is not None:
+            self.noise_sched = self.prior.noise_scheduler(self.noise_sched)
         # The EMA keeps shadow copies of the parameters only: no model class, any denoiser.
-        ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True)
-        params = list(unet.parameters()) + list(head.parameters())
+        # Only what trains (all of it, but a LoRA adapter's frozen base).
+        ema = EMAModel(trainable(unet), decay=cfg.ema_decay, use_ema_warmup=True)
+        params = trainable(unet) + list(head.parameters())
         text_head = None
         if cfg.ccella:
             from medsynth.models.ccella import TextClassHead
@@ -373,6 +397,8 @@ class _Trainer:
         acc.register_for_checkpointing(ema)
         self.unet, self.head, self.opt, self.lr_sched, self.ema = unet, head, opt, lr_sched, ema
         self.denoiser = acc.unwrap_model(unet)  # features and saving: the bare module
+        if self.prior is not None:
+            self.prior.hook_accelerator(acc, self.denoiser)
 
         self.window: dict[str, float] = {}
         # A latent run killed before its first denoiser checkpoint starts the denoiser afresh.
@@ -415,7 +441,8 @@ class _Trainer:
             raise MedsynthError(f"{self.ckdir}: no complete checkpoint to resume from",
                                 hint="start again without --resume (use --overwrite)")
         last = ckpts[-1]
-        state = read_checkpoint(ckpts, lambda f: self.acc.load_state(str(f)))
+        strict = self.prior is None or self.prior.strict_checkpoints  # LoRA: trainable only
+        state = read_checkpoint(ckpts, lambda f: self.acc.load_state(str(f), strict=strict))
         step = int(state["step"])
         self.elapsed_before = float(state.get("elapsed_s", _logged_elapsed(self.out / LOG_NAME, step)))
         # The log window open at the checkpoint (steps since the last log row): the next row
@@ -569,7 +596,7 @@ class _Trainer:
                         f"training diverged at step {step + 1} (loss is {win['loss']})",
                         hint="lower lr, raise warmup_steps, or use mixed_precision no/bf16; "
                         "rerun with --resume from the last good checkpoint")
-                ema.step(acc.unwrap_model(unet).parameters())
+                ema.step(trainable(acc.unwrap_model(unet)))
                 step += 1
                 win["n"] += 1
                 if step % cfg.log_every == 0 or step == cfg.max_steps:
@@ -622,7 +649,7 @@ class _Trainer:
 
         cfg, data = self.cfg, self.data
         den = self.denoiser
-        params = list(den.parameters())
+        params = trainable(den)
         self.ema.store(params)
         self.ema.copy_to(params)
         den.eval()
@@ -639,7 +666,9 @@ class _Trainer:
             mask = self.text_mask[tix]
             hidden = apply_prototypes(hidden, mask, cls_ids, self.prototypes,
                                       cfg.prototype_strength, cfg.prototype_temperature)
-            null_h, null_m = null_text(1, self.text_ref.hidden_size)
+            null_h, null_m = (null_text(1, self.text_ref.hidden_size)
+                              if self.text_ref.kind != "clip" else  # CLIP(""), cached at 0
+                              (self.text_hidden[:1], self.text_mask[:1]))
             classes: Any = cls_ids
             if self.text_head is not None:
                 from medsynth.models.ccella import sampling_class_input
@@ -716,8 +745,13 @@ class _Trainer:
         cfg, data, out = self.cfg, self.data, self.out
         grid = self._grid(step)
         info = self.model_info(step)
+        ema = self.ema
+        if self.prior is not None:
+            info, ema = self.prior.before_export(
+                out, info, self.denoiser, ema,
+                self.latents.autoencoder if self.latents is not None else None)
         export_model(out, info, denoiser=self.denoiser, noise_scheduler=self.noise_sched,
-                     ema=self.ema, class_head=self.acc.unwrap_model(self.head),
+                     ema=ema, class_head=self.acc.unwrap_model(self.head),
                      prototypes=self.prototypes,
                      text_class_head=(self.acc.unwrap_model(self.text_head)
                                       if self.text_head is not None else None))
@@ -749,6 +783,9 @@ class _Trainer:
         inputs = [input_ref(self.dataset.root, "data")]
         if self.store is not None:
             inputs.append(input_ref(self.store.root, "describe"))
+        if self.prior is not None:
+            inputs += self.prior.manifest_inputs()
+            outputs["initialized_from"] = self.prior.src.record()
         config = {**cfg.to_dict(), "train_splits": list(cfg.splits),
                   "dataset_sha256": self.dataset.sha256,
                   "store_sha256": self.store.sha256 if self.store is not None else None}
