@@ -263,7 +263,13 @@ class Prior:
             parent_head(self.src, head, self.parent_info.classes, list(classes))
 
     def intensity(self, mapping: Any, data: Any) -> Any:
-        """The parent's pixel mapping when dtype and modality agree (what its denoiser knows)."""
+        """The parent's pixel mapping when dtype and modality agree (what its denoiser knows);
+        for a MAISI autoencoder and CT, MAISI's window: [-1000, 1000] HU clipped to [-1, 1]
+        (the autoencoder then sees [0, 1])."""
+        if self.src.kind == "monai-bundle" and data.modality == "CT":
+            from medsynth.models.intensity import IntensityMapping
+
+            return IntensityMapping(mapping.dtype, -1000.0, 1000.0)
         info = self.parent_info
         if info is not None and info.dtype == data.dtype and info.modality == data.modality:
             return info.intensity

@@ -65,3 +65,26 @@ def test_prior_that_saw_the_test_split_is_refused(rgb16: Path, tmp_path: Path) -
     with pytest.raises(MedsynthError, match="trained on the test split") as e:
         train(rgb16, tmp_path / "o", cfg=run_cfg(init=str(leaky)), progress=False)
     assert "\n" not in e.value.message and not (tmp_path / "o").exists()
+
+
+def test_evaluate_leakage_guard_follows_the_prior(parent: Path, rgb16: Path,
+                                                  tmp_path: Path) -> None:
+    """The child's lineage reaches the parent's (other) dataset: evaluate refuses it unless
+    the datasets are declared independent, as for any generator trained on other data."""
+    from typer.testing import CliRunner
+
+    from medsynth.cli import app
+    from medsynth.data.dataset import open_dataset
+    from medsynth.evaluate.inputs import check_leakage
+    from medsynth.synthset import open_synthetic
+    from medsynth.train.loop import train
+
+    child = train(rgb16, tmp_path / "child", cfg=run_cfg(init=str(parent)), progress=False)
+    res = CliRunner().invoke(app, ["generate", str(child), "--out", str(tmp_path / "s"),
+                                   "--n", "1", "--steps", "2"])
+    assert res.exit_code == 0, res.output
+    synth, real = open_synthetic(tmp_path / "s"), open_dataset(rgb16)
+    assert len(synth.lineage.models) == 2
+    with pytest.raises(MedsynthError, match="also trained on another dataset"):
+        check_leakage(synth, real, independent_model=False)
+    assert check_leakage(synth, real, independent_model=True)

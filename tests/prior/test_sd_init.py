@@ -141,3 +141,43 @@ def test_hub_id_from_the_local_cache(tiny_sd: Path, tmp_path: Path,
     assert src.sha256 == resolve_init(str(tiny_sd)).sha256
     with pytest.raises(MedsynthError, match="not in the local Hugging Face cache"):
         resolve_init("medsynth-test/not-there")
+
+
+def test_clip_text_cut_at_77_is_warned_and_recorded(tiny_sd: Path, gray16: Path,
+                                                     tmp_path: Path) -> None:
+    from medsynth.artifacts import input_ref, now_iso, read_manifest, write_manifest
+    from medsynth.data.dataset import open_dataset
+    from medsynth.store import DescriptionRecord, record_writer
+    from medsynth.train.loop import train
+
+    ds, store = open_dataset(gray16), tmp_path / "store"
+    for cls, grp in ds.table.groupby("class"):
+        with record_writer(store, str(cls)) as w:
+            for i, (_, r) in enumerate(grp.iterrows()):
+                w.write(DescriptionRecord(
+                    image_id=str(r["image_id"]), path=str(r["path"]), cls=str(cls),
+                    split=str(r["split"]), attributes={}, backend="template", model="none",
+                    text=" ".join(["a dark round lesion"] * (2 if i % 2 else 30)),
+                    template_version="1", timestamp=now_iso()).to_dict())
+    write_manifest(store, "describe", config={}, inputs=[input_ref(gray16, "data")],
+                   outputs={"classes": ds.classes})
+    m = train(gray16, tmp_path / "m", cfg=run_cfg(init=str(tiny_sd), max_steps=1),
+              store_path=store, progress=False)
+    cut = read_manifest(m).outputs["text_cut"]
+    assert cut["max_tokens"] == 77 and cut["texts"] > 0 and cut["longest_tokens"] > 77
+
+
+def test_own_text_encoder_through_a_learnt_projection(tiny_sd: Path, gray16: Path,
+                                                      tmp_path: Path) -> None:
+    from diffusers import UNet2DConditionModel
+
+    from medsynth.models.info import load_model_info
+    from medsynth.train.loop import train
+
+    m = train(gray16, tmp_path / "m", cfg=run_cfg(init=str(tiny_sd), init_text="own",
+                                                   max_steps=1), progress=False)
+    info = load_model_info(m)
+    assert info.text_encoder.kind == "encoder" and info.text_encoder.hidden_size == 384
+    assert info.initialized_from.text == "own" and info.format == 3
+    unet = UNet2DConditionModel.from_pretrained(m / "unet")
+    assert unet.config.encoder_hid_dim == 384 and unet.config.cross_attention_dim == 32
