@@ -512,7 +512,11 @@ def _fidelity_html(out: Path, fid: dict[str, Any], classes: list[str], plots: di
         'random same-class pairs: lower = more '
         'diverse. Class fidelity: accuracy of a real-trained classifier on the synthetic '
         'images (reference: on real test images).</p>'
-        + _table(["set", "class", "n", "FID", "KID", "precision", "recall", "density",
+        + (f'<p class="note">Volumes: {html.escape(fid["fid_label"])} is the FID of the three '
+           "planes' features side by side; the 2.5D FID (mean of the per-plane FIDs, the one "
+           'the docs quote) is in the Volumes section.</p>' if fid.get("fid_label") else "")
+        + _table(["set", "class", "n", html.escape(fid.get("fid_label", "FID")), "KID",
+                  "precision", "recall", "density",
                   "coverage", "MS-SSIM", "class fidelity"], rows, 2)
         + _img(out, plots["fidelity"], "FID per class") + '</section>')
 
@@ -526,7 +530,8 @@ def _privacy_html(out: Path, priv: dict[str, Any], plots: dict[str, str]) -> str
                          fmt(p["real_median_nn"], 4), fmt(p["synth_min_nn"], 4),
                          fmt(p["threshold"], 4),
                          f'{fmt(100 * p["near_copy_share"], 1)} % ({p["n_near_copies"]})'
-                         if p["near_copy_share"] is not None else "–",
+                         if p["near_copy_share"] is not None else
+                         "no reference" if p.get("no_reference") else "–",
                          f'{fmt(100 * p["expected_share"], 1)} %'])
     pairs = "".join(_img(out, plots[f"pairs_{n}"], f"closest pairs {n}") for n in priv["sets"])
     return (
@@ -535,10 +540,23 @@ def _privacy_html(out: Path, priv: dict[str, Any], plots: dict[str, str]) -> str
         ' image (feature cosine distance and pixel RMSE). Near-copy threshold: the '
         f'{fmt(100 * next(iter(priv["sets"].values()))["feature"]["expected_share"], 1)} % '
         'quantile of the real test images\' own nearest-training-image distances; a generator '
-        'that does not copy shows a near-copy share close to that expected share.</p>'
+        'that does not copy shows a near-copy share close to that expected share (test '
+        'images that are copies of, or share a group with, training images do not count).</p>'
+        + _no_reference(priv)
         + _table(["set", "space", "median NN (synth)", "median NN (real test)", "min NN (synth)",
                   "threshold", "near-copies", "expected"], rows, 2)
         + _img(out, plots["privacy"], "privacy histogram") + pairs + '</section>')
+
+
+def _no_reference(priv: dict[str, Any]) -> str:
+    """The privacy section's warning when the real data gave no near-copy reference."""
+    reasons = sorted({s[sp]["no_reference"] for s in priv["sets"].values()
+                      for sp in ("feature", "pixel") if s[sp].get("no_reference")})
+    ex = priv.get("reference") or {}
+    lines = [f"No reference, so no near-copy share: {html.escape(r)}." for r in reasons]
+    if ex.get("with_copy"):
+        lines.append(f"{ex['with_copy']} real test image(s) are exact copies of training images.")
+    return "".join(f'<p class="note"><b>{t}</b></p>' for t in lines)
 
 
 def _adherence_html(adh: dict[str, Any]) -> str:
@@ -684,20 +702,25 @@ def print_summary(metrics: dict[str, Any]) -> None:
     fid = metrics["fidelity"]
     ref = fid["reference"]
     t = Table(title="Fidelity vs real test (real-vs-real reference in brackets)")
-    for col in ("set", "FID", "KID", "precision", "coverage", "class fid.", "near-copies"):
+    vol25 = (metrics.get("volumes") or {}).get("fid_2_5d")
+    fid_cols = (fid.get("fid_label", "FID"), *(("FID 2.5D (mean of planes)",) if vol25 else ()))
+    for col in ("set", *fid_cols, "KID", "precision", "coverage", "class fid.", "near-copies"):
         t.add_column(col, justify="left" if col == "set" else "right")
     for name, s in fid["sets"].items():
         p, rp = s["overall"], ref["overall"]
         priv = metrics["privacy"]["sets"][name]["feature"]
         cf = (s.get("class_fidelity") or {}).get("overall")
         rcf = (ref.get("class_fidelity") or {}).get("overall")
-        t.add_row(name, f'{fmt(p["fid"], 1)} ({fmt(rp["fid"], 1)})',
+        v25 = [f'{fmt(vol25["sets"][name]["mean"], 1)} ({fmt(vol25["reference"]["mean"], 1)})'
+               ] if vol25 and name in vol25["sets"] else [""] if vol25 else []
+        t.add_row(name, f'{fmt(p["fid"], 1)} ({fmt(rp["fid"], 1)})', *v25,
                   f'{fmt(p["kid"], 4)} ({fmt(rp["kid"], 4)})',
                   f'{fmt(p["precision"], 2)} ({fmt(rp["precision"], 2)})',
                   f'{fmt(p.get("coverage"), 2)} ({fmt(rp.get("coverage"), 2)})',
                   f"{fmt(cf, 2)} ({fmt(rcf, 2)})",
-                  f'{fmt(100 * (priv["near_copy_share"] or 0), 1)}% '
-                  f'({fmt(100 * priv["expected_share"], 1)}%)')
+                  f'{fmt(100 * priv["near_copy_share"], 1)}% '
+                  f'({fmt(100 * priv["expected_share"], 1)}%)'
+                  if priv["near_copy_share"] is not None else "no reference")
     out.print(t)
     if metrics.get("clip"):
         from medsynth.evaluate.clip_features import clip_summary_lines
