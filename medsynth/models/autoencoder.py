@@ -17,6 +17,17 @@ Decoding a large volume at once needs the decoder's full-resolution activations 
 volume; :meth:`Autoencoder.decode` then slides a window over the latent (MONAI
 ``sliding_window_inference``, gaussian blending, overlap 0.4) and stitches the decoded windows,
 keeping peak memory at the window's (``decode_window``, or chosen from a memory budget).
+
+Two pretrained autoencoders load behind the same :class:`Autoencoder` (a pretrained prior,
+:mod:`medsynth.models.init_source`), both frozen and with a fixed scaling factor:
+
+- a diffusers ``AutoencoderKL`` folder (a Stable Diffusion pipeline's ``vae/``): 3-channel, so
+  grayscale images are repeated to 3 channels on encode and the decoded channels averaged back;
+  always run in fp32 outside autocast (fp16 SD VAEs give NaNs); its own ``scaling_factor``
+  (0.18215 for SD 1/2: the pretrained UNet expects exactly that scale, not 1 / std);
+- a MONAI bundle's MAISI autoencoder (``AutoencoderKlMaisi``): inputs in [0, 1] (CT first
+  clipped to the [-1000, 1000] HU window, which medsynth's [-1, 1] already is for CT), mapped
+  from and to medsynth's [-1, 1].
 """
 
 from __future__ import annotations
@@ -27,6 +38,8 @@ import math
 import os
 from pathlib import Path
 from typing import Any
+
+import torch.nn as nn
 
 from medsynth.errors import MedsynthError
 
@@ -131,6 +144,11 @@ class AutoencoderRecord:
     """Reconstruction quality: psnr_db, ssim (on [-1, 1] data, range 2), split, n_images."""
     modality: str = "OT"
     """Modality of its training data."""
+    fixed_scaling: bool = False
+    """A pretrained autoencoder whose scaling factor is its own (never 1 / std of the data)."""
+    kind: str = "monai-autoencoderkl"
+    """``monai-autoencoderkl`` (trained by medsynth), ``diffusers-autoencoderkl`` (a Stable
+    Diffusion VAE) or ``monai-maisi`` (a MAISI bundle's autoencoder)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -170,8 +188,15 @@ class Autoencoder:
         return self
 
     def check_data(self, channels: int, spatial_dims: int, where: str) -> None:
-        """A clear error when data of ``channels`` x ``spatial_dims``D cannot go through it."""
+        """A clear error when data of ``channels`` x ``spatial_dims``D cannot go through it.
+
+        A Stable Diffusion VAE takes 1-channel data too (repeated to 3, averaged back): checking
+        it against the data sets the channels it returns."""
         s = self.spec
+        if isinstance(self.net, _DiffusersVAE) and spatial_dims == 2 and channels in (1, 3):
+            self.net.channels = channels
+            self.record.spec = dataclasses.replace(s, channels=channels)
+            return
         if s.spatial_dims != spatial_dims or s.channels != channels:
             raise MedsynthError(
                 f"{where}: the autoencoder takes {s.channels}-channel {s.spatial_dims}D data, "
@@ -286,10 +311,110 @@ def save_autoencoder(folder: str | os.PathLike[str], net: Any, record: Autoencod
     return Path(folder)
 
 
+class _DiffusersVAE(nn.Module):
+    """A diffusers ``AutoencoderKL`` behind MONAI's ``encode -> (mu, sigma)`` / ``decode``:
+    grayscale repeated to its 3 channels and averaged back; fp32 outside autocast."""
+
+    def __init__(self, vae: Any, channels: int = 3) -> None:
+        super().__init__()
+        self.vae = vae.float()
+        self.channels = channels
+
+    def encode(self, x: Any) -> tuple[Any, Any]:
+        import torch
+
+        with torch.autocast(x.device.type, enabled=False):
+            if x.shape[1] == 1:
+                x = x.repeat(1, 3, *([1] * (x.ndim - 2)))
+            d = self.vae.encode(x.float()).latent_dist
+        return d.mean, d.std
+
+    def decode(self, z: Any) -> Any:
+        import torch
+
+        with torch.autocast(z.device.type, enabled=False):
+            out = self.vae.decode(z.float()).sample
+        return out.mean(1, keepdim=True) if self.channels == 1 else out
+
+
+class _MaisiAE(nn.Module):
+    """A MAISI autoencoder behind the same calls: medsynth's [-1, 1] <-> MAISI's [0, 1]."""
+
+    def __init__(self, net: Any) -> None:
+        super().__init__()
+        self.net = net
+
+    def encode(self, x: Any) -> tuple[Any, Any]:
+        z_mu, z_sigma = self.net.encode((x.float() + 1) / 2)
+        return z_mu, z_sigma
+
+    def decode(self, z: Any) -> Any:
+        return self.net.decode(z.float()) * 2 - 1
+
+
+DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+MAISI_RECORD = "medsynth_maisi.json"
+"""Written beside a copied MAISI bundle: the network definition resolved to plain kwargs."""
+
+
+def _pretrained_kind(folder: Path) -> str | None:
+    """``diffusers`` or ``maisi`` when ``folder`` holds such a pretrained autoencoder."""
+    conf_path = folder / CONFIG_FILE
+    if conf_path.is_file() and any((folder / w).is_file() for w in DIFFUSERS_WEIGHTS):
+        try:
+            conf = json.loads(conf_path.read_text("utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+        if conf.get("_class_name") == AE_CLASS and "_diffusers_version" in conf:
+            return "diffusers"
+    if (folder / MAISI_RECORD).is_file():
+        return "maisi"
+    return None
+
+
+def _load_pretrained(folder: Path, kind: str) -> Autoencoder:
+    """A frozen pretrained autoencoder (diffusers VAE or MAISI) with its fixed scaling factor."""
+    if kind == "diffusers":
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(folder)
+        c = vae.config
+        spec = AutoencoderSpec(spatial_dims=2, channels=int(c.in_channels),
+                               latent_channels=int(c.latent_channels),
+                               block_out_channels=tuple(c.block_out_channels),
+                               layers_per_block=int(c.layers_per_block),
+                               norm_num_groups=int(c.norm_num_groups))
+        rec = AutoencoderRecord(spec=spec, scaling_factor=float(c.scaling_factor or 1.0),
+                                fixed_scaling=True, kind="diffusers-autoencoderkl")
+        return Autoencoder(_DiffusersVAE(vae, int(c.in_channels)), rec)
+    import torch
+    from monai.apps.generation.maisi.networks.autoencoderkl_maisi import AutoencoderKlMaisi
+
+    meta = json.loads((folder / MAISI_RECORD).read_text("utf-8"))
+    net = AutoencoderKlMaisi(**meta["kwargs"])
+    state = torch.load(folder / meta["weights"], weights_only=True, map_location="cpu")
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    net.load_state_dict(state)
+    k = meta["kwargs"]
+    levels = list(k["num_channels"])
+    spec = AutoencoderSpec(spatial_dims=int(k["spatial_dims"]), channels=int(k["in_channels"]),
+                           latent_channels=int(k["latent_channels"]),
+                           block_out_channels=tuple(levels),
+                           layers_per_block=int(list(k["num_res_blocks"])[0]),
+                           norm_num_groups=int(k["norm_num_groups"]))
+    rec = AutoencoderRecord(spec=spec, scaling_factor=float(meta.get("scaling_factor", 1.0)),
+                            fixed_scaling=False, kind="monai-maisi")
+    return Autoencoder(_MaisiAE(net), rec)
+
+
 def find_autoencoder(path: str | os.PathLike[str]) -> Path:
-    """The autoencoder folder of ``path``: the folder itself, or a latent model's ``autoencoder/``."""
+    """The autoencoder folder of ``path``: the folder itself, or a latent model's ``autoencoder/``
+    (a medsynth AutoencoderKL, a Stable Diffusion pipeline's ``vae/``, a prepared MAISI copy)."""
     p = Path(path)
-    for cand in (p, p / "autoencoder"):
+    for cand in (p, p / "autoencoder", p / "vae"):
+        if _pretrained_kind(cand):
+            return cand
         if (cand / CONFIG_FILE).is_file() and (cand / WEIGHTS_FILE).is_file():
             try:
                 conf = json.loads((cand / CONFIG_FILE).read_text("utf-8"))
@@ -303,7 +428,8 @@ def find_autoencoder(path: str | os.PathLike[str]) -> Path:
 
 
 def load_autoencoder(path: str | os.PathLike[str], *, device: Any = None,
-                     scaling_factor: float | None = None) -> Autoencoder:
+                     scaling_factor: float | None = None,
+                     channels: int | None = None) -> Autoencoder:
     """The autoencoder in ``path`` (see :func:`find_autoencoder`), in eval mode, no grads.
 
     ``scaling_factor`` overrides the folder's own (a model records the factor of its data).
@@ -311,6 +437,19 @@ def load_autoencoder(path: str | os.PathLike[str], *, device: Any = None,
     from safetensors.torch import load_file
 
     folder = find_autoencoder(path)
+    kind = _pretrained_kind(folder)
+    if kind:
+        try:
+            ae = _load_pretrained(folder, kind)
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+            raise MedsynthError(f"{folder}: cannot load the autoencoder ({type(e).__name__}: "
+                                f"{e})") from e
+        ae.net.eval().requires_grad_(False)
+        if channels is not None:
+            ae.check_data(channels, ae.spec.spatial_dims, where=str(folder))
+        if scaling_factor is not None:
+            ae.record = dataclasses.replace(ae.record, scaling_factor=float(scaling_factor))
+        return ae.to(device) if device is not None else ae
     try:
         conf = json.loads((folder / CONFIG_FILE).read_text("utf-8"))
         record = AutoencoderRecord.from_dict(conf["medsynth"])

@@ -11,7 +11,11 @@ Layout (docs/artifacts.md)::
       prototypes.safetensors   per-class prototype token embeddings
       class_head.safetensors   CCELLA class-prediction head (on the pooled mid-block features)
       text_class_head.safetensors  CCELLA mode: the class predicted from the text
-      autoencoder/             latent models: the AutoencoderKL (medsynth.models.autoencoder)
+      autoencoder/             latent models: the AutoencoderKL (medsynth.models.autoencoder; a
+                               Stable Diffusion VAE or a MAISI autoencoder for an --init model)
+      lora/                    adapter lora, diffusers denoiser: pytorch_lora_weights.safetensors
+                               (StableDiffusionPipeline.load_lora_weights reads it)
+      init_source.json         the pretrained prior the run started from (--init)
       README.md  samples/  train_log.csv  checkpoints/
 
 Plain diffusers loads a 2D default model: ``UNet2DConditionModel.from_pretrained(MODEL / "unet")``
@@ -175,7 +179,8 @@ class ModelBundle:
             raise MedsynthError(f"{self.folder}: a pixel-space model has no autoencoder")
         if self._autoencoder is None:
             self._autoencoder = load_autoencoder(self.folder / ae.folder, device=self.device,
-                                                 scaling_factor=ae.scaling_factor)
+                                                 scaling_factor=ae.scaling_factor,
+                                                 channels=self.channels)
         return self._autoencoder
 
     def decode(self, z: Any, *, window: int | None = None) -> Any:
@@ -254,7 +259,8 @@ class ModelBundle:
         """
         from medsynth.models.prototypes import apply_prototypes
 
-        if all(not t.strip() for t in texts):
+        if all(not t.strip() for t in texts) and self.text_ref.kind != "clip":
+            # (a CLIP text encoder's null text is CLIP(""), what Stable Diffusion learnt)
             hidden, mask = null_text(len(texts), self.text_ref.hidden_size)
         else:
             hidden, mask = self.text_encoder().encode(list(texts))

@@ -6,7 +6,11 @@ model it makes; ``generate``, ``evaluate``, ``judge`` read it through
 :func:`medsynth.models.bundle.load_bundle`.
 
 Format history: 1 = the first release (flat keys, ``size``, ``denoiser: "unet2d"``); read by
-converting on load. 2 = this record.
+converting on load. 2 = this record. 3 = a model that needs what format 2 lacks to sample
+correctly (a Stable Diffusion VAE, a CLIP text encoder whose null text is CLIP("")): written
+only for such models, so an older medsynth refuses them instead of sampling them wrongly;
+every other model is still written as format 2. ``initialized_from`` (any format) records the
+pretrained prior a model started from.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from medsynth.models.intensity import IntensityMapping
 from medsynth.models.text_encoder import TextEncoderRef
 
 MODEL_INFO = "medsynth_model.json"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+BASE_FORMAT = 2
+"""The format written for models that need nothing of format 3."""
 
 
 @dataclasses.dataclass
@@ -116,6 +122,39 @@ class RefinedFrom:
 
 
 @dataclasses.dataclass
+class InitInfo:
+    """The pretrained prior a model started from (``medsynth train --init``) and how it was
+    adapted."""
+
+    kind: str
+    """``medsynth`` (a medsynth model), ``diffusers`` (a Stable Diffusion pipeline) or
+    ``monai-bundle`` (a MAISI autoencoder)."""
+    source: str
+    """As given: a folder or a hub id."""
+    path: str = ""
+    """The local folder it was read from (a hub id's cache snapshot)."""
+    revision: str | None = None
+    """Hub snapshot commit, bundle version, or the parent's medsynth version."""
+    sha256: str = ""
+    """sha256 of the parent's manifest, or of the source's weight files."""
+    licence: str | None = None
+    """Licence named by the source's model card (None: not stated there; check its terms)."""
+    family: str = ""
+    """Pipeline class, bundle name or the parent's stage."""
+    adapter: str = "full"
+    """``full`` or ``lora``."""
+    lora: dict[str, Any] | None = None
+    """LoRA rank, alpha and target modules (adapter lora)."""
+    text: str = "parent"
+    """Text encoder: ``parent``, ``pipeline`` (its CLIP), ``own`` (medsynth's through a learnt
+    projection) or ``recipe``."""
+    classes_kept: list[str] = dataclasses.field(default_factory=list)
+    """Classes whose embedding and class-head rows came from the parent (matched by name)."""
+    classes_new: list[str] = dataclasses.field(default_factory=list)
+    """Classes that started from the parent's null row (class head: the mean row)."""
+
+
+@dataclasses.dataclass
 class ModelInfo:
     """Everything a stage needs to use a model folder besides the weights."""
 
@@ -156,19 +195,29 @@ class ModelInfo:
     """The autoencoder of a latent model; None in pixel space."""
     refined_from: RefinedFrom | None = None
     """The model this one was refined from; None for a trained model."""
+    initialized_from: InitInfo | None = None
+    """The pretrained prior training started from; None for a model trained from scratch."""
     augmentation: dict[str, bool] = dataclasses.field(default_factory=dict)
     """Flips used in training (``hflip``, ``vflip``)."""
     train_splits: list[str] = dataclasses.field(default_factory=list)
     """Dataset splits the model saw."""
     steps: int = 0
     """Optimizer steps of the weights."""
-    format: int = FORMAT_VERSION
+    format: int = BASE_FORMAT
     """Version of this record's layout."""
 
     @property
     def null_class(self) -> int:
         """The class id meaning "no class"."""
         return len(self.classes)
+
+    @property
+    def required_format(self) -> int:
+        """The oldest format that samples this model correctly (module doc)."""
+        ae = self.autoencoder
+        if self.text_encoder.kind == "clip" or (ae is not None and ae.kind != "monai-autoencoderkl"):
+            return FORMAT_VERSION
+        return BASE_FORMAT
 
     @property
     def size(self) -> int:
@@ -197,7 +246,8 @@ class ModelInfo:
         kw["text_encoder"] = TextEncoderRef.from_dict(d["text_encoder"])
         for name, klass in (("denoiser", DenoiserInfo), ("noise_schedule", NoiseSchedule),
                             ("prototypes", PrototypeInfo), ("conditioning", ConditioningInfo),
-                            ("autoencoder", AutoencoderInfo), ("refined_from", RefinedFrom)):
+                            ("autoencoder", AutoencoderInfo), ("refined_from", RefinedFrom),
+                            ("initialized_from", InitInfo)):
             if name in kw:
                 kw[name] = sub(klass, kw[name])
         return cls(**kw)
@@ -205,7 +255,8 @@ class ModelInfo:
 
 def save_model_info(folder: str | os.PathLike[str], info: ModelInfo) -> Path:
     """Write ``info`` to ``folder/medsynth_model.json`` (atomically)."""
-    return atomic_write_json(Path(folder) / MODEL_INFO, {**info.to_dict(), "format": FORMAT_VERSION})
+    return atomic_write_json(Path(folder) / MODEL_INFO, {**info.to_dict(),
+                                                              "format": info.required_format})
 
 
 def load_model_info(folder: str | os.PathLike[str]) -> ModelInfo:

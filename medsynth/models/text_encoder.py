@@ -8,6 +8,12 @@ their last hidden state; decoder LLMs (GPT-2, Llama, Qwen, ...) give the hidden 
 
 The null text ``""`` (classifier-free guidance, "no description") is not run through the
 encoder: it is a single all-zero token (mask ``[1, 0, 0, ...]``), the same for every encoder.
+
+Kind ``clip`` (a Stable Diffusion pipeline's own text encoder, :mod:`medsynth.models.init_source`):
+``name`` is the pipeline folder or hub id; the tokenizer and ``CLIPTextModel`` are read from its
+``tokenizer/`` and ``text_encoder/``. As Stable Diffusion was trained: every text padded to the
+77-token window, no padding mask (all ones), text beyond the window cut (warned, recorded), and the
+null text is CLIP("") itself (what the pretrained UNet knows as "unconditional").
 """
 
 from __future__ import annotations
@@ -108,11 +114,21 @@ class TextEncoder:
 
         self.ref = ref
         self.device = torch.device(device) if device is not None else torch.device("cpu")
-        path = resolve_text_encoder(ref.name)
         try:
-            config = AutoConfig.from_pretrained(path)
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModel.from_pretrained(path)
+            if ref.kind == "clip":
+                from transformers import CLIPTextModel, CLIPTokenizer
+
+                from medsynth.models.init_source import pipeline_folder
+
+                path = str(pipeline_folder(ref.name))
+                self.tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer")
+                self.model = CLIPTextModel.from_pretrained(path, subfolder="text_encoder")
+                config = self.model.config
+            else:
+                path = resolve_text_encoder(ref.name)
+                config = AutoConfig.from_pretrained(path)
+                self.tokenizer = AutoTokenizer.from_pretrained(path)
+                self.model = AutoModel.from_pretrained(path)
         except (OSError, ValueError) as e:
             raise MedsynthError(
                 f"cannot load text encoder {ref.name!r} ({e})",
@@ -188,6 +204,8 @@ class TextEncoder:
             if cut["n_cut"]:
                 warn_truncated(cut, "texts")
                 self.warned = True
+        if self.kind == "clip":
+            return self._encode_clip(texts, batch_size)
 
         feats: list[torch.Tensor] = []
         masks: list[torch.Tensor] = []
@@ -225,6 +243,21 @@ class TextEncoder:
             masks.extend(m_chunk)  # type: ignore[arg-type]
         return pad_features(feats)
 
+
+    def _encode_clip(self, texts: list[str], batch_size: int) -> tuple[Any, Any]:
+        """Stable Diffusion's conditioning: 77 padded tokens, mask all ones, "" encoded too."""
+        import torch
+
+        out = []
+        for i in range(0, len(texts), batch_size):
+            tok = self.tokenizer(list(texts[i:i + batch_size]), padding="max_length",
+                                 truncation=True, max_length=self.ref.max_tokens,
+                                 return_tensors="pt")
+            with torch.no_grad():
+                h = self.model(tok["input_ids"].to(self.device)).last_hidden_state
+            out.append(h.float().cpu())
+        hidden = torch.cat(out)
+        return hidden, torch.ones(hidden.shape[:2], dtype=torch.long)
 
     def _forward(self, tok: dict[str, Any]) -> Any:
         """Last hidden state (encoders) or the hidden state of ``layer`` (decoders), float CPU."""

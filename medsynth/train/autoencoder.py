@@ -70,6 +70,8 @@ AE_LOG = "autoencoder_log.csv"
 AE_LOG_FIELDS = ["step", "loss", "l1", "kl", "adv_g", "adv_d", "perceptual", "lr",
                  "patches_per_s", "elapsed_s"]
 AE_CKPT_DIR = "autoencoder"
+PRETRAINED_PSNR_WARN = 25.0
+"""Below this reconstruction PSNR (dB) a pretrained autoencoder is warned about."""
 EVAL_MAX_IMAGES = 32
 """Images used for the reconstruction metrics (the first of the validation split)."""
 ENCODE_BATCH = 8
@@ -211,6 +213,12 @@ def autoencoder_phase(data: TrainData, cfg: TrainConfig, out: Path, mapping: Int
         ae = load_autoencoder(folder, device=device)
         ae.check_data(data.channels, data.spatial_dims, where=str(folder))
         metrics = dict(ae.record.metrics)
+        if ae.record.fixed_scaling and "psnr_db" not in metrics:  # a pretrained VAE (--init)
+            metrics = evaluate_reconstruction(ae, data.pixels, mapping, split="train")
+            if metrics["psnr_db"] < PRETRAINED_PSNR_WARN:
+                console.print(f"[yellow]warning:[/] the pretrained autoencoder reconstructs "
+                              f"these images at {metrics['psnr_db']:.1f} dB PSNR (below "
+                              f"{PRETRAINED_PSNR_WARN} dB): fine detail will be lost")
         trained_here = False
     else:
         trainer = _AETrainer(data, cfg, out, mapping, resume=resume, progress=progress,
@@ -242,7 +250,8 @@ def autoencoder_phase(data: TrainData, cfg: TrainConfig, out: Path, mapping: Int
     if not std > 0:
         raise MedsynthError(f"{out}: the autoencoder's latents are constant (std {std})",
                             hint="train the autoencoder longer or with another ae_lr")
-    factor = 1.0 / std
+    # A pretrained VAE keeps its own factor (a pretrained UNet expects exactly that scale).
+    factor = ae.scaling_factor if ae.record.fixed_scaling else 1.0 / std
     ae.record = dataclasses.replace(ae.record, scaling_factor=factor, latent_mean=mean)
     scaled = (mu * factor).float()
     latent_std = float(scaled.std())

@@ -43,6 +43,13 @@ def train_command(
     autoencoder: Annotated[Path | None, typer.Option(
         help="Latent diffusion with this trained autoencoder (its folder, or a latent model "
         "folder) instead of training one; checked against the data's channels and 2D/3D.")] = None,
+    init: Annotated[str | None, typer.Option(
+        help="Start from a pretrained prior: a medsynth model folder, a diffusers Stable "
+        "Diffusion pipeline folder or a hub id in the local cache, or a MONAI/MAISI bundle "
+        "(docs/priors.md).")] = None,
+    adapter: Annotated[str | None, typer.Option(
+        help="How an --init is adapted: full or lora.")] = None,
+    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank (--adapter lora).")] = None,
     resume: Annotated[bool, typer.Option(
         help="Continue from the newest checkpoint in --out (step, optimizer, LR, EMA, RNG).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
@@ -67,7 +74,8 @@ def train_command(
         from medsynth.train.clip_config import ClipConfig
         from medsynth.train.clip_run import train_clip
 
-        given = {"--grad-accum": grad_accum, "--denoiser": denoiser,
+        given = {"--grad-accum": grad_accum, "--denoiser": denoiser, "--init": init,
+                 "--adapter": adapter, "--lora-rank": lora_rank,
                  "--mixed-precision": mixed_precision, "--sample-every": sample_every}
         extra = [k for k, v in given.items() if v is not None]
         if extra:
@@ -96,6 +104,7 @@ def train_command(
         denoiser=denoiser, text_encoder=text_encoder, mixed_precision=mixed_precision, seed=seed,
         checkpoint_every=checkpoint_every, sample_every=sample_every, num_threads=threads,
         autoencoder=str(autoencoder) if autoencoder else None,
+        init=init, adapter=adapter, lora_rank=lora_rank,
     )
     cfg = TrainConfig.from_dict(cfg.to_dict(), source="options")  # re-validate after overrides
     folder = train(dataset, out, cfg=cfg, store_path=store, resume=resume, overwrite=overwrite)

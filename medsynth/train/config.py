@@ -40,6 +40,26 @@ class TrainConfig(Recipe):
     """Horizontal flips: auto (only for modalities without left/right meaning: XC, SM, GM, ES), yes, no."""
     vflip: str = "auto"
     """Vertical flips: auto (only dermoscopy/microscopy: XC, SM, GM), yes, no."""
+    # --- pretrained prior (docs/priors.md) --------------------------------------------------
+    init: str | None = None
+    """Start from a pretrained prior instead of random weights: a medsynth model folder (train
+    or refine stage; classes matched by name), a diffusers Stable Diffusion pipeline folder or a
+    hub id already in the local Hugging Face cache (its VAE, UNet, scheduler and CLIP), or a
+    MONAI bundle / MAISI autoencoder folder (the frozen autoencoder of a latent run). The
+    network, text encoder and noise schedule come from it. CLI: --init."""
+    init_text: str = "pipeline"
+    """Stable Diffusion init: ``pipeline`` (its CLIP text encoder, 77 tokens) or ``own`` (the
+    recipe's text_encoder through a learnt projection to the UNet's cross-attention width)."""
+    adapter: str = "full"
+    """How an init is adapted: ``full`` (every weight trains) or ``lora`` (peft LoRA on the
+    attention projections, the class embedding trained in full beside it; needs init)."""
+    lora_rank: int = 8
+    """LoRA rank r (adapter: lora)."""
+    lora_alpha: float | None = None
+    """LoRA scale numerator (update scaled by alpha / r); None = lora_rank."""
+    lora_targets: list[str] | None = None
+    """LoRA target modules; None = the denoiser's attention projections (to_q, to_k, to_v,
+    to_out.0 for the diffusers UNet)."""
     # --- network ----------------------------------------------------------------------------
     denoiser: str = "auto"
     """Denoising network: auto (diffusers for 2D, monai for 3D), diffusers (UNet2DConditionModel,
@@ -222,6 +242,17 @@ class TrainConfig(Recipe):
             bad(f"denoiser must be auto, {' or '.join(DENOISER_KINDS)}, got {self.denoiser!r}")
         if self.autoencoder:
             self.latent = True
+        if self.init_text not in ("pipeline", "own"):
+            bad(f"init_text must be pipeline or own, got {self.init_text!r}")
+        if self.adapter not in ("full", "lora"):
+            bad(f"adapter must be full or lora, got {self.adapter!r}")
+        if self.lora_rank < 1:
+            bad(f"lora_rank must be >= 1, got {self.lora_rank}")
+        if self.lora_alpha is not None and self.lora_alpha <= 0:
+            bad(f"lora_alpha must be > 0 (or null = lora_rank), got {self.lora_alpha}")
+        if self.adapter == "lora" and not self.init:
+            bad("adapter: lora adapts a pretrained prior; set init (--init SOURCE) or use "
+                "adapter: full")
         if self.spatial_dims is not None and self.spatial_dims not in (2, 3):
             bad(f"spatial_dims must be 2 or 3 (or null), got {self.spatial_dims}")
         if self.shape is not None:
@@ -277,8 +308,9 @@ class TrainConfig(Recipe):
             bad("prototype_temperature must be > 0")
         if self.class_loss_weight < 0:
             bad("class_loss_weight must be >= 0")
-        if self.text_encoder_kind not in ("auto", "encoder", "decoder"):
-            bad(f"text_encoder_kind must be auto, encoder or decoder, got {self.text_encoder_kind!r}")
+        if self.text_encoder_kind not in ("auto", "encoder", "decoder", "clip"):
+            bad("text_encoder_kind must be auto, encoder, decoder or clip, got "
+                f"{self.text_encoder_kind!r}")
         if self.long_text not in ("chunks", "cut"):
             bad(f"long_text must be chunks or cut, got {self.long_text!r}")
         if not 0 <= self.text_chunk_overlap < self.max_text_tokens // 2:

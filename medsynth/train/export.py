@@ -69,8 +69,13 @@ def autoencoder_info(lat: Any) -> AutoencoderInfo | None:
 def export_run(out: Path, info: ModelInfo, *, cfg: Any, data: Any, dataset: Any, store: Any,
                denoiser: Any, noise_scheduler: Any, ema: Any, class_head: Any, text_head: Any,
                prototypes: dict[int, Any], latents: Any, grid: Path, train_time: float,
-               images_seen: int, text_cut: dict[str, Any] | None, acc: Any) -> None:
-    """Write the model folder ``out`` of a finished run (the manifest last)."""
+               images_seen: int, text_cut: dict[str, Any] | None, acc: Any,
+               prior: Any = None) -> None:
+    """Write the model folder ``out`` of a finished run (the manifest last); ``prior``: the
+    run's init source (:mod:`medsynth.train.prior`), recorded and walked as an input."""
+    if prior is not None:
+        info, ema = prior.before_export(out, info, denoiser, ema,
+                                        latents.autoencoder if latents is not None else None)
     export_model(out, info, denoiser=denoiser, noise_scheduler=noise_scheduler, ema=ema,
                  class_head=class_head, prototypes=prototypes, text_class_head=text_head)
     final_loss = _last_loss(out / LOG_NAME)
@@ -101,6 +106,9 @@ def export_run(out: Path, info: ModelInfo, *, cfg: Any, data: Any, dataset: Any,
     inputs = [input_ref(dataset.root, "data")]
     if store is not None:
         inputs.append(input_ref(store.root, "describe"))
+    if prior is not None:
+        inputs += prior.manifest_inputs()
+        outputs["initialized_from"] = prior.src.record()
     config = {**cfg.to_dict(), "train_splits": list(cfg.splits),
               "dataset_sha256": dataset.sha256,
               "store_sha256": store.sha256 if store is not None else None}

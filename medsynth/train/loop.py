@@ -69,6 +69,7 @@ from medsynth.resume import require_same_settings
 from medsynth.train.config import RESUMABLE_CHANGES, TrainConfig
 from medsynth.train.data import TrainData, batch_tensors, load_train_data
 from medsynth.train.export import LOG_NAME, export_run, model_info
+from medsynth.train.prior import trainable
 from medsynth.train.text_cache import text_features
 from medsynth.ui import console
 
@@ -96,6 +97,11 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
     if resume and not (out / "checkpoints").is_dir():
         raise MedsynthError(f"{out}: nothing to resume (no checkpoints/ folder)",
                             hint="start a new run without --resume")
+    from medsynth.train.prior import check_resume_init, open_prior
+
+    if resume:
+        check_resume_init(out, cfg)
+    cfg, prior = open_prior(cfg)  # a pretrained prior fixes parts of the recipe (--init)
     cfg = _check_resume_config(out, cfg) if resume else cfg
     import torch
     from accelerate import PartialState
@@ -115,6 +121,8 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     data = load_train_data(dataset, cfg, store, progress=progress)
+    if prior is not None:
+        prior.check(data, dataset)
     if store is not None and data.n_described == 0:
         raise MedsynthError(f"{store_path}: no description matches a training image of {dataset_path}",
                             hint="describe the train split, or train class-only without --store")
@@ -141,7 +149,8 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
     state.wait_for_everyone()
     try:
         return run_trainer(dataset, data, cfg, out, store=store, resume=resume, progress=progress,
-                           interrupt_after=interrupt_after, interrupt_after_ae=interrupt_after_ae)
+                           interrupt_after=interrupt_after, interrupt_after_ae=interrupt_after_ae,
+                           prior=prior)
     except Exception:
         # A fresh run that failed before its first checkpoint leaves nothing to resume: remove
         # what it wrote so that the next run starts without --overwrite.
@@ -152,14 +161,16 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
 
 def run_trainer(dataset: Any, data: TrainData, cfg: TrainConfig, out: Path, *, store: Any = None,
                 resume: bool = False, progress: bool = True,
-                interrupt_after: int | None = None, interrupt_after_ae: int | None = None) -> Path:
+                interrupt_after: int | None = None, interrupt_after_ae: int | None = None,
+                prior: Any = None) -> Path:
     """Train on already loaded ``data`` (2D or 3D) into the prepared folder ``out``.
 
     ``dataset`` (and ``store``) are the artifacts the data came from: the model's manifest
-    records them as inputs.
+    records them as inputs. ``prior``: the :class:`medsynth.train.prior.Prior` to start from.
     """
     return _Trainer(dataset, store, data, cfg, out, resume=resume, progress=progress,
-                    interrupt_after=interrupt_after, interrupt_after_ae=interrupt_after_ae).run()
+                    interrupt_after=interrupt_after, interrupt_after_ae=interrupt_after_ae,
+                    prior=prior).run()
 
 
 def denoiser_spec(cfg: TrainConfig, data: TrainData, *, cross_attention_dim: int,
@@ -217,8 +228,9 @@ def _mixed_precision(cfg: TrainConfig) -> str:
 class _Trainer:
     def __init__(self, dataset: Any, store: Any, data: TrainData, cfg: TrainConfig, out: Path, *,
                  resume: bool, progress: bool, interrupt_after: int | None = None,
-                 interrupt_after_ae: int | None = None) -> None:
+                 interrupt_after_ae: int | None = None, prior: Any = None) -> None:
         self.dataset, self.store, self.data, self.cfg, self.out = dataset, store, data, cfg, out
+        self.prior = prior
         self.interrupt_after = interrupt_after
         self.interrupt_after_ae = interrupt_after_ae
         self.latents: Any = None
@@ -237,6 +249,9 @@ class _Trainer:
 
         cfg, data = self.cfg, self.data
         self.mapping = data.intensity_mapping()  # no pass over a disk stack
+        if self.prior is not None:
+            self.prior.start(self.out, resume=self.resume)
+            self.mapping = self.prior.intensity(self.mapping, data)
         if cfg.latent:
             from medsynth.models.sampler import default_device
             from medsynth.train.autoencoder import autoencoder_phase
@@ -276,21 +291,31 @@ class _Trainer:
                                   latent=(lat.channels, lat.shape) if lat is not None else None)
         self.memory_format = channels_last_format(self.spec.spatial_dims)
         self.sample_shape = (self.spec.channels, *self.spec.shape)
-        unet = build_denoiser(self.spec)
+        if self.prior is not None:  # pretrained weights (+ LoRA), classes remapped by name
+            unet = self.prior.adapt(self.prior.build_denoiser(self.spec, data.classes,
+                                                              self.text_ref.hidden_size))
+        else:
+            unet = build_denoiser(self.spec)
         if cfg.sdpa_attention:
             launch.use_sdpa(unet)
         if cfg.channels_last:  # before the EMA copy, so its shadow weights share the layout
             unet = unet.to(memory_format=self.memory_format)
         head = build_class_head(self.spec)
+        if self.prior is not None:
+            self.prior.init_head(head, data.classes)
         self.objective = Objective.for_training(
             noise_schedule=cfg.noise_schedule, num_train_timesteps=cfg.num_train_timesteps,
             beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction_type,
             sample_shape=self.sample_shape, snr_gamma=cfg.snr_gamma)
+        if self.prior is not None:  # the source's own training schedule (its betas)
+            self.objective = dataclasses.replace(
+                self.objective, scheduler=self.prior.noise_scheduler(self.objective.scheduler))
         self.noise_sched = self.objective.scheduler
         # The EMA keeps shadow copies of the parameters only: no model class, any denoiser.
-        ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True,
+        # Only what trains (all of it, but a LoRA adapter's frozen base).
+        ema = EMAModel(trainable(unet), decay=cfg.ema_decay, use_ema_warmup=True,
                        foreach=cfg.ema_foreach)
-        params = list(unet.parameters()) + list(head.parameters())
+        params = trainable(unet) + list(head.parameters())
         text_head = None
         if cfg.ccella:
             from medsynth.models.ccella import TextClassHead
@@ -309,6 +334,8 @@ class _Trainer:
         acc.register_for_checkpointing(ema)
         self.unet, self.head, self.opt, self.lr_sched, self.ema = unet, head, opt, lr_sched, ema
         self.denoiser = acc.unwrap_model(unet)  # features and saving: the bare module
+        if self.prior is not None:
+            self.prior.hook_accelerator(acc, self.denoiser)
 
         self.window: dict[str, float] = {}
         # A latent run killed before its first denoiser checkpoint starts the denoiser afresh.
@@ -355,7 +382,8 @@ class _Trainer:
             raise MedsynthError(f"{self.ckdir}: no complete checkpoint to resume from",
                                 hint="start again without --resume (use --overwrite)")
         last = ckpts[-1]
-        state = read_checkpoint(ckpts, lambda f: self.acc.load_state(str(f)))
+        strict = self.prior is None or self.prior.strict_checkpoints  # LoRA: trainable only
+        state = read_checkpoint(ckpts, lambda f: self.acc.load_state(str(f), strict=strict))
         step = int(state["step"])
         self.elapsed_before = float(state.get("elapsed_s", _logged_elapsed(self.out / LOG_NAME, step)))
         # The log window open at the checkpoint (steps since the last log row): the next row
@@ -436,7 +464,7 @@ class _Trainer:
                         opt.zero_grad(set_to_none=True)
                     win.add(losses, cfg.grad_accum, batch.size * acc.num_processes)
                 step += 1                                                # 4. after the step:
-                ema.step(acc.unwrap_model(unet).parameters())            #    EMA
+                ema.step(trainable(acc.unwrap_model(unet)))              #    EMA
                 win.n += 1
                 if step % cfg.log_every == 0 or step == cfg.max_steps:   #    log row
                     row = self._log_row(step, win.means(step), t0)
@@ -546,7 +574,7 @@ class _Trainer:
 
         cfg, data = self.cfg, self.data
         den = self.denoiser
-        params = list(den.parameters())
+        params = trainable(den)
         self.ema.store(params)
         self.ema.copy_to(params)
         den.eval()
@@ -563,7 +591,9 @@ class _Trainer:
             mask = self.text_mask[tix]
             hidden = apply_prototypes(hidden, mask, cls_ids, self.prototypes,
                                       cfg.prototype_strength, cfg.prototype_temperature)
-            null_h, null_m = null_text(1, self.text_ref.hidden_size)
+            null_h, null_m = (null_text(1, self.text_ref.hidden_size)
+                              if self.text_ref.kind != "clip" else  # CLIP(""), cached at 0
+                              (self.text_hidden[:1], self.text_mask[:1]))
             classes: Any = cls_ids
             if self.text_head is not None:
                 from medsynth.models.ccella import sampling_class_input
@@ -616,7 +646,7 @@ class _Trainer:
                    class_head=self.acc.unwrap_model(self.head), text_head=text_head,
                    prototypes=self.prototypes, latents=self.latents, grid=grid,
                    train_time=self.train_time, images_seen=self.images_seen,
-                   text_cut=self.text_cut, acc=self.acc)
+                   text_cut=self.text_cut, acc=self.acc, prior=self.prior)
 
 
 @dataclasses.dataclass

@@ -57,7 +57,7 @@ def text_features(cfg: Any, texts: list[str], cache_dir: Path) -> TextFeatures:
         hidden, mask = t["hidden"], t["mask"]
         meta = json.loads(meta_path.read_text())
         ref, cut = TextEncoderRef.from_dict(meta), meta.get("text_cut")
-    elif len(uniq) == 1:
+    elif len(uniq) == 1 and ref.kind != "clip":  # (CLIP's null text is CLIP(""))
         # Class-only training: only the encoder's width is needed, not the encoder itself.
         from transformers import AutoConfig
 

@@ -18,11 +18,12 @@ Seed = Annotated[int, typer.Option(help="Seed of everything; the same seed write
 Overwrite = Annotated[bool, typer.Option(help="Replace an existing dataset folder at --out.")]
 Workers = Annotated[int, typer.Option(help="Worker processes (0 = automatic, up to 2); the output does not depend on it.")]
 ValFraction = Annotated[float, typer.Option("--val-fraction", help="Share of each class in the validation split.")]
+Site = Annotated[str, typer.Option(help="Acquisition site: a = the reference phantoms; b, c = other sites (colour calibration, illumination, contrast curve, noise, skin-tone mix, film exposure; docs/demo-data.md), e.g. a public set from another hospital.")]
 TestFraction = Annotated[float, typer.Option("--test-fraction", help="Share of each class in the held-out test split (evaluate's test set; a bigger one gives tighter intervals).")]
 
 
 def _run(demo: str, out: Path, n_per_class: int, size: int, seed: int, overwrite: bool,
-         workers: int, val_fraction: float, test_fraction: float) -> None:
+         workers: int, val_fraction: float, test_fraction: float, site: str = "a") -> None:
     import time
 
     from medsynth.data.demo.common import DemoConfig, write_demo
@@ -30,7 +31,7 @@ def _run(demo: str, out: Path, n_per_class: int, size: int, seed: int, overwrite
 
     cfg = DemoConfig(demo=demo, out=str(out), n_per_class=n_per_class, size=size, seed=seed,
                      overwrite=overwrite, workers=workers, val_fraction=val_fraction,
-                     test_fraction=test_fraction)
+                     test_fraction=test_fraction, site=site)
     t0 = time.perf_counter()
     ds = write_demo(cfg)
     what = "volumes" if ds.manifest.outputs.get("spatial_dims") == 3 else "images"
@@ -49,9 +50,11 @@ def derm_cmd(
     workers: Workers = 0,
     val_fraction: ValFraction = 0.1,
     test_fraction: TestFraction = 0.2,
+    site: Site = "a",
 ) -> None:
     """Dermoscopy-like RGB phantoms: melanoma, nevus, seborrheic_keratosis (ABCD-rule attributes)."""
-    _run("derm", out, n_per_class, size, seed, overwrite, workers, val_fraction, test_fraction)
+    _run("derm", out, n_per_class, size, seed, overwrite, workers, val_fraction, test_fraction,
+         site)
 
 
 @demo_app.command("cxr")
@@ -64,9 +67,11 @@ def cxr_cmd(
     workers: Workers = 0,
     val_fraction: ValFraction = 0.1,
     test_fraction: TestFraction = 0.2,
+    site: Site = "a",
 ) -> None:
     """16-bit PA chest radiograph-like phantoms: normal, pneumonia, pleural_effusion, cardiomegaly."""
-    _run("cxr", out, n_per_class, size, seed, overwrite, workers, val_fraction, test_fraction)
+    _run("cxr", out, n_per_class, size, seed, overwrite, workers, val_fraction, test_fraction,
+         site)
 
 
 @demo_app.command("prostate")

@@ -24,6 +24,60 @@ DEMOS = ("derm", "cxr", "prostate")
 DEFAULT_SIZE = {"derm": 64, "cxr": 128, "prostate": 64}
 
 
+@dataclasses.dataclass(frozen=True)
+class Site:
+    """An acquisition site of the 2D phantoms (``--site``): how its device shows the same
+    patients. Site ``a`` is the reference (exactly the phantoms of earlier releases); another
+    site is the public set P of another hospital in the pretrained-prior study (docs/priors.md).
+    Applied after rendering, from its own per-image generator, so the patients (attributes,
+    anatomy) of image ``i`` are the same at every site except the derm skin-tone mix."""
+
+    name: str
+    about: str
+    colour_gain: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Derm colour calibration: per-channel (R, G, B) gain of the camera."""
+    illumination: float = 0.0
+    """Uneven illumination: amplitude of a smooth multiplicative field (0.1 = +-10 %)."""
+    gamma: float = 1.0
+    """Contrast curve ``out = in ** gamma`` on [0, 1] (< 1 flatter, > 1 harder)."""
+    noise: float = 0.0
+    """Extra sensor noise: std of additive Gaussian noise, a share of the full range."""
+    exposure: float = 1.0
+    """CXR film exposure: the detector signal times this (before the contrast curve)."""
+    skin_tone_p: tuple[float, ...] | None = None
+    """Derm skin-tone mix (Fitzpatrick I-VI probabilities); None = the reference mix."""
+
+
+SITES = {
+    "a": Site("a", "the reference site (the phantoms of earlier releases, byte for byte)"),
+    "b": Site("b", "another hospital: warm colour cast, uneven illumination, flatter contrast, "
+              "more noise, darker skin-tone mix; films under-exposed with a harder curve",
+              colour_gain=(1.10, 0.97, 0.86), illumination=0.18, gamma=0.8, noise=0.025,
+              exposure=0.8, skin_tone_p=(0.04, 0.09, 0.15, 0.26, 0.28, 0.18)),
+    "c": Site("c", "a third site: cool cast, mild vignetting, harder contrast, over-exposed "
+              "films with a flatter curve", colour_gain=(0.92, 1.0, 1.10), illumination=0.1,
+              gamma=1.2, noise=0.01, exposure=1.15, skin_tone_p=(1 / 6,) * 6),
+}
+DEFAULT_SITE = "a"
+
+
+def apply_site(array: np.ndarray, site: Site, rng: np.random.Generator) -> np.ndarray:
+    """A rendered (C, H, W) uint8 or uint16 image as ``site``'s device records it."""
+    top = 255.0 if array.dtype == np.uint8 else 65535.0
+    x = array.astype(np.float64) / top
+    n = x.shape[-1]
+    if x.shape[0] == 3:
+        x = x * np.asarray(site.colour_gain)[:, None, None]
+    else:
+        x = x * site.exposure
+    if site.illumination:
+        x = x * (1.0 + site.illumination * np.clip(smooth_noise(rng, n, 2), -2, 2) / 2)
+    x = np.clip(x, 0, 1) ** site.gamma
+    if site.noise:
+        x = x + rng.normal(0, site.noise, x.shape)
+    return np.clip(np.rint(np.clip(x, 0, 1) * top), 0, top).astype(array.dtype)
+
+
 @dataclasses.dataclass
 class DemoConfig:
     """Options of ``medsynth data demo derm|cxr|prostate``."""
@@ -48,10 +102,17 @@ class DemoConfig:
     """Replace an existing dataset folder at ``out``."""
     workers: int = 0
     """Worker processes; 0 = automatic (up to 2, one for small sets). Does not change the output."""
+    site: str = DEFAULT_SITE
+    """Acquisition site (:data:`SITES`, derm and cxr): ``a`` = the reference phantoms; another
+    site shifts colour, illumination, contrast, noise, skin tones or film exposure."""
 
     def __post_init__(self) -> None:
         if self.demo not in DEMOS:
             raise MedsynthError(f"unknown demo {self.demo!r}; choose one of {', '.join(DEMOS)}")
+        if self.site not in SITES:
+            raise MedsynthError(f"unknown --site {self.site!r}; choose one of {', '.join(SITES)}")
+        if self.site != DEFAULT_SITE and self.demo == "prostate":
+            raise MedsynthError("--site is for the 2D phantoms (derm, cxr), not prostate")
         if self.size is None:
             self.size = DEFAULT_SIZE[self.demo]
         top = int(getattr(_module(self.demo), "MAX_SIZE", 1024))
@@ -162,7 +223,7 @@ def _module(demo: str) -> Any:
 
 
 def _render_chunk(demo: str, root: str, size: int, seed: int,
-                  jobs: list[tuple[str, int]]) -> list[dict[str, Any]]:
+                  jobs: list[tuple[str, int]], site: str = DEFAULT_SITE) -> list[dict[str, Any]]:
     """Render and save a list of (class, index) images; return their label rows.
 
     2D images are PNG files; volumes are NIfTI files with the phantom's RAS affine.
@@ -172,7 +233,15 @@ def _render_chunk(demo: str, root: str, size: int, seed: int,
     mod = _module(demo)
     rows = []
     for cls, i in jobs:
-        array, attrs = mod.render(cls, i, size, seed)
+        if site == DEFAULT_SITE:
+            array, attrs = mod.render(cls, i, size, seed)
+        else:
+            where = SITES[site]
+            array, attrs = mod.render(cls, i, size, seed, site=where)
+            ci = list(mod.CLASSES).index(cls)
+            srng = np.random.default_rng(np.random.SeedSequence([seed, ci, i, ord(site)]))
+            array = apply_site(array, where, srng)
+            attrs = {**attrs, "site": site}
         image_id = f"{demo}_{cls}_{i:05d}"
         if array.ndim == 4:
             rel = f"images/{cls}/{image_id}.nii.gz"
@@ -216,7 +285,7 @@ def write_demo(cfg: DemoConfig) -> Any:
             task = bar.add_task(f"demo {cfg.demo}", total=len(jobs), rate="")
             if workers == 1:
                 for c in chunks:
-                    rows += _render_chunk(cfg.demo, str(root), cfg.size, cfg.seed, c)
+                    rows += _render_chunk(cfg.demo, str(root), cfg.size, cfg.seed, c, cfg.site)
                     bar.advance(task, len(c))
             else:
                 import multiprocessing as mp
@@ -224,8 +293,8 @@ def write_demo(cfg: DemoConfig) -> Any:
 
                 # spawn, not fork: the parent may hold threads (progress bar, torch) and locks.
                 with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-                    futs = [pool.submit(_render_chunk, cfg.demo, str(root), cfg.size, cfg.seed, c)
-                            for c in chunks]
+                    futs = [pool.submit(_render_chunk, cfg.demo, str(root), cfg.size, cfg.seed, c,
+                                        cfg.site) for c in chunks]
                     for f in as_completed(futs):
                         got = f.result()
                         rows += got
@@ -248,6 +317,8 @@ def write_demo(cfg: DemoConfig) -> Any:
             dtype=mod.DTYPE, modality=mod.MODALITY, spatial_dims=dims,
             extra={"phantom": True, "demo": cfg.demo, "mm_per_px": mod.FOV_MM / cfg.size,
                    "seed": cfg.seed, "size": cfg.size, **geometry,
+                   **({"site": cfg.site, "site_about": SITES[cfg.site].about}
+                      if cfg.site != DEFAULT_SITE else {}),
                    "note": "PHANTOM: procedurally generated demo data, not patient images",
                    "image_seed": "numpy SeedSequence([seed, class_index, image_index])"},
         )

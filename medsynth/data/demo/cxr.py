@@ -292,8 +292,10 @@ def render_attributes(cls: str, a: dict[str, Any], rng: np.random.Generator,
     return array, row
 
 
-def render(cls: str, index: int, size: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Image ``index`` of class ``cls``: (1, size, size) uint16 and its labels.csv attributes."""
+def render(cls: str, index: int, size: int, seed: int,
+           site: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Image ``index`` of class ``cls``: (1, size, size) uint16 and its labels.csv attributes
+    (``site``: the writer applies its film exposure and contrast curve afterwards)."""
     rng = image_rng(seed, CLASSES.index(cls), index)
     attrs = sample_attributes(cls, rng)
     return render_attributes(cls, attrs, rng, size)

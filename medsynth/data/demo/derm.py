@@ -85,8 +85,11 @@ PRIORS: dict[str, ClassPrior] = {
 }
 
 
-def sample_attributes(cls: str, rng: np.random.Generator) -> dict[str, Any]:
-    """Draw the ground truth of one lesion of class ``cls`` (lists, not yet joined strings)."""
+def sample_attributes(cls: str, rng: np.random.Generator,
+                      tone_p: tuple[float, ...] | None = None) -> dict[str, Any]:
+    """Draw the ground truth of one lesion of class ``cls`` (lists, not yet joined strings);
+    ``tone_p``: another site's skin-tone mix (same draws, so the rest of the lesion is the
+    same)."""
     p = PRIORS[cls]
     mu, sd, lo, hi = p.diameter
     diameter = float(np.clip(rng.normal(mu, sd), lo, hi))
@@ -98,7 +101,7 @@ def sample_attributes(cls: str, rng: np.random.Generator) -> dict[str, Any]:
         colors |= {"blue_grey", "white"}
     if not colors & {"light_brown", "dark_brown"}:  # pigmented lesions keep some brown
         colors.add("light_brown" if rng.random() < 0.6 else "dark_brown")
-    tone = int(rng.choice(6, p=SKIN_TONE_P)) + 1
+    tone = int(rng.choice(6, p=tone_p or SKIN_TONE_P)) + 1
     hair = 0 if rng.random() < 0.45 else int(min(12, 1 + rng.geometric(0.3)))
     # Keep the lesion inside the field of view.
     room = max(0.0, FOV_MM / 2 - diameter / 2 - 0.6)
@@ -435,8 +438,11 @@ def render_attributes(cls: str, a: dict[str, Any], rng: np.random.Generator,
     return array, row
 
 
-def render(cls: str, index: int, size: int, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Image ``index`` of class ``cls``: (3, size, size) uint8 and its labels.csv attributes."""
+def render(cls: str, index: int, size: int, seed: int,
+           site: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Image ``index`` of class ``cls``: (3, size, size) uint8 and its labels.csv attributes
+    (``site``: a :class:`~medsynth.data.demo.common.Site`'s skin-tone mix; its device is applied
+    by the writer)."""
     rng = image_rng(seed, CLASSES.index(cls), index)
-    attrs = sample_attributes(cls, rng)
+    attrs = sample_attributes(cls, rng, getattr(site, "skin_tone_p", None))
     return render_attributes(cls, attrs, rng, size)
