@@ -26,6 +26,7 @@ from typing import Any
 
 from medsynth import __version__
 from medsynth.errors import MedsynthError
+from medsynth.jsonl import JsonlAppender, read_jsonl, to_jsonable  # noqa: F401 (re-exported)
 
 MANIFEST_NAME = "medsynth.json"
 SCHEMA_VERSION = 1
@@ -50,16 +51,38 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def umask() -> int:
+    """The process's umask (read without changing it where Linux tells it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().split("\n"):
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a new file gets from ``open()``: 0o666 less the umask (0o644 under umask 022)."""
+    return 0o666 & ~umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds.
 
-    A killed run therefore never leaves a half-written file under the final name.
+    A killed run therefore never leaves a half-written file under the final name. The file gets
+    the mode any Unix tool gives a new file (0o666 less the umask), not mkstemp's private 0o600.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)  # folders: 0o777 less the umask
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -84,21 +107,6 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, paths, numpy scalars and tuples to plain JSON types."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
-        return obj.item()
-    return obj
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
@@ -245,58 +253,6 @@ def check_output_dir(
                 hint="use --resume to continue it, --overwrite to replace it, or another --out",
             )
     return folder
-
-
-class JsonlAppender:
-    """Append-and-flush JSON-lines writer: every record is on disk before the next starts.
-
-    A torn last line from a killed run is dropped by :func:`read_jsonl`.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Drop a torn tail so the next record starts on its own line.
-        if self.path.exists() and self.path.stat().st_size:
-            data = self.path.read_bytes()
-            if not data.endswith(b"\n"):
-                cut = data.rfind(b"\n") + 1
-                with open(self.path, "r+b") as f:
-                    f.truncate(cut)
-        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-
-    def write(self, record: dict[str, Any]) -> None:
-        self._f.write(json.dumps(to_jsonable(record), ensure_ascii=False) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
-
-    def close(self) -> None:
-        self._f.close()
-
-    def __enter__(self) -> JsonlAppender:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Read a JSON-lines file, skipping a torn last line left by a killed writer."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    out: list[dict[str, Any]] = []
-    lines = path.read_text("utf-8").splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if i == len(lines) - 1:
-                break
-            raise MedsynthError(f"{path}: line {i + 1} is not valid JSON ({e})") from e
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,6 +49,9 @@ def write_checkpoint(ckdir: Path, step: int, state: dict[str, Any], *, keep: int
     else:
         tmp.mkdir(parents=True)
     save(tmp)
+    if acc is not None:
+        # every rank's save_state (its RNG file) is in before the main process renames the folder
+        acc.wait_for_everyone()
     if main:
         atomic_write_text(tmp / "state.json", json.dumps({"step": step, **state}))
         if final.exists():

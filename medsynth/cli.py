@@ -15,18 +15,21 @@ from typer.core import TyperGroup
 
 from medsynth import __version__
 
+PIPELINE = ("data", "describe", "train", "generate", "judge", "refine", "evaluate")
+"""The commands in the order a dataset goes through them (``medsynth --help`` lists them so)."""
 _state = {"debug": bool(os.environ.get("MEDSYNTH_DEBUG"))}
 # Our own rich progress bars report the work; the libraries' tqdm bars and info chatter
 # ("Loading weights", dtype notes) would interleave with them.
 for _k, _v in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
                ("DIFFUSERS_VERBOSITY", "error"), ("TOKENIZERS_PARALLELISM", "false")):
     os.environ.setdefault(_k, _v)
-# Help is drawn by rich at the terminal's width, 80 columns when piped: too narrow for the option
-# table, which then cuts long option names ("--max-synthetic-…"). 100 columns fit every name.
+# Help is drawn by rich at the terminal's width: a terminal's own width is kept (wider lines
+# would wrap every one of them there); piped, where there is no width, 100 columns fit every
+# option name (rich's 80 cut long ones, "--max-synthetic-…"). COLUMNS or TERMINAL_WIDTH win.
 if not os.environ.get("TERMINAL_WIDTH"):
     import shutil
 
-    os.environ["TERMINAL_WIDTH"] = str(max(shutil.get_terminal_size((100, 24)).columns, 100))
+    os.environ["TERMINAL_WIDTH"] = str(shutil.get_terminal_size((100, 24)).columns)
 
 
 def _print_error(e: Exception) -> None:
@@ -46,8 +49,22 @@ def _out_arg(args: list[str]) -> str | None:
     return None
 
 
+def _check_args(args: list[str]) -> None:
+    """Refuse an argument that is not text before any work: bytes that are not UTF-8 reach
+    Python as lone surrogates, which no journal, CSV or DICOM file can hold."""
+    from medsynth.jsonl import check_text
+
+    for a in args:
+        check_text(a, f"command-line argument {a!r}")
+
+
 class _Group(TyperGroup):
     """The one place where user errors become a one-line message and an exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Commands in pipeline order (``--help``), not registration order."""
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: PIPELINE.index(n) if n in PIPELINE else len(PIPELINE))
 
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         from medsynth.errors import MedsynthError
@@ -56,6 +73,7 @@ class _Group(TyperGroup):
         # from libraries that do not say which file they were writing.
         args = [*getattr(ctx, "_protected_args", []), *ctx.args]
         try:
+            _check_args(args)
             return super().invoke(ctx)
         except MedsynthError as e:
             if _state["debug"]:
@@ -84,7 +102,8 @@ class _Group(TyperGroup):
 app = typer.Typer(
     cls=_Group,
     name="medsynth",
-    help="Synthetic labelled medical image datasets: describe -> train -> generate -> evaluate.",
+    help="Synthetic labelled medical image datasets: data -> describe -> train -> generate -> "
+         "judge -> refine -> evaluate.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

@@ -58,7 +58,7 @@ VERDICTS = ("met", "not_met", "unsure")
 """What a judge can say about one criterion."""
 _ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _TOP_KEYS = {"name", "version", "subject", "measurer", "field_of_view_mm", "validity", "system",
-             "instructions", "classes"}
+             "instructions", "classes", "real_invalid_share"}
 _CLASS_KEYS = {"description", "criteria"}
 _CRITERION_KEYS = {"id", "text", "weight", "measure"}
 _MEASURE_KEYS = {"attribute", *CONDITIONS}
@@ -152,6 +152,10 @@ class CriteriaFile:
     """sha256 of the file's bytes: the criteria's identity."""
     text: str
     """The file's content, verbatim (copied into judged folders)."""
+    real_invalid_share: float | None = None
+    """Share of real images of this modality the offline judge calls invalid (measured with
+    ``medsynth judge validate``); a judged set far above it gets a warning that the measurers
+    were not made for its images. None = not measured."""
 
     @property
     def full_version(self) -> str:
@@ -255,6 +259,9 @@ def parse_criteria(data: bytes, path: str | os.PathLike[str] = "<criteria>") -> 
     fov = raw.get("field_of_view_mm")
     if fov is not None and (not _is_number(fov) or float(fov) <= 0):
         raise bad(f"field_of_view_mm must be a positive number, got {fov!r}")
+    share = raw.get("real_invalid_share")
+    if share is not None and (not _is_number(share) or not 0 <= float(share) <= 1):
+        raise bad(f"real_invalid_share must be a number in [0, 1], got {share!r}")
     classes_raw = raw.get("classes")
     if not isinstance(classes_raw, dict) or not classes_raw:
         raise bad("'classes' must map each class name to its criteria")
@@ -269,7 +276,8 @@ def parse_criteria(data: bytes, path: str | os.PathLike[str] = "<criteria>") -> 
         validity=_text(raw.get("validity")) or "The image is a plausible medical image of the "
                                                "kind described.",
         system=_text(raw.get("system")), instructions=_text(raw.get("instructions")),
-        classes=classes, sha256=hashlib.sha256(data).hexdigest(), text=text)
+        classes=classes, sha256=hashlib.sha256(data).hexdigest(), text=text,
+        real_invalid_share=float(share) if share is not None else None)
 
 
 def _parse_class(cname: str, body: Any, measurer: str, bad: Any) -> ClassCriteria:

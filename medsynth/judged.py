@@ -61,8 +61,9 @@ class JudgeConfig:
 
     synth: str
     """Synthetic set to judge (``medsynth generate`` or ``judge filter`` output)."""
-    criteria: str
-    """Criteria YAML file, or a shipped name (``derm``, ``cxr``)."""
+    criteria: str | None
+    """Criteria YAML file, or a shipped name (``derm``, ``cxr``); None with the
+    ``real-features`` judge (its criteria come from the real dataset's classes)."""
     out: str
     """Judged folder to write (or to continue with ``resume``)."""
     settings: JudgeSettings = dataclasses.field(default_factory=JudgeSettings)
@@ -84,6 +85,11 @@ class JudgeConfig:
             raise BadUsageError(f"--limit must be >= 0, got {self.limit}")
         if self.mm_per_px is not None and self.mm_per_px <= 0:
             raise BadUsageError(f"--mm-per-px must be > 0, got {self.mm_per_px}")
+        if not self.criteria and self.settings.backend != "real-features":
+            raise BadUsageError(f"the {self.settings.backend} judge needs --criteria FILE (or a "
+                                "shipped name: derm, cxr)",
+                                hint="or judge against your real training images: "
+                                     "--backend real-features")
 
 
 @dataclasses.dataclass
@@ -323,7 +329,7 @@ def _check_resume(out: Path, cfg: JudgeConfig, s: SyntheticSet, crit: CriteriaFi
                                 hint="use another --out, or --overwrite to judge this set")
         for k in ("backend", "model"):
             was, now = m.config.get(k), getattr(cfg.settings, k)
-            if k == "model" and cfg.settings.backend == "measure":
+            if k == "model" and cfg.settings.backend in ("measure", "real-features"):
                 continue
             if was is not None and was != now:
                 raise MedsynthError(f"{out}: was judged with {k} {was!r}, not {now!r}",
@@ -331,6 +337,57 @@ def _check_resume(out: Path, cfg: JudgeConfig, s: SyntheticSet, crit: CriteriaFi
     elif any(out.iterdir()) and not (out / VERDICTS_NAME).is_file():
         raise MedsynthError(f"{out}: is not empty and is not a judged folder",
                             hint="choose an empty or new --out folder")
+
+
+def real_dataset(s: SyntheticSet) -> Path | None:
+    """The dataset the set's model trained on (the real-features judge's default)."""
+    for model, ref in s.lineage.data:
+        try:
+            return resolve_input(model, ref)
+        except MedsynthError:
+            continue
+    return None
+
+
+def _criteria_for(cfg: JudgeConfig, s: SyntheticSet, names: list[str]) -> CriteriaFile:
+    """The criteria file; for the real-features judge, its generated one (and the real dataset
+    it is fitted on, resolved into ``cfg.settings.real``)."""
+    if cfg.settings.backend != "real-features":
+        return load_criteria(str(cfg.criteria))
+    from medsynth.realjudge import NAME, real_criteria
+
+    if not cfg.settings.real:
+        found = real_dataset(s)
+        if found is None:
+            raise MedsynthError(f"{s.root}: the dataset its model trained on is not found: the "
+                                "real-features judge needs real training images",
+                                hint="name them: --real DATASET")
+        cfg.settings.real = str(Path(found).resolve())
+    if cfg.criteria:
+        crit = load_criteria(cfg.criteria)
+        if crit.name != NAME:
+            raise BadUsageError(f"{crit.path}: the real-features judge judges against the real "
+                                "training images, not a checklist",
+                                hint="leave out --criteria (it is made from the classes)")
+        return crit
+    return real_criteria(names)
+
+
+def invalid_notice(crit: CriteriaFile, backend: str, n_invalid: int, n: int) -> str | None:
+    """A warning when the measure judge calls far more images invalid than real images of its
+    modality give: its measurers were not made for these images."""
+    if backend != "measure" or n < 5:
+        return None
+    share, ref = n_invalid / n, crit.real_invalid_share
+    base = 0.05 if ref is None else ref
+    if share < max(0.3, 5 * base):
+        return None
+    seen = f"{100 * ref:.0f} %" if ref is not None else "a few %"
+    return (f"{100 * share:.0f} % of the images were judged invalid; on real images of its "
+            f"modality the {crit.measurer} measurer finds {seen}: the measure judge was made "
+            "for medsynth's demo phantoms and is probably not made for these images. Judge "
+            "against your own real training images instead: --backend real-features (check it "
+            "first with: medsynth judge validate DATASET)")
 
 
 def run_judge(cfg: JudgeConfig, *, judge: Any = None) -> JudgeSummary:
@@ -350,8 +407,8 @@ def run_judge(cfg: JudgeConfig, *, judge: Any = None) -> JudgeSummary:
     from medsynth.ui import progress_bar
 
     s = open_synthetic(cfg.synth)
-    crit = load_criteria(cfg.criteria)
     names, what = _model_classes(s)
+    crit = _criteria_for(cfg, s, names)
     crit.check_classes(names, what, require_all=False)
     missing = [c for c in s.classes if c not in crit.classes]
     if missing:
@@ -436,11 +493,15 @@ def run_judge(cfg: JudgeConfig, *, judge: Any = None) -> JudgeSummary:
         tab.to_csv(buf, index=False)
         atomic_write_text(out / SCORES_NAME, buf.getvalue())
         summary.per_class = class_summary(records, crit)
+        n_invalid = sum(r.ok and not r.image_valid for r in records)
+        note = invalid_notice(crit, judge.name, n_invalid, sum(r.ok for r in records))
+        if note:
+            summary.notices.append(note)
         outputs = {
             "status": status, "started": started, "finished": now_iso(),
             "n_images": len(order), "n_judged": len(records),
             "n_failed": sum(not r.ok for r in records),
-            "n_invalid": sum(r.ok and not r.image_valid for r in records),
+            "n_invalid": n_invalid, "notices": summary.notices,
             "missing": len(set(order) - have), "classes": list(summary.per_class),
             "per_class": summary.per_class, "backend_info": info,
             "verdicts": VERDICTS_NAME, "scores": SCORES_NAME, "criteria": CRITERIA_NAME,

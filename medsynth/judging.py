@@ -1,11 +1,13 @@
 """The judging core: images + criteria -> one verdict per criterion, through the MLLM engine.
 
 Shared by ``medsynth judge`` (judged folders) and ``medsynth refine`` (on-policy rounds); stage
-packages do not import each other, so both use this module. Three judges, one record format::
+packages do not import each other, so both use this module. Four judges, one record format::
 
     {"sample_id", "class", "image_valid", "score", "verdicts": [{"id", "verdict",
      "confidence", "rationale"}], "backend", "model", "criteria_sha256", "status", "raw"}
 
+* ``real-features`` (offline, for real images): nearness to the real training split in
+  feature space and a classifier fitted on it (:mod:`medsynth.realjudge`).
 * ``measure`` (offline default): the pixel measurers (:mod:`medsynth.measure`) through the
   engine's measure backend; each criterion with a ``measure`` rule is checked against the
   measured attribute, the others are ``unsure`` (never guessed) and leave the score's
@@ -48,7 +50,7 @@ from medsynth.criteria import (
 )
 from medsynth.errors import BadUsageError, MedsynthError
 
-BACKENDS = ("measure", "openai", "transformers")
+BACKENDS = ("measure", "real-features", "openai", "transformers")
 VERDICTS_NAME = "verdicts.jsonl"
 SCORES_NAME = "scores.csv"
 CRITERIA_NAME = "criteria.yaml"
@@ -238,6 +240,9 @@ class JudgeSettings:
     below this (the model is not answering yes or no)."""
     min_margin: float = 0.1
     """transformers: ``unsure`` when |P(yes | yes or no) - 0.5| is below this."""
+    real: str | None = None
+    """real-features: the dataset whose real ``train`` split the judge is fitted on (None:
+    the dataset the synthetic set's model trained on, resolved by ``run_judge``)."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -547,6 +552,13 @@ def judge_prompt(crit: CriteriaFile, cc: ClassCriteria) -> str:
 def make_judge(criteria: CriteriaFile, settings: JudgeSettings, *,
                n_images: int | None = None) -> Judge:
     """The judge ``settings`` names (model libraries are loaded now)."""
+    if settings.backend == "real-features":
+        from medsynth.realjudge import RealFeatureJudge, RealReference
+
+        if not settings.real:
+            raise BadUsageError("the real-features judge needs the real dataset it is fitted "
+                                "on (--real DATASET)")
+        return RealFeatureJudge(criteria, RealReference.fit(settings.real))
     if settings.backend == "measure":
         processes = min(settings.concurrency, os.cpu_count() or 1,
                         max((n_images or 0) // 32, 1))

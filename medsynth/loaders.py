@@ -50,10 +50,15 @@ def write_hf_metadata(folder: str | os.PathLike[str], rows: Iterable[Mapping[str
 
 def write_datalist(path: str | os.PathLike[str], sections: Mapping[str, list[dict[str, Any]]],
                    classes: list[str], **extra: Any) -> Path:
-    """Write a Decathlon-style datalist JSON atomically (``labels``: id -> class name)."""
+    """Write a Decathlon-style datalist JSON atomically (``labels``: id -> class name).
+
+    Empty text fields are written as null: ``monai.data.load_decathlon_datalist`` joins every
+    string that names an existing path to the folder, and "" names the folder itself (an
+    empty ``description`` became the set's path)."""
     doc: dict[str, Any] = {**extra, "labels": {str(i): c for i, c in enumerate(classes)},
                            "numTraining": len(sections.get("training", []))}
-    doc.update({k: v for k, v in sections.items()})
+    doc.update({k: [{f: None if v == "" else v for f, v in e.items()} for e in entries]
+                for k, entries in sections.items()})
     return atomic_write_json(Path(path), doc)
 
 

@@ -8,16 +8,13 @@ Class folder names are :func:`class_dirname` of the class; the record holds the 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import random
 import re
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from medsynth.artifacts import JsonlAppender, Manifest, read_jsonl, read_manifest, to_jsonable
+from medsynth.artifacts import JsonlAppender, Manifest, read_jsonl, read_manifest
 from medsynth.errors import MedsynthError
 
 RECORDS_NAME = "descriptions.jsonl"
@@ -134,38 +131,12 @@ def open_store(path: str | Path) -> Store:
     return Store(root, manifest, records)
 
 
-class GroupSyncAppender(JsonlAppender):
-    """Like :class:`JsonlAppender`, every record is written and flushed before the next (a killed
-    process loses nothing), but ``fsync`` runs at most every ``interval`` seconds and on close:
-    fast writers (thousands of records per minute) are not bound by the disk's sync latency.
-    Only a power cut could lose the last ``interval`` seconds."""
-
-    def __init__(self, path: str | Path, interval: float = 1.0) -> None:
-        super().__init__(path)
-        self.interval = interval
-        self._last_sync = time.monotonic()
-
-    def write(self, record: dict[str, Any]) -> None:
-        self._f.write(json.dumps(to_jsonable(record), ensure_ascii=False) + "\n")
-        self._f.flush()
-        if time.monotonic() - self._last_sync >= self.interval:
-            os.fsync(self._f.fileno())
-            self._last_sync = time.monotonic()
-
-    def close(self) -> None:
-        if not self._f.closed:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-        super().close()
-
-
 def record_writer(root: str | Path, cls: str, *, sync_interval: float = 0.0) -> JsonlAppender:
     """Appender for one class's records (the writer side, used by ``describe``).
 
-    ``sync_interval`` > 0 fsyncs at most that often (see :class:`GroupSyncAppender`); 0 fsyncs
-    every record.
+    Every record is written and flushed before the next (a killed process loses nothing);
+    ``sync_interval`` > 0 fsyncs at most that often and on close, so fast writers (thousands
+    of records a minute) are not bound by the disk's sync latency (only a power cut could lose
+    the last seconds); 0 fsyncs every record.
     """
-    path = Path(root) / class_dirname(cls) / RECORDS_NAME
-    if sync_interval > 0:
-        return GroupSyncAppender(path, sync_interval)
-    return JsonlAppender(path)
+    return JsonlAppender(Path(root) / class_dirname(cls) / RECORDS_NAME, sync_interval)

@@ -68,6 +68,11 @@ COLUMNS: dict[str, str] = {
     "request": "index of the requested image within its class; the candidates of one request "
                "(generate --oversample) share it, its class and its description",
     "oversample": "candidates made per requested image (generate --oversample K; 1 = none)",
+    "threads": "CPU threads torch used for the image: the same seed gives bitwise the same image "
+               "again at the same threads and device (docs/generate.md, Reproducibility)",
+    "device": "what computed the image: cpu, or cuda:<card name>",
+    "batch": "how many images were sampled together with it (the last batch of a run, or of a "
+             "resumed run, is smaller): float sums, hence the last bits, depend on it too",
 }
 """Every samples.csv column, in file order, with its meaning (docs/artifacts.md)."""
 SAMPLE_COLUMNS = tuple(COLUMNS)

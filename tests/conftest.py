@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,25 @@ import pytest
 os.environ.setdefault("MEDSYNTH_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# the shared training-data cache (train/data.py data_cache: disk) never in the user's home
+os.environ.setdefault("MEDSYNTH_CACHE", tempfile.mkdtemp(prefix="medsynth-test-cache-"))
+# Help drawn in-process at the piped width whatever terminal runs pytest (cli.py keeps a
+# terminal's own width; tests/test_cli.py checks 80 columns in a subprocess).
+os.environ.setdefault("TERMINAL_WIDTH", "100")
+# One fixed torch thread count for the whole suite, in this process and in every CLI call and
+# subprocess: float sums depend on the thread count, and medsynth's default follows the free
+# cores (the machine's load). Same threads on both sides = bitwise the same images
+# (docs/generate.md, "Reproducibility"); MEDSYNTH_THREADS=N runs the suite at N.
+TEST_THREADS = os.environ.setdefault("MEDSYNTH_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", TEST_THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _pinned_threads() -> None:
+    """Every test starts at the suite's thread count (a test that changed it cannot leak)."""
+    import torch
+
+    torch.set_num_threads(int(TEST_THREADS))
 
 
 def _site_packages() -> Path:
@@ -64,3 +84,18 @@ def image_folder(tmp_path: Path) -> Path:
             arr[5:15, 6:18, ch] = 200
             write_png(root / cls / f"img{i}.png", arr)
     return root
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.gpu`` tests skip cleanly without CUDA (scripts/gpu-check.sh runs them)."""
+    # the marker itself: "gpu" in item.keywords also matches a folder named gpu
+    gpu = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu:
+        return
+    import torch
+
+    if torch.cuda.is_available() or os.environ.get("MEDSYNTH_GPU_DRY_RUN"):
+        return  # the dry run (scripts/gpu-check.sh --dry-run) runs them on the CPU
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run scripts/gpu-check.sh on one)")
+    for item in gpu:
+        item.add_marker(skip)

@@ -79,3 +79,53 @@ def test_overwrite_never_deletes_a_foreign_folder(tmp_path: Path) -> None:
     with pytest.raises(MedsynthError, match="refusing to delete"):
         artifacts.prepare_output_dir(other, "data", overwrite=True)
     assert (other / "precious.txt").read_text() == "x"
+
+
+ODD = "a\u2028b\u2029c\x85d\x00e\ufefff é 肺\r\nwindows"
+
+
+def test_jsonl_keeps_any_unicode_one_record_a_line(tmp_path: Path) -> None:
+    p = tmp_path / "j.jsonl"
+    with artifacts.JsonlAppender(p) as w:
+        w.write({"text": ODD})
+        w.write({"text": "second"})
+    data = p.read_bytes()
+    assert data.count(b"\n") == 2 and len(data.decode("utf-8").splitlines()) == 2
+    assert artifacts.read_jsonl(p) == [{"text": ODD}, {"text": "second"}]
+    p.write_bytes(b"\xef\xbb\xbf" + data + b'{"torn": "\xe2\x80')  # an editor's BOM, a torn tail
+    assert artifacts.read_jsonl(p) == [{"text": ODD}, {"text": "second"}]
+    with artifacts.JsonlAppender(p) as w:  # the torn tail is dropped before appending
+        w.write({"text": "third"})
+    assert [r["text"] for r in artifacts.read_jsonl(p)] == [ODD, "second", "third"]
+
+
+def test_jsonl_refuses_lone_surrogates_with_one_line(tmp_path: Path) -> None:
+    p = tmp_path / "j.jsonl"
+    with artifacts.JsonlAppender(p) as w:
+        w.write({"text": "ok"})
+        with pytest.raises(MedsynthError, match="not valid Unicode text") as e:
+            w.write({"text": "bad \udcff"})
+    assert str(e.value).splitlines()[0].startswith(str(p))
+    assert p.read_bytes() == b'{"text": "ok"}\n'  # nothing of the refused record written
+    p.write_bytes(b'{"text": "ok"}\n{"text": "\\ud800"}\n{"text": "ok"}\n')
+    with pytest.raises(MedsynthError, match=r"line 2: not valid Unicode"):
+        artifacts.read_jsonl(p)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o077])
+def test_written_files_and_folders_follow_the_umask(tmp_path: Path, mask: int) -> None:
+    import os
+    import stat
+
+    old = os.umask(mask)
+    try:
+        f = artifacts.atomic_write_text(tmp_path / "new" / "deeper" / "a.txt", "x")
+        m = artifacts.write_manifest(tmp_path / "art", "data", config={})
+        with artifacts.JsonlAppender(tmp_path / "j" / "log.jsonl") as w:
+            w.write({"a": 1})
+    finally:
+        os.umask(old)
+    for p in (f, m.folder / artifacts.MANIFEST_NAME, tmp_path / "j" / "log.jsonl"):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask, p
+    for d in (tmp_path / "new", tmp_path / "new" / "deeper", tmp_path / "j"):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o777 & ~mask, d

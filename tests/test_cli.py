@@ -6,7 +6,7 @@ import sys
 import typer
 from typer.testing import CliRunner
 
-from medsynth.cli import app
+from medsynth.cli import PIPELINE, app
 
 runner = CliRunner()
 
@@ -48,7 +48,7 @@ def test_unknown_command_is_usage_error() -> None:
 
 
 def test_help_never_cuts_option_names() -> None:
-    """Rich draws help at the terminal width (80 when piped); option names must stay whole."""
+    """Piped (no terminal width), help is drawn at 100 columns: option names stay whole."""
     root = typer.main.get_command(app)
     for path, cmd in _walk(root, []):
         r = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"})
@@ -124,3 +124,26 @@ def test_disk_full_names_the_file_or_the_out_folder(tmp_path, monkeypatch) -> No
                             "--n-per-class", "2", "--size", "16", "--workers", "1"])
     assert r.exit_code == 1 and "No space left on device" in r.output, r.output
     assert f"error: {tmp_path / 'd'}" in r.output and "Traceback" not in r.output
+
+
+def test_help_lists_commands_in_pipeline_order_and_fits_the_terminal() -> None:
+    """On an 80-column terminal no help line is wider than 80 (wider ones wrap every line)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TERMINAL_WIDTH"} | {"COLUMNS": "80"}
+    for args in ([], ["generate"], ["data", "import"]):
+        r = subprocess.run([sys.executable, "-m", "medsynth.cli", *args, "--help"], env=env,
+                           capture_output=True, text=True)
+        lines = r.stdout.split("\n")
+        assert r.returncode == 0 and max(len(x) for x in lines) <= 80, (args, r.stdout)
+        if not args:
+            order = [w for x in lines for w in x.split()[1:2] if w in PIPELINE]
+            assert order == list(PIPELINE), r.stdout
+
+
+def test_refine_takes_max_steps_like_train() -> None:
+    r = runner.invoke(app, ["refine", "--help"])
+    assert "--max-steps" in r.output and "--steps " not in r.output  # the old name is hidden
+    for opt in ("--max-steps", "--steps"):
+        r = runner.invoke(app, ["refine", "m", "--judged", "j", "--out", "o", opt, "0"])
+        assert r.exit_code == 2 and "steps" in r.output, r.output  # validated, not unknown

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -50,6 +50,7 @@ def info_cmd(
 ) -> None:
     """Print classes, counts per split, image sizes, channels, bit depth and modality of a source."""
     from rich.table import Table
+    from rich.text import Text
 
     from medsynth.data.info import source_info
     from medsynth.ui import out, track
@@ -66,10 +67,13 @@ def info_cmd(
     for s in splits:
         t.add_column(s, justify="right")
     t.add_column("total", justify="right", style="bold")
-    for cls in sorted(info.counts):
+    for k, cls in enumerate(sorted(info.counts)):
         per = info.counts[cls]
-        t.add_row(cls, *[str(per.get(s, 0)) for s in splits], str(sum(per.values())))
-    t.add_row("[bold]all", *[str(sum(p.get(s, 0) for p in info.counts.values())) for s in splits],
+        # class names are data (a class may be called "all" or hold [brackets])
+        t.add_row(Text(cls), *[str(per.get(s, 0)) for s in splits], str(sum(per.values())),
+                  end_section=k == len(info.counts) - 1)
+    t.add_row(Text("(all classes)", style="bold"),
+              *[str(sum(p.get(s, 0) for p in info.counts.values())) for s in splits],
               str(sum(sum(p.values()) for p in info.counts.values())))
     out.print(t)
     p = Table(show_header=False, title="images")
@@ -85,10 +89,57 @@ def info_cmd(
     if info.attributes:
         p.add_row("attributes", ", ".join(info.attributes))
     out.print(p)
+    _print_duplicates(out, info)
+    for note in info.notes:
+        out.print("[cyan]note[/] ", end="")
+        out.print(note, markup=False, soft_wrap=True)
     if info.bad:
         out.print(f"[yellow]{len(info.bad)} unreadable file(s) skipped:[/]")
         for b in info.bad:
             out.print(f"  {b}", markup=False)
+
+
+def _print_duplicates(out: Any, info: Any) -> None:
+    """The duplicates and groups of ``data info``: counts, then the first groups."""
+    from rich.table import Table
+    from rich.text import Text
+
+    d, groups, leaks = info.duplicates, info.groups, info.group_leaks
+    if groups or leaks:
+        line = "split groups: " + (", ".join(f"{n} {lv} group(s)" for lv, n in groups.items())
+                                   or "none")
+        if leaks:
+            line += (f"; {leaks['n']} group(s) have images in train/val and test, e.g. "
+                     f"{leaks['example']}")
+        out.print(Text(line, style="yellow" if leaks else ""), soft_wrap=True)
+    if not d:
+        return
+    if not d["groups"]:
+        out.print(f"duplicates: none among {d['n_images']} images ("
+                  + ("exact and near copies searched)" if d.get("near_searched") else
+                     "exact copies searched; too many images for the near search)"))
+        return
+    t = Table(title="duplicates", show_header=False)
+    t.add_row("groups", f"{d['groups']} ({d['exact_groups']} exact, {d['near_groups']} near) "
+              f"holding {d['images_in_groups']} of {d['n_images']} images "
+              f"({d['extra_copies']} extra copies)")
+    t.add_row("within one class", str(d["groups"] - d["across_classes"]))
+    t.add_row("across classes", str(d["across_classes"]))
+    t.add_row("across splits", str(d["across_splits"]))
+    t.add_row("train/val and test", Text(str(d["train_test"]),
+                                         style="bold red" if d["train_test"] else ""))
+    out.print(t)
+    g = Table(title=f"duplicate groups (first {len(d['listed'])})")
+    g.add_column("group")
+    g.add_column("kind")
+    g.add_column("n", justify="right")
+    g.add_column("images (class, split)")
+    for row in d["listed"]:
+        g.add_row(row["group"], row["kind"], str(row["n"]), Text(
+            ", ".join(row["images"]) + (" ..." if row["n"] > len(row["images"]) else "")))
+    out.print(g)
+    out.print("medsynth data import keeps each group in one split (of a source without "
+              "one); its --dedup keeps one image of each group", soft_wrap=True)
 
 
 @data_app.command("import")
@@ -136,9 +187,23 @@ def import_cmd(
     skip_bad: Annotated[bool, typer.Option(
         "--skip-bad", help="Skip unreadable files and files that cannot join the set (another "
         "dimensionality or channel count), and list them, instead of stopping.")] = False,
+    dedup: Annotated[bool, typer.Option(
+        "--dedup", help="Keep one image of each group of exact or near duplicates (with the "
+        "source's own split: the one in the earliest split); the others are listed in "
+        "duplicates.csv.")] = False,
+    allow_duplicates: Annotated[bool, typer.Option(
+        "--allow-duplicates", help="Import duplicates that the source's own split puts in "
+        "train/val and test as they are (evaluate warns), instead of refusing.")] = False,
+    group_by: Annotated[str | None, typer.Option(
+        "--group-by", help="CSV column naming each image's group (patient, study, volume): "
+        "the generated split keeps every group on one side. DICOM patient/study/series and "
+        "--slices volumes are grouped without it.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset folder at --out.")] = False,
 ) -> None:
-    """Import a source into a dataset folder: lossless PNG (8/16-bit) or NIfTI, labels.csv with splits."""
+    """Import a source into a dataset folder: lossless PNG (8/16-bit) or NIfTI, labels.csv with splits.
+
+    Duplicates (the same pixels, or nearly) are found and kept in one split; slices of one
+    volume, DICOM series, studies and patients stay together in one split."""
     from medsynth.data.ingest import ImportConfig, import_dataset
     from medsynth.errors import BadUsageError
     from medsynth.ui import console, track
@@ -156,7 +221,8 @@ def import_cmd(
                        reorient=reorient, spacing=_numbers(spacing, "--spacing"),
                        shape=[int(v) for v in shape_n] if shape_n else None, normalize=normalize,
                        mr_percentiles=(pct[0], pct[1]), ct_window=(win[0], win[1]),
-                       overwrite=overwrite)
+                       overwrite=overwrite, dedup=dedup, allow_duplicates=allow_duplicates,
+                       group_by=group_by)
     ds, bad = import_dataset(cfg, progress=track)
     o = ds.manifest.outputs
     console.print(f"[green]wrote[/] {len(ds.table)} images in {len(ds.classes)} classes to {ds.root} "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,11 @@ from medsynth.data.readers import read_image
 from medsynth.errors import MedsynthError
 
 CORE_COLUMNS = ("image_id", "path", "class", "split")
-META_COLUMNS = ("source", "modality", "spacing", "affine")
+META_COLUMNS = ("source", "modality", "spacing", "affine", "dup_group", "split_group")
 """Per-image facts that are not ground-truth attributes: where the image came from, its
-modality (mixed sets), and the geometry a PNG file cannot hold (spacing in mm in array axis
-order, the 4x4 RAS affine row by row), as comma-separated numbers."""
+modality (mixed sets), the geometry a PNG file cannot hold (spacing in mm in array axis
+order, the 4x4 RAS affine row by row), as comma-separated numbers, its duplicate group and
+its split group (medsynth/data/duplicates.py)."""
 LABELS_NAME = "labels.csv"
 
 
@@ -130,9 +132,17 @@ def open_dataset(path: str | Path) -> Dataset:
 
 
 def assign_splits(
-    classes: pd.Series, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2), seed: int = 0
+    classes: pd.Series, fractions: tuple[float, float, float] = (0.7, 0.1, 0.2), seed: int = 0,
+    units: list[int] | None = None,
 ) -> list[str]:
-    """Stratified, seeded train/val/test split; each class gets at least one test image if it can."""
+    """Stratified, seeded train/val/test split; each class gets at least one test image if it can.
+
+    ``units``: per image a split unit (slices of one volume, one patient, duplicates: see
+    medsynth/data/duplicates.py); every unit lands whole in one split. Without units (or with
+    every image its own unit) the split is the image-level one of earlier releases.
+    """
+    if units is not None and len(set(units)) < len(units):
+        return _assign_grouped(classes, fractions, seed, units)
     rng = np.random.default_rng(seed)
     out = [""] * len(classes)
     for _cls, idx in sorted(classes.groupby(classes).groups.items(), key=lambda kv: str(kv[0])):
@@ -146,6 +156,49 @@ def assign_splits(
         for j, k in enumerate(idx):
             out[k] = "test" if j < n_test else "val" if j < n_test + n_val else "train"
     return out
+
+
+def _assign_grouped(classes: pd.Series, fractions: tuple[float, float, float], seed: int,
+                    units: list[int]) -> list[str]:
+    """The split by units: each unit counts for its most common class; per class, units are
+    shuffled and go to test, then val, until each holds its share of the class's images; at
+    least one unit stays in train, and a class of 3+ units gets one test unit."""
+    rng = np.random.default_rng(seed)
+    labels = [str(c) for c in classes]
+    members: dict[int, list[int]] = {}
+    for i, u in enumerate(units):
+        members.setdefault(u, []).append(i)
+    by_class: dict[str, list[int]] = {}
+    for u, idx in sorted(members.items()):
+        count = Counter(labels[i] for i in idx)
+        cls = min(count, key=lambda c: (-count[c], c))  # the most common; ties by name
+        by_class.setdefault(cls, []).append(u)
+    out = ["train"] * len(labels)
+    for cls in sorted(by_class):
+        us = np.array(by_class[cls])
+        rng.shuffle(us)
+        n = sum(len(members[u]) for u in us)
+        want = {"test": n * fractions[2] if len(us) >= 3 else 0,
+                "val": n * fractions[1] if len(us) >= 5 else 0}
+        free = [int(u) for u in us]
+        for split in ("test", "val"):
+            got = 0
+            if want[split] > 0 and len(free) > 1:  # test: always one unit, the best-sized
+                first = min(free, key=lambda u: abs(len(members[u]) - want[split]))
+                if split == "test" or len(members[first]) / 2 <= want[split]:
+                    free.remove(first)
+                    got = _put(out, members[first], split)
+            for u in list(free):  # then, in shuffled order, any unit that brings it closer
+                if len(free) > 1 and got + len(members[u]) / 2 <= want[split]:
+                    free.remove(u)
+                    got += _put(out, members[u], split)
+    return out
+
+
+def _put(out: list[str], idx: list[int], split: str) -> int:
+    for i in idx:
+        out[i] = split
+    return len(idx)
 
 
 def summarize(table: pd.DataFrame) -> dict[str, dict[str, int]]:

@@ -135,8 +135,21 @@ def _pixels(ds, path: str | Path, voi: str) -> Image:  # type: ignore[no-untyped
             "bits_stored": int(ds.get("BitsStored", 8 * arr.dtype.itemsize)),
             "transfer_syntax": str(getattr(ds.file_meta, "TransferSyntaxUID", "")),
             "applied": applied,
+            **dicom_ids(ds),
         },
     )
+
+
+def dicom_ids(ds) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """PatientID, StudyInstanceUID and SeriesInstanceUID where the file has them (the split
+    groups of ``data import``)."""
+    out = {}
+    for key, tag in (("patient_id", "PatientID"), ("study_uid", "StudyInstanceUID"),
+                     ("series_uid", "SeriesInstanceUID")):
+        v = str(ds.get(tag, "") or "").strip()
+        if v:
+            out[key] = v
+    return out
 
 
 def _functional(ds, keyword: str, frame: int = 0):  # type: ignore[no-untyped-def]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medsynth.data.dicom import dicom_ids
 from medsynth.data.image import Image, narrowest_integer
 from medsynth.errors import MedsynthError
 
@@ -143,4 +144,5 @@ def read_dicom_series(source: str | Path | Iterable[str | Path], *, voi: str = "
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
     return Image(array=np.ascontiguousarray(stack), modality=modality or "OT",
                  spacing=(float(np.linalg.norm(step)), row_sp, col_sp), affine=affine,
-                 meta={"format": "dicom-series", "source": str(where), "files": len(files)})
+                 meta={"format": "dicom-series", "source": str(where), "files": len(files),
+                       **dicom_ids(first)})

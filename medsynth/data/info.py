@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from medsynth.data import duplicates as dups
 from medsynth.data.dataset import META_COLUMNS
 from medsynth.data.sources import scan_source
 from medsynth.errors import MedsynthError
@@ -28,6 +29,13 @@ class SourceInfo:
     phantom: bool = False
     spacings: Counter[str] = dataclasses.field(default_factory=Counter)
     """Pixel/voxel spacing in mm (array axis order) -> n images, where known."""
+    duplicates: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Exact/near duplicate groups (medsynth.data.duplicates.summarize)."""
+    groups: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Split groups by level (patient, study, series, ...) -> number of groups."""
+    group_leaks: dict[str, Any] | None = None
+    """Groups with images in train/val and test: {n, example}; None when none."""
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -47,7 +55,11 @@ def source_info(path: str | Path, *, skip_bad: bool = False, progress: object | 
 
         outputs = open_dataset(path).manifest.outputs
         info.phantom = bool(outputs.get("phantom", False))
+    info.notes = list(src.notes)
     track = progress if progress is not None else (lambda it, **_: it)
+    rows: list[dict[str, Any]] = []
+    hashes, thumbs, all_keys = [], [], []
+    alpha = 0
     for _, item in track(list(src.items.iterrows()), description="reading"):  # type: ignore[operator]
         try:
             img = src.load(item["key"])
@@ -56,6 +68,17 @@ def source_info(path: str | Path, *, skip_bad: bool = False, progress: object | 
                 raise
             info.bad.append(str(e))
             continue
+        hashes.append(dups.pixel_hash(img.array))
+        thumbs.append(dups.thumbnail(img.array))
+        alpha += bool(img.meta.get("alpha"))
+        group = item.get("split_group") if "split_group" in item.index else None
+        keys = [f"{lv}:{img.meta[m]}" for lv, m in (("patient", "patient_id"), ("study", "study_uid"),
+                                                    ("series", "series_uid")) if img.meta.get(m)]
+        rows.append({"image_id": str(item.get("image_id", Path(str(item["key"])).name)),
+                     "class": str(item["class"]),
+                     "split": item["split"] if isinstance(item["split"], str) else "unsplit",
+                     "split_group": group if isinstance(group, str) and group else None})
+        all_keys.append(keys)
         split = item["split"] if isinstance(item["split"], str) else "unsplit"
         per = info.counts.setdefault(str(item["class"]), {})
         per[split] = per.get(split, 0) + 1
@@ -66,4 +89,22 @@ def source_info(path: str | Path, *, skip_bad: bool = False, progress: object | 
         info.modalities[img.modality] += 1
         if img.spacing:
             info.spacings[" x ".join(f"{v:.3g}" for v in img.spacing) + " mm"] += 1
+    if alpha:
+        info.notes.append(f"{alpha} image(s) have an alpha channel (RGBA/LA): import drops it")
+    if rows:
+        import pandas as pd
+
+        table = pd.DataFrame(rows)
+        groups, kinds, searched = dups.find_duplicates(hashes, thumbs)
+        table["dup_group"], table["dup_kind"] = groups, kinds
+        shared, dropped = dups.drop_shared_levels(all_keys)
+        table["split_group"] = [g if g else dups.coarsest(ks)
+                                for g, ks in zip(table["split_group"], shared, strict=True)]
+        info.notes += [f"every image has the same {lv} ({v}): groups by finer levels"
+                       for lv, v in dropped.items()]
+        info.duplicates = {**dups.summarize(table), "near_searched": searched}
+        col = table["split_group"].dropna().astype(str)
+        info.groups = dict(sorted(Counter(v.split(":", 1)[0] for v in col.unique()).items()))
+        leak = dups.leak_example(table, "split_group")
+        info.group_leaks = {"n": leak[0], "example": leak[1]} if leak else None
     return info

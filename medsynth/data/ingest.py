@@ -90,6 +90,15 @@ class ImportConfig:
     """CT normalisation: Hounsfield units clipped to this window (values stay HU)."""
     overwrite: bool = False
     """Replace an existing dataset folder at ``out``."""
+    dedup: bool = False
+    """Keep one image of each duplicate group (exact or near, medsynth/data/duplicates.py);
+    with the source's own splits, the one in the earliest split (train, val, test)."""
+    allow_duplicates: bool = False
+    """Import duplicates that the source's own splits put in train (or val) and test, with a
+    warning, instead of refusing."""
+    group_by: str | None = None
+    """A CSV column naming the group of each image (patient, study, volume, ...): a generated
+    split keeps every group on one side."""
 
     def __post_init__(self) -> None:
         if self.resize not in ("pad", "crop"):
@@ -156,18 +165,83 @@ class _Entry:
     affine: np.ndarray | None
     normalized: str | None = None
     """``mr`` or ``ct`` when its intensities were normalised (--normalize)."""
+    keys: list[str] = dataclasses.field(default_factory=list)
+    """Split-group keys (``patient:ID``, ``study:UID``, ``series:UID``, ``volume:FILE``,
+    ``COLUMN:value``)."""
+    volume: str | None = None
+    """The volume this slice was cut from (--slices); None for a whole image."""
+    pixel_hash: str = ""
+    thumb: Any = None
+    alpha: str | None = None
+    """'opaque'/'transparent' when the source had an alpha channel (dropped)."""
+
+
+PARTIAL_MARKER = ".medsynth-import-unfinished"
+"""Written first and removed last by ``data import``: a folder holding it (and no manifest) is
+an import that was killed, which ``--overwrite`` may replace."""
 
 
 def import_dataset(cfg: ImportConfig, progress: object | None = None) -> tuple[Dataset, list[str]]:
     src = scan_source(cfg.source, classes=cfg.classes, voi=cfg.voi, series=cfg.dicom_series)
-    created = not Path(cfg.out).exists()
+    if cfg.group_by is not None and cfg.group_by not in src.items.columns:
+        raise BadUsageError(f"--group-by {cfg.group_by}: {cfg.source} has no such column "
+                            f"(columns: {', '.join(map(str, src.items.columns[3:])) or 'none'})")
+    target = Path(cfg.out)
+    _check_target(target, cfg.overwrite)
+    if _unfinished(target) == "marker":
+        shutil.rmtree(target)  # --overwrite of a killed import (nothing else is in it)
+    created = not target.exists()
     out = prepare_output_dir(cfg.out, "data", overwrite=cfg.overwrite)
+    (out / PARTIAL_MARKER).write_text("medsynth data import in progress\n")
     try:
-        return _import(cfg, src, out, progress)
+        result = _import(cfg, src, out, progress)
     except BaseException:
         if created:  # a failed import leaves nothing behind that could pass for a dataset
             shutil.rmtree(out, ignore_errors=True)
         raise
+    (out / PARTIAL_MARKER).unlink(missing_ok=True)
+    return result
+
+
+_IMPORT_FILES = {"images", "labels.csv", "datalist.json", "duplicates.csv", PARTIAL_MARKER}
+
+
+def _unfinished(target: Path) -> str | None:
+    """'marker' for a folder an import was killed in (its marker, no manifest); 'maybe' for one
+    holding only what an import writes (a release before the marker: never deleted, it may
+    be someone's images); None otherwise."""
+    if not target.is_dir() or (target / "medsynth.json").is_file():
+        return None
+    names = {p.name for p in target.iterdir()}
+    if PARTIAL_MARKER in names:
+        return "marker"
+    return "maybe" if "images" in names and names <= _IMPORT_FILES else None
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    """The refusals of an existing --out, with the options data import has (no --resume)."""
+    if not target.is_dir() or not any(target.iterdir()):
+        return
+    kind = _unfinished(target)
+    if kind == "maybe":
+        raise MedsynthError(f"{target}: holds images but no dataset manifest (an unfinished "
+                            "data import?)", hint="delete the folder if it is one, or choose "
+                            "another --out")
+    if overwrite:
+        return
+    if kind == "marker":
+        raise MedsynthError(f"{target}: holds an unfinished data import (stopped or killed)",
+                            hint="pass --overwrite to import again into it, or choose another "
+                                 "--out")
+    if (target / "medsynth.json").is_file():
+        from medsynth.artifacts import read_manifest
+
+        if read_manifest(target).stage == "data":
+            raise MedsynthError(f"{target}: already exists and holds a dataset",
+                                hint="pass --overwrite to replace it, or choose another --out")
+        return  # another stage's artifact: prepare_output_dir names it
+    raise MedsynthError(f"{target}: already exists and is not empty",
+                        hint="choose a new or empty --out folder")
 
 
 def volume_slices(img: Image) -> list[tuple[int, Image]]:
@@ -211,8 +285,11 @@ def _import(cfg: ImportConfig, src: Source, out: Path, progress: object | None) 
                 n += 1
                 stem = f"{safe_name(cls)}/{name}_{n}"
             used.add(stem)
-            entries.append(_write(cfg, out, part, stem, cls, item, items.columns,
-                                  where if k is None else f"{where} slice {k}"))
+            e = _write(cfg, out, part, stem, cls, item, items.columns,
+                       where if k is None else f"{where} slice {k}")
+            e.keys = _group_keys(cfg, img, item) + ([f"volume:{where}"] if k is not None else [])
+            e.volume = where if k is not None else None
+            entries.append(e)
     if not entries:
         raise MedsynthError(f"{cfg.source}: no readable images")
     entries = _one_kind(cfg, entries, bad)
@@ -226,7 +303,19 @@ def _import(cfg: ImportConfig, src: Source, out: Path, progress: object | None) 
             _convert(e, dtype, out)
     modalities = Counter(e.modality for e in entries)
     modality = next(iter(modalities)) if len(modalities) == 1 else "OT"
-    notes = [note] if note else []
+    notes = list(src.notes) + ([note] if note else [])
+    mixed = unit_kinds(modalities)
+    if cfg.dtype != "auto" and len(mixed) > 1:
+        notes.append(f"--dtype {dtype} put values of different units in one set ("
+                     + ", ".join(f"{k}: {', '.join(v)}" for k, v in mixed.items())
+                     + "): a model trained on it learns them on one scale; import each "
+                     "modality separately for comparable intensities")
+    alpha = Counter(e.alpha for e in entries if e.alpha)
+    if alpha:
+        notes.append(f"{sum(alpha.values())} image(s) had an alpha channel (RGBA/LA), dropped: "
+                     "medsynth images are grayscale or RGB"
+                     + (f"; {alpha['transparent']} of them had transparent pixels, kept with "
+                        "their stored colour" if alpha.get("transparent") else ""))
     normalized = Counter(e.normalized for e in entries if e.normalized)
     if normalized:
         lo, hi = cfg.mr_percentiles
@@ -242,13 +331,7 @@ def _import(cfg: ImportConfig, src: Source, out: Path, progress: object | None) 
                                                                 sorted(modalities.items()))
                      + "; each image's is in labels.csv, the dataset's is OT (pass --modality "
                      "CODE to label them all)")
-    table = pd.DataFrame([e.row for e in entries])
-    if table["split"].isna().any():
-        if table["split"].notna().any():
-            raise MedsynthError(f"{cfg.source}: some rows have a split and some do not")
-        table["split"] = assign_splits(
-            table["class"], (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction), cfg.seed
-        )
+    table, entries, dup, grouping = _split_and_dedup(cfg, entries, out, notes)
     spacings = Counter(e.row.get("spacing") for e in entries if e.row.get("spacing"))
     ds = finish_dataset(
         out, table, config=cfg, channels=entries[0].channels, dtype=dtype,
@@ -261,9 +344,160 @@ def _import(cfg: ImportConfig, src: Source, out: Path, progress: object | None) 
                                  if cfg.normalize != "none" else None),
                "orientations": _orientations(entries),
                "sizes": dict(Counter("x".join(map(str, e.shape)) for e in entries).most_common()),
-               "spacings": dict(spacings.most_common(5)), "notes": notes},
+               "spacings": dict(spacings.most_common(5)), "duplicates": dup,
+               "grouping": grouping, "notes": notes},
     )
     return ds, bad
+
+
+def unit_kinds(modalities: dict[str, int] | Counter[str]) -> dict[str, list[str]]:
+    """The kinds of pixel values of a set's modalities: ``{"HU": ["CT"], "display values":
+    ["CR"], ...}`` (more than one kind: the set mixes units)."""
+    unit = {"CT": "HU", "MR": "MR scanner units", "PT": "counts/SUV", "NM": "counts/SUV"}
+    out: dict[str, list[str]] = {}
+    for m in sorted(modalities):
+        out.setdefault(unit.get(m, "display values"), []).append(m)
+    return out
+
+
+def _group_keys(cfg: ImportConfig, img: Image, item: pd.Series) -> list[str]:
+    """The split-group keys of one source image: DICOM patient, study and series, and the
+    ``--group-by`` column's value."""
+    keys = [f"{level}:{img.meta[m]}" for level, m in (("patient", "patient_id"),
+                                                       ("study", "study_uid"),
+                                                       ("series", "series_uid"))
+            if img.meta.get(m)]
+    kept = item.get("split_group") if "split_group" in item.index else None
+    if isinstance(kept, str) and ":" in kept:  # a dataset folder re-imported keeps its groups
+        keys.append(kept)
+    if cfg.group_by is not None:
+        v = item.get(cfg.group_by)
+        if v is not None and not (isinstance(v, float) and np.isnan(v)) and str(v).strip():
+            keys.insert(0, f"{cfg.group_by}:{str(v).strip()}")
+    return keys
+
+
+def _split_and_dedup(cfg: ImportConfig, entries: list[_Entry], out: Path, notes: list[str]
+                     ) -> tuple[pd.DataFrame, list[_Entry], dict[str, Any], dict[str, Any]]:
+    """Duplicate groups, the grouped split (or the source's own, checked for duplicates in
+    train and test), ``--dedup``; writes duplicates.csv. Returns the table of the images kept,
+    those entries, and the manifest's ``duplicates`` and ``grouping`` sections."""
+    from medsynth.data import duplicates as dups
+
+    table = pd.DataFrame([e.row for e in entries])
+    groups, kinds, searched = dups.find_duplicates([e.pixel_hash for e in entries],
+                                              [e.thumb for e in entries],
+                                              [e.volume for e in entries])
+    table["dup_group"], table["dup_kind"] = groups, kinds
+    given = table["split"].notna().any()
+    if given and table["split"].isna().any():
+        raise MedsynthError(f"{cfg.source}: some rows have a split and some do not")
+    if given:
+        leak = dups.leak_example(table, "dup_group")
+        if leak and not (cfg.dedup or cfg.allow_duplicates):
+            raise MedsynthError(
+                f"{cfg.source}: {leak[0]} duplicate group(s) have images in the source's test "
+                f"split and in train/val, e.g. {leak[1]}: evaluation would test on training "
+                "images", hint="--dedup keeps one image of each group; --allow-duplicates "
+                "imports them as they are (evaluate warns)")
+    n = len(entries)
+    shared, dropped = dups.drop_shared_levels([e.keys for e in entries])
+    for e, ks in zip(entries, shared, strict=True):
+        e.keys = ks
+    for level, value in dropped.items():
+        notes.append(f"every image has the same {level} ({value}): the split cannot keep "
+                     f"{level}s apart and uses finer groups")
+    units = dups.union_groups([e.keys + ([f"dup:{g}"] if g else []) for e, g in
+                          zip(entries, groups, strict=True)])
+    if not given:
+        table["split"] = assign_splits(
+            table["class"], (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction,
+                             cfg.test_fraction), cfg.seed, units=units)
+        per = pd.DataFrame({"class": table["class"], "unit": units}).groupby("class")["unit"]
+        few = {c: (int(n), int(k)) for c, n, k in zip(per.size().index, per.size(),
+                                                      per.nunique(), strict=True)
+               if k < 3 <= n and cfg.test_fraction > 0}
+        if few:
+            notes.append("no test images for class(es) whose images come from fewer than 3 "
+                         "groups (a group is never split): " + ", ".join(
+                             f"{c} ({n} images, {k} group(s))" for c, (n, k) in few.items()))
+    table["split_group"] = [dups.coarsest(e.keys) for e in entries]
+    dup = dups.summarize(table)
+    dup["near_searched"] = searched
+    if not searched:
+        notes.append(f"{n} images: near duplicates not searched (exact ones only)")
+    order = {"train": 0, "val": 1, "test": 2}
+    keep = pd.Series(True, index=table.index)
+    if cfg.dedup:
+        for _, part in table[table["dup_group"].notna()].groupby("dup_group"):
+            first = min(part.index, key=lambda i: (order.get(table.at[i, "split"], 3), i))
+            keep[part.index[part.index != first]] = False
+    rows = table[table["dup_group"].notna()]
+    listing = rows[["dup_group", "dup_kind", "image_id", "class", "split", "path", "source"]]
+    listing = listing.assign(kept=keep[rows.index].astype(int).values,
+                             pixel_sha1=[entries[i].pixel_hash for i in rows.index])
+    dup["removed"] = int((~keep).sum())
+    dup["file"] = dups.DUPLICATES_CSV if len(rows) else None
+    if len(rows):
+        import io
+
+        from medsynth.artifacts import atomic_write_bytes
+
+        buf = io.StringIO()
+        listing.sort_values(["dup_group", "image_id"]).to_csv(buf, index=False)
+        atomic_write_bytes(out / dups.DUPLICATES_CSV, buf.getvalue().encode("utf-8"))
+        notes.append(_dup_note(dup, cfg, given))
+    for i in table.index[~keep]:
+        entries[i].path.unlink(missing_ok=True)
+    kept = [e for e, k in zip(entries, keep, strict=True) if k]
+    table = table[keep.values].drop(columns=["dup_kind"]).reset_index(drop=True)
+    grouping = _grouping(table, given, notes)
+    few = table.groupby("class").size()
+    small = few[few < 3]
+    if len(small):
+        notes.append("class(es) with fewer than 3 images: little to learn from or test on, "
+                     "and generate --balance would make many images from them: "
+                     + ", ".join(f"{c} ({k})" for c, k in small.items()))
+    return table, kept, dup, grouping
+
+
+def _dup_note(dup: dict[str, Any], cfg: ImportConfig, given: bool) -> str:
+    parts = [f"{dup['groups']} duplicate group(s) ({dup['exact_groups']} exact, "
+             f"{dup['near_groups']} near) hold {dup['images_in_groups']} images"]
+    if dup["across_classes"]:
+        parts.append(f"{dup['across_classes']} group(s) span classes (conflicting labels)")
+    if dup["train_test"]:
+        parts.append(f"{dup['train_test']} in train/val and test"
+                     + (" (the copies in later splits removed)" if cfg.dedup else
+                        " (--allow-duplicates: evaluate will warn)"))
+    elif not given:
+        parts.append("each group kept in one split")
+    parts.append(f"--dedup removed {dup['removed']} image(s)" if cfg.dedup else
+                 "--dedup keeps one of each")
+    return "; ".join(parts) + f" (see {dup['file']})"
+
+
+def _grouping(table: pd.DataFrame, given: bool, notes: list[str]) -> dict[str, Any]:
+    """The manifest's ``grouping`` section: groups per level, and for a source's own split
+    the groups in train/val and test (a note)."""
+    from medsynth.data.duplicates import leak_example
+
+    col = table["split_group"].dropna().astype(str)
+    levels = Counter(v.split(":", 1)[0] for v in col.unique())
+    out: dict[str, Any] = {"column": "split_group", "groups": dict(sorted(levels.items())),
+                           "grouped_images": int(len(col)), "split": "source" if given else
+                           "grouped" if len(col) else "images"}
+    if given:
+        leak = leak_example(table, "split_group")
+        out["train_test"] = leak[0] if leak else 0
+        if leak:
+            notes.append(f"the source's split puts {leak[0]} group(s) (split_group) in train/val "
+                         f"and test, e.g. {leak[1]}: evaluation partly measures memory")
+    elif len(col):
+        notes.append("split keeps groups together: " + ", ".join(
+            f"{n} {lv} group(s)" for lv, n in sorted(levels.items()))
+            + " (split_group in labels.csv)")
+    return out
 
 
 def _orientations(entries: list[_Entry]) -> dict[str, int] | None:
@@ -318,6 +552,7 @@ def _write(cfg: ImportConfig, out: Path, img: Image, stem: str, cls: str, item: 
                                     window=cfg.ct_window)
     arr, spacing, affine = _geometry(cfg, arr, spacing, affine, where)
     written = save_lossless(arr, out / "images" / stem, affine=affine, spacing=spacing)
+    from medsynth.data.duplicates import pixel_hash, thumbnail
     row: dict[str, Any] = {"image_id": stem.replace("/", "__"), "path": str(written.relative_to(out)),
                            "class": cls, "split": item.get("split"),
                            "source": img.meta.get("source", str(item["key"]))
@@ -331,7 +566,8 @@ def _write(cfg: ImportConfig, out: Path, img: Image, stem: str, cls: str, item: 
     return _Entry(row=row, path=written, where=where, channels=int(arr.shape[0]), dims=arr.ndim - 1,
                   shape=tuple(int(s) for s in arr.shape[1:]), dtype=str(arr.dtype),
                   low=float(np.min(arr)), high=float(np.max(arr)), modality=modality,
-                  spacing=spacing, affine=affine, normalized=normalized)
+                  spacing=spacing, affine=affine, normalized=normalized,
+                  pixel_hash=pixel_hash(arr), thumb=thumbnail(arr), alpha=img.meta.get("alpha"))
 
 
 def _kind(e: _Entry) -> str:
@@ -441,6 +677,9 @@ def _convert(e: _Entry, dtype: str, out: Path) -> None:
     if written != e.path:
         e.path.unlink(missing_ok=True)
     e.path, e.dtype = written, dtype
+    from medsynth.data.duplicates import pixel_hash
+
+    e.pixel_hash = pixel_hash(arr)  # as stored: what data info and evaluate read back
     e.row["path"] = str(written.relative_to(out))
     if e.affine is not None and not can_png(arr):
         e.row["affine"] = None  # the NIfTI file holds it

@@ -44,6 +44,7 @@ def read_raster(path: str | Path) -> Image:
         with PILImage.open(path) as im:
             im.load()
             mode = im.mode
+            alpha = _alpha(im)
             rescale = im.text.get(PNG_TEXT_KEY) if hasattr(im, "text") else None
             if mode in ("I;16", "I;16B", "I;16L"):
                 arr = np.array(im, dtype=np.uint16)
@@ -64,6 +65,8 @@ def read_raster(path: str | Path) -> Image:
     except (OSError, SyntaxError, ValueError) as e:
         raise MedsynthError(f"{path}: cannot read image ({e})") from e
     meta: dict[str, object] = {"format": "raster", "mode": mode}
+    if alpha is not None:
+        meta["alpha"] = alpha  # dropped: medsynth images are grayscale or RGB (import notes it)
     if rescale:
         # A medsynth PNG of signed or real values: apply its stored-value map (storage.py).
         try:
@@ -76,6 +79,16 @@ def read_raster(path: str | Path) -> Image:
         meta["rescale"] = r.to_dict()
         meta["bits_stored"] = 16
     return Image(array=to_channel_first(arr), modality="OT", meta=meta)
+
+
+def _alpha(im: object) -> str | None:
+    """'opaque' or 'transparent' for an image with an alpha channel (RGBA, LA, PA or a
+    palette/grayscale image with a transparency key); None without one."""
+    mode = getattr(im, "mode", "")
+    if mode not in ("RGBA", "LA", "PA", "La", "RGBa") and "transparency" not in im.info:  # type: ignore[attr-defined]
+        return None
+    band = np.asarray(im.convert("RGBA").getchannel("A"))  # type: ignore[attr-defined]
+    return "opaque" if band.min() == 255 else "transparent"
 
 
 def read_image(path: str | Path, *, voi: str = "auto") -> Image:

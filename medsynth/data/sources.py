@@ -30,6 +30,18 @@ class Source:
     items: pd.DataFrame
     """Columns: key, class, split (None where the source gives none), plus extra CSV columns."""
     load: Callable[[str], Image]
+    notes: list[str] = dataclasses.field(default_factory=list)
+    """What the scan found worth telling (e.g. class folders without images)."""
+
+
+def _empty_classes(root: Path, rows: list[dict[str, object]]) -> list[str]:
+    """A note naming the class folders of ``root`` that hold no image (they are left out)."""
+    found = {str(r["class"]) for r in rows}
+    empty = sorted(p.name for p in root.iterdir()
+                   if p.is_dir() and not p.name.startswith(".") and p.name not in found)
+    if not empty:
+        return []
+    return [f"class folder(s) without images left out: {', '.join(empty)} (in {root})"]
 
 
 def _normalise_split(value: object, where: str) -> str | None:
@@ -61,7 +73,8 @@ def scan_folder(root: Path, voi: str = "auto", series: bool = False) -> Source:
             f"{root}: no images found",
             hint="expected root/<class>/*.png|jpg|bmp|tif|dcm|nii|nii.gz",
         )
-    return Source("folder", root, pd.DataFrame(rows), lambda k: read_image(k, voi=voi))
+    return Source("folder", root, pd.DataFrame(rows), lambda k: read_image(k, voi=voi),
+                  notes=_empty_classes(root, rows))
 
 
 def _scan_series(root: Path, voi: str) -> Source:
@@ -92,7 +105,7 @@ def _scan_series(root: Path, voi: str) -> Source:
         return read_dicom_series(k, voi="no" if voi == "auto" else voi) if k.is_dir() \
             else read_image(k, voi=voi)
 
-    return Source("folder", root, pd.DataFrame(rows), load)
+    return Source("folder", root, pd.DataFrame(rows), load, notes=_empty_classes(root, rows))
 
 
 def scan_csv(path: Path, voi: str = "auto") -> Source:

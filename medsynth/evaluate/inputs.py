@@ -161,6 +161,23 @@ def check_real(real: Dataset) -> None:
                                 "real train and test images")
 
 
+def split_leaks(real: Dataset) -> list[str]:
+    """Warnings when labels.csv puts one duplicate group or one split group (patient, series,
+    volume) in train/val and test: the benchmark then partly measures memory."""
+    from medsynth.data.duplicates import leak_example
+
+    out = []
+    for col, what in (("dup_group", "duplicate group(s) (the same or nearly the same image)"),
+                      ("split_group", "split group(s) (patient, study, series or volume)")):
+        leak = leak_example(real.table, col)
+        if leak:
+            out.append(f"{real.root}: {leak[0]} {what} have images in train/val and in test "
+                       f"({col} in labels.csv), e.g. {leak[1]}: test scores partly measure "
+                       "memory; re-import with medsynth data import --dedup (duplicates) or "
+                       "without the source's split (groups)")
+    return out
+
+
 def load_real(real: Dataset, split: str, size: int, classes: list[str]) -> ImageSet:
     """All images of one split of the real dataset, labels indexed by ``classes``."""
     from medsynth.ui import track
@@ -217,7 +234,7 @@ def open_inputs(real_path: Path, synth_paths: list[Path], independent_model: boo
     """Open and cross-check everything; returns the dataset, the synthetic sets and warnings."""
     real = open_dataset(real_path)
     check_real(real)
-    synths, warnings = [], []
+    synths, warnings = [], split_leaks(real)
     names: set[str] = set()
     for p in synth_paths:
         s = open_synthetic(p)

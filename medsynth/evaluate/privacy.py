@@ -11,20 +11,25 @@ from typing import Any
 
 import numpy as np
 
-from medsynth.metrics.privacy import near_copies, reference_distances
+from medsynth.metrics.privacy import near_copies, real_groups, reference_distances
 
 
 def privacy_report(train: Any, test: Any, f_train: Any, f_test: Any, synth: dict[str, Any],
-                   f_synth: dict[str, Any], *, q: float, n_pairs: int,
-                   classes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+                   f_synth: dict[str, Any], *, q: float, n_pairs: int, classes: list[str],
+                   table: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Nearest-neighbour privacy figures per synthetic set.
 
+    ``table``: the real dataset's labels (``image_id``; ``dup_group``/``split_group`` where
+    import recorded them): test images' duplicates and group mates in train do not calibrate.
     Returns ``(metrics, details)``: metrics go to metrics.json; details hold the per-image
     distances and the closest pairs' indices (for the report's histogram and image pairs).
     """
-    ref = reference_distances(train.x, test.x, f_train, f_test)
+    ref = reference_distances(train.x, test.x, f_train, f_test,
+                              groups=real_groups(table, train.ids, test.ids))
     metrics: dict[str, Any] = {"method": "nearest real training image; threshold = quantile "
-                               f"{q} of real test -> real train distances", "sets": {}}
+                               f"{q} of real test -> real train distances (exact duplicates "
+                               "and shared groups excluded)", "reference": ref["excluded"],
+                               "sets": {}}
     details: dict[str, Any] = {"reference": ref, "sets": {}}
     for name, s in synth.items():
         nc = near_copies(train.x, f_train, s.x, f_synth[name], ref, q)
@@ -46,3 +51,20 @@ def privacy_report(train: Any, test: Any, f_train: Any, f_test: Any, synth: dict
         details["sets"][name] = {"feature": dfeat, "pixel": nc["distances"]["pixel"],
                                  "closest": closest, "pixel_nn": nc["nearest"]["pixel"]}
     return metrics, details
+
+
+def privacy_warnings(privacy: dict[str, Any]) -> list[str]:
+    """Lines for the console and metrics.json: test images that are copies of training images,
+    and a near-copy check without a reference."""
+    ex = privacy.get("reference") or {}
+    out = []
+    if ex.get("with_copy"):
+        out.append(f"{ex['with_copy']} of {ex['reference_images']} real test image(s) have an "
+                   "exact copy in the real train split (duplicates across splits: re-import with "
+                   "medsynth data import --dedup); they are left out of the near-copy reference")
+    for space in ("feature", "pixel"):
+        reason = next((s[space].get("no_reference") for s in privacy["sets"].values()
+                       if s[space].get("no_reference")), None)
+        if reason:
+            out.append(f"privacy ({space}s): no reference, no near-copy share reported: {reason}")
+    return out

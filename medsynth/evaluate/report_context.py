@@ -112,7 +112,7 @@ def fidelity_context(out: Path, fid: dict[str, Any], classes: list[str], plots: 
                          msssim, ref(fmt(cf, 2), fmt(rcf, 2))])
     fx = fid["feature_extractor"]
     return {"template": "fidelity.html", "extractor": fx["name"], "image_size": fx["image_size"],
-            "input_size": fx["input_size"], "rows": rows,
+            "input_size": fx["input_size"], "rows": rows, "fid_label": fid.get("fid_label"),
             "plot": plot(out, plots["fidelity"], "FID per class")}
 
 
@@ -136,10 +136,15 @@ def privacy_context(out: Path, priv: dict[str, Any], plots: dict[str, str]) -> d
             rows.append([name, space, fmt(p["synth_median_nn"], 4), fmt(p["real_median_nn"], 4),
                          fmt(p["synth_min_nn"], 4), fmt(p["threshold"], 4),
                          f'{fmt(100 * p["near_copy_share"], 1)} % ({p["n_near_copies"]})'
-                         if p["near_copy_share"] is not None else "–",
+                         if p["near_copy_share"] is not None else
+                         "no reference" if p.get("no_reference") else "–",
                          f'{fmt(100 * p["expected_share"], 1)} %'])
     first = next(iter(priv["sets"].values()))
-    return {"template": "privacy.html", "rows": rows,
+    reasons = sorted({s[sp]["no_reference"] for s in priv["sets"].values()
+                      for sp in ("feature", "pixel") if s[sp].get("no_reference")})
+    ex = priv.get("reference") or {}
+    return {"template": "privacy.html", "rows": rows, "no_reference": reasons,
+            "with_copy": ex.get("with_copy") or 0,
             "expected": fmt(100 * first["feature"]["expected_share"], 1),
             "plot": plot(out, plots["privacy"], "privacy histogram"),
             "pairs": [plot(out, plots[f"pairs_{n}"], f"closest pairs {n}") for n in priv["sets"]]}

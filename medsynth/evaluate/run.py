@@ -129,7 +129,7 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     from medsynth.evaluate.features import FeatureExtractor
     from medsynth.evaluate.fidelity import fidelity_report
     from medsynth.evaluate.inputs import default_size, load_real, load_synthetic, open_inputs
-    from medsynth.evaluate.privacy import privacy_report
+    from medsynth.evaluate.privacy import privacy_report, privacy_warnings
     from medsynth.evaluate.report import print_summary, write_report
     from medsynth.ui import console
 
@@ -222,12 +222,17 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     fidelity["feature_extractor"] = {"name": pf.name if volumes else fx.name,
                                      "input_size": cfg.feature_size,
                                      "dim": int(f_test.shape[1]), "image_size": size}
+    if volumes:  # not the documented 2.5D FID: labelled wherever it is shown
+        fidelity["fid_label"] = vol.CONCAT_FID
     timings["fidelity"] = time.perf_counter() - t
 
     t = time.perf_counter()
     privacy, pdetails = privacy_report(train, test, f_train, f_test, synth, f_synth,
                                        q=cfg.near_copy_quantile, n_pairs=cfg.n_pairs,
-                                       classes=classes)
+                                       classes=classes, table=real.table)
+    for w in privacy_warnings(privacy):
+        console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
+        notes.append(w)
     for name, s in synth.items():
         _write_privacy_csv(out, name, s, pdetails, train)
     timings["privacy"] = time.perf_counter() - t

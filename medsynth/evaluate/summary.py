@@ -42,20 +42,25 @@ def print_summary(metrics: dict[str, Any]) -> None:
     fid = metrics["fidelity"]
     ref = fid["reference"]
     t = Table(title="Fidelity vs real test (real-vs-real reference in brackets)")
-    for col in ("set", "FID", "KID", "precision", "coverage", "class fid.", "near-copies"):
+    vol25 = (metrics.get("volumes") or {}).get("fid_2_5d")
+    fid_cols = (fid.get("fid_label", "FID"), *(("FID 2.5D (mean of planes)",) if vol25 else ()))
+    for col in ("set", *fid_cols, "KID", "precision", "coverage", "class fid.", "near-copies"):
         t.add_column(col, justify="left" if col == "set" else "right")
     for name, s in fid["sets"].items():
         p, rp = s["overall"], ref["overall"]
         priv = metrics["privacy"]["sets"][name]["feature"]
         cf = (s.get("class_fidelity") or {}).get("overall")
         rcf = (ref.get("class_fidelity") or {}).get("overall")
-        t.add_row(name, f'{fmt(p["fid"], 1)} ({fmt(rp["fid"], 1)})',
+        v25 = [f'{fmt(vol25["sets"][name]["mean"], 1)} ({fmt(vol25["reference"]["mean"], 1)})'
+               ] if vol25 and name in vol25["sets"] else [""] if vol25 else []
+        t.add_row(name, f'{fmt(p["fid"], 1)} ({fmt(rp["fid"], 1)})', *v25,
                   f'{fmt(p["kid"], 4)} ({fmt(rp["kid"], 4)})',
                   f'{fmt(p["precision"], 2)} ({fmt(rp["precision"], 2)})',
                   f'{fmt(p.get("coverage"), 2)} ({fmt(rp.get("coverage"), 2)})',
                   f"{fmt(cf, 2)} ({fmt(rcf, 2)})",
-                  f'{fmt(100 * (priv["near_copy_share"] or 0), 1)}% '
-                  f'({fmt(100 * priv["expected_share"], 1)}%)')
+                  f'{fmt(100 * priv["near_copy_share"], 1)}% '
+                  f'({fmt(100 * priv["expected_share"], 1)}%)'
+                  if priv["near_copy_share"] is not None else "no reference")
     out.print(t)
     if metrics.get("clip"):
         from medsynth.evaluate.clip_features import clip_summary_lines

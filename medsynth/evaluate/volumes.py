@@ -33,6 +33,9 @@ PLANES = ("axial", "coronal", "sagittal")
 SLICE_AT = (0.4, 0.5, 0.6)
 """Where the 2.5D slices are taken along each axis (share of the axis)."""
 WINDOW_PERCENTILES = (0.5, 99.5)
+CONCAT_FID = "FID (3 planes concat.)"
+"""For volumes, the fidelity table's FID is over the three planes' features side by side: not
+the 2.5D FID (mean of the per-plane FIDs) the docs quote, so it carries this label."""
 
 
 def ras_array(array: np.ndarray, affine: np.ndarray | None) -> np.ndarray:

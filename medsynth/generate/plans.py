@@ -331,8 +331,20 @@ def balance_counts(source: ImageSource, classes: list[str], target: str) -> dict
                             hint="balancing only adds images: use --target max or a number at "
                                  f"least {max(over.values())}")
     need = {c: goal - n for c, n in real.items()}
+    warnings = [f"class {c}: {need[c]} synthetic image(s) from {n} real one(s): the model saw "
+                f"{'almost ' if n > 1 else ''}nothing of it, expect copies of that image"
+                for c, n in real.items() if 0 < n < MIN_REAL_TO_BALANCE and need[c] > 0]
+    if warnings:
+        from medsynth.ui import console
+
+        for w in warnings:
+            console.print(f"[yellow]warning:[/] --balance {w}", soft_wrap=True)
     return {"target": goal, "real_counts": real, "synthetic_counts": need,
-            "after": {c: goal for c in classes}}
+            "after": {c: goal for c in classes}, "warnings": warnings}
+
+
+MIN_REAL_TO_BALANCE = 5
+"""Fewer real images of a class than this: --balance warns (it makes many images from few)."""
 
 
 @dataclasses.dataclass

@@ -37,6 +37,7 @@ from medsynth.artifacts import (
     Manifest,
     atomic_write_json,
     atomic_write_text,
+    check_output_dir,
     input_ref,
     prepare_output_dir,
     read_jsonl,
@@ -59,7 +60,7 @@ from medsynth.generate.plans import ImagePlan
 from medsynth.generate.plans import prepare as prepare_image_plan
 from medsynth.resume import require_same_settings
 from medsynth.synthset import SAMPLES_CSV, write_samples
-from medsynth.threads import torch_threads
+from medsynth.threads import device_name, torch_threads
 
 RUN_FILE = "run.json"
 JOURNAL_DIR = ".journal"
@@ -100,8 +101,8 @@ def _store_for(cfg: GenerateConfig, model_manifest: Manifest) -> Any:
 def relative_paths(spec: SampleSpec, folder: str, formats: list[str], report: bool = True, *,
                    volume: bool = False, dicom_layout: str = "series") -> dict[str, str]:
     """File paths (relative to SYNTH) of one sample in every format, plus its report (and, with
-    DICOM, the report's Structured Report; a volume's DICOM series is a folder, and volumes get
-    no Structured Report)."""
+    DICOM, the report's Structured Report; a volume's DICOM series is a folder, its SR one
+    file about all its slices)."""
     paths = {f: f"{f}/{folder}/{spec.sample_id}{_EXT[f]}" for f in formats}
     if volume and "dicom" in paths:
         from medsynth.generate.writers.volume import relative_dicom_path
@@ -109,7 +110,7 @@ def relative_paths(spec: SampleSpec, folder: str, formats: list[str], report: bo
         paths["dicom"] = relative_dicom_path(folder, spec.sample_id, dicom_layout)
     if report:
         paths["report"] = f"reports/{folder}/{spec.sample_id}.txt"
-        if "dicom" in formats and not volume:
+        if "dicom" in formats:
             paths["sr"] = f"sr/{folder}/{spec.sample_id}.dcm"
     return paths
 
@@ -245,9 +246,21 @@ def _write_sample(out: Path, spec: SampleSpec, pixels: Any, paths: dict[str, str
                      dicom_layout=cfg.dicom_layout, run=dicom_run, cls=spec.cls,
                      sample_id=spec.sample_id, index=spec.index + 1,
                      description=spec.description, seed=spec.seed)
-        if report is not None and "report" in paths:
-            atomic_write_text(_safe_join(out, paths["report"]), report.text)
-        return
+    else:
+        _write_planes(out, spec, pixels, paths, cfg, dicom_run, geometry)
+    if report is not None and "report" in paths:
+        if "sr" in paths:
+            from medsynth.generate.writers.sr import write_sr
+
+            write_sr(_safe_join(out, paths["sr"]), _safe_join(out, paths["dicom"]),
+                     report.report.sections, instance_number=spec.index + 1, seed=spec.seed,
+                     writer=report.writer)
+        atomic_write_text(_safe_join(out, paths["report"]), report.text)
+
+
+def _write_planes(out: Path, spec: SampleSpec, pixels: Any, paths: dict[str, str],
+                  cfg: GenerateConfig, dicom_run: Any, geometry: Geometry) -> None:
+    """A 2D image's PNG, DICOM and NIfTI files."""
     if "png" in paths:
         from medsynth.generate.writers.png import write_png
 
@@ -264,14 +277,6 @@ def _write_sample(out: Path, spec: SampleSpec, pixels: Any, paths: dict[str, str
 
         write_nifti(pixels, _safe_join(out, paths["nifti"]), spacing=geometry.spacing,
                     affine=geometry.affine, description=f"medsynth synthetic {spec.cls}")
-    if report is not None and "report" in paths:
-        if "sr" in paths:
-            from medsynth.generate.writers.sr import write_sr
-
-            write_sr(_safe_join(out, paths["sr"]), _safe_join(out, paths["dicom"]),
-                     report.report.sections, instance_number=spec.index + 1, seed=spec.seed,
-                     writer=report.writer)
-        atomic_write_text(_safe_join(out, paths["report"]), report.text)
 
 
 def _encode(bundle: Any, specs: list[SampleSpec], cache: dict[str, Any],
@@ -334,12 +339,14 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     state = PartialState(cpu=not torch.cuda.is_available())
     rank, world = state.process_index, state.num_processes
     out = Path(cfg.out)
+    check_output_dir(out, "generate", resume=resume, overwrite=overwrite)
+    device = state.device if state.device.type != "mps" else torch.device("cpu")
+    # the model before the folder: a model that cannot load leaves no empty --out behind
+    bundle = load_bundle(cfg.model, ema=cfg.ema, device=device)
     if state.is_main_process:
         prepare_output_dir(out, "generate", resume=resume, overwrite=overwrite)
         _clean_partials(out)
     state.wait_for_everyone()
-    device = state.device if state.device.type != "mps" else torch.device("cpu")
-    bundle = load_bundle(cfg.model, ema=cfg.ema, device=device)
     check_formats(cfg, bundle)
     if cfg.class_input != "auto" and not bundle.class_probabilities:
         raise BadUsageError(f"--class-input {cfg.class_input}: only for CCELLA-mode models "
@@ -405,6 +412,8 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
     null_h, null_m = bundle.encode_text([""])
     cut = _cut_texts(bundle, plan, warn=state.is_main_process and not only)
     cache: dict[str, Any] = {}
+    # what an image's bits depend on besides its seed (docs/generate.md, Reproducibility)
+    computed = {"threads": threads, "device": device_name(device)}
     made, t0 = 0, time.perf_counter()
     with JsonlAppender(out / JOURNAL_DIR / f"rank{rank}.jsonl") as journal, \
             progress_bar() as bar, contextlib.closing(reports):
@@ -431,7 +440,8 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
                 rep = written.get(spec.sample_id)
                 _write_sample(out, spec, px, paths, cfg, dicom_run, geometry, rep)
                 row = {**_row(spec, paths, cfg, bundle.sha256, geometry,
-                               spec.description in cut, rep), "class_input": ci}
+                               spec.description in cut, rep), "class_input": ci, **computed,
+                       "batch": len(batch)}
                 journal.write({**row, **images.row(spec)} if images else row)
                 made += 1
                 bar.advance(task)
@@ -538,6 +548,7 @@ def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any,
         "dicom_study_uid": run_state["dicom"]["study_uid"],
         "dicom_series_uids": run_state["dicom"]["series_uids"],
         "only": only or None, "synthetic": True, "threads": threads,
+        "reproducibility": _reproducibility(table, threads),
         "oversample": cfg.oversample,
         "spacing": list(geometry.spacing) if geometry.spacing else None,
         "affine": geometry.affine,
@@ -570,6 +581,21 @@ def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any,
             outputs["twin"]["privacy"] = _twin_check(out, cfg, table, images, only, bundle)
     config = dataclasses.asdict(cfg)
     return write_manifest(out, "generate", config=config, inputs=inputs, outputs=outputs)
+
+
+def _reproducibility(table: Any, threads: int) -> dict[str, Any]:
+    """The threads and devices the images were made with (a resumed run may mix them) and the
+    torch version: the same seed gives bitwise the same image again only when these and the
+    batch size (samples.csv ``batch``) match."""
+    import torch
+
+    def used(col: str, default: Any) -> list[Any]:
+        vals = table[col].dropna() if col in table else []
+        return sorted({v.item() if hasattr(v, "item") else v for v in vals} or {default})
+
+    return {"threads": used("threads", threads), "devices": used("device", "cpu"),
+            "torch": torch.__version__,
+            "bitwise_when": "same threads, device, batch size and torch version"}
 
 
 def _twin_check(out: Path, cfg: GenerateConfig, table: Any, images: ImagePlan,

@@ -33,7 +33,13 @@ from medsynth.data.readers import read_image
 from medsynth.generate.plans import ImageSource
 from medsynth.metrics.features import INPUT_SIZE, FeatureExtractor
 from medsynth.metrics.images import measure_size, stack_images
-from medsynth.metrics.privacy import METHOD, NEAR_COPY_QUANTILE, near_copies, reference_distances
+from medsynth.metrics.privacy import (
+    METHOD,
+    NEAR_COPY_QUANTILE,
+    near_copies,
+    real_groups,
+    reference_distances,
+)
 from medsynth.synthset import IMAGE_COLUMNS
 
 PRIVACY_CSV = "privacy.csv"
@@ -72,7 +78,8 @@ def twin_privacy(out: Path, table: pd.DataFrame, twin: ImageSource, *, device: s
     px, rx, sx = (stack_images(a, size) for a in (private, reference, synth))
     fx = FeatureExtractor(size=INPUT_SIZE, device=device)
     fp, fr, fs = fx(px), fx(rx), fx(sx)
-    ref = reference_distances(px, rx, fp, fr)
+    ref = reference_distances(px, rx, fp, fr, groups=real_groups(
+        ds.table, private_ids, [str(i) for i in ref_rows["image_id"]]))
     nc = near_copies(px, fp, sx, fs, ref, q)
     pos = {i: k for k, i in enumerate(private_ids)}
     own = np.array([pos[str(i)] for i in table["twin_of"]])
@@ -84,8 +91,8 @@ def twin_privacy(out: Path, table: pd.DataFrame, twin: ImageSource, *, device: s
         "nn_feature_image_id": [private_ids[int(i)] for i in near["feature"]],
         "nn_pixel_distance": dist["pixel"],
         "nn_pixel_image_id": [private_ids[int(i)] for i in near["pixel"]],
-        "near_copy_feature": (dist["feature"] <= nc["feature"]["threshold"]).astype(int),
-        "near_copy_pixel": (dist["pixel"] <= nc["pixel"]["threshold"]).astype(int),
+        "near_copy_feature": _flags(dist["feature"], nc["feature"]["threshold"]),
+        "near_copy_pixel": _flags(dist["pixel"], nc["pixel"]["threshold"]),
     })
     buf = io.StringIO()
     frame.to_csv(buf, index=False)
@@ -95,7 +102,7 @@ def twin_privacy(out: Path, table: pd.DataFrame, twin: ImageSource, *, device: s
         "reference_split": ref_split, "n_reference": len(reference), "n_private": len(private),
         "n_twins": len(synth), "image_size": size,
         "feature_extractor": {"name": fx.name, "input_size": INPUT_SIZE},
-        "feature": nc["feature"], "pixel": nc["pixel"],
+        "feature": nc["feature"], "pixel": nc["pixel"], "reference": ref["excluded"],
         "nearest_is_own": {
             "feature": float((near["feature"] == own).mean()),
             "pixel": float((near["pixel"] == own).mean()),
@@ -103,11 +110,30 @@ def twin_privacy(out: Path, table: pd.DataFrame, twin: ImageSource, *, device: s
         },
     }
     f, p = nc["feature"], nc["pixel"]
+    ex = ref["excluded"]
+    if ex["with_copy"]:
+        console.print(f"[yellow]warning:[/] {ex['with_copy']} of {ex['reference_images']} real "
+                      f"{ref_split} image(s) are exact copies of images the twin stands for; "
+                      "they are left out of the near-copy reference", soft_wrap=True)
+    if f["threshold"] is None or p["threshold"] is None:
+        why = f.get("no_reference") or p.get("no_reference")
+        share = f"near-copy share: no reference ({why})"
+        console.print(f"[yellow]warning:[/] twin privacy check has no reference: {why}; no "
+                      "near-copy share is reported", soft_wrap=True)
+    else:
+        share = (f"near-copy share {f['near_copy_share']:.3f} (features) / "
+                 f"{p['near_copy_share']:.3f} (pixels), expected about {q:g} against real "
+                 f"{ref_split} images")
     console.print(
-        f"twin privacy check: near-copy share {f['near_copy_share']:.3f} (features) / "
-        f"{p['near_copy_share']:.3f} (pixels), expected about {q:g} against real {ref_split} "
-        f"images; nearest real image is the twin's own for "
+        f"twin privacy check: {share}; nearest real image is the twin's own for "
         f"{result['nearest_is_own']['feature']:.1%} (features) / "
         f"{result['nearest_is_own']['pixel']:.1%} (pixels), chance {1 / len(private_ids):.1%}; "
         f"per image: {out / PRIVACY_CSV}", soft_wrap=True)
     return result
+
+
+def _flags(d: np.ndarray, threshold: float | None) -> Any:
+    """1 where a twin is a near-copy; empty cells without a threshold (no reference)."""
+    if threshold is None:
+        return pd.array([pd.NA] * len(d), dtype="Int64")
+    return (d <= threshold).astype(int)

@@ -1,4 +1,5 @@
-"""``medsynth judge SYNTH --criteria FILE --out JUDGED``, ``judge show`` and ``judge filter``."""
+"""``medsynth judge SYNTH --criteria FILE --out JUDGED``, ``judge show``, ``judge filter`` and
+``judge validate``."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ judge_app = typer.Typer(
     help="Check synthetic images against per-class expert criteria (MAGIC), then filter.\n\n"
          "[bold]medsynth judge SYNTH --criteria FILE --out JUDGED[/] judges (the [bold]run[/] "
          "command is the default); [bold]medsynth judge show JUDGED[/] prints the scores; "
-         "[bold]medsynth judge filter JUDGED --out SYNTH2[/] keeps the best images.",
+         "[bold]medsynth judge filter JUDGED --out SYNTH2[/] keeps the best images; "
+         "[bold]medsynth judge validate DATA[/] checks a judge on held-out real images.",
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
@@ -34,14 +36,19 @@ judge_app = typer.Typer(
 def run_cmd(
     synth: Annotated[Path, typer.Argument(help="Synthetic set (`medsynth generate` or "
                                                 "`judge filter` output).")],
-    criteria: Annotated[str, typer.Option(
-        "--criteria", "-c", help="Criteria YAML (format in docs/judge.md), or a shipped name: "
-                                 "derm, cxr.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Judged folder to write.")],
+    criteria: Annotated[str | None, typer.Option(
+        "--criteria", "-c", help="Criteria YAML (format in docs/judge.md), or a shipped name: "
+                                 "derm, cxr. Needed by every judge but real-features.")] = None,
     backend: Annotated[str, typer.Option(
-        help="measure (offline pixel measurements, the default; criteria it cannot measure are "
-             "'unsure') | openai (any OpenAI-compatible server) | transformers (a local "
-             "vision-language model, yes/no probabilities).")] = "measure",
+        help="Choices: measure (offline pixel measurements of medsynth's demo phantoms, the "
+             "default; criteria it cannot measure are 'unsure') | real-features (offline, for "
+             "real images: nearness to your real training images and a classifier fitted on "
+             "them, see --real) | openai (any OpenAI-compatible server) | transformers (a "
+             "local vision-language model, yes/no probabilities).")] = "measure",
+    real: Annotated[Path | None, typer.Option(
+        help="real-features: the dataset whose train split the judge is fitted on (default: "
+             "the dataset the set's model trained on; its test split is never read).")] = None,
     model: Annotated[str | None, typer.Option(
         help="Model name (openai; else $MEDSYNTH_OPENAI_MODEL) or local path/name "
              "(transformers).")] = None,
@@ -94,7 +101,7 @@ def run_cmd(
         backend=backend, model=model, base_url=base_url, concurrency=concurrency,
         timeout=timeout, request_retries=request_retries, max_reasks=max_reasks,
         max_new_tokens=max_new_tokens, structured_output=structured_output, min_mass=min_mass,
-        min_margin=min_margin)
+        min_margin=min_margin, real=str(real) if real else None)
     cfg = JudgeConfig(synth=str(synth), criteria=criteria, out=str(out), settings=settings,
                       mm_per_px=mm_per_px, limit=limit, resume=resume, overwrite=overwrite)
     s = run_judge(cfg)
@@ -119,6 +126,35 @@ def run_cmd(
         console.print(f"[yellow]{s.errors} image(s) could not be judged; rerun with --resume "
                       "to judge them[/]")
     console.print(f"judged: {out}  ·  look at it with: medsynth judge show {out}")
+
+
+@judge_app.command("validate")
+def validate_cmd(
+    data: Annotated[Path, typer.Argument(help="A real dataset (`medsynth data import` or "
+                                              "`data demo` output) with train and held-out "
+                                              "splits.")],
+    backend: Annotated[str, typer.Option(
+        help="Choices: real-features (fitted on DATA's train split) | measure (needs "
+             "--criteria).")] = "real-features",
+    criteria: Annotated[str | None, typer.Option(
+        "--criteria", "-c", help="measure: criteria YAML or a shipped name (derm, cxr).")] = None,
+    split: Annotated[str, typer.Option(
+        help="The held-out split whose real images are judged (never used for fitting): test "
+             "or val.")] = "test",
+    limit: Annotated[int | None, typer.Option(
+        help="Judge at most N held-out images per class (quick checks).")] = None,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="Also write the numbers to this JSON file.")] = None,
+) -> None:
+    """How well a judge tells the classes apart on held-out REAL images of DATA: every image
+    is scored against its own class and against every other class; AUROC own-class vs
+    other-class (1 = perfect, 0.5 = chance), per class, the top-1 accuracy and the share of
+    real images judged valid."""
+    from medsynth.judge.validate import print_validation, validate_judge
+
+    rep = validate_judge(data, backend=backend, criteria=criteria, split=split, limit=limit,
+                         json_out=json_out)
+    print_validation(rep)
 
 
 @judge_app.command("show")

@@ -27,6 +27,7 @@ import pandas as pd
 from medsynth.artifacts import (
     MANIFEST_NAME,
     Manifest,
+    file_mode,
     input_ref,
     prepare_output_dir,
     read_manifest,
@@ -120,6 +121,7 @@ def _place(src: Path, dst: Path, copy: bool) -> bool:
                 pass
         if not linked:
             shutil.copyfile(src, tmp_path)
+            os.chmod(tmp_path, file_mode())  # the umask's mode, not mkstemp's 0o600
         os.replace(tmp_path, dst)
         return linked
     except BaseException:
@@ -174,7 +176,7 @@ def filter_judged(cfg: FilterConfig) -> FilterResult:
     if not kept:
         raise MedsynthError(f"{j.root}: no image passes the filter (best score "
                             f"{max((r.score for r in j.records), default=0):.3g})",
-                            hint="lower --min-score or use --top-fraction / --per-class-n")
+                            hint=_empty_hint(cfg, j.records))
     keep_ids = {r.sample_id for r in kept}
     prepare_output_dir(out, "judge", overwrite=cfg.overwrite)
     table = s.table[s.table["sample_id"].astype(str).isin(keep_ids)]
@@ -242,3 +244,14 @@ def _stats(v: list[float]) -> dict[str, float]:
 def scores_frame(path: str | Path) -> pd.DataFrame:
     """A judged folder's scores as a table (a convenience for scripts)."""
     return open_judged(path).table()
+
+
+def _empty_hint(cfg: FilterConfig, records: list) -> str:
+    """What to try when nothing passed: never the option that was just given."""
+    if records and not any(r.ok and r.image_valid for r in records):
+        return ("every image was judged invalid; if the measure judge was not made for these "
+                "images, judge them with --backend real-features")
+    tries = [] if cfg.min_score is None else ["lower --min-score"]
+    tries += [o for o, v in (("--top-fraction F", cfg.top_fraction),
+                             ("--per-class-n N", cfg.per_class_n)) if v is None]
+    return " or ".join(tries) or "judge more images"

@@ -20,9 +20,15 @@ from typing import Any
 import numpy as np
 
 NEAR_COPY_QUANTILE = 0.01
+MIN_REFERENCE = 5
+"""Fewest held-out real images (with a private image that is not their own copy) that can
+calibrate a threshold; below it the check says "no reference" instead of reporting a share."""
+EXACT_RMSE = 1e-6
+"""Pixel RMSE (in [0, 1]) at or below which two real images are the same image (an exact
+duplicate, after resizing to the measuring size)."""
 """Default q: the share of held-out real images that count as "as close as a copy"."""
 METHOD = "nearest private real image; threshold = quantile {q} of held-out real -> private real " \
-         "distances"
+         "distances, exact duplicates and shared groups excluded"
 
 
 def cosine_nn(a: Any, b: Any, chunk: int = 1024) -> tuple[Any, Any]:
@@ -58,11 +64,23 @@ def pixel_nn(a: Any, b: Any, chunk: int = 256) -> tuple[Any, Any]:
 
 
 def near_copy_summary(d_synth: Any, d_ref: Any, q: float) -> dict[str, Any]:
-    """Threshold (quantile ``q`` of the reference distances), near-copy share and distance stats."""
-    thr = float(np.quantile(d_ref.numpy(), q)) if len(d_ref) else None
+    """Threshold (quantile ``q`` of the reference distances), near-copy share and distance stats.
+
+    Too few reference distances (:data:`MIN_REFERENCE`), or a threshold of 0 (the held-out
+    images are copies of the private ones), give no threshold and no share, with
+    ``no_reference`` saying why."""
+    thr = float(np.quantile(d_ref.numpy(), q)) if len(d_ref) >= MIN_REFERENCE else None
+    reason = None
+    if thr is None:
+        reason = (f"{len(d_ref)} held-out real image(s) with a distinct private image to compare "
+                  f"to (at least {MIN_REFERENCE} needed)")
+    elif thr <= 0:
+        reason = "held-out real images are copies of private ones (threshold 0)"
+        thr = None
     share = float((d_synth <= thr).float().mean()) if thr is not None and len(d_synth) else None
     return {
         "threshold": thr, "near_copy_share": share, "expected_share": q,
+        **({"no_reference": reason} if reason else {}), "n_reference": int(len(d_ref)),
         "n_near_copies": int((d_synth <= thr).sum()) if thr is not None else None,
         "synth_median_nn": float(d_synth.median()) if len(d_synth) else None,
         "synth_min_nn": float(d_synth.min()) if len(d_synth) else None,
@@ -71,11 +89,58 @@ def near_copy_summary(d_synth: Any, d_ref: Any, q: float) -> dict[str, Any]:
     }
 
 
-def reference_distances(private_x: Any, reference_x: Any, f_private: Any,
-                        f_reference: Any) -> dict[str, Any]:
-    """Held-out real -> nearest private real distances (feature and pixel): the calibration."""
-    return {"feature": cosine_nn(f_reference, f_private)[0],
-            "pixel": pixel_nn(reference_x, private_x)[0]}
+def reference_distances(private_x: Any, reference_x: Any, f_private: Any, f_reference: Any,
+                        groups: list[tuple[list[Any], list[Any]]] | None = None,
+                        chunk: int = 256) -> dict[str, Any]:
+    """Held-out real -> nearest private real distances (feature and pixel): the calibration.
+
+    A held-out image's copy among the private images says nothing about how close *different*
+    patients come, so pairs that are the same image (pixel RMSE <= :data:`EXACT_RMSE`) or share
+    a group are left out: ``groups`` holds (private labels, reference labels) per grouping
+    (duplicate group, patient/volume group; None = no group). A held-out image with no other
+    private image drops out. Returns ``{"feature", "pixel"}`` distances (finite, the images
+    kept) and ``excluded`` counts.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    codes = []
+    for priv, ref in groups or []:
+        index: dict[Any, int] = {}
+        enc = [[index.setdefault(v, len(index)) if _label(v) else -1 for v in side]
+               for side in (priv, ref)]
+        codes.append((torch.tensor(enc[0]), torch.tensor(enc[1])))
+    pf = private_x.reshape(len(private_x), -1).float()
+    dim = pf.shape[1] if len(private_x) else 1
+    fn = F.normalize(f_private.float(), dim=1)
+    dfeat, dpix = [], []
+    exact = grouped = copied = 0
+    for i in range(0, len(reference_x), chunk):
+        rf = reference_x[i:i + chunk].reshape(-1, dim).float()
+        dp = torch.cdist(rf, pf) / np.sqrt(dim)
+        df = (1.0 - F.normalize(f_reference[i:i + chunk].float(), dim=1) @ fn.T).clamp_min(0)
+        same = dp <= EXACT_RMSE
+        exact += int(same.sum())
+        copied += int(same.any(dim=1).sum())
+        mask = same.clone()
+        for pc, rc in codes:
+            r = rc[i:i + chunk]
+            g = (r[:, None] == pc[None, :]) & (r[:, None] >= 0)
+            grouped += int((g & ~mask).sum())
+            mask |= g
+        dp, df = dp.masked_fill(mask, float("inf")), df.masked_fill(mask, float("inf"))
+        dpix.append(dp.min(dim=1).values if dp.shape[1] else torch.full((len(rf),), float("inf")))
+        dfeat.append(df.min(dim=1).values if df.shape[1] else torch.full((len(rf),), float("inf")))
+    dp = torch.cat(dpix) if dpix else torch.zeros(0)
+    df = torch.cat(dfeat) if dfeat else torch.zeros(0)
+    keep = torch.isfinite(dp) & torch.isfinite(df)
+    return {"feature": df[keep], "pixel": dp[keep],
+            "excluded": {"exact_pairs": exact, "group_pairs": grouped, "with_copy": copied,
+                         "reference_images": int(len(keep)), "kept": int(keep.sum())}}
+
+
+def _label(v: Any) -> bool:
+    return v is not None and not (isinstance(v, float) and v != v) and str(v) != ""
 
 
 def near_copies(private_x: Any, f_private: Any, synth_x: Any, f_synth: Any,
@@ -91,3 +156,19 @@ def near_copies(private_x: Any, f_private: Any, synth_x: Any, f_synth: Any,
             "pixel": near_copy_summary(dpix, reference["pixel"], q),
             "distances": {"feature": dfeat, "pixel": dpix},
             "nearest": {"feature": ifeat, "pixel": ipix}}
+
+
+def real_groups(table: Any, private_ids: list[str], reference_ids: list[str]
+                ) -> list[tuple[list[Any], list[Any]]]:
+    """(private labels, reference labels) of each grouping column labels.csv has
+    (``dup_group``, ``split_group``), for :func:`reference_distances`."""
+    if table is None:
+        return []
+    out = []
+    for col in ("dup_group", "split_group"):
+        if col in table.columns:
+            by_id = dict(zip(table["image_id"].astype(str), table[col], strict=True))
+            out.append(([by_id.get(str(i)) for i in private_ids],
+                        [by_id.get(str(i)) for i in reference_ids]))
+    return out
+

@@ -33,6 +33,37 @@ def _noop(i: int) -> int:
     return i
 
 
+def die_with_parent(parent_pid: int, from_main_thread: bool = True) -> None:
+    """Worker initializer: end this process when its parent dies (a ``kill -9`` of the parent
+    runs no cleanup, and pool workers would otherwise live on, orphaned). A daemon thread
+    watches the parent pid (any OS); on Linux the kernel also sends SIGKILL at the parent's
+    death (PR_SET_PDEATHSIG), at once, when the pool was started from the parent's main thread
+    (the signal follows the forking thread, which must live as long as the process)."""
+    import os
+    import sys
+    import time
+
+    if from_main_thread and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass  # the watchdog below still does it
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(0.5)
+
+    if os.getppid() != parent_pid:  # died before the watch began
+        os._exit(1)
+    threading.Thread(target=watch, name="medsynth-parent-watch", daemon=True).start()
+
+
 def _plain(v: Any) -> Any:
     """numpy scalars and tuples in a measurement to JSON types."""
     if hasattr(v, "item"):
@@ -63,8 +94,12 @@ class MeasureBackend:
             # engine thread while another one holds a lock (an import, a file) could leave the
             # child waiting on that lock forever.
             import concurrent.futures as cf
+            import os
 
-            self._pool = cf.ProcessPoolExecutor(max_workers=self.processes)
+            self._pool = cf.ProcessPoolExecutor(max_workers=self.processes,
+                                                initializer=die_with_parent,
+                                                initargs=(os.getpid(), threading.current_thread()
+                                                          is threading.main_thread()))
             list(self._pool.map(_noop, range(self.processes)))
 
     def info(self) -> dict[str, Any]:

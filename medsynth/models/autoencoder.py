@@ -207,7 +207,8 @@ class Autoencoder:
         z = z.to(self.device, dtype=torch.float32) / self.scaling_factor
         if window is None:
             window = self.auto_window(tuple(z.shape[2:]), batch=1, budget_gib=budget_gib)
-        with torch.no_grad():
+        # fp32 even inside the sampler's autocast: a bf16 decode costs visible intensity error
+        with torch.no_grad(), torch.autocast(z.device.type, enabled=False):
             if window and window < max(z.shape[2:]):
                 # One image at a time: the window is sized for one.
                 return torch.cat([_windowed(self.net.decode, z[i:i + 1], window, self.device)

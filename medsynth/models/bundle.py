@@ -269,6 +269,21 @@ class ModelBundle:
         return hidden, mask
 
 
+def _require_weights(folder: Path) -> None:
+    """One line naming a deleted weights file (diffusers would say it found no ``.bin``)."""
+    from medsynth.models.denoiser import CONFIG_FILE, MONAI_WEIGHTS, MonaiDenoiser
+
+    try:
+        name = json.loads((folder / CONFIG_FILE).read_text("utf-8")).get("_class_name")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return  # load_denoiser names an unreadable config
+    want = [MONAI_WEIGHTS] if name == MonaiDenoiser.class_name else \
+        ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"]
+    if not any((folder / w).is_file() for w in want):
+        raise MedsynthError(f"{folder / want[0]}: missing: the model folder has lost its weights",
+                            hint="copy the whole model folder again (or train it again)")
+
+
 def load_bundle(path: str | os.PathLike[str], *, ema: bool = True, device: Any = None,
                 dtype: Any = None) -> ModelBundle:
     """Load a model folder written by ``medsynth train`` or ``medsynth refine`` (module doc).
@@ -286,6 +301,7 @@ def load_bundle(path: str | os.PathLike[str], *, ema: bool = True, device: Any =
                             f"({' or '.join(MODEL_STAGES)})")
     info = load_model_info(folder)
     sub = info.denoiser.folder if ema or not info.denoiser.raw_folder else info.denoiser.raw_folder
+    _require_weights(folder / sub)
     den = load_denoiser(folder / sub)
     den.requires_grad_(False)
     if device is not None or dtype is not None:

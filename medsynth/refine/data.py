@@ -32,11 +32,33 @@ class Conditions:
     """(K, L) long (1 = real token)."""
     index: dict[tuple[int, str], int]
     """(class id, description) -> row."""
+    class_probs: Any = None
+    """CCELLA-mode models: (K, n_classes) float, the class input generate gives the denoiser
+    (the text head's prediction where there is a description, else the one-hot class)."""
 
     def rows(self, keys: list[tuple[int, str]]) -> Any:
         import torch
 
         return torch.tensor([self.index[k] for k in keys], dtype=torch.long)
+
+    def of(self, rows: Any) -> tuple[Any, Any, Any]:
+        """(class input, text features, mask) of condition ``rows``."""
+        classes = self.class_ids if self.class_probs is None else self.class_probs
+        return classes[rows], self.hidden[rows], self.mask[rows]
+
+    @staticmethod
+    def drop_class(classes: Any, drop: Any, null_class: int) -> Any:
+        """The class input with the ``drop`` rows set to the null class (CFG dropout): ids, or
+        probabilities widened by the null column (as CCELLA training's class input)."""
+        import torch.nn.functional as F
+
+        if not classes.is_floating_point():
+            classes = classes.clone()
+            classes[drop] = null_class
+            return classes
+        wide = F.pad(classes, (0, null_class + 1 - classes.shape[1]))
+        wide[drop] = F.one_hot(torch_full(int(drop.sum()), null_class), null_class + 1).to(wide)
+        return wide
 
 
 def encode_conditions(bundle: Any, keys: list[tuple[int, str]],
@@ -54,8 +76,31 @@ def encode_conditions(bundle: Any, keys: list[tuple[int, str]],
         feats.append(h[0, :n].float().cpu())
         masks.append(m[0, :n].cpu())
     hidden, mask = pad_features(feats)
-    return Conditions(class_ids=torch.tensor([c for c, _ in uniq], dtype=torch.long),
-                      hidden=hidden, mask=mask, index={k: i for i, k in enumerate(uniq)})
+    class_ids = torch.tensor([c for c, _ in uniq], dtype=torch.long)
+    probs = None
+    if bundle.class_probabilities:
+        probs = bundle.class_condition(class_ids.tolist(), hidden, mask).float().cpu()
+    return Conditions(class_ids=class_ids, hidden=hidden, mask=mask,
+                      index={k: i for i, k in enumerate(uniq)}, class_probs=probs)
+
+
+def torch_full(n: int, value: int) -> Any:
+    import torch
+
+    return torch.full((n,), value, dtype=torch.long)
+
+
+def to_model_space(bundle: Any, images: Any, batch: int = 8) -> Any:
+    """Images in [-1, 1] -> what the denoiser denoises: a latent model's scaled latents (encoded
+    in batches, no gradient, back on the CPU); pixels unchanged."""
+    import torch
+
+    if not bundle.latent or len(images) == 0:
+        return images
+    dev = bundle.device if bundle.device is not None else "cpu"
+    with torch.no_grad():
+        return torch.cat([bundle.encode(images[i : i + batch].to(dev)).float().cpu()
+                          for i in range(0, len(images), batch)])
 
 
 def read_synthetic(synth: Any, sample_ids: list[str], bundle: Any, *,
@@ -71,7 +116,7 @@ def read_synthetic(synth: Any, sample_ids: list[str], bundle: Any, *,
     from medsynth.ui import track
 
     rows = synth.table.set_index(synth.table["sample_id"].astype(str))
-    want = tuple(bundle.sample_shape)
+    want = (bundle.channels, *bundle.shape)  # pixels (a latent model's images, not latents)
     out = []
     ids = list(dict.fromkeys(sample_ids))
     for sid in track(ids, "reading images") if progress else ids:

@@ -12,19 +12,14 @@ per-sample denoising MSE averaged over every non-batch axis,
 
 Reward-weighted regression (RWR, Lee et al. 2023): the plain denoising MSE, each sample
 weighted (accepted synthetic images by their reward, real images by 1).
+
+The noising, the target and the per-sample loss ``L`` are the shared diffusion objective's
+(:mod:`medsynth.models.objective`), so a model is refined with the schedule it was trained with.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-
-def per_sample_mse(pred: Any, target: Any) -> Any:
-    """``(B, ...)`` -> ``(B,)``: the squared error averaged over every non-batch axis (fp32)."""
-    import torch.nn.functional as F
-
-    err = F.mse_loss(pred.float(), target.float(), reduction="none")
-    return err.mean(dim=tuple(range(1, err.ndim)))
 
 
 def dpo_loss(model_w: Any, model_l: Any, ref_w: Any, ref_l: Any, beta: float
@@ -44,12 +39,3 @@ def dpo_loss(model_w: Any, model_l: Any, ref_w: Any, ref_l: Any, beta: float
 def weighted_mse(per_sample: Any, weights: Any) -> Any:
     """RWR: ``mean(w_i * L_i)``."""
     return (per_sample * weights.to(per_sample)).mean()
-
-
-def diffusion_target(scheduler: Any, x0: Any, noise: Any, t: Any, prediction_type: str) -> Any:
-    """What the denoiser is trained to predict: the noise, the velocity or the clean image."""
-    if prediction_type == "epsilon":
-        return noise
-    if prediction_type == "v_prediction":
-        return scheduler.get_velocity(x0, noise, t)
-    return x0

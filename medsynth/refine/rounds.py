@@ -91,12 +91,14 @@ def sample_round(denoiser: Any, bundle: Any, *, model_dir: Path, model_sha256: s
         for start in range(0, len(plan), batch_size):
             batch = plan[start : start + batch_size]
             r = cond.rows([(p["class_id"], p["description"]) for p in batch])
-            x = denoise(denoiser, scheduler, class_ids=[p["class_id"] for p in batch],
-                        text_hidden=cond.hidden[r], text_mask=cond.mask[r],
+            classes, hidden, mask = cond.of(r)  # CCELLA: the probabilities generate gives
+            x = denoise(denoiser, scheduler, class_ids=classes if cond.class_probs is not None
+                        else [p["class_id"] for p in batch], text_hidden=hidden, text_mask=mask,
                         null_class=bundle.null_class, null_hidden=null_h.cpu(),
                         null_mask=null_m.cpu(), seeds=[p["seed"] for p in batch],
                         sample_shape=bundle.sample_shape, steps=int(generation["steps"]),
-                        guidance=float(generation["guidance"]), device=device)
+                        guidance=float(generation["guidance"]), device=device,
+                        decode=bundle.decode_hook())  # latent models: decoded to pixels
             pixels = bundle.to_pixels(x)
             for p, px in zip(batch, pixels, strict=True):
                 rel = f"png/{class_dirname(p['class'])}/{p['sample_id']}.png"

@@ -86,7 +86,7 @@ def prepare_dpo(judged: JudgedSet, bundle: Any, cfg: RefineConfig, round_no: int
     """Pairs of a judged set and the tensors they need (``read=False``: pairs only)."""
     import torch
 
-    from medsynth.refine.data import encode_conditions, read_synthetic
+    from medsynth.refine.data import encode_conditions, read_synthetic, to_model_space
 
     _check_classes(judged, bundle)
     pairs, stats = build_pairs(judged.table, rules_of(cfg, round_no))
@@ -95,6 +95,7 @@ def prepare_dpo(judged: JudgedSet, bundle: Any, cfg: RefineConfig, round_no: int
         return Prepared(data=None, stats=stats.to_dict(), table=table)  # type: ignore[arg-type]
     ids = list(dict.fromkeys([p.winner for p in pairs] + [p.loser for p in pairs]))
     images, row = read_synthetic(judged.synth, ids, bundle, progress=progress)
+    images = to_model_space(bundle, images)
     by_id = judged.table.set_index(judged.table["sample_id"].astype(str))
     keys = [(bundle.class_id(str(by_id.loc[s, "class"])), _desc(by_id.loc[s])) for s in ids]
     cond = encode_conditions(bundle, keys, strength)
@@ -109,7 +110,7 @@ def prepare_rwr(judged: JudgedSet, bundle: Any, cfg: RefineConfig, *, strength: 
     """Accepted synthetic images with their reward weights, plus the real training images."""
     import torch
 
-    from medsynth.refine.data import encode_conditions, load_real, read_synthetic
+    from medsynth.refine.data import encode_conditions, load_real, read_synthetic, to_model_space
 
     _check_classes(judged, bundle)
     t = judged.table
@@ -131,6 +132,7 @@ def prepare_rwr(judged: JudgedSet, bundle: Any, cfg: RefineConfig, *, strength: 
         keys += list(zip(real.class_ids, real.texts, strict=True))
         n_real = len(real.class_ids)
         stats.update(real_images=n_real, real_dataset=str(real.dataset), real_splits=real.splits)
+    images = to_model_space(bundle, images)
     cond = encode_conditions(bundle, keys, strength)
     n = len(ids)
     data = RoundData(images=images, cond_rows=cond.rows(keys), conditions=cond,
@@ -149,6 +151,45 @@ def _check_classes(judged: JudgedSet, bundle: Any) -> None:
     if unknown:
         raise MedsynthError(f"{judged.root}: class(es) {unknown} are not classes of the model "
                             f"{bundle.folder} ({', '.join(bundle.classes)})")
+
+
+def model_objective(folder: Path, info: Any, scheduler_config: dict[str, Any]) -> Any:
+    """The objective refine trains the model with, or the one-line refusal of its kind.
+
+    Every kind train writes goes through here, before anything is written: pixel and latent 2D
+    models, DDPM (epsilon, v, x0) or rectified flow, class-id or CCELLA conditioning. 3D models
+    are refused: the round images are PNG files and the real-image reader is 2D.
+    """
+    from medsynth.models.objective import Objective
+
+    if info.spatial_dims != 2:
+        raise MedsynthError(f"{folder}: refine supports 2D models (pixel or latent); this is a "
+                            f"{info.spatial_dims}D model")
+    return Objective.from_config(scheduler_config, info.prediction_type, where=str(folder))
+
+
+def check_model_kind(folder: Path) -> None:
+    """Refuse a model refine cannot train (see :func:`model_objective`) from its files alone."""
+    from medsynth.models.info import load_model_info
+
+    info = load_model_info(folder)
+    path = folder / info.noise_schedule.folder / "scheduler_config.json"
+    try:
+        config = json.loads(path.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise MedsynthError(f"{path}: missing or unreadable scheduler ({e})") from e
+    model_objective(folder, info, config)
+
+
+def _single_process() -> None:
+    """refine does not shard: under ``accelerate launch`` every rank would train a full copy."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world > 1:
+        raise MedsynthError(f"refine runs in one process and does not shard; it was started "
+                            f"in {world} processes", hint="run medsynth refine without "
+                            "accelerate launch (it uses one GPU)")
 
 
 def _prepare(judged: JudgedSet, bundle: Any, cfg: RefineConfig, round_no: int, *,
@@ -180,6 +221,7 @@ def refine(model: str | Path, judged_path: str | Path, out: str | Path, *, cfg: 
     from medsynth.threads import torch_threads
 
     model, out = Path(model), Path(out)
+    _single_process()
     if resume and overwrite:
         raise MedsynthError("--resume and --overwrite contradict each other; pick one")
     if out.resolve() == model.resolve():
@@ -188,6 +230,7 @@ def refine(model: str | Path, judged_path: str | Path, out: str | Path, *, cfg: 
     if parent.stage not in ("train", "refine"):
         raise MedsynthError(f"{model}: is a '{parent.stage}' artifact, expected a model "
                             "(stage train or refine)")
+    check_model_kind(model)
     judged = open_judged(judged_path, model=model)
     with torch_threads(cfg.num_threads):
         return _Run(model, judged, out, cfg, resume=resume, overwrite=overwrite,
@@ -231,17 +274,17 @@ class _Run:
 
     def run(self) -> Path:
         import torch
-        from diffusers import DDPMScheduler
 
         from medsynth.models.bundle import load_bundle
         from medsynth.models.sampler import default_device
+        from medsynth.precision import amp_choice
 
         cfg, judged = self.cfg, self.judged
         self.device = default_device()
         self.bundle = bundle = load_bundle(self.model, ema=self.generation["ema"],
                                            device=self.device)
-        if bundle.spatial_dims != 2:
-            raise MedsynthError(f"{self.model}: refine supports 2D models only for now")
+        self.objective = model_objective(self.model, bundle.info, bundle.scheduler_config)
+        self.amp = amp_choice(self.device)
         self.strength = self.generation.get("prototype_strength")
         # Preflight: pairs (or accepted images) of round 1 exist, before OUT is touched.
         pre = _prepare(judged, bundle, cfg, 1, strength=self.strength, progress=False, read=False)
@@ -280,7 +323,6 @@ class _Run:
         else:
             self.reference = _copy(den).eval().requires_grad_(False)
             den.requires_grad_(True)
-        self.noise_sched = DDPMScheduler.from_config(bundle.scheduler_config)
         self.null_text = bundle.encode_text([""])
         self.null_text = (self.null_text[0].cpu(), self.null_text[1].cpu())
 
@@ -358,8 +400,7 @@ class _Run:
         cond = bundle.info.conditioning
         trainer = RoundTrainer(
             denoiser=bundle.denoiser, reference=self.reference, cfg=self.cfg, data=data,
-            noise_scheduler=self.noise_sched, prediction_type=bundle.prediction_type,
-            round_no=k, round_dir=rdir, log_path=self.out / LOG_NAME, device=self.device,
+            objective=self.objective, amp=self.amp, round_no=k, round_dir=rdir, log_path=self.out / LOG_NAME, device=self.device,
             null_class=bundle.null_class, null_text=self.null_text,
             p_drop=(cond.p_drop_class, cond.p_drop_text), progress=self.progress,
             interrupt_after=interrupt)
@@ -420,8 +461,6 @@ class _Run:
     def _write_model(self, folder: Path, *, rounds: int, round_infos: list[dict[str, Any]],
                      stop_reason: str) -> None:
         """A model folder like train's: merged weights, ModelInfo with refined_from, manifest."""
-        from diffusers import DDPMScheduler
-
         from medsynth.models.adapters import has_lora, merge_lora
         from medsynth.models.bundle import export_model
         from medsynth.models.info import DenoiserInfo, RefinedFrom
@@ -439,9 +478,12 @@ class _Run:
             refined_from=RefinedFrom(path=str(self.model.resolve()), sha256=bundle.sha256,
                                      method=cfg.method),
             steps=int(parent.steps) + steps)
-        export_model(folder, info, denoiser=den,
-                     noise_scheduler=DDPMScheduler.from_config(bundle.scheduler_config),
-                     prototypes=bundle.prototypes or None)
+        ae = parent.autoencoder
+        export_model(folder, info, denoiser=den, noise_scheduler=self.objective.scheduler,
+                     prototypes=bundle.prototypes or None,
+                     text_class_head=bundle.text_class_head() if bundle.class_probabilities
+                     else None,
+                     autoencoder=bundle.folder / ae.folder if ae is not None else None)
         if parent.class_head and (bundle.folder / parent.class_head).is_file():
             shutil.copyfile(bundle.folder / parent.class_head, folder / parent.class_head)
         pm = bundle.manifest

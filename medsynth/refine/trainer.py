@@ -5,7 +5,8 @@ One optimizer step (DPO):
      (seed, round, step), so a resumed run draws exactly the batches of an uninterrupted one);
   2. winner and loser noised with the same noise at the same timestep, same condition;
   3. the model (adapters on) and the reference (adapters off, or a frozen copy, no gradient)
-     predict; per-sample MSEs -> :func:`medsynth.refine.losses.dpo_loss`;
+     predict; per-sample losses of the shared objective (:mod:`medsynth.models.objective`, the
+     schedule and target the model was trained with) -> :func:`medsynth.refine.losses.dpo_loss`;
   4. AdamW step on the trainable weights only (LoRA or all), gradient clipping, linear warm-up.
 
 RWR: a seeded batch of accepted synthetic images (weighted by their reward) and real training
@@ -42,7 +43,7 @@ from medsynth.checkpoints import (
 )
 from medsynth.errors import MedsynthError
 from medsynth.refine.config import RefineConfig
-from medsynth.refine.losses import diffusion_target, dpo_loss, per_sample_mse, weighted_mse
+from medsynth.refine.losses import dpo_loss, weighted_mse
 
 LOG_NAME = "refine_log.csv"
 LOG_FIELDS = ["round", "step", "loss", "implicit_acc", "model_w", "model_l", "ref_w", "ref_l",
@@ -91,12 +92,16 @@ class RoundTrainer:
     """Train ``denoiser`` for one round on ``data`` (see module doc)."""
 
     def __init__(self, *, denoiser: Any, reference: Any, cfg: RefineConfig, data: RoundData,
-                 noise_scheduler: Any, prediction_type: str, round_no: int, round_dir: Path,
+                 objective: Any, round_no: int, round_dir: Path,
                  log_path: Path, device: Any, null_class: int, null_text: tuple[Any, Any],
                  p_drop: tuple[float, float] = (0.0, 0.0), progress: bool = True,
-                 elapsed_before: float = 0.0, interrupt_after: int | None = None) -> None:
+                 elapsed_before: float = 0.0, interrupt_after: int | None = None,
+                 amp: str = "no") -> None:
         self.den, self.ref, self.cfg, self.data = denoiser, reference, cfg, data
-        self.sched, self.pred_type = noise_scheduler, prediction_type
+        self.objective = objective
+        """:class:`medsynth.models.objective.Objective` of the model's kind (schedule, target)."""
+        self.amp = amp
+        """Autocast choice (:func:`medsynth.precision.amp_choice`): no | bf16 | fp16."""
         self.round, self.dir, self.log_path = round_no, Path(round_dir), Path(log_path)
         self.device, self.null_class, self.null_text = device, null_class, null_text
         self.p_drop, self.progress, self.interrupt_after = p_drop, progress, interrupt_after
@@ -109,6 +114,8 @@ class RoundTrainer:
 
         self.opt = torch.optim.AdamW(list(self.params.values()), lr=cfg.lr,
                                      weight_decay=cfg.weight_decay)
+        # fp16 autocast needs loss scaling; the scaler skips a step whose gradients overflow.
+        self.scaler = torch.amp.GradScaler(torch.device(device).type) if amp == "fp16" else None
 
     # --- weights ----------------------------------------------------------------------------
     def trainable_state(self) -> dict[str, Any]:
@@ -135,6 +142,10 @@ class RoundTrainer:
             buf = io.BytesIO()
             torch.save(self.opt.state_dict(), buf)
             atomic_write_bytes(tmp / "optimizer.pt", buf.getvalue())
+            if self.scaler is not None:  # fp16: the loss scale resumes where it was
+                buf = io.BytesIO()
+                torch.save(self.scaler.state_dict(), buf)
+                atomic_write_bytes(tmp / "scaler.pt", buf.getvalue())
 
         write_checkpoint(self.ckdir, step, extra, keep=self.cfg.keep_checkpoints, save=files)
 
@@ -150,8 +161,14 @@ class RoundTrainer:
             self.load_trainable(load_file(str(last / "trainable.safetensors")))
             self.kept = load_file(str(last / "kept.safetensors"))
             self.window_start = load_file(str(last / "window_start.safetensors"))
+            # map_location: a state saved from a GPU loads where no GPU is (load_state_dict then
+            # moves it to the parameters' device).
             self.opt.load_state_dict(torch.load(io.BytesIO((last / "optimizer.pt").read_bytes()),
-                                                weights_only=True))
+                                                map_location="cpu", weights_only=True))
+            if self.scaler is not None and (last / "scaler.pt").is_file():
+                self.scaler.load_state_dict(torch.load(io.BytesIO((last / "scaler.pt")
+                                                                  .read_bytes()),
+                                                       map_location="cpu", weights_only=True))
 
         return read_checkpoint(ckpts, files)
 
@@ -206,6 +223,8 @@ class RoundTrainer:
                 g = torch.Generator().manual_seed(
                     (cfg.seed * 1_000_003 + self.round) * 100_003 + step)
                 logs = self._dpo_step(step, g) if cfg.method == "dpo" else self._rwr_step(step, g)
+                if self.scaler is not None and not math.isfinite(logs["loss"]):
+                    logs = dict.fromkeys(logs, 0.0)  # fp16: the scaler skipped this step
                 if not math.isfinite(logs["loss"]):
                     raise MedsynthError(f"refine diverged at round {self.round}, step {step + 1} "
                                         f"(loss {logs['loss']})",
@@ -274,17 +293,25 @@ class RoundTrainer:
                 "items_per_s": f"{rate:.2f}", "elapsed_s": f"{elapsed:.1f}"}
 
     # --- steps --------------------------------------------------------------------------------
-    def _predict(self, net: Any, x0: Any, noise: Any, t: Any, rows: Any, classes: Any = None,
-                 hidden: Any = None, mask: Any = None) -> tuple[Any, Any]:
+    def _autocast(self) -> Any:
+        import torch
+
+        from medsynth.precision import amp_dtype
+
+        dtype = amp_dtype(self.amp)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(torch.device(self.device).type, dtype=dtype)
+
+    def _predict(self, net: Any, x0: Any, noise: Any, t: Any, classes: Any, hidden: Any,
+                 mask: Any) -> tuple[Any, Any]:
         """(prediction, target) of ``net`` on ``x0`` noised with ``noise`` at ``t``."""
-        dev = self.device
-        c = self.data.conditions
-        if classes is None:
-            classes, hidden, mask = c.class_ids[rows], c.hidden[rows], c.mask[rows]
+        dev, obj = self.device, self.objective
         x0, noise, t = x0.to(dev), noise.to(dev), t.to(dev)
-        xt = self.sched.add_noise(x0, noise, t)
-        target = diffusion_target(self.sched, x0, noise, t, self.pred_type)
-        pred = net(xt, t, classes.to(dev), hidden.to(dev), mask.to(dev))
+        xt = obj.noisy(x0, noise, t)
+        target = obj.target(x0, noise, t)
+        with self._autocast():
+            pred = net(xt, t, classes.to(dev), hidden.to(dev), mask.to(dev))
         return pred, target
 
     def _reference(self) -> Any:
@@ -296,20 +323,20 @@ class RoundTrainer:
     def _dpo_step(self, step: int, g: Any) -> dict[str, float]:
         import torch
 
-        d, cfg = self.data, self.cfg
+        d, cfg, obj = self.data, self.cfg, self.objective
         idx = batch_indices(len(d.winners), cfg.batch_size, step, cfg.seed + 7919 * self.round)
         w_rows, l_rows = d.winners[idx], d.losers[idx]
         b = len(idx)
-        noise = torch.randn((b, *d.images.shape[1:]), generator=g)
-        t = torch.randint(0, int(self.sched.config.num_train_timesteps), (b,), generator=g)
+        noise, t = obj.draw((b, *d.images.shape[1:]), g)
         x0 = torch.cat([d.images[w_rows], d.images[l_rows]])
         rows = torch.cat([d.cond_rows[w_rows], d.cond_rows[l_rows]])
+        cond = d.conditions.of(rows)
         noise2, t2 = torch.cat([noise, noise]), torch.cat([t, t])
-        pred, target = self._predict(self.den, x0, noise2, t2, rows)
-        model_w, model_l = per_sample_mse(pred, target).chunk(2)
+        pred, target = self._predict(self.den, x0, noise2, t2, *cond)
+        model_w, model_l = obj.per_sample_loss(pred, target).chunk(2)
         with torch.no_grad(), self._reference() as ref:
-            ref_pred, _ = self._predict(ref, x0, noise2, t2, rows)
-            ref_w, ref_l = per_sample_mse(ref_pred, target).chunk(2)
+            ref_pred, _ = self._predict(ref, x0, noise2, t2, *cond)
+            ref_w, ref_l = obj.per_sample_loss(ref_pred, target).chunk(2)
         loss, _, acc = dpo_loss(model_w, model_l, ref_w, ref_l, cfg.beta)
         self._step(loss)
         return {"loss": float(loss.detach()), "acc": float(acc),
@@ -319,7 +346,7 @@ class RoundTrainer:
     def _rwr_step(self, step: int, g: Any) -> dict[str, float]:
         import torch
 
-        d, cfg = self.data, self.cfg
+        d, cfg, obj = self.data, self.cfg, self.objective
         n_real = int(round(cfg.batch_size * cfg.real_fraction)) if len(d.real_rows) else 0
         n_syn = cfg.batch_size - n_real
         s_idx = batch_indices(len(d.synth_rows), n_syn, step, cfg.seed + 7919 * self.round)
@@ -333,24 +360,19 @@ class RoundTrainer:
         w = torch.cat(weights)
         b = len(img_rows)
         x0 = d.images[img_rows]
-        crow = d.cond_rows[img_rows]
-        c = d.conditions
-        classes = c.class_ids[crow].clone()
-        hidden, mask = c.hidden[crow].clone(), c.mask[crow].clone()
+        classes, hidden, mask = (v.clone() for v in d.conditions.of(d.cond_rows[img_rows]))
         # classifier-free guidance dropout, as the model was trained
-        drop_c = torch.rand(b, generator=g) < self.p_drop[0]
-        drop_t = torch.rand(b, generator=g) < self.p_drop[1]
-        classes[drop_c] = self.null_class
+        drop_c, drop_t = obj.cfg_dropout(b, g, *self.p_drop)
+        classes = d.conditions.drop_class(classes, drop_c, self.null_class)
         if bool(drop_t.any()):
             nh, nm = self.null_text
             hidden[drop_t] = 0.0
             mask[drop_t] = 0
             hidden[drop_t, : nh.shape[1]] = nh[0].to(hidden)
             mask[drop_t, : nm.shape[1]] = nm[0].to(mask)
-        noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, int(self.sched.config.num_train_timesteps), (b,), generator=g)
-        pred, target = self._predict(self.den, x0, noise, t, None, classes, hidden, mask)
-        per = per_sample_mse(pred, target)
+        noise, t = obj.draw(tuple(x0.shape), g)
+        pred, target = self._predict(self.den, x0, noise, t, classes, hidden, mask)
+        per = obj.per_sample_loss(pred, target)
         loss = weighted_mse(per, w)
         self._step(loss)
         per = per.detach()
@@ -362,7 +384,15 @@ class RoundTrainer:
         import torch
 
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.scaler is None:
+            loss.backward()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)
         if self.cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(list(self.params.values()), self.cfg.max_grad_norm)
-        self.opt.step()
+        if self.scaler is None:
+            self.opt.step()
+        else:
+            self.scaler.step(self.opt)
+            self.scaler.update()

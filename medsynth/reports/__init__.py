@@ -28,25 +28,33 @@ from medsynth.reports.base import (
     parse_sections,
     report_family,
 )
-from medsynth.reports.parse import parse_report
+from medsynth.reports.parse import parse_report, read_report
 from medsynth.reports.template import TemplateWriter, template_report
 
 WRITERS = ("template", "llm", "none")
 
 __all__ = ["FAMILIES", "WRITERS", "Report", "ReportContext", "ReportResult", "ReportWriter",
            "ReportWriterConfig", "TemplateWriter", "context_for", "make_writer", "normalize",
-           "parse_report", "parse_sections", "report_family", "template_report"]
+           "parse_report", "parse_sections", "read_report", "report_family",
+           "template_report"]
 
 
 def context_for(*, sample_id: str, cls: str, family: str, attributes: dict[str, Any] | None,
                 description: str = "", seed: int = 0, modality: str = "",
                 image: Any = None) -> ReportContext:
-    """A writer's context: the stored attributes, else those the description states."""
+    """A writer's context: the stored attributes, else those the description states.
+
+    A free-text description is read clause by clause (negation and scope respected); where it
+    states more than that reading could turn into attributes, the report carries the text."""
     attrs = normalize(family, attributes) if attributes else {}
+    carry = False
     if not attrs and description:
-        attrs = normalize(family, parse_report(family, description))
+        read, unread = read_report(family, description)
+        attrs = normalize(family, read)
+        carry = bool(unread)
     return ReportContext(sample_id=sample_id, cls=cls, family=family, attributes=attrs,
-                         description=description, seed=seed, image=image, modality=modality)
+                         description=description, seed=seed, image=image, modality=modality,
+                         carry_prompt=carry)
 
 
 @dataclasses.dataclass

@@ -91,6 +91,9 @@ class ReportContext:
     """The generated image (channel-first array), for writers that look at it."""
     modality: str = ""
     """DICOM modality code of the model (DX, XC, MR, ...)."""
+    carry_prompt: bool = False
+    """The attributes were read from the free-text ``description`` and it states more than
+    could be read reliably: the report carries the text itself (section ``PROMPT``)."""
 
 
 @dataclasses.dataclass
@@ -246,6 +249,17 @@ def normalize(family: str, attrs: dict[str, Any] | None) -> dict[str, Any]:
         if (x := _num(a.get("gland_volume_ml"))) is not None and x > 0:
             out["gland_volume_ml"] = round(x)
     return out
+
+
+def flat_text(text: str) -> str:
+    """Free text on one line, its own ``TITLE:`` headings kept as words ("Findings: ...") so
+    that it cannot open a section of the report it is put in."""
+    parts = []
+    for title, body in parse_sections(text).sections:
+        if title != "TEXT":
+            parts.append(f"{title.capitalize()}:")
+        parts.append(body)
+    return " ".join(" ".join(parts).split())
 
 
 def class_phrase(cls: str) -> str:

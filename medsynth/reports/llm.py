@@ -25,6 +25,7 @@ from typing import Any
 
 from medsynth.reports.base import Report, ReportContext, ReportResult, parse_sections
 from medsynth.reports.parse import parse_report
+from medsynth.reports.scope import positive_text
 from medsynth.reports.template import template_report
 
 PROMPT_FILE = Path(__file__).parent / "prompts" / "report.yaml"
@@ -58,7 +59,6 @@ _FINDING_WORDS = {
     "derm": {},
     "prostate": {"extraprostatic": r"extraprostatic extension", "lesion": r"\blesion"},
 }
-_NEGATION = re.compile(r"\b(?:no|without|negative for|absent|free of)\b[^.;:]*", re.I)
 _TOLERANCE = {"diameter_mm": 1.0, "opacity_extent": 0.05, "ctr": 0.03, "size_mm": 2.0,
               "gland_volume_ml": 3.0}
 
@@ -114,7 +114,7 @@ def consistency_problems(family: str, ctx: ReportContext, text: str) -> list[str
                                 f"not given (given: {g or 'none'})")
         elif v != g:
             problems.append(f"the report states {k.replace('_', ' ')} = {v!r}, but it is {g!r}")
-    positive = _NEGATION.sub(" ", text.lower())
+    positive = positive_text(text)  # negated and hedged stretches do not assert a finding
     allowed = _allowed_findings(family, ctx)
     for name, pat in _FINDING_WORDS.get(family, {}).items():
         if name not in allowed and re.search(pat, positive):

@@ -15,6 +15,9 @@ Styles (:data:`medsynth.reports.base.FAMILIES`):
 * ``prostate``: TECHNIQUE, FINDINGS (zone, side, level, size, signal, margin, extraprostatic
   extension), ASSESSMENT (a PI-RADS-like category) and IMPRESSION;
 * ``generic``: FINDINGS (the description) and IMPRESSION (the class).
+
+A free-text prompt that states more than could be read into attributes reliably (a device, a
+hedged or unplaced finding) is carried verbatim in a last section, ``PROMPT``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from medsynth.reports.base import Report, ReportContext, ReportResult, class_phrase
+from medsynth.reports.base import (
+    Report,
+    ReportContext,
+    ReportResult,
+    class_phrase,
+    flat_text,
+    parse_sections,
+)
 
 VERSION = "1"
 _COLOR_WORDS = {"light_brown": "light brown", "dark_brown": "dark brown", "black": "black",
@@ -60,7 +70,11 @@ def template_report(ctx: ReportContext) -> Report:
     """The template report of one image (pure function of the context)."""
     rng = random.Random(f"medsynth-report:{ctx.seed}:{ctx.sample_id}")
     build = {"cxr": _cxr, "derm": _derm, "prostate": _prostate}.get(ctx.family, _generic)
-    return build(ctx, rng)
+    rep = build(ctx, rng)
+    if ctx.carry_prompt and build is not _generic:
+        # the prompt said more than its attributes: its own words, not an invented reading
+        rep.sections.append(("PROMPT", flat_text(ctx.description)))
+    return rep
 
 
 # ------------------------------------------------------------------------------ chest radiograph
@@ -82,7 +96,9 @@ def _cxr(ctx: ReportContext, rng: random.Random) -> Report:
     side, zone, extent = a.get("side"), a.get("zone"), a.get("opacity_extent")
     where = {"left": "the left lung", "right": "the right lung", "bilateral": "both lungs"}
     findings: list[str] = []
-    if side == "none" or (side is None and kind in ("normal", "cardiomegaly")):
+    # clear lungs from the class alone, unless a prompt said more about them than was read
+    by_prompt = side is None and ctx.carry_prompt
+    if side == "none" or (side is None and kind in ("normal", "cardiomegaly") and not by_prompt):
         findings.append(rng.choice(["The lungs are clear.", "No focal lung opacity.",
                                     "Clear lung fields without focal opacity."]))
     elif side in where:
@@ -99,6 +115,8 @@ def _cxr(ctx: ReportContext, rng: random.Random) -> Report:
             findings.append(rng.choice([
                 f"There is {'an' if noun[0] in 'ao' else 'a'} {noun} in {loc}{ext_txt}.",
                 f"{_cap(noun)} in {loc}{ext_txt}."]))
+    elif by_prompt and kind in ("normal", "cardiomegaly"):
+        findings.append("The lungs as described in the prompt.")
     else:
         findings.append({"pneumonia": "An airspace opacity is present; its side and zone are "
                                       "not specified.",
@@ -140,6 +158,8 @@ def _cxr(ctx: ReportContext, rng: random.Random) -> Report:
     if not parts and kind == "other":
         parts.append(f"Findings consistent with {class_phrase(ctx.cls)}")
         shown = True
+    elif not parts and by_prompt:
+        parts.append("As described in the prompt")
     elif not parts:
         parts.append(rng.choice(["No acute cardiopulmonary abnormality",
                                  "Normal chest radiograph"]))
@@ -266,7 +286,11 @@ def _prostate(ctx: ReportContext, rng: random.Random) -> Report:
 
 # -------------------------------------------------------------------------------------- generic
 def _generic(ctx: ReportContext, rng: random.Random) -> Report:
-    desc = " ".join(str(ctx.description or "").split())
-    findings = desc if desc else f"Synthetic image of class {class_phrase(ctx.cls)}."
-    return Report([("FINDINGS", findings),
-                   ("IMPRESSION", f"{_cap(class_phrase(ctx.cls))}.")])
+    # a description with its own headings keeps them (never "FINDINGS:\nFINDINGS:")
+    own = [("FINDINGS" if t == "TEXT" else t, " ".join(b.split()))
+           for t, b in parse_sections(str(ctx.description or "")).sections if b.strip()]
+    if not own:
+        own = [("FINDINGS", f"Synthetic image of class {class_phrase(ctx.cls)}.")]
+    if not any(t == "IMPRESSION" for t, _ in own):
+        own.append(("IMPRESSION", f"{_cap(class_phrase(ctx.cls))}."))
+    return Report(own)

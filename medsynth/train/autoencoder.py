@@ -62,7 +62,7 @@ from medsynth.models.autoencoder import (
 )
 from medsynth.models.intensity import IntensityMapping
 from medsynth.train.config import TrainConfig
-from medsynth.train.data import TrainData
+from medsynth.train.data import TrainData, release, to_unit
 from medsynth.ui import console
 
 AE_FOLDER = "autoencoder"
@@ -72,6 +72,8 @@ AE_LOG_FIELDS = ["step", "loss", "l1", "kl", "adv_g", "adv_d", "perceptual", "lr
 AE_CKPT_DIR = "autoencoder"
 EVAL_MAX_IMAGES = 32
 """Images used for the reconstruction metrics (the first of the validation split)."""
+ENCODE_BATCH = 8
+"""Images per encoder call when the latents are cached and the reconstruction measured."""
 
 
 @dataclasses.dataclass
@@ -181,18 +183,30 @@ def phase_done(out: Path) -> bool:
 def autoencoder_phase(data: TrainData, cfg: TrainConfig, out: Path, mapping: IntensityMapping, *,
                       resume: bool, progress: bool = True, interrupt_after: int | None = None,
                       device: Any = None) -> LatentSet:
-    """Train or reuse the autoencoder, then cache the latents (module doc). Returns them."""
+    """Train or reuse the autoencoder, then cache the latents (module doc). Returns them.
 
+    Under ``accelerate launch`` every process trains (DDP), but only the main one copies, measures,
+    encodes and writes; the others wait at a barrier and read what it wrote (the folders are
+    written through one fixed ``.part`` name, and the encoding would otherwise run N times).
+    """
+    import torch
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # as train() made it
+    main = state.is_main_process
     out = Path(out)
     folder = out / AE_FOLDER
     t0 = time.perf_counter()
     times: dict[str, float] = {}
-    if cfg.autoencoder and not phase_done(out):
+    reuse = bool(cfg.autoencoder) and not phase_done(out)
+    state.wait_for_everyone()  # every rank has looked before the main one writes the folder
+    if reuse and main:
         src = find_autoencoder(cfg.autoencoder)
         from medsynth.models.denoiser import atomic_folder
 
         atomic_folder(folder, lambda tmp: shutil.copytree(src, tmp))
         console.print(f"autoencoder: reusing {src}")
+    state.wait_for_everyone()
     if phase_done(out):
         ae = load_autoencoder(folder, device=device)
         ae.check_data(data.channels, data.spatial_dims, where=str(folder))
@@ -211,14 +225,18 @@ def autoencoder_phase(data: TrainData, cfg: TrainConfig, out: Path, mapping: Int
         if device is not None:
             ae.to(device)
         t1 = time.perf_counter()
-        metrics = evaluate_reconstruction(ae, trainer.eval_pixels, mapping,
-                                          split=trainer.eval_split)
+        metrics: dict[str, Any] = {}
+        if main:  # the metrics go into the folder and the manifest, which only main writes
+            metrics = evaluate_reconstruction(ae, trainer.eval_pixels, mapping,
+                                              split=trainer.eval_split)
         times["eval_s"] = round(time.perf_counter() - t1, 1)
         trained_here = True
-    # 3. Latent means of every training image (and its allowed flips), cached.
+    # 3. Latent means of every training image (and its allowed flips), cached: main encodes and
+    # writes the cache, the others then read it.
     t2 = time.perf_counter()
     variants = flip_variants(data)
-    mu = _cached_latents(ae, data, mapping, variants, out, progress=progress)
+    with state.main_process_first():
+        mu = _cached_latents(ae, data, mapping, variants, out, progress=progress and main)
     times["cache_s"] = round(time.perf_counter() - t2, 1)
     mean, std = latent_stats(mu)
     if not std > 0:
@@ -228,17 +246,19 @@ def autoencoder_phase(data: TrainData, cfg: TrainConfig, out: Path, mapping: Int
     ae.record = dataclasses.replace(ae.record, scaling_factor=factor, latent_mean=mean)
     scaled = (mu * factor).float()
     latent_std = float(scaled.std())
-    if trained_here:
+    if trained_here and main:
         ae.record = dataclasses.replace(ae.record, metrics={**metrics, **times})
         # 4. The folder last: its presence marks the phase as finished.
         save_autoencoder(folder, ae.net, ae.record)
+    state.wait_for_everyone()
     times["phase_s"] = round(time.perf_counter() - t0, 1)
     msg = (f"autoencoder: latent {'x'.join(map(str, scaled.shape[3:]))} x {scaled.shape[2]}, "
            f"scaling factor {factor:.4g} (scaled std {latent_std:.3f})")
     if "psnr_db" in metrics:
         msg += f", reconstruction PSNR {metrics['psnr_db']:.2f} dB, SSIM {metrics['ssim']:.3f} " \
                f"({metrics.get('split', '?')})"
-    console.print(msg)
+    if main:
+        console.print(msg)
     return LatentSet(latents=scaled, variants=variants, autoencoder=ae, folder=folder,
                      latent_std=latent_std, metrics={**metrics, **times})
 
@@ -251,17 +271,20 @@ def _peak_rss_gib() -> float:
 
 def evaluate_reconstruction(ae: Autoencoder, pixels: np.ndarray, mapping: IntensityMapping, *,
                             split: str) -> dict[str, Any]:
-    """PSNR/SSIM of whole-image reconstructions (through the latent means), one at a time."""
+    """PSNR/SSIM of whole-image reconstructions (through the latent means), in batches."""
     import torch
 
     xs, rs = [], []
-    for a in pixels[:EVAL_MAX_IMAGES]:
-        x = torch.from_numpy(mapping.from_pixels(a[None]))
+    pixels = pixels[:EVAL_MAX_IMAGES]
+    for i in range(0, len(pixels), ENCODE_BATCH):
+        x = to_unit(np.array(pixels[i:i + ENCODE_BATCH]), mapping)
+        release(pixels)
         # scaled = unscaled here: the factor is still 1 (it comes from the latents afterwards)
         rs.append(ae.decode(ae.encode(x)).cpu())
         xs.append(x)
     m = reconstruction_metrics(torch.cat(xs), torch.cat(rs))
-    return {**{k: round(v, 4) for k, v in m.items()}, "split": split, "n_images": len(xs)}
+    return {**{k: round(v, 4) for k, v in m.items()}, "split": split,
+            "n_images": sum(len(x) for x in xs)}
 
 
 def _cached_latents(ae: Autoencoder, data: TrainData, mapping: IntensityMapping,
@@ -282,11 +305,14 @@ def _cached_latents(ae: Autoencoder, data: TrainData, mapping: IntensityMapping,
     if cache.is_file():
         return load_file(str(cache))["mu"]
     rows = []
-    idx = range(len(data))
-    for i in (track(idx, "encoding latents") if progress else idx):
-        x = torch.from_numpy(mapping.from_pixels(data.pixels[i:i + 1]))
-        rows.append(torch.stack([ae.encode_mean(_flip(x, h, v))[0].cpu() for h, v in variants]))
-    mu = torch.stack(rows).contiguous()
+    starts = range(0, len(data), ENCODE_BATCH)
+    console.print(f"encoding the latents of {len(data)} training images")
+    for i in (track(starts, "encoding latents") if progress else starts):
+        x = to_unit(np.array(data.pixels[i:i + ENCODE_BATCH]), mapping)
+        release(data.pixels)
+        # (B, V, C, *s): the variants of each image side by side
+        rows.append(torch.stack([ae.encode_mean(_flip(x, h, v)).cpu() for h, v in variants], 1))
+    mu = torch.cat(rows).contiguous()
     atomic_write_bytes(cache, save({"mu": mu}))
     return mu
 
@@ -357,8 +383,17 @@ class _AETrainer:
         prepared = acc.prepare(*objs)
         self.net, self.opt_g, self.sched_g = prepared[:3]
         self.disc = self.opt_d = self.sched_d = None
+        self.scaler_d = None
         if disc is not None:
             self.disc, self.opt_d, self.sched_d = prepared[3:]
+            if acc.scaler is not None:
+                # fp16: accelerate steps every optimizer through one GradScaler, updated at each
+                # step() (twice a step here); the discriminator gets its own, checkpointed too.
+                import copy
+
+                self.scaler_d = copy.deepcopy(acc.scaler)
+                self.opt_d.scaler = self.scaler_d
+                acc.register_for_checkpointing(self.scaler_d)
         self.window: dict[str, float] = {}
         start = self._load_checkpoint() if self.resume else 0
         self._open_log(start)
@@ -386,11 +421,11 @@ class _AETrainer:
             starts = [int(torch.randint(0, f - p + 1, (1,), generator=g)) for f, p in
                       zip(full, self.patch, strict=True)]
             sl = tuple(slice(s, s + p) for s, p in zip(starts, self.patch, strict=True))
-            a = data.pixels[(i, slice(None), *sl)]
-            x = torch.from_numpy(self.mapping.from_pixels(a))
+            x = to_unit(np.array(data.pixels[(i, slice(None), *sl)]), self.mapping)
             h = data.hflip and bool(torch.rand(1, generator=g) < 0.5)
             v = data.vflip and bool(torch.rand(1, generator=g) < 0.5)
             out.append(_flip(x, h, v))
+        release(data.pixels)
         return torch.stack(out)
 
     # --- the loop -----------------------------------------------------------------------------
@@ -428,27 +463,39 @@ class _AETrainer:
                     adv_on = self.adv and step >= cfg.ae_adv_start
                     adv_g = torch.zeros((), device=x.device)
                     if adv_on:
-                        adv_g = self.adv_loss(self.disc(recon.float())[-1], target_is_real=True,
+                        # The generator's adversarial term through a frozen discriminator (its
+                        # bare module: no DDP reduction): its loss must not reach the
+                        # discriminator's gradients, which come from its own loss only.
+                        d = acc.unwrap_model(self.disc).requires_grad_(False)
+                        adv_g = self.adv_loss(d(recon.float())[-1], target_is_real=True,
                                               for_discriminator=False)
+                        d.requires_grad_(True)
                         loss = loss + cfg.ae_adv_weight * adv_g
                     perc = torch.zeros((), device=x.device)
                     if self.perceptual is not None:
                         perc = self.perceptual(recon.float(), x)
                         loss = loss + cfg.ae_perceptual_weight * perc
                 acc.backward(loss)
-                acc.clip_grad_norm_(net.parameters(), 1.0)
+                # Unscale (fp16) the generator's gradients only: accelerate's clip_grad_norm_
+                # would unscale every prepared optimizer, the discriminator's included.
+                acc.unscale_gradients(self.opt_g)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
                 self.opt_g.step()
                 self.sched_g.step()
                 self.opt_g.zero_grad(set_to_none=True)
                 adv_d = torch.zeros(())
                 if adv_on:
+                    self.opt_d.zero_grad(set_to_none=True)
                     with acc.autocast():
                         fake = self.adv_loss(self.disc(recon.detach().float())[-1],
                                              target_is_real=False, for_discriminator=True)
                         real = self.adv_loss(self.disc(x)[-1], target_is_real=True,
                                              for_discriminator=True)
                         adv_d = 0.5 * (fake + real)
-                    acc.backward(adv_d)
+                    if self.scaler_d is not None:  # fp16: its own scaler, updated once a step
+                        self.scaler_d.scale(adv_d).backward()
+                    else:
+                        acc.backward(adv_d)
                     self.opt_d.step()
                     self.sched_d.step()
                     self.opt_d.zero_grad(set_to_none=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -98,4 +99,5 @@ def train_command(
     )
     cfg = TrainConfig.from_dict(cfg.to_dict(), source="options")  # re-validate after overrides
     folder = train(dataset, out, cfg=cfg, store_path=store, resume=resume, overwrite=overwrite)
-    stdout.print(f"model written to {folder}")
+    if int(os.environ.get("RANK", "0")) == 0:  # once under accelerate launch
+        stdout.print(f"model written to {folder}")

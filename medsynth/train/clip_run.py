@@ -294,7 +294,14 @@ def train_clip(dataset_path: str | Path, out: str | Path, *, cfg: ClipConfig,
 
     from medsynth.data.dataset import open_dataset
     from medsynth.store import open_store
+    from medsynth.train.launch import world_size
 
+    if world_size() > 1:
+        # The CLIP stage is one process on one device: N launched copies would all train on
+        # the same device and write the same folder.
+        raise BadUsageError(f"train --stage clip runs in one process, not under accelerate launch "
+                            f"with {world_size()} processes",
+                            hint="run it as plain `medsynth train --stage clip ...`")
     if store_path is None:
         raise BadUsageError("train --stage clip needs --store STORE: the model learns from "
                             "(image, description) pairs",

@@ -13,7 +13,8 @@ from medsynth.recipe import Recipe
 RESUMABLE_CHANGES = ("max_steps", "checkpoint_every", "keep_checkpoints", "log_every",
                      "sample_every", "sample_per_class", "sample_steps", "sample_guidance",
                      "num_threads", "channels_last", "ae_max_steps", "ae_checkpoint_every",
-                     "ae_log_every")
+                     "ae_log_every", "tf32", "sdpa_attention", "ema_foreach",
+                     "process_group_timeout_s", "sample_batch_size", "data_cache")
 NOISE_SCHEDULES = ("ddpm", "rflow")
 
 
@@ -179,6 +180,24 @@ class TrainConfig(Recipe):
     """Channels-last memory format for the UNet and its inputs: faster convolutions (measured
     on CPU: +5 % on the recipe UNet, +16 % fp32 and +45 % with bf16 on a 7M UNet, see
     benchmarks/train_flops.py); the saved weights are ordinary contiguous tensors."""
+    # --- GPU / multi-process levers (all off by default: not yet measured on a GPU) ----------
+    data_cache: str = "auto"
+    """Where the decoded training images live: memory, disk (a memory-mapped stack in
+    $MEDSYNTH_CACHE shared by the ranks and later runs; resident memory does not grow with the
+    data) or auto (disk when the stack would take over a quarter of the available memory)."""
+    tf32: bool = False
+    """Allow TF32 matmuls and convolutions in the fp32 paths on Ampere+ GPUs (no effect on CPU)."""
+    sdpa_attention: bool = False
+    """MONAI denoisers: attention through torch's scaled_dot_product_attention (flash/efficient
+    kernels on a GPU) instead of MONAI's einsum softmax; same weights, same saved model."""
+    ema_foreach: bool = False
+    """diffusers EMAModel(foreach=True): one fused update over all parameters per step."""
+    process_group_timeout_s: int | None = None
+    """Timeout of the process group under accelerate launch (None = torch's default, 10 min on
+    NCCL); raise it when a rank waits long for the main one (sample grids, the latent cache)."""
+    sample_batch_size: int | None = None
+    """Images per sampler call for the sample grids (None = batch_size): a grid larger than a
+    training batch is drawn in chunks instead of one out-of-memory batch."""
     # --- bookkeeping ------------------------------------------------------------------------
     checkpoint_every: int = 500
     """Write a resumable checkpoint every N steps (and at the end)."""
@@ -290,6 +309,12 @@ class TrainConfig(Recipe):
             bad("lr must be > 0")
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             bad("snr_gamma must be > 0 (or null = off)")
+        if self.data_cache not in ("auto", "memory", "disk"):
+            bad(f"data_cache must be auto, memory or disk, got {self.data_cache!r}")
+        if self.process_group_timeout_s is not None and self.process_group_timeout_s < 1:
+            bad("process_group_timeout_s must be >= 1 (or null = torch's default)")
+        if self.sample_batch_size is not None and self.sample_batch_size < 1:
+            bad("sample_batch_size must be >= 1 (or null = batch_size)")
 
     @classmethod
     def tiny(cls, **changes: Any) -> TrainConfig:

@@ -1,8 +1,16 @@
-"""Training data: the dataset decoded once into one in-memory tensor, texts chosen per image.
+"""Training data: the dataset decoded once into one tensor, texts chosen per image.
 
 Images ``(C, H, W)`` and volumes ``(C, D, H, W)`` are decoded (and resized to the recipe's
 size/shape if needed) once, kept in their own dtype (uint8 / uint16 / int16 / float32) and
-mapped to [-1, 1] per batch. Augmentations are only those that cannot change the diagnosis:
+mapped to [-1, 1] per batch (integer pixels through a lookup table: no float64 copy).
+
+Where the stack goes (recipe ``data_cache``): ``memory`` (one array in RAM, per process), or
+``disk``: a memory-mapped ``.npy`` in the shared cache folder (``$MEDSYNTH_CACHE``, default
+``~/.cache/medsynth``; ``train-data/pixels_<key>.npy``, keyed by the dataset's checksum, the
+selected images and the shape), decoded once by the main process and read by every rank and
+by later runs; pages read for a batch are handed back at once, so the resident memory of
+training does not grow with the dataset. ``auto`` (default) picks disk when the stack would
+take more than a quarter of the available memory. Augmentations are only those that cannot change the diagnosis:
 flips, and only where the modality has no meaningful orientation (dermoscopy, microscopy,
 endoscopy). Chest X-rays, CT and MR (so prostate volumes) are never flipped: a flip moves the
 heart to the right and swaps left/right findings. In 3D a horizontal flip mirrors the last axis
@@ -15,6 +23,7 @@ the machine has available is an error that says what to lower.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +67,19 @@ class TrainData:
     resized like the training images), or None."""
     eval_split: str = ""
     """Where :attr:`eval_pixels` come from (``val``, or ``train (no val split)``)."""
+    value_range: tuple[float, float] | None = None
+    """(min, max) of :attr:`pixels`, found while decoding (None: computed when asked)."""
+
+    def intensity_mapping(self) -> Any:
+        """The [-1, 1] mapping of these pixels, without a pass over a disk stack."""
+        from medsynth.models.intensity import _LIMITS, IntensityMapping
+
+        if self.value_range is None or self.pixels.dtype == np.uint8:
+            return IntensityMapping.for_data(self.pixels)
+        lo, hi = self.value_range  # the rule of IntensityMapping.for_data, without the pass
+        dtype = str(self.pixels.dtype)
+        return IntensityMapping(dtype if dtype in _LIMITS else "float32", lo,
+                                hi if hi > lo else lo + 1.0)
 
     @property
     def channels(self) -> int:
@@ -155,7 +177,6 @@ def load_train_data(dataset: Any, cfg: TrainConfig, store: Any = None,
     mixed shapes without a ``size``/``shape``, a 2D dataset with a 3D recipe (and the reverse),
     more data than memory, and a store whose image ids or classes do not match.
     """
-    from medsynth.ui import track
 
     all_classes = list(dataset.classes)
     classes = list(cfg.classes) if cfg.classes else all_classes
@@ -174,39 +195,169 @@ def load_train_data(dataset: Any, cfg: TrainConfig, store: Any = None,
         )
     texts_by_id = _store_texts(dataset, store, classes) if store is not None else {}
 
+    items = [r for _, r in rows.iterrows()]
+    labels = np.array([classes.index(str(c)) for c in rows["class"]], dtype=np.int64)
+    ids = [str(i) for i in rows["image_id"]]
+    if progress:
+        _note_units(rows, dataset)
+    texts = [texts_by_id.get(i, "") for i in ids]
+    disk = _disk_cache(dataset, cfg, items)
+    if disk is None:
+        pixels, meta = _decode(dataset, cfg, items, None, progress=progress)
+        return _finish(pixels, meta, dataset, cfg, labels, texts, ids, classes, progress)
+    from accelerate import PartialState
+
+    with PartialState().main_process_first():  # main decodes the disk stack, the others read it
+        if disk.is_file() and disk.with_suffix(".json").is_file():
+            return _from_meta(np.load(disk, mmap_mode="r"), disk, dataset, cfg, labels, texts,
+                              ids, classes, progress)
+        pixels, meta = _decode(dataset, cfg, items, disk, progress=progress)
+    return _finish(pixels, meta, dataset, cfg, labels, texts, ids, classes, progress)
+
+
+def data_cache_root() -> Path:
+    """The shared cache folder (``$MEDSYNTH_CACHE``, default ``~/.cache/medsynth``)."""
+    import os
+
+    return Path(os.environ.get("MEDSYNTH_CACHE") or Path.home() / ".cache" / "medsynth")
+
+
+def _disk_cache(dataset: Any, cfg: TrainConfig, items: list[Any]) -> Path | None:
+    """The disk stack for this selection (``data_cache`` disk, or auto and too big), or None."""
+    import hashlib
+    import json
+
+    mode = getattr(cfg, "data_cache", "memory")
+    if mode == "memory" or not items:
+        return None
+    key = hashlib.sha256(json.dumps(
+        [1, str(getattr(dataset, "sha256", "")), str(Path(dataset.root).resolve()),
+         [str(r["path"]) for r in items], cfg.shape, cfg.size]).encode()).hexdigest()[:20]
+    path = data_cache_root() / "train-data" / f"pixels_{key}.npy"
+    if mode == "auto" and not path.is_file():
+        a = dataset.load(items[0]).array
+        want = target_shape(cfg, a.ndim - 1) or a.shape[1:]
+        need = len(items) * a.shape[0] * int(np.prod(want)) * a.dtype.itemsize
+        avail = available_memory_bytes()
+        if avail is None or need <= 0.25 * avail:
+            return None
+    return path
+
+
+def release(pixels: Any) -> None:
+    """Hand the pages of a memory-mapped stack back to the OS (they stay in the page cache,
+    shared by every process): what one batch read does not stay in this process's memory."""
+    import mmap
+
+    m = getattr(pixels, "_mmap", None)
+    if m is not None and hasattr(m, "madvise"):
+        try:
+            m.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
+
+
+def _decode(dataset: Any, cfg: TrainConfig, items: list[Any], disk: Path | None, *,
+            progress: bool) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decode (and resize) every image into one stack, in memory or into the disk cache."""
+    import json
+    import os
+
+    from medsynth.ui import track
+
     arrays: list[np.ndarray] = []
     shapes: set[tuple[int, ...]] = set()
+    dtypes: set[str] = set()
     spacings: list[tuple[float, ...]] = []
     affines: list[np.ndarray] = []
     src_shapes: list[tuple[int, ...]] = []
-    items = [r for _, r in rows.iterrows()]
     it = track(items, "decoding images") if progress else items
     want = None
-    for k, r in enumerate(it):
-        img = dataset.load(r)
-        a = img.array
-        dims = a.ndim - 1
-        if k == 0:
-            _check_dims(dataset.root / str(r["path"]), dims, cfg)
-            want = target_shape(cfg, dims)
-            check_fits_memory(dataset.root, len(items), (a.shape[0], *(want or a.shape[1:])),
-                              a.dtype)
-        elif dims != arrays[0].ndim - 1:
-            raise MedsynthError(f"{dataset.root / str(r['path'])}: a {dims}D image among "
-                                f"{arrays[0].ndim - 1}D ones; a dataset is 2D or 3D")
-        shapes.add(tuple(a.shape))
-        if img.spacing is not None and len(img.spacing) == dims:
-            new = want or a.shape[1:]
-            # the resize stretches each axis to the target: spacing follows per axis
-            spacings.append(tuple(float(sp) * n / m for sp, n, m in
-                                  zip(img.spacing, a.shape[1:], new, strict=True)))
-            if img.affine is not None:
-                affines.append(np.asarray(img.affine, dtype=np.float64))
-                src_shapes.append(tuple(int(v) for v in a.shape[1:]))
-        if want is not None and tuple(a.shape[1:]) != want:
-            a = _resize(a, want)
-        arrays.append(a)
-    dims = arrays[0].ndim - 1
+    out: Any = None
+    lo, hi = np.inf, -np.inf
+    first_dims = 0
+    tmp = disk.with_name(f".{disk.name}.{os.getpid()}.part") if disk is not None else None
+    try:
+        for k, r in enumerate(it):
+            img = dataset.load(r)
+            a = img.array
+            dims = a.ndim - 1
+            if k == 0:
+                _check_dims(dataset.root / str(r["path"]), dims, cfg)
+                want = target_shape(cfg, dims)
+                first_dims = dims
+                full = (a.shape[0], *(want or a.shape[1:]))
+                if tmp is None:
+                    check_fits_memory(dataset.root, len(items), full, a.dtype)
+                else:
+                    _check_fits_disk(tmp.parent, len(items), full, a.dtype)
+                    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=a.dtype,
+                                                    shape=(len(items), *full))
+            elif dims != first_dims:
+                raise MedsynthError(f"{dataset.root / str(r['path'])}: a {dims}D image among "
+                                    f"{first_dims}D ones; a dataset is 2D or 3D")
+            shapes.add(tuple(a.shape))
+            dtypes.add(str(a.dtype))
+            _collect_geometry(img, a, dims, want, spacings, affines, src_shapes)
+            if want is not None and tuple(a.shape[1:]) != want:
+                a = _resize(a, want)
+            if a.size:
+                lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
+            if out is None:
+                arrays.append(a)
+                continue
+            if len(dtypes) > 1 or tuple(a.shape) != out.shape[1:]:
+                _check_stack(dataset, shapes, dtypes, want, first_dims)
+            out[k] = a
+            if k % 64 == 63:
+                out.flush()
+                release(out)
+        _check_stack(dataset, shapes, dtypes, want, first_dims)
+        meta = {"shapes": sorted(shapes), "spacings": spacings,
+                "affines": [a.tolist() for a in affines], "src_shapes": src_shapes,
+                "value_range": [lo, hi], "n": len(items)}
+        if out is None:
+            return np.stack(arrays), meta
+        out.flush()
+        del out
+        assert tmp is not None and disk is not None
+        os.replace(tmp, disk)
+        from medsynth.artifacts import atomic_write_text
+
+        atomic_write_text(disk.with_suffix(".json"), json.dumps(meta))
+        return np.load(disk, mmap_mode="r"), meta
+    finally:
+        if tmp is not None and tmp.exists():
+            tmp.unlink()
+
+
+def _check_fits_disk(folder: Path, n: int, shape: tuple[int, ...], dtype: Any) -> None:
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    need = n * int(np.prod(shape)) * np.dtype(dtype).itemsize
+    free = shutil.disk_usage(folder).free
+    if need > 0.9 * free:
+        raise MedsynthError(f"{folder}: the training data need {need / 2**30:.1f} GiB on disk, "
+                            f"{free / 2**30:.1f} GiB are free",
+                            hint="set MEDSYNTH_CACHE to a larger disk, or data_cache: memory")
+
+
+def _collect_geometry(img: Any, a: np.ndarray, dims: int, want: Any, spacings: list[Any],
+                      affines: list[Any], src_shapes: list[Any]) -> None:
+    if img.spacing is not None and len(img.spacing) == dims:
+        new = want or a.shape[1:]
+        # the resize stretches each axis to the target: spacing follows per axis
+        spacings.append(tuple(float(sp) * n / m for sp, n, m in
+                              zip(img.spacing, a.shape[1:], new, strict=True)))
+        if img.affine is not None:
+            affines.append(np.asarray(img.affine, dtype=np.float64))
+            src_shapes.append(tuple(int(v) for v in a.shape[1:]))
+
+
+def _check_stack(dataset: Any, shapes: set[tuple[int, ...]], dtypes: set[str], want: Any,
+                 dims: int) -> None:
+    """Channels, sizes and pixel types that cannot go into one stack are errors."""
     chans = {s[0] for s in shapes}
     if len(chans) > 1:
         raise MedsynthError(f"{dataset.root}: images have mixed channel counts {sorted(chans)}")
@@ -222,32 +373,55 @@ def load_train_data(dataset: Any, cfg: TrainConfig, store: Any = None,
                 f"{dataset.root}: volumes have different shapes ({sorted(sizes)[:4]})",
                 hint="set shape: [D, H, W] in the recipe to resample them to one shape, or "
                 "resample at import")
-    dtypes = {str(a.dtype) for a in arrays}
     if len(dtypes) > 1:
         raise MedsynthError(
             f"{dataset.root}: images have mixed pixel types {sorted(dtypes)} (a dataset imported "
             "before import chose one type per dataset)",
             hint=f"import it again: medsynth data import {dataset.root} --out NEW_DATASET "
             "(add --dtype float32 to keep every value, or --dtype int16/uint16)")
-    pixels = np.stack(arrays)
-    labels = np.array([classes.index(str(c)) for c in rows["class"]], dtype=np.int64)
-    ids = [str(i) for i in rows["image_id"]]
-    texts = [texts_by_id.get(i, "") for i in ids]
+
+
+def _from_meta(pixels: np.ndarray, disk: Path, dataset: Any, cfg: TrainConfig, labels: Any,
+               texts: list[str], ids: list[str], classes: list[str],
+               progress: bool) -> TrainData:
+    """A disk stack decoded before (by the main process, or an earlier run)."""
+    import json
+
+    meta = json.loads(disk.with_suffix(".json").read_text("utf-8"))
+    if int(meta.get("n", -1)) != len(ids) or len(pixels) != len(ids):
+        raise MedsynthError(f"{disk}: the cached training data do not match the selection",
+                            hint=f"delete {disk} and its .json to decode the images again")
+    meta["shapes"] = [tuple(s) for s in meta["shapes"]]
+    meta["src_shapes"] = [tuple(s) for s in meta["src_shapes"]]
+    meta["spacings"] = [tuple(s) for s in meta["spacings"]]
+    return _finish(pixels, meta, dataset, cfg, labels, texts, ids, classes, progress)
+
+
+def _finish(pixels: np.ndarray, meta: dict[str, Any], dataset: Any, cfg: TrainConfig,
+            labels: Any, texts: list[str], ids: list[str], classes: list[str],
+            progress: bool) -> TrainData:
+    spacings = meta["spacings"]
+    affines = [np.asarray(a, dtype=np.float64) for a in meta["affines"]]
+    src_shapes = meta["src_shapes"]
+    n = len(pixels)
+    dims = pixels.ndim - 2
     h, v = flips_for(dataset.modality, cfg)
-    first = next(iter(shapes))
+    first = tuple(meta["shapes"][0])
     spacing = tuple(float(v) for v in np.median(np.array(spacings), axis=0)) if spacings else None
     if spacings and progress:
-        _note_spacings(spacings, spacing, len(arrays))
+        _note_spacings(spacings, spacing, n)
     if dims == 2:
         affine = (model_affine(affines, spacing, int(pixels.shape[-1]))
-                  if len(affines) == len(arrays) else None)
+                  if len(affines) == n else None)
     else:
         affine = (volume_affine(affines, src_shapes, spacing, tuple(pixels.shape[2:]))
-                  if len(affines) == len(arrays) else None)
+                  if len(affines) == n else None)
+    lo, hi = meta.get("value_range") or (None, None)
     return TrainData(pixels=pixels, labels=labels, texts=texts, image_ids=ids, classes=classes,
                      modality=dataset.modality, dtype=str(pixels.dtype), hflip=h, vflip=v,
                      n_described=sum(1 for t in texts if t), source_size=tuple(first[1:]),
-                     spacing=spacing, affine=affine)
+                     spacing=spacing, affine=affine,
+                     value_range=(float(lo), float(hi)) if lo is not None and n else None)
 
 
 def attach_eval_pixels(dataset: Any, cfg: TrainConfig, data: TrainData, *,
@@ -306,11 +480,30 @@ def _note_spacings(spacings: list[tuple[float, ...]], spacing: Any, n: int) -> N
             f"[yellow]note:[/] {n - len(spacings)} of {n} training images record no pixel "
             f"spacing; the model records the median of the others, {mm(spacing)} mm "
             "(generate --spacing overrides it)", soft_wrap=True)
-    elif np.any(hi > lo * 1.1):
+    if np.any(hi > lo * 1.1):  # shown beside the missing-spacing note, not instead of it
         console.print(
             f"[yellow]note:[/] the training images' pixel spacings (as trained) range from "
             f"{mm(lo)} to {mm(hi)} mm; the model records the median {mm(spacing)} mm for "
             "generated DICOM/NIfTI (generate --spacing overrides it)", soft_wrap=True)
+
+
+def _note_units(rows: Any, dataset: Any) -> None:
+    """Warn when the training images mix kinds of values (CT HU, MR units, display values):
+    a set that ``data import --dtype`` forced into one type."""
+    from medsynth.data.ingest import unit_kinds
+    from medsynth.ui import console
+
+    col = rows["modality"] if "modality" in rows.columns else None
+    found = col.dropna().astype(str).value_counts().to_dict() if col is not None else {}
+    kinds = unit_kinds(found)
+    if len(kinds) > 1:
+        console.print(
+            "[yellow]warning:[/] the training images mix kinds of pixel values ("
+            + "; ".join(f"{k}: {', '.join(f'{m} {found[m]}' for m in ms)}"
+                        for k, ms in kinds.items())
+            + f") in one {dataset.dtype} scale: the model learns them as one intensity range; "
+            "train a model per modality (import each one separately) for comparable "
+            "intensities", soft_wrap=True)
 
 
 def shared_direction(affines: list[np.ndarray]) -> np.ndarray | None:
@@ -402,19 +595,50 @@ def _store_texts(dataset: Any, store: Any, classes: list[str]) -> dict[str, str]
     return out
 
 
-def batch_tensors(data: TrainData, idx: Any, gen: Any, mapping: Any) -> Any:
-    """Images ``idx`` as float32 [-1, 1] ``(B, C, *spatial)`` with seeded flips from ``gen``."""
+def batch_pixels(data: TrainData, idx: Any, gen: Any) -> np.ndarray:
+    """Images ``idx`` in the data's own dtype ``(B, C, *spatial)`` with seeded flips from ``gen``
+    (the draws of :func:`batch_tensors`); a disk stack's pages are handed back after the read."""
     import torch
 
-    x = torch.from_numpy(mapping.from_pixels(data.pixels[idx.numpy()]))
-    b = x.shape[0]
+    a = np.array(data.pixels[idx.numpy()])
+    release(data.pixels)
+    b = a.shape[0]
     if data.hflip:
-        m = torch.rand(b, generator=gen) < 0.5
-        x[m] = x[m].flip(-1)
+        m = (torch.rand(b, generator=gen) < 0.5).numpy()
+        a[m] = a[m][..., ::-1]
     if data.vflip:
-        m = torch.rand(b, generator=gen) < 0.5
-        x[m] = x[m].flip(-2)
-    return x
+        m = (torch.rand(b, generator=gen) < 0.5).numpy()
+        a[m] = a[m][..., ::-1, :]
+    return a
+
+
+def to_unit(a: np.ndarray, mapping: Any) -> Any:
+    """Pixels (the data's dtype) -> float32 [-1, 1] tensor, bit for bit ``mapping.from_pixels``:
+    integer pixels through a lookup table of every value (no float64 copy of the batch)."""
+    import torch
+
+    lut = _lut(mapping.dtype, mapping.low, mapping.high) if a.dtype.kind in "ui" \
+        and a.dtype.itemsize <= 2 else None
+    if lut is None:
+        return torch.from_numpy(mapping.from_pixels(a))
+    table, offset = lut
+    return torch.from_numpy(table[a.astype(np.int32) + offset if offset else a])
+
+
+@functools.lru_cache(maxsize=8)
+def _lut(dtype: str, low: float, high: float) -> tuple[np.ndarray, int] | None:
+    from medsynth.models.intensity import IntensityMapping
+
+    if dtype not in ("uint8", "uint16", "int16"):
+        return None
+    info = np.iinfo(dtype)
+    values = np.arange(int(info.min), int(info.max) + 1, dtype=np.int64)
+    return IntensityMapping(dtype, low, high).from_pixels(values), -int(info.min)
+
+
+def batch_tensors(data: TrainData, idx: Any, gen: Any, mapping: Any) -> Any:
+    """Images ``idx`` as float32 [-1, 1] ``(B, C, *spatial)`` with seeded flips from ``gen``."""
+    return to_unit(batch_pixels(data, idx, gen), mapping)
 
 
 def cache_dir(out: Path) -> Path:

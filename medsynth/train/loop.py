@@ -6,7 +6,8 @@ One optimizer step =
      batches the uninterrupted run would have drawn);
   2. class ids -> null class with ``p_drop_class``, texts -> null text with ``p_drop_text``
      (independently), for classifier-free guidance;
-  3. the denoiser (:mod:`medsynth.models.denoiser`, any kind, 2D or 3D) predicts the noise
+  3. the denoiser (:mod:`medsynth.models.denoiser`, any kind, 2D or 3D) predicts the target of
+     the shared objective (:mod:`medsynth.models.objective`): the noise
      (or, with ``noise_schedule: rflow``, the flow velocity ``x0 - noise``);
      loss = MSE + ``class_loss_weight`` * cross-entropy of a small head on the denoiser's pooled
      mid-block features against the true class; in CCELLA mode (``ccella: true``) the class
@@ -31,8 +32,7 @@ wrote, so the next run needs no ``--overwrite``.
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
+import dataclasses
 import math
 import shutil
 import time
@@ -43,12 +43,9 @@ import numpy as np
 
 from medsynth.artifacts import (
     MANIFEST_NAME,
-    atomic_write_bytes,
     atomic_write_text,
     check_output_dir,
-    input_ref,
     prepare_output_dir,
-    write_manifest,
 )
 from medsynth.checkpoints import (
     batch_indices,
@@ -58,8 +55,6 @@ from medsynth.checkpoints import (
     write_checkpoint,
 )
 from medsynth.errors import MedsynthError
-from medsynth.models.bundle import CLASS_HEAD_FILE, export_model
-from medsynth.models.ccella import TEXT_CLASS_HEAD_FILE
 from medsynth.models.denoiser import (
     DenoiserSpec,
     build_class_head,
@@ -67,24 +62,17 @@ from medsynth.models.denoiser import (
     channels_last_format,
     plan_denoiser,
 )
-from medsynth.models.info import (
-    AutoencoderInfo,
-    ConditioningInfo,
-    DenoiserInfo,
-    ModelInfo,
-    NoiseSchedule,
-    PrototypeInfo,
-)
-from medsynth.models.intensity import IntensityMapping
-from medsynth.models.prototypes import PROTOTYPE_FILE, build_prototypes
-from medsynth.models.text_encoder import TextEncoderRef
+from medsynth.models.info import ModelInfo
+from medsynth.models.objective import Objective
+from medsynth.models.prototypes import build_prototypes
 from medsynth.resume import require_same_settings
 from medsynth.train.config import RESUMABLE_CHANGES, TrainConfig
 from medsynth.train.data import TrainData, batch_tensors, load_train_data
+from medsynth.train.export import LOG_NAME, export_run, model_info
+from medsynth.train.text_cache import text_features
 from medsynth.ui import console
 
 CONFIG_NAME = "train_config.yaml"
-LOG_NAME = "train_log.csv"
 LOG_FIELDS = ["step", "loss", "mse", "class_ce", "lr", "images_per_s", "elapsed_s", "text_class"]
 
 
@@ -114,7 +102,9 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
 
     # Under `accelerate launch` only the main process touches the folder. cpu=True without CUDA:
     # launched processes then form a gloo group (MULTI_CPU) instead of each thinking it is alone.
-    state = PartialState(cpu=not torch.cuda.is_available())
+    from medsynth.train.launch import process_group_kwargs
+
+    state = PartialState(cpu=not torch.cuda.is_available(), **process_group_kwargs(cfg))
     # An interrupted training run (recipe written, no manifest yet) is ours to replace with
     # --overwrite; without a complete checkpoint it is debris (nothing to resume): replaced anyway.
     interrupted = not resume and (out / CONFIG_NAME).is_file() and not (out / MANIFEST_NAME).exists()
@@ -218,13 +208,10 @@ def _check_resume_config(out: Path, cfg: TrainConfig) -> TrainConfig:
 
 
 def _mixed_precision(cfg: TrainConfig) -> str:
-    import torch
+    """The recipe's precision; ``auto``: bf16 on compute capability >= 8, fp16 below, CPU none."""
+    from medsynth.precision import resolve
 
-    if cfg.mixed_precision != "auto":
-        return cfg.mixed_precision
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
+    return resolve(cfg.mixed_precision)
 
 
 class _Trainer:
@@ -241,70 +228,15 @@ class _Trainer:
         self.ckdir = out / "checkpoints"
 
     # --- setup ------------------------------------------------------------------------------
-    def _text_features(self) -> None:
-        """Encode every distinct description once; cache on disk (keyed by encoder + texts)."""
-        import torch
-        from safetensors.torch import load_file, save
-
-        cfg, data = self.cfg, self.data
-        ref = TextEncoderRef(name=cfg.text_encoder, kind=cfg.text_encoder_kind, layer=cfg.text_layer,
-                             max_tokens=cfg.max_text_tokens, long_text=cfg.long_text,
-                             chunk_overlap=cfg.text_chunk_overlap,
-                             max_chunks=cfg.max_text_chunks)
-        uniq = [""] + sorted({t for t in data.texts if t})
-        key = hashlib.sha256(json.dumps([ref.to_dict(), uniq]).encode()).hexdigest()[:16]
-        cache = self.ckdir / "cache" / f"text_{key}.safetensors"
-        meta_path = cache.with_suffix(".json")
-        cut: dict[str, Any] | None = None  # descriptions cut at the encoder's token window
-        if cache.is_file() and meta_path.is_file():
-            t = load_file(str(cache))
-            hidden, mask = t["hidden"], t["mask"]
-            meta = json.loads(meta_path.read_text())
-            ref, cut = TextEncoderRef.from_dict(meta), meta.get("text_cut")
-        elif len(uniq) == 1:
-            # Class-only training: only the encoder's width is needed, not the encoder itself.
-            from transformers import AutoConfig
-
-            from medsynth.models.text_encoder import _is_decoder, null_text, resolve_text_encoder
-
-            conf = AutoConfig.from_pretrained(resolve_text_encoder(cfg.text_encoder))
-            ref.hidden_size = int(getattr(conf, "hidden_size", 0) or getattr(conf, "n_embd", 0))
-            ref.model_type = str(getattr(conf, "model_type", ""))
-            if ref.kind == "auto":
-                ref.kind = "decoder" if _is_decoder(conf) else "encoder"
-            hidden, mask = null_text(1, ref.hidden_size)
-        else:
-            from medsynth.models.text_encoder import TextEncoder
-
-            console.print(f"encoding {len(uniq) - 1} distinct descriptions with {cfg.text_encoder}")
-            enc = TextEncoder(ref)
-            hidden, mask = enc.encode(uniq)  # warns once when descriptions are cut
-            counts = dict(zip(uniq, enc.token_counts(uniq), strict=True))
-            long = {u for u, n in counts.items() if n > enc.capacity}
-            cut = {"texts": len(long), "images": sum(1 for t in data.texts if t in long),
-                   "max_tokens": int(enc.capacity), "longest_tokens": max(counts.values()),
-                   "long_text": ref.long_text}
-            ref = enc.ref
-            del enc
-        if not cache.is_file():
-            atomic_write_bytes(cache, save({"hidden": hidden.contiguous(), "mask": mask.contiguous()}))
-            atomic_write_text(meta_path, json.dumps({**ref.to_dict(), "text_cut": cut}))
-        self.text_cut = cut
-        self.text_ref = ref
-        self.text_hidden, self.text_mask = hidden, mask
-        index = {t: i for i, t in enumerate(uniq)}
-        self.text_idx = torch.tensor([index[t] for t in data.texts], dtype=torch.long)
-
     def run(self) -> Path:
         import torch
         from accelerate import Accelerator
         from accelerate.utils import set_seed
-        from diffusers import DDPMScheduler
         from diffusers.optimization import get_scheduler
         from diffusers.training_utils import EMAModel
 
         cfg, data = self.cfg, self.data
-        self.mapping = IntensityMapping.for_data(data.pixels)
+        self.mapping = data.intensity_mapping()  # no pass over a disk stack
         if cfg.latent:
             from medsynth.models.sampler import default_device
             from medsynth.train.autoencoder import autoencoder_phase
@@ -314,6 +246,9 @@ class _Trainer:
                 interrupt_after=self.interrupt_after_ae, device=default_device())
             self.t0 = time.perf_counter()
         mp = _mixed_precision(cfg)
+        from medsynth.train import launch
+
+        launch.setup(cfg, mp)  # rank threads, TF32, a warning for an ignored --mixed_precision
         # train() may run several times in one process (notebooks, tests): accelerate's state is
         # a singleton, so forget the previous run's precision/accumulation (the process group stays).
         from accelerate.state import AcceleratorState, GradientState
@@ -324,7 +259,11 @@ class _Trainer:
                           cpu=not torch.cuda.is_available())
         self.acc = acc
         set_seed(cfg.seed)
-        self._text_features()
+        with acc.main_process_first():  # main encodes and caches, the others read the cache
+            self.text = text_features(cfg, list(data.texts), self.ckdir / "cache")
+            self.text_ref, self.text_cut = self.text.ref, self.text.cut
+            self.text_hidden, self.text_mask, self.text_idx = (self.text.hidden, self.text.mask,
+                                                               self.text.idx)
         # Prototype banks from the raw training features of the described images.
         described = self.text_idx > 0
         self.prototypes = build_prototypes(
@@ -338,21 +277,19 @@ class _Trainer:
         self.memory_format = channels_last_format(self.spec.spatial_dims)
         self.sample_shape = (self.spec.channels, *self.spec.shape)
         unet = build_denoiser(self.spec)
+        if cfg.sdpa_attention:
+            launch.use_sdpa(unet)
         if cfg.channels_last:  # before the EMA copy, so its shadow weights share the layout
             unet = unet.to(memory_format=self.memory_format)
         head = build_class_head(self.spec)
-        self.rflow = cfg.noise_schedule == "rflow"
-        if self.rflow:
-            from medsynth.models.rflow import RectifiedFlowScheduler, rflow_config
-
-            self.noise_sched: Any = RectifiedFlowScheduler(rflow_config(
-                cfg.num_train_timesteps, (self.spec.channels, *self.spec.shape)))
-        else:
-            self.noise_sched = DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps,
-                                             beta_schedule=cfg.beta_schedule,
-                                             prediction_type=cfg.prediction_type)
+        self.objective = Objective.for_training(
+            noise_schedule=cfg.noise_schedule, num_train_timesteps=cfg.num_train_timesteps,
+            beta_schedule=cfg.beta_schedule, prediction_type=cfg.prediction_type,
+            sample_shape=self.sample_shape, snr_gamma=cfg.snr_gamma)
+        self.noise_sched = self.objective.scheduler
         # The EMA keeps shadow copies of the parameters only: no model class, any denoiser.
-        ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True)
+        ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True,
+                       foreach=cfg.ema_foreach)
         params = list(unet.parameters()) + list(head.parameters())
         text_head = None
         if cfg.ccella:
@@ -369,7 +306,6 @@ class _Trainer:
         else:
             unet, head, opt, lr_sched = acc.prepare(unet, head, opt, lr_sched)
         self.text_head = text_head
-        ema.to(acc.device)
         acc.register_for_checkpointing(ema)
         self.unet, self.head, self.opt, self.lr_sched, self.ema = unet, head, opt, lr_sched, ema
         self.denoiser = acc.unwrap_model(unet)  # features and saving: the bare module
@@ -378,6 +314,10 @@ class _Trainer:
         # A latent run killed before its first denoiser checkpoint starts the denoiser afresh.
         fresh = self.latents is not None and not self._checkpoints()
         start = self._load_checkpoint() if self.resume and not fresh else 0
+        # After the load: accelerate reloads the EMA's shadow params on the CPU
+        # (load_custom_state(map_location="cpu")); moved before, the first ema.step on a GPU
+        # would mix devices.
+        ema.to(acc.device)
         if acc.is_main_process:
             # The folder is about to change: it must not look complete until the new manifest
             # is written (removed only now, so a failed resume leaves a finished model intact).
@@ -424,10 +364,10 @@ class _Trainer:
         console.print(f"resumed from {last} (step {step})")
         return step
 
-    def _save_checkpoint(self, step: int, window: dict[str, float]) -> None:
+    def _save_checkpoint(self, step: int, window: _Window) -> None:
         write_checkpoint(self.ckdir, step, {
             "elapsed_s": round(self.elapsed_before + time.perf_counter() - self.t0, 1),
-            "log_window": {k: window[k] for k in ("loss", "mse", "ce", "tce", "n")}},
+            "log_window": window.saved()},
             keep=self.cfg.keep_checkpoints, save=lambda tmp: self.acc.save_state(str(tmp)),
             acc=self.acc)
 
@@ -463,21 +403,18 @@ class _Trainer:
 
     # --- the loop ----------------------------------------------------------------------------
     def _loop(self, start: int) -> int:
-        import torch
-        import torch.nn.functional as F
-        from diffusers.training_utils import compute_snr
         from rich.progress import TextColumn
 
         from medsynth.ui import progress_bar
 
-        cfg, data, acc = self.cfg, self.data, self.acc
+        cfg, acc = self.cfg, self.acc
         unet, head, opt, lr_sched, ema = self.unet, self.head, self.opt, self.lr_sched, self.ema
-        n, b, null = len(data), cfg.batch_size, len(data.classes)
-        labels = torch.from_numpy(data.labels)
+        models = (unet, head) if self.text_head is None else (unet, head, self.text_head)
         t0 = self.t0 = time.perf_counter()
-        win: dict[str, float] = {"loss": 0.0, "mse": 0.0, "ce": 0.0, "tce": 0.0, "n": 0,
-                                 **self.window}
-        win_t, win_imgs = time.perf_counter(), 0
+        # fp16 (CUDA): a non-finite loss is the GradScaler's to skip (it lowers the scale);
+        # elsewhere (no scaler) it ends the run.
+        win = _Window(acc.device, self.window,
+                      skip_nonfinite=getattr(acc, "scaler", None) is not None)
         step = start
         unet.train()
         head.train()
@@ -487,117 +424,104 @@ class _Trainer:
             task = bar.add_task("training", total=cfg.max_steps, completed=start, rate="", loss="-")
             while step < cfg.max_steps:
                 for micro in range(cfg.grad_accum):
-                    k = (step * cfg.grad_accum + micro) * acc.num_processes + acc.process_index
-                    g = torch.Generator().manual_seed(cfg.seed * 7_919 + k * 2 + 1)
-                    idx = batch_indices(n, b, k, cfg.seed)
-                    if self.latents is not None:
-                        x0 = self._latent_batch(idx, g)
-                    else:
-                        x0 = batch_tensors(data, idx, g, self.mapping)
-                    bs = x0.shape[0]
-                    y = labels[idx]
-                    c = y.clone()
-                    c[torch.rand(bs, generator=g) < cfg.p_drop_class] = null
-                    tidx = self.text_idx[idx].clone()
-                    tidx[torch.rand(bs, generator=g) < cfg.p_drop_text] = 0  # 0 = null text
-                    hidden, mask = self.text_hidden[tidx], self.text_mask[tidx]
-                    noise = torch.randn(x0.shape, generator=g)
-                    if self.rflow:  # continuous t in (0, T]: T is pure noise
-                        t = (1.0 - torch.rand(bs, generator=g)) * cfg.num_train_timesteps
-                    else:
-                        t = torch.randint(0, cfg.num_train_timesteps, (bs,), generator=g)
-                    dev = acc.device
-                    x0, noise, t, y, c = x0.to(dev), noise.to(dev), t.to(dev), y.to(dev), c.to(dev)
-                    hidden, mask, tidx = hidden.to(dev), mask.to(dev), tidx.to(dev)
-                    xt = self.noise_sched.add_noise(x0, noise, t)
-                    if cfg.channels_last:
-                        xt = xt.contiguous(memory_format=self.memory_format)
-                    if self.rflow:
-                        target = x0 - noise
-                    elif cfg.prediction_type == "epsilon":
-                        target = noise
-                    elif cfg.prediction_type == "v_prediction":
-                        target = self.noise_sched.get_velocity(x0, noise, t)
-                    else:
-                        target = x0
-                    models = (unet, head) if self.text_head is None else (unet, head, self.text_head)
+                    batch = self._draw(step, micro)                      # 1. the seeded batch
                     with acc.accumulate(*models), acc.autocast():
-                        tce = torch.zeros((), device=dev)
-                        if self.text_head is not None:
-                            # CCELLA: the class input is the class predicted from the text
-                            # (one-hot where there is none, null where the class is dropped).
-                            from medsynth.models.ccella import class_inputs, class_loss
-
-                            has_text = tidx > 0
-                            logits = self.text_head(hidden, mask)
-                            probs = (logits.float() / cfg.ccella_temperature).softmax(-1)
-                            c = class_inputs(probs, y, has_text, c == null, null)
-                            tce = class_loss(logits, y, cfg.ccella_loss, weights=has_text)
-                        pred = unet(xt, t, c, hidden, mask)
-                        if cfg.snr_gamma is None:
-                            mse = F.mse_loss(pred.float(), target.float())
-                        else:
-                            # Min-SNR-gamma: per-sample weights min(SNR, gamma) / SNR (eps),
-                            # / (SNR + 1) (v), / 1 (x0), as in diffusers' training examples.
-                            snr = compute_snr(self.noise_sched, t)
-                            w = torch.clamp(snr, max=cfg.snr_gamma)
-                            if cfg.prediction_type == "epsilon":
-                                w = w / snr
-                            elif cfg.prediction_type == "v_prediction":
-                                w = w / (snr + 1)
-                            per = F.mse_loss(pred.float(), target.float(), reduction="none")
-                            mse = (per.mean(dim=tuple(range(1, per.ndim))) * w).mean()
-                        if cfg.class_loss_weight > 0:
-                            ce = F.cross_entropy(head(self.denoiser.pooled_features()).float(), y)
-                        else:
-                            ce = torch.zeros((), device=dev)
-                        loss = mse + cfg.class_loss_weight * ce + cfg.ccella_loss_weight * tce
-                        acc.backward(loss)
+                        losses = self._losses(batch)                     # 2. the losses
+                        acc.backward(losses["loss"])                     # 3. the optimizer step
                         if acc.sync_gradients and cfg.max_grad_norm > 0:
                             acc.clip_grad_norm_([p for m in models for p in m.parameters()],
                                                 cfg.max_grad_norm)
                         opt.step()
                         lr_sched.step()
                         opt.zero_grad(set_to_none=True)
-                    win["loss"] += float(loss.detach()) / cfg.grad_accum
-                    win["mse"] += float(mse.detach()) / cfg.grad_accum
-                    win["ce"] += float(ce.detach()) / cfg.grad_accum
-                    win["tce"] += float(tce.detach()) / cfg.grad_accum
-                    win_imgs += bs * acc.num_processes
-                if not math.isfinite(win["loss"]):
-                    raise MedsynthError(
-                        f"training diverged at step {step + 1} (loss is {win['loss']})",
-                        hint="lower lr, raise warmup_steps, or use mixed_precision no/bf16; "
-                        "rerun with --resume from the last good checkpoint")
-                ema.step(acc.unwrap_model(unet).parameters())
-                step += 1
-                win["n"] += 1
-                if step % cfg.log_every == 0 or step == cfg.max_steps:
-                    dt = time.perf_counter() - win_t
-                    m = max(1, int(win["n"]))
-                    row = {"step": step, "loss": f"{win['loss'] / m:.6f}",
-                           "mse": f"{win['mse'] / m:.6f}", "class_ce": f"{win['ce'] / m:.6f}",
-                           "lr": f"{lr_sched.get_last_lr()[0]:.3e}",
-                           "images_per_s": f"{win_imgs / max(dt, 1e-9):.2f}",
-                           "elapsed_s": f"{self.elapsed_before + time.perf_counter() - t0:.1f}",
-                           "text_class": f"{win['tce'] / m:.6f}"}
-                    self._write_log(row)
-                    bar.update(task, loss=row["loss"], rate=f"{win_imgs / max(dt, 1e-9):.1f} img/s")
-                    win = {"loss": 0.0, "mse": 0.0, "ce": 0.0, "tce": 0.0, "n": 0}
-                    win_t, win_imgs = time.perf_counter(), 0
+                    win.add(losses, cfg.grad_accum, batch.size * acc.num_processes)
+                step += 1                                                # 4. after the step:
+                ema.step(acc.unwrap_model(unet).parameters())            #    EMA
+                win.n += 1
+                if step % cfg.log_every == 0 or step == cfg.max_steps:   #    log row
+                    row = self._log_row(step, win.means(step), t0)
+                    bar.update(task, loss=row["loss"], rate=f"{win.rate():.1f} img/s")
+                    win.reset()
                 bar.update(task, completed=step)
-                if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+                if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:  # checkpoint
+                    win.check(step)
                     self._save_checkpoint(step, win)
                 if cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.max_steps \
-                        and acc.is_main_process:
+                        and acc.is_main_process:                         #    sample grid
                     self._grid(step)
                     unet.train()
                 if self.interrupt_after is not None and step >= self.interrupt_after:
                     raise KeyboardInterrupt
         # Totals over all resumed parts of the run (checkpoints carry the elapsed time).
         self.train_time = self.elapsed_before + time.perf_counter() - t0
-        self.images_seen = step * cfg.batch_size * cfg.grad_accum * acc.num_processes
+        self.images_seen = step * cfg.batch_size * cfg.grad_accum * self.acc.num_processes
         return step
+
+    def _draw(self, step: int, micro: int) -> _Batch:
+        """Micro-batch ``micro`` of ``step``: images (or latents), CFG dropout, noise and
+        timesteps from a generator seeded by (seed, step, micro-batch, process), on the device."""
+        import torch
+
+        cfg, data, acc = self.cfg, self.data, self.acc
+        k = (step * cfg.grad_accum + micro) * acc.num_processes + acc.process_index
+        g = torch.Generator().manual_seed(cfg.seed * 7_919 + k * 2 + 1)
+        idx = batch_indices(len(data), cfg.batch_size, k, cfg.seed)
+        if self.latents is not None:
+            x0 = self._latent_batch(idx, g)
+        else:
+            x0 = batch_tensors(data, idx, g, self.mapping)
+        bs = x0.shape[0]
+        y = torch.from_numpy(data.labels)[idx]
+        drop_c, drop_t = self.objective.cfg_dropout(bs, g, cfg.p_drop_class, cfg.p_drop_text)
+        c = y.clone()
+        c[drop_c] = len(data.classes)  # the null class
+        tidx = self.text_idx[idx].clone()
+        tidx[drop_t] = 0  # 0 = the null text
+        noise, t = self.objective.draw(tuple(x0.shape), g)
+        dev = acc.device
+        return _Batch(x0=x0.to(dev), noise=noise.to(dev), t=t.to(dev), labels=y.to(dev),
+                      classes=c.to(dev), text_idx=tidx.to(dev), hidden=self.text_hidden[tidx].to(dev),
+                      mask=self.text_mask[tidx].to(dev), size=bs)
+
+    def _losses(self, b: _Batch) -> dict[str, Any]:
+        """loss = denoising MSE (the objective) + class-head CE + CCELLA text-class loss."""
+        import torch
+        import torch.nn.functional as F
+
+        cfg, obj, dev = self.cfg, self.objective, self.acc.device
+        xt = obj.noisy(b.x0, b.noise, b.t)
+        if cfg.channels_last:
+            xt = xt.contiguous(memory_format=self.memory_format)
+        target = obj.target(b.x0, b.noise, b.t)
+        c, tce = b.classes, torch.zeros((), device=dev)
+        if self.text_head is not None:
+            # CCELLA: the class input is the class predicted from the text (one-hot where there
+            # is none, null where the class is dropped).
+            from medsynth.models.ccella import class_inputs, class_loss
+
+            null = len(self.data.classes)
+            has_text = b.text_idx > 0
+            logits = self.text_head(b.hidden, b.mask)
+            probs = (logits.float() / cfg.ccella_temperature).softmax(-1)
+            c = class_inputs(probs, b.labels, has_text, c == null, null)
+            tce = class_loss(logits, b.labels, cfg.ccella_loss, weights=has_text)
+        pred = self.unet(xt, b.t, c, b.hidden, b.mask)
+        mse = obj.loss(pred, target, b.t)
+        if cfg.class_loss_weight > 0:
+            ce = F.cross_entropy(self.head(self.denoiser.pooled_features()).float(), b.labels)
+        else:
+            ce = torch.zeros((), device=dev)
+        loss = mse + cfg.class_loss_weight * ce + cfg.ccella_loss_weight * tce
+        return {"loss": loss, "mse": mse, "ce": ce, "tce": tce}
+
+    def _log_row(self, step: int, m: dict[str, float], t0: float) -> dict[str, Any]:
+        row = {"step": step, "loss": f"{m['loss']:.6f}", "mse": f"{m['mse']:.6f}",
+               "class_ce": f"{m['ce']:.6f}", "lr": f"{self.lr_sched.get_last_lr()[0]:.3e}",
+               "images_per_s": f"{m['rate']:.2f}",
+               "elapsed_s": f"{self.elapsed_before + time.perf_counter() - t0:.1f}",
+               "text_class": f"{m['tce']:.6f}"}
+        self._write_log(row)
+        return row
 
     def _latent_batch(self, idx: Any, g: Any) -> Any:
         """Cached scaled latents of images ``idx``; flips drawn as for pixels (the latents of
@@ -655,13 +579,17 @@ class _Trainer:
             if lat is not None:
                 def decode(z: Any) -> Any:
                     return lat.autoencoder.decode(z)
-            x = denoise(den, make_scheduler(sampler_for(sched_conf), sched_conf,
-                                            latent=lat is not None),
-                        class_ids=classes, text_hidden=hidden, text_mask=mask,
-                        null_class=len(data.classes), null_hidden=null_h, null_mask=null_m,
-                        seeds=[cfg.seed * 100_003 + i for i in range(len(cls_ids))],
-                        sample_shape=tuple(self.sample_shape), steps=cfg.sample_steps,
-                        guidance=cfg.sample_guidance, device=self.acc.device, decode=decode)
+            from medsynth.train.samplegrid import in_chunks
+
+            x = in_chunks(  # chunks of sample_batch_size: one image is the same in any chunk
+                denoise, cfg.sample_batch_size or cfg.batch_size,
+                dict(class_ids=classes, text_hidden=hidden, text_mask=mask,
+                     seeds=[cfg.seed * 100_003 + i for i in range(len(cls_ids))]),
+                denoiser=den, scheduler=make_scheduler(sampler_for(sched_conf), sched_conf,
+                                                       latent=lat is not None),
+                null_class=len(data.classes), null_hidden=null_h, null_mask=null_m,
+                sample_shape=tuple(self.sample_shape), steps=cfg.sample_steps,
+                guidance=cfg.sample_guidance, device=self.acc.device, decode=decode)
         finally:
             self.ema.restore(params)
         pixels = self.mapping.to_pixels(x)
@@ -675,102 +603,111 @@ class _Trainer:
 
     def model_info(self, step: int) -> ModelInfo:
         """The model-info record of this run's model after ``step`` steps."""
-        cfg, data = self.cfg, self.data
-        return ModelInfo(
-            classes=list(data.classes), channels=data.channels, spatial_dims=data.spatial_dims,
-            shape=list(data.spatial_shape), dtype=data.dtype, modality=data.modality,
-            intensity=self.mapping, text_encoder=self.text_ref,
-            denoiser=DenoiserInfo(kind=self.spec.kind, spec=self.spec.to_dict()),
-            prediction_type="v_prediction" if self.rflow else cfg.prediction_type,
-            noise_schedule=NoiseSchedule(kind=cfg.noise_schedule),
-            prototypes=PrototypeInfo(file=PROTOTYPE_FILE if self.prototypes else None,
-                                     per_class=cfg.prototypes_per_class,
-                                     strength=cfg.prototype_strength,
-                                     temperature=cfg.prototype_temperature,
-                                     classes_with_bank=sorted(self.prototypes)),
-            conditioning=ConditioningInfo(
-                class_input="probabilities" if cfg.ccella else "ids",
-                p_drop_class=cfg.p_drop_class, p_drop_text=cfg.p_drop_text,
-                text_class_head=TEXT_CLASS_HEAD_FILE if cfg.ccella else None,
-                temperature=cfg.ccella_temperature),
-            autoencoder=self._autoencoder_info(),
-            # Filled in when the data carry them (real data with spacing/affine).
-            spacing=_listed(getattr(data, "spacing", None)),
-            affine=_listed(getattr(data, "affine", None)),
-            class_head=CLASS_HEAD_FILE,
-            augmentation={"hflip": data.hflip, "vflip": data.vflip},
-            train_splits=list(cfg.splits), steps=step,
-        )
-
-    def _autoencoder_info(self) -> AutoencoderInfo | None:
-        lat = self.latents
-        if lat is None:
-            return None
-        from medsynth.train.autoencoder import AE_FOLDER
-
-        return AutoencoderInfo(folder=AE_FOLDER, scaling_factor=lat.scaling_factor,
-                               latent_channels=lat.channels, latent_shape=list(lat.shape),
-                               latent_std=round(lat.latent_std, 6))
+        return model_info(self.cfg, self.data, spec=self.spec, text_ref=self.text_ref,
+                          mapping=self.mapping, prototypes=self.prototypes, latents=self.latents,
+                          prediction_type=self.objective.prediction_type, step=step)
 
     def _export(self, step: int) -> None:
-        cfg, data, out = self.cfg, self.data, self.out
         grid = self._grid(step)
-        info = self.model_info(step)
-        export_model(out, info, denoiser=self.denoiser, noise_scheduler=self.noise_sched,
-                     ema=self.ema, class_head=self.acc.unwrap_model(self.head),
-                     prototypes=self.prototypes,
-                     text_class_head=(self.acc.unwrap_model(self.text_head)
-                                      if self.text_head is not None else None))
-        final_loss = _last_loss(out / LOG_NAME)
-        speed = self.images_seen / self.train_time if self.train_time > 0 else None
-        outputs = {
-            "classes": data.classes, "channels": data.channels, "size": data.size,
-            "shape": list(data.spatial_shape), "dtype": data.dtype, "modality": data.modality,
-            "spatial_dims": data.spatial_dims, "denoiser": self.spec.kind,
-            "steps": step, "n_train_images": len(data), "n_described": data.n_described,
-            "final_loss": final_loss, "train_time_s": round(self.train_time, 1),
-            "images_per_s": round(speed, 2) if speed else None,
-            "text_cut": getattr(self, "text_cut", None),
-            "mixed_precision": self.acc.mixed_precision, "processes": self.acc.num_processes,
-            "device": str(self.acc.device), "noise_schedule": cfg.noise_schedule,
-            "class_input": info.conditioning.class_input,
-            "latent": None if self.latents is None else {
-                "latent_shape": list(self.latents.shape), "latent_channels": self.latents.channels,
-                "scaling_factor": self.latents.scaling_factor,
-                "latent_std": round(self.latents.latent_std, 4),
-                "autoencoder": dict(self.latents.metrics),
-                "reused": cfg.autoencoder},
-            "peak_rss_gib": _peak_rss_gib(),
-            "files": {"unet": info.denoiser.folder, "unet_raw": info.denoiser.raw_folder,
-                      "scheduler": info.noise_schedule.folder, "model_info": "medsynth_model.json",
-                      "log": LOG_NAME, "sample_grid": str(grid.relative_to(out)),
-                      "card": "README.md"},
-        }
-        inputs = [input_ref(self.dataset.root, "data")]
-        if self.store is not None:
-            inputs.append(input_ref(self.store.root, "describe"))
-        config = {**cfg.to_dict(), "train_splits": list(cfg.splits),
-                  "dataset_sha256": self.dataset.sha256,
-                  "store_sha256": self.store.sha256 if self.store is not None else None}
-        from medsynth.train.card import model_card
-
-        atomic_write_text(out / "README.md", model_card(self.dataset, self.store, data, cfg, info,
-                                                        outputs))
-        write_manifest(out, "train", config=config, inputs=inputs, outputs=outputs)
+        text_head = self.acc.unwrap_model(self.text_head) if self.text_head is not None else None
+        export_run(self.out, self.model_info(step), cfg=self.cfg, data=self.data,
+                   dataset=self.dataset, store=self.store, denoiser=self.denoiser,
+                   noise_scheduler=self.noise_sched, ema=self.ema,
+                   class_head=self.acc.unwrap_model(self.head), text_head=text_head,
+                   prototypes=self.prototypes, latents=self.latents, grid=grid,
+                   train_time=self.train_time, images_seen=self.images_seen,
+                   text_cut=self.text_cut, acc=self.acc)
 
 
-def _peak_rss_gib() -> float:
-    """Peak resident memory of this process so far (GiB)."""
-    import resource
+@dataclasses.dataclass
+class _Batch:
+    """One micro-batch on the device (see :meth:`_Trainer._draw`)."""
 
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
+    x0: Any
+    noise: Any
+    t: Any
+    labels: Any
+    """True class ids (the class loss, CCELLA)."""
+    classes: Any
+    """Class input: the ids with the dropped ones set to the null class."""
+    text_idx: Any
+    hidden: Any
+    mask: Any
+    size: int
 
 
-def _listed(v: Any) -> Any:
-    """Spacing/affine (tuple, array or None) as plain JSON lists."""
-    if v is None:
-        return None
-    return np.asarray(v, dtype=np.float64).tolist()
+class _Window:
+    """The open log window's loss sums, kept on the device (float64, the arithmetic of the
+    former Python floats) and read on the host only at log rows and checkpoints: no host sync
+    per step. Under fp16 (``skip_nonfinite``) a non-finite loss, whose step the GradScaler
+    skips, is left out of the means instead of ending the run."""
+
+    KEYS = ("loss", "mse", "ce", "tce")
+
+    def __init__(self, device: Any, saved: dict[str, float], *, skip_nonfinite: bool) -> None:
+        self.device, self.skip = device, skip_nonfinite
+        self.reset(saved)
+
+    def reset(self, saved: dict[str, float] | None = None) -> None:
+        import torch
+
+        saved = saved or {}
+        self.sums = {k: torch.tensor(float(saved.get(k, 0.0)), dtype=torch.float64,
+                                     device=self.device) for k in self.KEYS}
+        self.skipped = torch.tensor(float(saved.get("skipped", 0.0)), dtype=torch.float64,
+                                    device=self.device)
+        self.n = int(saved.get("n", 0))
+        self.t, self.images = time.perf_counter(), 0
+
+    def add(self, losses: dict[str, Any], accum: int, images: int) -> None:
+        import torch
+
+        if self.skip:
+            ok = torch.isfinite(losses["loss"].detach())
+            for k in self.KEYS:
+                v = losses[k].detach().double()
+                self.sums[k] += torch.where(ok, v, torch.zeros_like(v)) / accum
+            self.skipped += (~ok).double() / accum
+        else:
+            for k in self.KEYS:
+                self.sums[k] += losses[k].detach().double() / accum
+        self.images += images
+
+    def _read(self) -> tuple[list[float], float]:
+        import torch
+
+        *sums, skipped = torch.stack([*self.sums.values(), self.skipped]).tolist()  # one sync
+        return sums, skipped
+
+    def check(self, step: int) -> None:
+        """End the run on a non-finite loss (fp32/bf16), before a checkpoint could keep it."""
+        sums, _ = self._read()
+        if not math.isfinite(sums[0]):
+            raise MedsynthError(
+                f"training diverged by step {step} (the loss of the log window is {sums[0]})",
+                hint="lower lr, raise warmup_steps, or use mixed_precision no/bf16; "
+                "rerun with --resume from the last good checkpoint")
+
+    def means(self, step: int) -> dict[str, float]:
+        """The window's means (and images/s) for its log row."""
+        self.check(step)
+        sums, skipped = self._read()
+        m: float = max(1, self.n)
+        if skipped:
+            console.print(f"[yellow]fp16: {skipped:g} step(s) with a non-finite loss skipped by "
+                          f"the GradScaler before step {step}[/]")
+            m = m - skipped if m > skipped else math.nan
+        out = {k: v / m for k, v in zip(self.KEYS, sums, strict=True)}
+        out["rate"] = self.rate()
+        return out
+
+    def rate(self) -> float:
+        return self.images / max(time.perf_counter() - self.t, 1e-9)
+
+    def saved(self) -> dict[str, float]:
+        """The window as a checkpoint records it (a resumed run continues its sums)."""
+        sums, skipped = self._read()
+        return {**dict(zip(self.KEYS, sums, strict=True)), "n": self.n, "skipped": skipped}
 
 
 def _logged_elapsed(path: Path, step: int) -> float:
@@ -781,12 +718,3 @@ def _logged_elapsed(path: Path, step: int) -> float:
         return float(rows[-1]["elapsed_s"]) if rows else 0.0
     except (OSError, KeyError, ValueError):
         return 0.0
-
-
-def _last_loss(path: Path) -> float | None:
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        return float(rows[-1]["loss"]) if rows else None
-    except (OSError, KeyError, ValueError):
-        return None

@@ -50,3 +50,25 @@ def save_grid(image: Any, path: Path) -> Path:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def in_chunks(sample: Any, size: int, per_image: dict[str, Any], **common: Any) -> Any:
+    """``sample(**common, **per_image)`` in chunks of ``size`` images, concatenated.
+
+    ``per_image`` holds the arguments with one entry per image (class ids or probabilities, text
+    features and masks, seeds). A grid larger than a training batch then never needs more memory
+    than one batch, and as every image has its own seeded generator it is the same in any chunk.
+    """
+    import torch
+
+    n = len(per_image["seeds"])
+    size = max(1, int(size))
+    out = []
+    for i in range(0, n, size):
+        part = {k: v[i:i + size] for k, v in per_image.items()}
+        out.append(sample(**common, **part))
+    if len(out) == 1:
+        return out[0]
+    if isinstance(out[0], torch.Tensor):
+        return torch.cat(out)
+    return np.concatenate(out)

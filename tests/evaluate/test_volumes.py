@@ -10,6 +10,7 @@ training volumes themselves (a memorising generator), ``noise`` are noise volume
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +138,25 @@ def test_2d_set_against_volumes_and_oracle_are_refused_before_writing(
         run_evaluate(EvaluateConfig(real=real, synthetic=[ok], out=tmp_path / "r2",
                                     extra_real=real))
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
+def test_two_fids_of_volumes_are_labelled_in_console_and_report(report, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The fidelity table's FID over concatenated plane features is not the documented 2.5D
+    FID: both are shown, each named, in the console and the report."""
+    from rich.console import Console
+
+    from medsynth import ui
+    from medsynth.evaluate.report import print_summary
+    from medsynth.evaluate.volumes import CONCAT_FID
+
+    out, m = report
+    assert m["fidelity"]["fid_label"] == CONCAT_FID
+    con = Console(width=250, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    monkeypatch.setattr(ui, "out", con)
+    print_summary(m)
+    text = con.export_text()
+    assert CONCAT_FID in text and "FID 2.5D (mean of planes)" in text
+    fresh = m["volumes"]["fid_2_5d"]["sets"]["fresh"]["mean"]
+    assert f"{fresh:.1f}" in text
+    page = (out / "report.html").read_text()
+    assert CONCAT_FID in page and "FID mean (2.5D)" in page

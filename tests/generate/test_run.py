@@ -234,3 +234,17 @@ def test_sharded_run_matches_single_process(rgb_model: Path, tmp_path: Path) -> 
     for p1, p2 in zip(t1["png"], t2["png"], strict=True):
         d = np.abs(read_png(one / p1).astype(int) - read_png(two / p2).astype(int))
         assert d.max() <= 1
+
+
+def test_model_with_a_deleted_weights_file_is_named_in_one_line(gray16_model: Path,
+                                                                tmp_path: Path) -> None:
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(gray16_model, model)
+    (model / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    out = tmp_path / "synth"
+    r = generate(model, "--out", out, "--n", "1")
+    assert r.exit_code == 1
+    assert "unet/diffusion_pytorch_model.safetensors: missing" in r.output, r.output
+    assert ".bin" not in r.output and not out.exists()  # no empty output folder left behind

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from medsynth.cli import app
 from medsynth.data.readers import read_image
 from medsynth.data.storage import PNG_TEXT_KEY, Rescale
+from medsynth.errors import MedsynthError
 from medsynth.generate.writers.dicom import DicomRunInfo, write_dicom
 from medsynth.generate.writers.nifti import write_nifti
 from medsynth.generate.writers.png import write_png
@@ -185,11 +186,18 @@ def test_threads_default_and_option(monkeypatch: pytest.MonkeyPatch) -> None:
 
     from medsynth import threads
 
+    monkeypatch.delenv("MEDSYNTH_THREADS", raising=False)  # the suite pins it (conftest)
     monkeypatch.setattr(threads, "available_cpus", lambda: 8)
     monkeypatch.setattr(threads.os, "getloadavg", lambda: (5.2, 0, 0))
     assert threads.default_threads() == 3  # 8 CPUs, 5.2 busy
     monkeypatch.setattr(threads.os, "getloadavg", lambda: (30.0, 0, 0))
     assert threads.default_threads() == 1
+    monkeypatch.setenv("MEDSYNTH_THREADS", "5")  # the environment wins over the load
+    assert threads.default_threads() == 5
+    monkeypatch.setenv("MEDSYNTH_THREADS", "many")
+    with pytest.raises(MedsynthError, match="MEDSYNTH_THREADS='many'"):
+        threads.default_threads()
+    monkeypatch.delenv("MEDSYNTH_THREADS")
     before = torch.get_num_threads()
     with threads.torch_threads(2) as n:
         assert n == 2 and torch.get_num_threads() == 2

@@ -223,3 +223,38 @@ def test_write_volume_writes_every_format_with_one_geometry(tmp_path: Path) -> N
             back = read_image(paths[fmt])
             np.testing.assert_array_equal(back.array, vol)
             np.testing.assert_allclose(back.affine, aff, atol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["series", "enhanced"])
+def test_volume_gets_a_structured_report_about_all_its_slices(tmp_path: Path,
+                                                              layout: str) -> None:
+    """Every DICOM image gets its report as an SR, volumes too (docs/generate.md)."""
+    import pydicom
+
+    from medsynth.generate.writers.sr import write_sr
+
+    kw = _kwargs(affine=_affine("ras"))
+    if layout == "series":
+        target = tmp_path / "series"
+        write_dicom_series(_volume(), target, **kw)
+    else:
+        target = write_dicom_enhanced(_volume(), tmp_path / "v.dcm", **kw)
+    sections = [("FINDINGS", "A 12 mm lesion\u2028in the peripheral zone."),
+                ("IMPRESSION", "PI-RADS 4.")]
+    sr_path = write_sr(tmp_path / "sr.dcm", target, sections, instance_number=4, seed=11)
+    assert_valid_dicom(sr_path)
+    sr = pydicom.dcmread(sr_path)
+    images = sorted(target.glob("*.dcm")) if target.is_dir() else [target]
+    uids = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in images}
+    evidence = {str(i.ReferencedSOPInstanceUID)
+                for s in sr.CurrentRequestedProcedureEvidenceSequence
+                for se in s.ReferencedSeriesSequence for i in se.ReferencedSOPSequence}
+    assert evidence == uids and len(uids) == (SHAPE[0] if layout == "series" else 1)
+    first = pydicom.dcmread(images[0], stop_before_pixels=True)
+    assert sr.StudyInstanceUID == first.StudyInstanceUID and sr.PatientID == first.PatientID
+
+    def texts(items: object) -> list[str]:
+        return [t for it in items for t in ([str(it.TextValue)] if "TextValue" in it else [])
+                + texts(it.get("ContentSequence", []))]
+
+    assert any("peripheral zone" in t for t in texts(sr.ContentSequence))

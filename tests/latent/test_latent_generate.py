@@ -16,6 +16,8 @@ from medsynth.data.readers import read_image
 from medsynth.errors import MedsynthError
 from medsynth.models.bundle import load_bundle
 from medsynth.models.sampler import denoise
+from medsynth.threads import torch_threads
+from tests.generate.test_writers import assert_valid_dicom
 from tests.latent.conftest import TINY_3D, tiny_latent
 
 runner = CliRunner()
@@ -45,7 +47,7 @@ def test_3d_latent_end_to_end_nifti_and_dicom(model3d: Path, prostate16: dict[st
     assert b.shape == (16, 16, 16) and b.modality == "MR" and b.dtype == "uint16"
     out = prostate16["root"] / "synth3d"
     _ok(["generate", model3d, "--out", out, "--class", "pirads_4_5", "--n", "2", "--steps", "3",
-         "--sampler", "ddim", "--format", "nifti,dicom"])
+         "--sampler", "ddim", "--format", "nifti,dicom", "--batch-size", "1"])
     table = pd.read_csv(out / "samples.csv", keep_default_na=False)
     assert len(table) == 2 and (table["description"] != "").all()
     assert (table["class_input"] == "id").all()
@@ -61,13 +63,19 @@ def test_3d_latent_end_to_end_nifti_and_dicom(model3d: Path, prostate16: dict[st
     assert vol.array.shape == (1, 16, 16, 16)
     np.testing.assert_array_equal(vol.array, read_image(out / row["nifti"]).array)
     np.testing.assert_allclose(vol.affine, nii.affine, atol=1e-4)
-    # the same volume by hand through the shared sampler and the decode hook
-    h, m = b.encode_text([row["description"]], classes=[int(row["class_id"])])
-    nh, nm = b.encode_text([""])
-    x = denoise(b.denoiser, b.make_scheduler("ddim"), class_ids=[int(row["class_id"])],
-                text_hidden=h, text_mask=m, null_class=b.null_class, null_hidden=nh,
-                null_mask=nm, seeds=[int(row["seed"])], sample_shape=b.sample_shape, steps=3,
-                guidance=float(row["guidance"]), decode=b.decode_hook())
+    # the report as a DICOM SR about the volume's slices, as every DICOM image gets one
+    assert row["sr"] and (out / row["sr"]).is_file()
+    assert_valid_dicom(out / row["sr"])
+    # the same volume by hand through the shared sampler and the decode hook, at the threads
+    # and batch size samples.csv records (bitwise only then: docs/generate.md, Reproducibility)
+    assert row["batch"] == 1
+    with torch_threads(int(row["threads"])):
+        h, m = b.encode_text([row["description"]], classes=[int(row["class_id"])])
+        nh, nm = b.encode_text([""])
+        x = denoise(b.denoiser, b.make_scheduler("ddim"), class_ids=[int(row["class_id"])],
+                    text_hidden=h, text_mask=m, null_class=b.null_class, null_hidden=nh,
+                    null_mask=nm, seeds=[int(row["seed"])], sample_shape=b.sample_shape,
+                    steps=3, guidance=float(row["guidance"]), decode=b.decode_hook())
     np.testing.assert_array_equal(b.to_pixels(x)[0], vol.array)
 
 
@@ -134,7 +142,7 @@ def test_2d_latent_rflow_end_to_end(rflow2d: Path, tmp_path: Path) -> None:
     assert r.exit_code == 2 and "--sampler rflow" in r.output
     out = tmp_path / "synth"
     _ok(["generate", rflow2d, "--out", out, "--class", "all", "--n", "2", "--steps", "4",
-         "--sampler", "rflow", "--format", "png,nifti"])
+         "--sampler", "rflow", "--format", "png,nifti", "--batch-size", "1"])
     table = pd.read_csv(out / "samples.csv", keep_default_na=False)
     assert len(table) == 4 and set(table["sampler"]) == {"rflow"}
     from PIL import Image
@@ -142,12 +150,13 @@ def test_2d_latent_rflow_end_to_end(rflow2d: Path, tmp_path: Path) -> None:
     row = table.iloc[2]
     png = np.moveaxis(np.asarray(Image.open(out / row["png"])), -1, 0)
     assert png.shape == (3, 16, 16) and png.dtype == np.uint8
-    h, m = b.encode_text([row["description"]], classes=[int(row["class_id"])])
-    nh, nm = b.encode_text([""])
-    x = denoise(b.denoiser, b.make_scheduler("rflow"), class_ids=[int(row["class_id"])],
-                text_hidden=h, text_mask=m, null_class=b.null_class, null_hidden=nh,
-                null_mask=nm, seeds=[int(row["seed"])], sample_shape=b.sample_shape, steps=4,
-                guidance=float(row["guidance"]), decode=b.decode_hook())
+    with torch_threads(int(row["threads"])):  # as recorded: bitwise at the same threads
+        h, m = b.encode_text([row["description"]], classes=[int(row["class_id"])])
+        nh, nm = b.encode_text([""])
+        x = denoise(b.denoiser, b.make_scheduler("rflow"), class_ids=[int(row["class_id"])],
+                    text_hidden=h, text_mask=m, null_class=b.null_class, null_hidden=nh,
+                    null_mask=nm, seeds=[int(row["seed"])], sample_shape=b.sample_shape,
+                    steps=4, guidance=float(row["guidance"]), decode=b.decode_hook())
     np.testing.assert_array_equal(b.to_pixels(x)[0], png)
     with pytest.raises(MedsynthError, match="trained with rectified flow"):
         b.make_scheduler("dpmsolver++")

@@ -150,10 +150,16 @@ def test_volumes_too_large_for_memory_say_what_to_lower(prostate16: dict[str, Pa
 
     monkeypatch.setattr(data_mod, "available_memory_bytes", lambda: 10_000)
     with pytest.raises(MedsynthError, match=r"need .* GiB in memory.*") as e:
-        train(prostate16["ds"], prostate16["root"] / "big", cfg=tiny_latent(**TINY_3D),
-              progress=False)
+        train(prostate16["ds"], prostate16["root"] / "big",
+              cfg=tiny_latent(**TINY_3D, data_cache="memory"), progress=False)
     assert "lower shape" in str(e.value.hint) and "9 training volumes of 16x16x16" in str(e.value)
     assert not (prostate16["root"] / "big").exists()
+    # data_cache: auto (the default) puts such a set on disk (memory-mapped) and trains
+    from medsynth.data.dataset import open_dataset
+
+    d = data_mod.load_train_data(open_dataset(prostate16["ds"]), tiny_latent(**TINY_3D),
+                                 progress=False)
+    assert isinstance(d.pixels, np.memmap)
 
 
 def test_autoencoder_cosine_schedule(rgb16: dict[str, Path], tmp_path: Path) -> None:

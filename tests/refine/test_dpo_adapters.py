@@ -18,7 +18,8 @@ from medsynth.models.adapters import (
     merge_lora,
 )
 from medsynth.models.denoiser import DenoiserSpec, build_denoiser, load_denoiser
-from medsynth.refine.losses import dpo_loss, per_sample_mse
+from medsynth.models.objective import per_sample_mse
+from medsynth.refine.losses import dpo_loss
 
 
 def test_per_sample_mse_averages_non_batch_axes() -> None:

@@ -125,7 +125,7 @@ def test_attributes_from_a_free_text_prompt() -> None:
     # the template report of a prompt states what the prompt states, and nothing more
     rep = template_report(context_for(sample_id="y", cls="pneumonia", family="cxr",
                                       attributes=None, description="patchy opacity, right base"))
-    assert parse_report("cxr", rep.text) == {"side": "right"}
+    assert parse_report("cxr", rep.text) == {"side": "right", "zone": "lower"}
 
 
 def test_family_from_modality_classes_and_attributes() -> None:

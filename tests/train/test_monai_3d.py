@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from medsynth.cli import app
 from medsynth.models.bundle import load_bundle
 from medsynth.models.sampler import denoise
+from medsynth.threads import torch_threads
 from medsynth.train.config import TrainConfig
 from medsynth.train.data import TrainData
 from medsynth.train.loop import run_trainer, train
@@ -57,7 +58,7 @@ def test_train_monai_then_generate_through_the_same_sampler(tiny: dict[str, Path
 
     out = root / "synth"
     r = runner.invoke(app, ["generate", str(model), "--class", "all", "--n", "2", "--out", str(out),
-                            "--steps", "3", "--sampler", "ddim", "--batch-size", "4"])
+                            "--steps", "3", "--sampler", "ddim", "--batch-size", "1"])
     assert r.exit_code == 0, r.output
     table = pd.read_csv(out / "samples.csv", keep_default_na=False)
     assert len(table) == 4 and (table["description"] != "").all()
@@ -65,12 +66,13 @@ def test_train_monai_then_generate_through_the_same_sampler(tiny: dict[str, Path
     from PIL import Image
 
     row = table.iloc[3]
-    h, m = b.encode_text([row["description"]], classes=[int(row["class_id"])])
-    null_h, null_m = b.encode_text([""])
-    x = denoise(b.denoiser, b.make_scheduler("ddim"), class_ids=[int(row["class_id"])],
-                text_hidden=h, text_mask=m, null_class=b.null_class, null_hidden=null_h,
-                null_mask=null_m, seeds=[int(row["seed"])], sample_shape=b.sample_shape, steps=3,
-                guidance=float(row["guidance"]))
+    with torch_threads(int(row["threads"])):  # as recorded: bitwise at the same threads/batch
+        h, m = b.encode_text([row["description"]], classes=[int(row["class_id"])])
+        null_h, null_m = b.encode_text([""])
+        x = denoise(b.denoiser, b.make_scheduler("ddim"), class_ids=[int(row["class_id"])],
+                    text_hidden=h, text_mask=m, null_class=b.null_class, null_hidden=null_h,
+                    null_mask=null_m, seeds=[int(row["seed"])], sample_shape=b.sample_shape,
+                    steps=3, guidance=float(row["guidance"]))
     png = np.moveaxis(np.asarray(Image.open(out / row["png"])), -1, 0)
     np.testing.assert_array_equal(b.to_pixels(x)[0], png)
 

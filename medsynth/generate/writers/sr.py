@@ -30,6 +30,7 @@ from typing import Any
 
 from medsynth import __version__
 from medsynth.artifacts import atomic_write_bytes
+from medsynth.errors import MedsynthError
 
 _SECTION_CODES = {
     # report section title -> (container code, meaning), (text item code, meaning)
@@ -63,11 +64,14 @@ def sr_series_uid(study_uid: str) -> str:
 
 
 def sr_dataset(image: Any, sections: list[tuple[str, str]], *, instance_number: int,
-               seed: int | None = None, writer: str = "template") -> Any:
+               seed: int | None = None, writer: str = "template",
+               evidence: list[Any] | None = None) -> Any:
     """Build the Comprehensive SR of one image's report.
 
     Args:
-        image: the image's DICOM dataset (pydicom; pixels not needed): evidence and reference.
+        image: the image's DICOM dataset (pydicom; pixels not needed): evidence and reference
+            (a volume's DICOM series: its middle slice).
+        evidence: every instance the report is about (a volume's slices; default ``[image]``).
         sections: the report's ``(title, text)`` sections.
         instance_number: Instance Number inside the SR series.
         seed: the image's seed (in the comment).
@@ -126,7 +130,7 @@ def sr_dataset(image: Any, sections: list[tuple[str, str]], *, instance_number: 
                                  relationship_type=contains))
     root.ContentSequence = items
     sr = ComprehensiveSR(
-        evidence=[image], content=root,
+        evidence=evidence or [image], content=root,
         series_instance_uid=sr_series_uid(str(image.StudyInstanceUID)), series_number=900,
         sop_instance_uid=new_uid(), instance_number=int(instance_number),
         manufacturer="medsynth", is_complete=True, is_final=False, is_verified=False,
@@ -142,11 +146,18 @@ def sr_dataset(image: Any, sections: list[tuple[str, str]], *, instance_number: 
 
 def write_sr(path: str | Path, image_path: str | Path, sections: list[tuple[str, str]],
              **kwargs: Any) -> Path:
-    """Write the SR of the image at ``image_path`` (its DICOM file), atomically."""
+    """Write the SR of the image at ``image_path`` (its DICOM file, or a volume's folder of
+    slices: all of them are the evidence, the middle one the illustration), atomically."""
     import pydicom
 
-    image = pydicom.dcmread(str(image_path), stop_before_pixels=True)
-    ds = sr_dataset(image, sections, **kwargs)
+    image_path = Path(image_path)
+    files = sorted(image_path.glob("*.dcm")) if image_path.is_dir() else [image_path]
+    if not files:
+        raise MedsynthError(f"{image_path}: no DICOM slices to write the report's SR for")
+    slices = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in files]
+    if len(slices) > 1:
+        slices.sort(key=lambda d: int(d.get("InstanceNumber", 0)))
+    ds = sr_dataset(slices[len(slices) // 2], sections, evidence=slices, **kwargs)
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return atomic_write_bytes(path, buf.getvalue())
