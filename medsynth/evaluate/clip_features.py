@@ -21,7 +21,6 @@ refused, as is one trained on another dataset unless ``--independent-model``.
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
@@ -223,85 +222,9 @@ def clip_report(clip: Any, *, classes: list[str], train: Any, test: Any, synth: 
 
 # ------------------------------------------------------------------------------------ rendering
 def _f(v: Any, d: int = 3) -> str:
-    from medsynth.evaluate.report import fmt
+    from medsynth.evaluate.formatting import fmt
 
     return fmt(v, d)
-
-
-def clip_html(c: dict[str, Any], classes: list[str]) -> str:
-    """The report section of :func:`clip_report`."""
-    ref = c["fidelity"]["reference"]
-    rows = []
-    for name, s in c["fidelity"]["sets"].items():
-        for cl in ["overall", *classes]:
-            p = s["overall"] if cl == "overall" else s["per_class"].get(cl)
-            if p is None:
-                continue
-            rp = ref["overall"] if cl == "overall" else ref["per_class"][cl]
-
-            def cell(key: str, d: int, p: dict[str, Any] = p, rp: dict[str, Any] = rp) -> str:
-                return f'{_f(p.get(key), d)} <span class="ref">({_f(rp.get(key), d)})</span>'
-
-            rows.append([html.escape(name), html.escape(cl), _f(p["n_fake"]), cell("fid", 3),
-                         cell("kid", 4), cell("precision", 2), cell("recall", 2),
-                         cell("density", 2), cell("coverage", 2)])
-    from medsynth.evaluate.report import _table
-
-    fid_table = _table(["set", "class", "n", "FID", "KID", "precision", "recall", "density",
-                        "coverage"], rows, 2)
-    arows = []
-    real = c["alignment"].get("real")
-    items = [("real test (reference)", real)] if real and real.get("n", 0) >= 2 else []
-    items += list(c["alignment"]["sets"].items())
-    for name, a in items:
-        if a.get("n", 0) < 2 or "matched" not in a:
-            arows.append([html.escape(name), _f(a.get("n")), "–", "–", "–", "–",
-                          html.escape(a.get("reason", ""))])
-            continue
-        sh, sc = a.get("shuffled") or {}, a.get("shuffled_same_class") or {}
-
-        def gap(d: dict[str, Any]) -> str:
-            if not d:
-                return "–"
-            ci = "" if d.get("gap_lo") is None else \
-                f' [{d["gap_lo"]:+.3f}, {d["gap_hi"]:+.3f}]'
-            return f'{d["gap"]:+.3f}{ci}; wins {100 * d["win"]:.0f} %'
-
-        arows.append([html.escape(name), _f(a["n"]), _f(a["matched"]), _f(sh.get("mean")),
-                      gap(sh), _f(sc.get("mean")), gap(sc)])
-    align_table = _table(["images", "n", "matched cos", "shuffled cos", "matched − shuffled",
-                          "same-class shuffled cos", "matched − same-class"], arows, 1)
-    r = c.get("retrieval")
-    if r:
-        ret = _table(["direction", "recall@1", "chance", "class only", "recall@5", "chance",
-                      "class only"], [
-            [name, _f(r[f"{d}_r1"]), _f(r[f"{d}_r1_chance"]), _f(r.get(f"{d}_r1_class_only")),
-             _f(r[f"{d}_r5"]), _f(r[f"{d}_r5_chance"]), _f(r.get(f"{d}_r5_class_only"))]
-            for name, d in (("image → text", "i2t"), ("text → image", "t2i"))], 1) + \
-            (f'<p class="note">{r["n_images"]} real test pairs, {r["n_texts"]} distinct '
-             'texts (a text is found when the same string is retrieved). Chance: a random '
-             'ranking; class only: a ranking that knows the class and nothing else (beating it '
-             'means the space holds more than the class).</p>')
-    else:
-        ret = f'<p class="note">Not measured: {html.escape(c.get("retrieval_reason") or "")}</p>'
-    return (
-        '<section id="clip"><h2>In-domain image–text model (CLIP)</h2>'
-        f'<p class="note">Model {html.escape(c["model"])}: MONAI {html.escape(c["encoder"])} '
-        f'image encoder + frozen {html.escape(c["text_encoder"])}, {c["embed_dim"]}-d shared '
-        f'space, trained contrastively on {c["n_train_pairs"]} pairs of the '
-        f'{html.escape(", ".join(c["train_splits"]))} split(s) (step {c["trained_step"]}). '
-        'Texts of the real images: '
-        f'{html.escape(c["store"] or "none")}.</p>'
-        '<h3>Fidelity in the CLIP space</h3><p class="note">Same measures and same real-vs-real '
-        'reference (in brackets) as the EfficientNet-Lite0 table, on the CLIP image '
-        'embeddings: features of this modality rather than of ImageNet.</p>' + fid_table +
-        '<h3>Image–text alignment</h3><p class="note">Cosine similarity of each image with '
-        'the text that conditioned it (synthetic) or describes it (real test), against a '
-        'shuffled text of the same set and a shuffled text of the same class; 95 % bootstrap '
-        'interval of the gap; wins = share of images closer to their own text. Text '
-        'conditioning works when the gap is clearly above 0, the more so the closer it comes '
-        'to the real reference.</p>' + align_table +
-        '<h3>Retrieval on the real test split</h3>' + ret + '</section>')
 
 
 def clip_summary_lines(c: dict[str, Any]) -> list[str]:

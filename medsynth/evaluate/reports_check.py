@@ -14,7 +14,6 @@ Also picks a few examples per class and set (image + report text) for report.htm
 from __future__ import annotations
 
 import base64
-import html
 import io
 from typing import Any
 
@@ -166,37 +165,7 @@ def _examples(s: Any, table: pd.DataFrame, per_class: int = 2) -> list[dict[str,
 
 def reports_html(rep: dict[str, Any], examples: list[dict[str, Any]]) -> str:
     """The report.html section: consistency table and examples with their report text."""
-    from medsynth.evaluate.report import _table, fmt
+    from medsynth.evaluate.report import render_section
+    from medsynth.evaluate.report_context import reports_context
 
-    rows, notes = [], []
-    for name, s in rep.get("sets", {}).items():
-        if not s.get("n"):
-            notes.append(f'<p class="note"><b>{html.escape(name)}</b>: not checked '
-                         f'({html.escape(s.get("reason", ""))}).</p>')
-            continue
-        for f, kind in s["fields"].items():
-            if f not in s["report"]:
-                continue
-            unit = {"abs": "mean |error| (lower better)", "exact": "agreement (higher better)",
-                    "jaccard": "Jaccard (higher better)"}[kind]
-            rows.append([html.escape(name), f, unit, fmt(s["report"].get(f), 3),
-                         fmt(s["shuffled"].get(f), 3), str(s["n_per_field"].get(f, 0))])
-    table = _table(["set", "attribute", "measure", "report vs image", "shuffled report",
-                    "n"], rows, 3) if rows else ""
-    cards = []
-    for e in examples:
-        cards.append(
-            '<div class="rep"><img alt="{sid}" src="data:image/png;base64,{png}">'
-            '<div><b>{set}</b> · {cls} · <code>{sid}</code>{w}<pre>{text}</pre></div></div>'
-            .format(sid=html.escape(e["sample_id"]), png=e["png"], set=html.escape(e["set"]),
-                    cls=html.escape(e["class"]), text=html.escape(e["report"]),
-                    w=f' · {html.escape(e["writer"])}' if e["writer"] else ""))
-    return ('<section id="reports"><h2>Reports</h2>'
-            '<p class="note">Each synthetic image ships with a report. The attributes a report '
-            'states are compared with those measured on its image (<code>medsynth.measure</code>)'
-            '; <b>shuffled</b>: the same image against the report of a random other image of '
-            'the same class (what the class alone explains). Reports describe their images when '
-            '<i>report vs image</i> beats <i>shuffled</i>.</p>'
-            + table + "".join(notes)
-            + ('<h3>Examples</h3><div class="reps">' + "".join(cards) + "</div>" if cards else "")
-            + "</section>")
+    return render_section(reports_context(rep, examples))

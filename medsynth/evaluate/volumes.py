@@ -190,26 +190,3 @@ def fid_25d(f_test: dict[str, Any], f_train: dict[str, Any], train_y: Any,
                       "against the real test volumes; mean of the three",
             "reference": reference,
             "sets": {name: row(f_test, f) for name, f in f_synth.items()}}
-
-
-def volumes_html(section: dict[str, Any]) -> str:
-    """The report's 2.5D FID table (the slice grids are the usual example plots)."""
-    import html
-
-    from medsynth.evaluate.report import _table, fmt
-
-    ref = section["fid_2_5d"]["reference"]
-    rows = [["real vs real (reference)", *[fmt(ref[p], 1) for p in (*PLANES, "mean")],
-             str(ref["n_fake"])]]
-    for name, s in section["fid_2_5d"]["sets"].items():
-        rows.append([html.escape(name), *[fmt(s[p], 1) for p in (*PLANES, "mean")],
-                     str(s["n_fake"])])
-    table = _table(["set", "FID axial", "FID coronal", "FID sagittal", "FID mean (2.5D)",
-                    "n"], rows)
-    return ('<section id="volumes"><h2>Volumes: 2.5D fidelity</h2>'
-            f'<p class="note">{html.escape(section["fid_2_5d"]["method"])}. Features: '
-            f'{html.escape(section["features"])}. Volumes compared at {section["size"]}³ voxels '
-            f'in RAS order, intensity window {fmt(section["window"][0], 1)}..'
-            f'{fmt(section["window"][1], 1)} (real training percentiles). The example grids show '
-            'each volume as axial | coronal | sagittal slices through its centre (radiological '
-            'convention).</p>' + table + "</section>")
