@@ -13,12 +13,13 @@ import medsynth
 STAGES = ("data", "describe", "train", "generate", "evaluate", "judge", "refine")
 """Stage packages (medsynth/<stage>/): each may import shared modules, never another stage."""
 SHARED_DATA_MODULES = ("dataset", "readers", "image", "dicom", "dicom_series", "nifti", "save",
-                       "storage", "transforms", "modality", "resample", "views")
+                       "storage", "transforms", "modality", "resample", "views", "duplicates")
 """Modules of medsynth/data that are the shared readers and writers of images and dataset
 folders (everything else in medsynth/data is the ``data`` stage itself: cli, ingest, sources,
 info, demo, normalize, medmnist). ``resample`` (volume reorientation) and ``views`` (orthogonal
 slices in display orientation) are geometry helpers of volumes shared by data, describe and
-evaluate."""
+evaluate; ``duplicates`` (duplicate and split groups of a dataset table) is read by evaluate's
+leakage warning too."""
 ROOT = Path(medsynth.__file__).resolve().parent
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from medsynth.artifacts import prepare_output_dir
 from medsynth.data.dataset import Dataset, assign_splits, finish_dataset, format_numbers
 from medsynth.data.image import Image
+from medsynth.data.modality import unit_kinds
 from medsynth.data.readers import read_image
 from medsynth.data.save import can_png, save_lossless
 from medsynth.data.sources import Source, scan_source
@@ -348,16 +349,6 @@ def _import(cfg: ImportConfig, src: Source, out: Path, progress: object | None) 
                "grouping": grouping, "notes": notes},
     )
     return ds, bad
-
-
-def unit_kinds(modalities: dict[str, int] | Counter[str]) -> dict[str, list[str]]:
-    """The kinds of pixel values of a set's modalities: ``{"HU": ["CT"], "display values":
-    ["CR"], ...}`` (more than one kind: the set mixes units)."""
-    unit = {"CT": "HU", "MR": "MR scanner units", "PT": "counts/SUV", "NM": "counts/SUV"}
-    out: dict[str, list[str]] = {}
-    for m in sorted(modalities):
-        out.setdefault(unit.get(m, "display values"), []).append(m)
-    return out
 
 
 def _group_keys(cfg: ImportConfig, img: Image, item: pd.Series) -> list[str]:

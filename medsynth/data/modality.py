@@ -10,6 +10,8 @@ downstream classifier's augmentation).
 
 from __future__ import annotations
 
+from collections import Counter
+
 HFLIP_OK = frozenset({"XC", "SM", "GM", "ES"})
 """Modalities whose images have no left/right meaning."""
 VFLIP_OK = frozenset({"XC", "SM", "GM"})
@@ -20,3 +22,13 @@ def allowed_flips(modality: str) -> tuple[bool, bool]:
     """(horizontal, vertical) flips that keep the diagnosis of an image of ``modality``."""
     m = str(modality).upper()
     return m in HFLIP_OK, m in VFLIP_OK
+
+
+def unit_kinds(modalities: dict[str, int] | Counter[str]) -> dict[str, list[str]]:
+    """The kinds of pixel values of a set's modalities: ``{"HU": ["CT"], "display values":
+    ["CR"], ...}`` (more than one kind: the set mixes units)."""
+    unit = {"CT": "HU", "MR": "MR scanner units", "PT": "counts/SUV", "NM": "counts/SUV"}
+    out: dict[str, list[str]] = {}
+    for m in sorted(modalities):
+        out.setdefault(unit.get(m, "display values"), []).append(m)
+    return out

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from medsynth.judged import JudgedFolder, class_summary
+from medsynth.judging import VERDICTS_NAME
 
 BINS = 10
 """Histogram bins of the score (0-1)."""
@@ -26,8 +27,12 @@ def histogram(scores: list[float], bins: int = BINS) -> str:
 def show_lines(j: JudgedFolder, n: int = 3, cls: str | None = None) -> list[tuple[str, Any]]:
     """What ``judge show`` prints, as (kind, payload) pairs: ``head``, ``class``, ``image``."""
     m = j.manifest
+    status, n_images = j.status, m.outputs.get("n_images")
+    if status == "complete" and isinstance(n_images, int) and len(j.records) < n_images:
+        # the manifest says complete but the verdicts file lost lines since (cut, edited)
+        status = f"incomplete: {j.root / VERDICTS_NAME} has lost verdicts since judging"
     out: list[tuple[str, Any]] = [("head", {
-        "root": str(j.root), "status": j.status, "backend": m.config.get("backend"),
+        "root": str(j.root), "status": status, "backend": m.config.get("backend"),
         "model": m.config.get("judge_model"), "criteria": j.criteria.full_version,
         "n": len(j.records), "n_images": m.outputs.get("n_images")})]
     summ = class_summary(j.records, j.criteria)

@@ -31,8 +31,8 @@ def refine_command(
         help="Rounds: 1 trains on --judged; each further round samples with the current "
         "model, judges the images with --judged's criteria and backend, and trains again.")] = None,
     steps: Annotated[int | None, typer.Option(
-        "--max-steps", help="Optimizer steps per round (as train's --max-steps).")] = None,
-    old_steps: Annotated[int | None, typer.Option("--steps", hidden=True)] = None,
+        "--max-steps", "--steps",
+        help="Optimizer steps per round (as train's --max-steps; --steps: the old name).")] = None,
     beta: Annotated[float | None, typer.Option(help="DPO beta (inverse temperature).")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (AdamW).")] = None,
     rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
@@ -65,7 +65,6 @@ def refine_command(
     if resume and overwrite:
         raise BadUsageError("--resume and --overwrite contradict each other; pick one")
     cfg = RefineConfig.from_yaml(config) if config else RefineConfig()
-    steps = steps if steps is not None else old_steps  # --steps: the old name, hidden
     cfg = cfg.replace(method=method, adapter=adapter, rounds=rounds, steps=steps, beta=beta, lr=lr,
                       rank=rank, batch_size=batch_size, bad_score=bad_score, max_pairs=max_pairs,
                       accept_score=accept_score, real_fraction=real_fraction,

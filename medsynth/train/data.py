@@ -490,7 +490,7 @@ def _note_spacings(spacings: list[tuple[float, ...]], spacing: Any, n: int) -> N
 def _note_units(rows: Any, dataset: Any) -> None:
     """Warn when the training images mix kinds of values (CT HU, MR units, display values):
     a set that ``data import --dtype`` forced into one type."""
-    from medsynth.data.ingest import unit_kinds
+    from medsynth.data.modality import unit_kinds
     from medsynth.ui import console
 
     col = rows["modality"] if "modality" in rows.columns else None

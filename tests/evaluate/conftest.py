@@ -41,8 +41,10 @@ def shape_image(cls: str, rng: np.random.Generator, size: int = 32) -> np.ndarra
 
 
 def make_dataset(root: Path, n_per_class: int = 30, size: int = 32, seed: int = 0,
-                 gray16: bool = False) -> Path:
-    """A medsynth dataset folder of shapes (RGB uint8, or 16-bit grayscale), stratified splits."""
+                 gray16: bool = False, name: str = "shapes") -> Path:
+    """A medsynth dataset folder of shapes (RGB uint8, or 16-bit grayscale), stratified splits.
+    ``name`` goes into the manifest's config: two sets of the same seed written within one
+    second are otherwise byte-identical manifests (one dataset, by sha256)."""
     rng = np.random.default_rng(seed)
     rows = []
     for cls in CLASSES:
@@ -55,7 +57,7 @@ def make_dataset(root: Path, n_per_class: int = 30, size: int = 32, seed: int = 
             rows.append({"image_id": f"{cls}_{i:03d}", "path": rel, "class": cls})
     table = pd.DataFrame(rows)
     table["split"] = assign_splits(table["class"], (0.6, 0.15, 0.25), seed=seed)
-    finish_dataset(root, table, config={"fixture": "shapes"}, classes=CLASSES,
+    finish_dataset(root, table, config={"fixture": name}, classes=CLASSES,
                    channels=1 if gray16 else 3, dtype="uint16" if gray16 else "uint8",
                    modality="DX" if gray16 else "XC")
     return root

@@ -103,6 +103,6 @@ def test_extra_real_leakage_checks(tmp_path: Path, shapes: dict[str, Path]) -> N
     assert len(extra) == 45 and extra.x.shape[-1] == 16 and notes == []
     with pytest.raises(MedsynthError, match="is the --real dataset"):
         load_extra_real(shapes["data"], real, 16, real.classes)
-    twin = make_dataset(tmp_path / "twin")  # same seed: the same pixels, test images included
+    twin = make_dataset(tmp_path / "twin", name="twin")  # same seed: the same pixels
     with pytest.raises(MedsynthError, match="are real test images"):
         load_extra_real(twin, real, 16, real.classes)

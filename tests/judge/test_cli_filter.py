@@ -40,6 +40,21 @@ def test_show(judged: dict[str, Path]) -> None:
     assert r.exit_code == 0 and "melanoma" not in r.output
 
 
+def test_show_calls_a_truncated_verdicts_file_incomplete(judged: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    import shutil
+
+    cut = tmp_path / "judged"
+    shutil.copytree(judged["judged"], cut)
+    lines = (cut / "verdicts.jsonl").read_bytes().split(b"\n")
+    (cut / "verdicts.jsonl").write_bytes(b"\n".join(lines[:-3]) + b"\n")  # two records lost
+    r = runner.invoke(app, ["judge", "show", str(cut)])
+    assert r.exit_code == 0, r.output
+    assert "incomplete" in r.output and "complete ·" not in r.output
+    r = runner.invoke(app, ["judge", "show", str(judged["judged"])])
+    assert "complete ·" in r.output and "incomplete" not in r.output
+
+
 def test_filter_writes_a_synthetic_set_with_lineage(judged: dict[str, Path]) -> None:
     from medsynth.evaluate.inputs import load_synthetic, open_inputs
 
