@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--e2e-n", type=int, default=32, help="images per class of the end-to-end run")
     ap.add_argument("--e2e-steps", type=int, default=25, help="steps of the end-to-end run")
     ap.add_argument("--e2e-only", action="store_true", help="with --model: only the end-to-end")
+    ap.add_argument("--name", default="sample_speed",
+                    help="result file (benchmarks/results/NAME.json; gpu-check's dry run: its own)")
     args = ap.parse_args(argv or [])
     if args.e2e_only and args.model:
         res = {"model": args.model, **speed_context(args.threads),
@@ -254,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if args.model:
         results["end_to_end"] = _end_to_end(args.model, args.e2e_n, b, args.e2e_steps)
-    record("sample_speed", results)
+    record(args.name, results)
     return results
 
 

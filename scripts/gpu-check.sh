@@ -69,7 +69,7 @@ step train_speed "$PY" -m benchmarks.train_speed --device "$DEVICE" --size "$SIZ
 # benchmarks/sample_speed.py belongs to the CPU-speed work: called with explicit arguments only,
 # and optional (its sampler list has failed on a DDPM network: a failure there is reported, not
 # fatal). On a GPU the sampling figure of this check is also the generate step's images/s.
-OPTIONAL=true step sample_speed "$PY" -m benchmarks.sample_speed --steps "$SSTEPS" --batch "$SBATCH" --repeats 1
+OPTIONAL=true step sample_speed "$PY" -m benchmarks.sample_speed --steps "$SSTEPS" --batch "$SBATCH" --repeats 1 --name "sample_speed$SUFFIX"
 
 # A 64^3 latent prostate recipe for a few hundred steps, then 100 generated volumes.
 step prostate_data "$PY" -m medsynth.cli data demo prostate --out "$WORK/prostate" \
