@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import record
-from benchmarks.utility import LoadSampler, Stages, _ci, _fmt, _link, stage
+from benchmarks.utility import LoadSampler, Stages, _ci, _fmt, stage, write_subset
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORK = ROOT / "benchmarks" / "work" / "transfer"
@@ -67,8 +67,7 @@ def setting_data(w: Path, setting: str, k: int, test_per_class: int) -> Path:
     import numpy as np
     import pandas as pd
 
-    from medsynth.artifacts import input_ref
-    from medsynth.data.dataset import finish_dataset, open_dataset
+    from medsynth.data.dataset import open_dataset
 
     out = w / f"s{setting}" / "data"
     if (out / "medsynth.json").exists():
@@ -87,17 +86,8 @@ def setting_data(w: Path, setting: str, k: int, test_per_class: int) -> Path:
         parts["train"] = parts["train"].iloc[:n] if setting != "rare" or \
             ci == len(pool.classes) - 1 else parts["train"].iloc[:200]
         rows += [p.assign(split=s) for s, p in parts.items()]
-    table = pd.concat(rows, ignore_index=True)
-    if out.exists():
-        shutil.rmtree(out)
-    for p in table["path"]:
-        _link(pool.root / p, out / p)
-    m = pool.manifest.outputs
-    finish_dataset(out, table, config={"study": "transfer", "setting": setting, "k": k},
-                   classes=pool.classes, channels=int(m["channels"]), dtype=str(m["dtype"]),
-                   modality=str(m["modality"]), inputs=[input_ref(pool.root, "data")],
-                   extra={x: m[x] for x in ("phantom", "demo", "mm_per_px", "size") if x in m})
-    return out
+    return write_subset(pool, pd.concat(rows, ignore_index=True), out,
+                        {"study": "transfer", "setting": setting, "k": k})
 
 
 def _train(st: Stages, log: Path, name: str, data: Path, out: Path, recipe: Path, steps: int,

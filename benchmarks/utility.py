@@ -127,8 +127,7 @@ def make_setting_data(w: Path, setting: str, test_per_class: int) -> Path:
     """Dataset folder of one setting: its train/val images and the common test set."""
     import numpy as np
 
-    from medsynth.artifacts import input_ref
-    from medsynth.data.dataset import finish_dataset, open_dataset
+    from medsynth.data.dataset import open_dataset
 
     out = w / f"k{setting}" / "data"
     if (out / "medsynth.json").exists():
@@ -148,15 +147,24 @@ def make_setting_data(w: Path, setting: str, test_per_class: int) -> Path:
             rows.append(part.assign(split=split))
     import pandas as pd
 
-    table = pd.concat(rows, ignore_index=True)
+    return write_subset(pool, pd.concat(rows, ignore_index=True), out,
+                        {"study": "utility", "setting": setting, "train_per_class": k,
+                         "val_per_class": n_val, "test_per_class": test_per_class,
+                         "pool": str(pool.root)})
+
+
+def write_subset(pool: Any, table: Any, out: Path, config: dict[str, Any]) -> Path:
+    """A dataset folder ``out`` of ``table``'s rows of ``pool`` (images linked, not copied),
+    with the pool's manifest facts and the pool as its input."""
+    from medsynth.artifacts import input_ref
+    from medsynth.data.dataset import finish_dataset
+
     if out.exists():
         shutil.rmtree(out)
     for p in table["path"]:
         _link(pool.root / p, out / p)
     m = pool.manifest.outputs
-    finish_dataset(out, table, config={"study": "utility", "setting": setting,
-                                       "train_per_class": k, "val_per_class": n_val,
-                                       "test_per_class": test_per_class, "pool": str(pool.root)},
+    finish_dataset(out, table, config=config,
                    classes=pool.classes, channels=int(m["channels"]), dtype=str(m["dtype"]),
                    modality=str(m["modality"]), inputs=[input_ref(pool.root, "data")],
                    extra={k2: m[k2] for k2 in ("phantom", "demo", "mm_per_px", "size")
