@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +60,9 @@ def make_store(root: Path, dataset: Dataset, *, seed: int = 0, skip: int = 0) ->
     write_manifest(root, "describe", config={}, inputs=[input_ref(dataset.root, "data")],
                    outputs={"classes": dataset.classes})
     return root
+
+
+def log_rows(folder: Path) -> list[dict[str, str]]:
+    """The rows of a model folder's (or run's) train_log.csv."""
+    with open(folder / "train_log.csv", newline="") as f:
+        return list(csv.DictReader(f))

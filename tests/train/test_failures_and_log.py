@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from medsynth.errors import MedsynthError
 from medsynth.models.bundle import load_bundle
 from medsynth.train.config import TrainConfig
 from medsynth.train.loop import train
-from tests.train.fixtures import make_dataset, make_store
+from tests.train.fixtures import log_rows, make_dataset, make_store
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +23,6 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     make_store(root / "store", ds)
     return {"root": root, "ds": root / "ds", "store": root / "store"}
 
-
-def _rows(folder: Path) -> list[dict[str, str]]:
-    with open(folder / "train_log.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_failed_validation_leaves_nothing_behind(tiny: dict[str, Path]) -> None:
@@ -87,7 +82,7 @@ def test_resumed_log_rows_equal_the_uninterrupted_run(tiny: dict[str, Path]) -> 
               interrupt_after=5)
     train(tiny["ds"], root / "part", cfg=cfg, store_path=tiny["store"], resume=True,
           progress=False)
-    full, part = _rows(root / "full"), _rows(root / "part")
+    full, part = log_rows(root / "full"), log_rows(root / "part")
     assert [r["step"] for r in part] == [r["step"] for r in full] == ["4", "8"]
     for key in ("loss", "mse", "class_ce"):
         np.testing.assert_allclose([float(r[key]) for r in part], [float(r[key]) for r in full],

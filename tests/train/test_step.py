@@ -4,7 +4,6 @@ fp32/bf16 run (and is left to the GradScaler under fp16)."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from medsynth.errors import MedsynthError
 from medsynth.models.bundle import load_bundle
 from medsynth.train.config import TrainConfig
 from medsynth.train.loop import _Window, train
-from tests.train.fixtures import make_dataset, make_store
+from tests.train.fixtures import log_rows, make_dataset, make_store
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +24,6 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     make_store(root / "store", ds)
     return {"root": root, "ds": root / "ds", "store": root / "store"}
 
-
-def _rows(folder: Path) -> list[dict[str, str]]:
-    with open(folder / "train_log.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_ema_reaches_the_device_after_the_checkpoint_load(tiny: dict[str, Path],
@@ -70,15 +65,15 @@ def test_ema_reaches_the_device_after_the_checkpoint_load(tiny: dict[str, Path],
     assert calls.index("load_state") < calls.index("ema.to") < calls.index("ema.step")
     assert calls.count("ema.step") == 2  # steps 3 and 4
     # and the resumed run is the uninterrupted one
-    assert _rows(root / "part") == [
+    assert log_rows(root / "part") == [
         {**r, "images_per_s": p["images_per_s"], "elapsed_s": p["elapsed_s"]}
-        for r, p in zip(_rows(root / "full"), _rows(root / "part"), strict=True)]
+        for r, p in zip(log_rows(root / "full"), log_rows(root / "part"), strict=True)]
     a, b = load_bundle(root / "full"), load_bundle(root / "part")
     for p, q in zip(a.unet.parameters(), b.unet.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
-def test_no_host_sync_between_log_rows(tiny: dict[str, Path],
+def test_no_host_sync_between_loglog_rows(tiny: dict[str, Path],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Reads of a tensor's value on the host (float, item, tolist, bool) inside the loop do
     not grow with the steps between log rows: they happen at log rows and checkpoints only.
@@ -164,4 +159,4 @@ def test_nonfinite_loss_ends_an_fp32_run_before_its_checkpoint(
         train(tiny["ds"], out, cfg=cfg, store_path=tiny["store"], progress=False)
     # the checkpoint of step 2 (before the bad step) is kept, none after it
     assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-0000002"]
-    assert np.isfinite([float(r["loss"]) for r in _rows(out)]).all()
+    assert np.isfinite([float(r["loss"]) for r in log_rows(out)]).all()
