@@ -71,9 +71,10 @@ class TransformersBackend:
         self.seed = seed
         self.batch_size = max(1, batch_size)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.float32
-        if self.device == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        from medsynth.precision import amp_choice, amp_dtype
+
+        # bf16 from compute capability 8 (pre-Ampere cards only emulate it), fp16 below
+        dtype = amp_dtype(amp_choice()) or torch.float32
         try:
             self.processor = AutoProcessor.from_pretrained(model)
             self.net = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
