@@ -13,7 +13,12 @@ os.environ.setdefault("MEDSYNTH_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # the shared training-data cache (train/data.py data_cache: disk) never in the user's home
-os.environ.setdefault("MEDSYNTH_CACHE", tempfile.mkdtemp(prefix="medsynth-test-cache-"))
+if "MEDSYNTH_CACHE" not in os.environ:  # one per run, removed at exit (no debris in /tmp)
+    import atexit
+    import shutil
+
+    os.environ["MEDSYNTH_CACHE"] = tempfile.mkdtemp(prefix="medsynth-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["MEDSYNTH_CACHE"], ignore_errors=True)
 # Help drawn in-process at the piped width whatever terminal runs pytest (cli.py keeps a
 # terminal's own width; tests/test_cli.py checks 80 columns in a subprocess).
 os.environ.setdefault("TERMINAL_WIDTH", "100")
