@@ -550,4 +550,9 @@ def _card(model: Path, judged: JudgedSet, cfg: RefineConfig, outputs: dict[str, 
     if outputs.get("stop_reason"):
         lines.append(f"- {outputs['stop_reason']}")
     lines += ["", "Load it like a trained model: `medsynth generate MODEL2 ...`.", ""]
-    return "\n".join(lines)
+    from medsynth.models.card import card_data, card_text
+
+    parent = card_data(model)  # the refined model keeps its parent's library and licence
+    return card_text("\n".join(lines), library=str(parent.get("library_name") or "diffusers"),
+                     licence=parent.get("license"), base_model=str(model),
+                     tags=["refined", cfg.method])
