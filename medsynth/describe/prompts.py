@@ -21,11 +21,11 @@ from medsynth.mllm.request import Request
 from medsynth.mllm.templates import content_version, fill
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
-BUILTIN = ("derm", "cxr", "colon", "mri", "prostate")
+BUILTIN = ("derm", "cxr", "colon", "mri", "prostate", "ct")
 REQUIRED_KEYS = ("name", "version", "system", "steps", "attributes", "answer")
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 MODALITY_CODES = {"XC": "derm", "DX": "cxr", "CR": "cxr", "MR": "mri", "ES": "colon", "SM": "colon",
-                  "GM": "colon"}
+                  "GM": "colon", "CT": "ct"}
 """DICOM modality code of a dataset -> built-in template (for ``--modality auto``)."""
 
 
@@ -133,7 +133,7 @@ def _phrase(name: str, value: Any, rule: Any, labels: dict[str, str]) -> str:
 
 
 def load_template(name_or_path: str | Path) -> Template:
-    """Load a built-in template by name (``derm``, ``cxr``, ``colon``, ``mri``, ``prostate``)
+    """Load a built-in template by name (``derm``, ``cxr``, ``colon``, ``mri``, ``prostate``, ``ct``)
     or a YAML file."""
     import yaml
 
@@ -170,7 +170,7 @@ def load_template(name_or_path: str | Path) -> Template:
 def template_for_modality(modality: str, dataset_modality: str | None = None,
                           spatial_dims: int = 2) -> str:
     """Resolve ``--modality`` (``auto`` uses the dataset's DICOM modality code; MR volumes get
-    the prostate volume template, MR slices the ``mri`` one)."""
+    the prostate volume template, MR slices the ``mri`` one; CT volumes and slices ``ct``)."""
     if modality != "auto":
         return modality
     code = (dataset_modality or "").upper()
