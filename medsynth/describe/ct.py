@@ -3,7 +3,7 @@
 What a CT reader states first and the voxels show without a model:
 
 * **Coverage.** Craniocaudal extent (slices x slice spacing along the superior axis of the RAS
-  voxel order, :func:`medsynth.data.views.to_ras`) and the slice spacing; slices of a single
+  voxel order, :func:`medsynth.imaging.views.to_ras`) and the slice spacing; slices of a single
   value (the padding of ``data import --shape``) do not count; a single slice has no coverage
   (``not_visible``).
 * **Composition.** The body outline is the largest connected region above -500 HU with its
@@ -68,7 +68,7 @@ def measure_ct(array: np.ndarray, affine: np.ndarray | None = None,
     """Coverage, composition and region of a channel-first CT volume (C, D, H, W) with its RAS
     affine, or of a slice (C, H, W); HU values. Attributes of the template plus ``body_share``,
     the band shares, ``metal_share``, ``hu_p1``/``hu_p99`` inside the body and ``n_slices``."""
-    from medsynth.data.views import to_ras
+    from medsynth.imaging.views import to_ras
 
     a = np.asarray(array)
     if a.ndim == 3:  # one slice: axial, no coverage
