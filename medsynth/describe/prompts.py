@@ -9,7 +9,9 @@ the store.
 from __future__ import annotations
 
 import dataclasses
+import re
 import string
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -167,15 +169,27 @@ def load_template(name_or_path: str | Path) -> Template:
     )
 
 
+PROSTATE_CLASSES = re.compile(r"prostat|pi-?rads|lesion|csp?ca|gleason|isup", re.IGNORECASE)
+"""Class names that tell an MR volume set is a prostate one (``--modality auto``)."""
+
+
 def template_for_modality(modality: str, dataset_modality: str | None = None,
-                          spatial_dims: int = 2) -> str:
+                          spatial_dims: int = 2, classes: Sequence[str] | None = None) -> str:
     """Resolve ``--modality`` (``auto`` uses the dataset's DICOM modality code; MR volumes get
-    the prostate volume template, MR slices the ``mri`` one; CT volumes and slices ``ct``)."""
+    the prostate volume template when a class name says prostate (pirads, lesion, ...), MR
+    slices the ``mri`` one; CT volumes and slices ``ct``). Other MR volumes are refused: the
+    prostate measurer would find a gland in a brain."""
     if modality != "auto":
         return modality
     code = (dataset_modality or "").upper()
     if code == "MR" and spatial_dims == 3:
-        return "prostate"
+        if classes is None or any(PROSTATE_CLASSES.search(str(c)) for c in classes):
+            return "prostate"
+        raise MedsynthError(
+            f"MR volumes of classes {', '.join(map(str, classes))}: the only built-in MR volume "
+            "template is for the prostate, and no class name says prostate",
+            hint="pass --template FILE (format in docs/describe.md), or --modality prostate "
+                 "if these are prostate volumes")
     if code in MODALITY_CODES:
         return MODALITY_CODES[code]
     raise MedsynthError(f"cannot tell the modality from the dataset's modality code {code or '?'!r}",

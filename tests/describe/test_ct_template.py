@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from medsynth.cli import app
 from medsynth.describe.ct import measure_ct
 from medsynth.describe.prompts import load_template, template_for_modality
+from medsynth.errors import MedsynthError
 from medsynth.imaging.readers import read_image
 from medsynth.store import open_store
 
@@ -50,6 +51,11 @@ def ct_set(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_ct_datasets_get_the_ct_template() -> None:
     assert template_for_modality("auto", "CT", 3) == "ct"
     assert template_for_modality("auto", "CT", 2) == "ct"
+    # MR volumes: prostate only where a class name says so (the measurer finds a gland anywhere)
+    assert template_for_modality("auto", "MR", 3, ["no_lesion", "pirads_3"]) == "prostate"
+    with pytest.raises(MedsynthError, match="no class name says prostate"):
+        template_for_modality("auto", "MR", 3, ["brain", "tumour"])
+    assert template_for_modality("prostate", "MR", 3, ["brain"]) == "prostate"
     t = load_template("ct")
     assert t.schema.names == ["region", "coverage_mm", "slice_mm", "air_share", "fat_share",
                               "bone_share", "contrast"]
