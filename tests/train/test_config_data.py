@@ -47,7 +47,7 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
     ({"hflip": "maybe"}, "hflip"),
     ({"bogus": 1}, "unknown keys"),
     ({"max_steps": "ten"}, "max_steps"),
-    ({"denoiser": "keras"}, "denoiser must be auto, diffusers or monai"),
+    ({"denoiser": "keras"}, "denoiser must be one of auto, diffusers, monai"),
     ({"ae_perceptual_weight": 0.5}, "ae_perceptual_weights"),
     ({"noise_schedule": "flow"}, "noise_schedule"),
     ({"noise_schedule": "rflow", "snr_gamma": 5.0}, "snr_gamma"),
