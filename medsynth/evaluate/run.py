@@ -16,7 +16,6 @@ Layout written (docs/artifacts.md)::
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import time
@@ -301,5 +300,5 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     outputs = {"metrics": "metrics.json", "report": "report.html", "plots": files,
                "verdicts": summary, "classes": classes, "timings_s": metrics["timings_s"],
                "synthetic_sets": list(synth)}
-    return write_manifest(out, "evaluate", config=dataclasses.asdict(cfg), inputs=inputs,
+    return write_manifest(out, "evaluate", config=cfg.to_dict(), inputs=inputs,
                           outputs=outputs)
