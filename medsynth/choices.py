@@ -38,10 +38,15 @@ DataCache = Literal["auto", "memory", "disk"]
 ClipEncoder = Literal["small", "resnet10", "resnet18"]
 ClipTextEncoderKind = Literal["auto", "encoder", "decoder"]
 ClipSelect = Literal["best", "last"]
+# --- data -------------------------------------------------------------------------------------
+Voi = Literal["auto", "yes", "no"]
+PixelType = Literal["auto", "uint8", "uint16", "int16", "float32"]
+Normalize = Literal["none", "auto", "mr", "ct"]
 # --- generate -----------------------------------------------------------------------------------
 ClassInput = Literal["auto", "class", "text"]
 DicomLayout = Literal["series", "enhanced"]
 InitResize = Literal["pad", "crop"]
+"""Also ``data import --resize``: the long side fits (pad) or the short side (crop)."""
 InitPairing = Literal["any", "same", "other"]
 ReportWriter = Literal["template", "llm", "none"]
 ReportBackend = Literal["openai", "transformers"]
