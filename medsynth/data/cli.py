@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from medsynth.choices import InitResize, Normalize, PixelType, Voi
+from medsynth.options import choice_option
 
 data_app = typer.Typer(
     help="Inspect a source, import it into a dataset folder, or write a built-in demo dataset.",
@@ -154,16 +155,16 @@ def import_cmd(
     size: Annotated[int | None, typer.Option(
         help="Resize images and volumes to SIZE on every axis, voxel aspect kept (see --resize); "
         "spacing and affine follow.")] = None,
-    resize: Annotated[InitResize, typer.Option(
+    resize: Annotated[InitResize, choice_option(InitResize,
         help="How to fit the aspect ratio when resizing: pad (letterbox) or crop (centre).")] = "pad",
     seed: Annotated[int, typer.Option(help="Seed of the stratified split, when the source gives none.")] = 0,
     val_fraction: Annotated[float, typer.Option(help="Share of each class for validation (generated split only).")] = 0.1,
     test_fraction: Annotated[float, typer.Option(help="Share of each class for the held-out test set (generated split only).")] = 0.2,
     classes: Classes = None,
-    voi: Annotated[Voi, typer.Option(
+    voi: Annotated[Voi, choice_option(Voi,
         help="DICOM VOI LUT / window: auto (radiographs only), yes (every image with one: 16-bit "
         "display values), no.")] = "auto",
-    dtype: Annotated[PixelType, typer.Option(
+    dtype: Annotated[PixelType, choice_option(PixelType,
         help="Pixel type of the dataset: auto (one rule, docs/intensities.md), uint8, uint16, "
         "int16 (CT Hounsfield units) or float32; values are converted exactly, floats rounded.")] = "auto",
     modality: Annotated[str | None, typer.Option(
@@ -183,7 +184,7 @@ def import_cmd(
     shape: Annotated[str | None, typer.Option(
         help="Centre-crop or pad to this size in voxels, x,y[,z] (after --spacing), e.g. "
         "128,128,32.")] = None,
-    normalize: Annotated[Normalize, typer.Option(
+    normalize: Annotated[Normalize, choice_option(Normalize,
         help="Intensity normalisation for training: none (values kept), auto (MR: percentiles "
         "to 0-1; CT: HU window), mr or ct.")] = "none",
     mr_percentiles: Annotated[str, typer.Option(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from medsynth.choices import Baseline, Classifier, values
-from medsynth.options import DeviceOpt, OverwriteOpt
+from medsynth.options import DeviceOpt, OverwriteOpt, choice_option
 
 
 def evaluate_cmd(
@@ -19,7 +19,7 @@ def evaluate_cmd(
                                 "generate); repeat it or separate with commas to compare sets.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder to write.")],
     classifier: Annotated[
-        Classifier, typer.Option("--classifier", help="Downstream classifier (MONAI).")] = "small",
+        Classifier, choice_option(Classifier, "--classifier", help="Downstream classifier (MONAI).")] = "small",
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per benchmark setting; the "
                                        "intervals resample seeds and test images, and a "
                                        "verdict needs at least 2.")] = 5,

@@ -39,7 +39,7 @@ IDENTITY_IGNORES = ("out", "resume", "overwrite", "device")
 
 
 def _identity(cfg: EvaluateConfig) -> dict[str, Any]:
-    d = to_jsonable(cfg)
+    d = to_jsonable(cfg.to_dict())
     d["real"] = str(Path(cfg.real).resolve())
     d["synthetic"] = [str(Path(p).resolve()) for p in cfg.synthetic]
     for key in ("clip", "clip_store"):

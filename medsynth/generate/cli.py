@@ -15,7 +15,7 @@ from medsynth.choices import (
     ReportBackend,
     ReportWriter,
 )
-from medsynth.options import OverwriteOpt, PrecisionOpt, SamplerOpt, ThreadsOpt
+from medsynth.options import OverwriteOpt, PrecisionOpt, SamplerOpt, ThreadsOpt, choice_option
 
 
 def generate_cmd(
@@ -71,7 +71,7 @@ def generate_cmd(
                      "'SLICE,ROW,COL' for 3D models (default: the model's, else 1 mm)."),
     ] = None,
     class_input: Annotated[
-        ClassInput, typer.Option("--class-input", help="CCELLA-mode models: the class input is the "
+        ClassInput, choice_option(ClassInput, "--class-input", help="CCELLA-mode models: the class input is the "
                           "requested class one-hot ('class'), the class predicted from the "
                           "description ('text'), or the text's where there is one ('auto').")
     ] = "auto",
@@ -82,7 +82,7 @@ def generate_cmd(
                      "memory than the budget, then windows that fit)."),
     ] = None,
     dicom_layout: Annotated[
-        DicomLayout, typer.Option("--dicom-layout", help="3D models: DICOM as a 'series' of slice files "
+        DicomLayout, choice_option(DicomLayout, "--dicom-layout", help="3D models: DICOM as a 'series' of slice files "
                           "(a folder per volume) or one 'enhanced' multi-frame file.")
     ] = "series",
     threads: ThreadsOpt = None,
@@ -93,13 +93,13 @@ def generate_cmd(
     ] = False,
     report: Annotated[
         ReportWriter,
-        typer.Option("--report", help="Report writer: 'template' (offline: from the class and the "
+        choice_option(ReportWriter, "--report", help="Report writer: 'template' (offline: from the class and the "
                      "conditioning attributes, phrasing drawn from the image's seed), 'llm' (a "
                      "model writes it through the MLLM engine; checked, re-asked, the template "
                      "report as the fallback) or 'none'."),
     ] = "template",
     report_backend: Annotated[
-        ReportBackend, typer.Option("--report-backend", help="llm writer: 'openai' (any OpenAI-compatible "
+        ReportBackend, choice_option(ReportBackend, "--report-backend", help="llm writer: 'openai' (any OpenAI-compatible "
                           "server) or 'transformers' (a local model folder).")
     ] = "openai",
     report_model: Annotated[
@@ -146,7 +146,7 @@ def generate_cmd(
                      "(repeatable; default: every image of --split)."),
     ] = None,
     init_pairing: Annotated[
-        InitPairing, typer.Option("--init-pairing", help="Init images of a sample of class C: any, same "
+        InitPairing, choice_option(InitPairing, "--init-pairing", help="Init images of a sample of class C: any, same "
                           "(class C: variations) or other (other classes: class translation).")
     ] = "any",
     split: Annotated[
@@ -161,7 +161,7 @@ def generate_cmd(
                      "--init-images, 1 with --twin)."),
     ] = None,
     init_resize: Annotated[
-        InitResize, typer.Option("--init-resize", help="Non-square init images: pad (the long side "
+        InitResize, choice_option(InitResize, "--init-resize", help="Non-square init images: pad (the long side "
                           "fits) or crop (the short side fits), as data import --resize.")
     ] = "pad",
     twin: Annotated[

@@ -132,7 +132,7 @@ class GenerateConfig(Recipe):
     variations) or ``other`` (every class but C: class translation, as MAGIC)."""
     splits: list[Split] = Field(default_factory=lambda: ["train"])
     """Dataset splits the init images, the twin's real images and the balance counts come from."""
-    strength: Annotated[float, Field(gt=0, le=1)] | None = None
+    strength: float | None = None
     """Share of the denoising schedule run from the init image, in (0, 1]; 1 = from noise.
     None = :data:`DEFAULT_STRENGTH` with ``init_images``, 1 for a twin."""
     init_resize: InitResize = "pad"
@@ -169,6 +169,13 @@ class GenerateConfig(Recipe):
             raise ValueError(f"--split: unknown split(s) {bad or given}; choose from "
                              f"{', '.join(SPLITS)}")
         return given
+
+    @field_validator("strength")
+    @classmethod
+    def _strength(cls, v: float | None) -> float | None:
+        if v is not None and not 0.0 < v <= 1.0:
+            raise ValueError(f"--strength must be in (0, 1] (1 = from noise), got {v}")
+        return v
 
     @field_validator("balance_target", mode="before")
     @classmethod

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from medsynth.choices import RefineAdapter, RefineMethod
-from medsynth.options import ThreadsOpt
+from medsynth.options import ThreadsOpt, choice_option
 
 
 def register(app: typer.Typer) -> None:
@@ -24,10 +24,10 @@ def refine_command(
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="Refine recipe YAML (see examples/refine-*.yaml); options below "
         "override it.")] = None,
-    method: Annotated[RefineMethod | None, typer.Option(
+    method: Annotated[RefineMethod | None, choice_option(RefineMethod,
         "--method", help="dpo (Diffusion-DPO on winner/loser pairs, default) or rwr (reward-weighted "
         "fine-tuning on accepted images plus real training images).")] = None,
-    adapter: Annotated[RefineAdapter | None, typer.Option(
+    adapter: Annotated[RefineAdapter | None, choice_option(RefineAdapter,
         "--adapter", help="lora (peft LoRA on the attention projections, default) or full (all weights, "
         "frozen copy as the DPO reference; small networks only).")] = None,
     rounds: Annotated[int | None, typer.Option(

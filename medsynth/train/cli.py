@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from medsynth.choices import DenoiserChoice, MixedPrecision, Stage, TrainAdapter
-from medsynth.options import ThreadsOpt
+from medsynth.options import ThreadsOpt, choice_option
 
 
 def register(app: typer.Typer) -> None:
@@ -33,12 +33,12 @@ def train_command(
         help="Comma-separated classes to train on (default: all).")] = None,
     splits: Annotated[str | None, typer.Option(
         help="Comma-separated dataset splits to train on (default: train).")] = None,
-    denoiser: Annotated[DenoiserChoice | None, typer.Option(
+    denoiser: Annotated[DenoiserChoice | None, choice_option(DenoiserChoice,
         "--denoiser",
         help="Denoising network: auto (diffusers in 2D, monai in 3D), diffusers or monai.")] = None,
     text_encoder: Annotated[str | None, typer.Option(
         help="Text encoder: a transformers folder or cached name (default: packaged all-MiniLM-L6-v2).")] = None,
-    mixed_precision: Annotated[MixedPrecision | None, typer.Option(
+    mixed_precision: Annotated[MixedPrecision | None, choice_option(MixedPrecision,
         "--mixed-precision",
         help="Training precision (bf16 also works on CPU; auto: bf16 on a bf16 GPU, fp16 on "
         "other GPUs, no on CPU).")] = None,
@@ -53,13 +53,13 @@ def train_command(
         help="Start from a pretrained prior: a medsynth model folder, a diffusers Stable "
         "Diffusion pipeline folder or a hub id in the local cache, or a MONAI/MAISI bundle "
         "(docs/priors.md).")] = None,
-    adapter: Annotated[TrainAdapter | None, typer.Option(
+    adapter: Annotated[TrainAdapter | None, choice_option(TrainAdapter,
         "--adapter", help="How an --init is adapted.")] = None,
     lora_rank: Annotated[int | None, typer.Option(help="LoRA rank (--adapter lora).")] = None,
     resume: Annotated[bool, typer.Option(
         help="Continue from the newest checkpoint in --out (step, optimizer, LR, EMA, RNG).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
-    stage: Annotated[Stage, typer.Option(
+    stage: Annotated[Stage, choice_option(Stage,
         "--stage", help="What to train: diffusion (the generator) or clip (a contrastive image–text "
         "model for evaluate --clip; needs --store; recipe keys in docs/clip.md).")] = "diffusion",
 ) -> None:

@@ -208,8 +208,8 @@ def test_twin_specs_one_per_real_image(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kw, message", [
-    ({"init_images": "d", "strength": 0.0}, "--strength must be > 0"),
-    ({"init_images": "d", "strength": 1.5}, "--strength must be <= 1"),
+    ({"init_images": "d", "strength": 0.0}, r"--strength must be in \(0, 1\]"),
+    ({"init_images": "d", "strength": 1.5}, r"--strength must be in \(0, 1\]"),
     ({"strength": 0.5}, "--strength needs --init-images or --twin"),
     ({"init_classes": ["a"]}, "--init-class and --init-pairing need --init-images"),
     ({"init_pairing": "other"}, "--init-class and --init-pairing need --init-images"),
