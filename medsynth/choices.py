@@ -58,6 +58,10 @@ DescribeBackend = Literal["attributes", "openai", "transformers"]
 DescribeModality = Literal["auto", "derm", "cxr", "colon", "mri", "prostate"]
 DescribeSplit = Literal["all", "train", "val", "test"]
 StructuredOutput = Literal["auto", "off"]
+# --- judge --------------------------------------------------------------------------------------
+JudgeBackend = Literal["measure", "real-features", "openai", "transformers"]
+ValidateBackend = Literal["real-features", "measure"]
+HeldOutSplit = Literal["test", "val"]
 # --- refine -------------------------------------------------------------------------------------
 RefineMethod = Literal["dpo", "rwr"]
 RefineAdapter = Literal["lora", "full"]

@@ -31,9 +31,10 @@ def _key_of(loc: tuple[int | str, ...], cls: type[Recipe]) -> str:
         parts = parts[1:]
     key = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
                   for i, p in enumerate(parts))
-    if cls.option_names is not None and parts and isinstance(parts[0], str):
-        first = str(parts[0])  # the option, not the entry of a list
-        key = cls.option_names.get(first, "--" + first.replace("_", "-"))
+    names = [p for p in parts if isinstance(p, str)]
+    if cls.option_names is not None and names:
+        last = names[-1]  # the option (of a nested model too), not the entry of a list
+        key = cls.option_names.get(last, "--" + last.replace("_", "-"))
     return key
 
 

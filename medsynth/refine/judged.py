@@ -62,7 +62,7 @@ class JudgedSet:
         from medsynth.judging.judges import JudgeSettings
 
         saved = dict(self.manifest.config.get("settings") or {"backend": self.backend})
-        names = {f.name for f in dataclasses.fields(JudgeSettings)}
+        names = set(JudgeSettings.model_fields)
         return JudgeSettings(**{k: v for k, v in saved.items() if k in names})
 
     def generation(self) -> dict[str, Any]:
