@@ -10,7 +10,7 @@ command modules: pydantic costs start-up time that ``--help`` should not pay.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Self
 
@@ -38,7 +38,8 @@ def _key_of(loc: tuple[int | str, ...], cls: type[Recipe]) -> str:
     return key
 
 
-def _problem(err: Mapping[str, Any], key: str) -> str:
+def problem(err: Mapping[str, Any], key: str) -> str:
+    """One pydantic error as ``key problem`` (a validator's own message as it is)."""
     kind, ctx, given = err["type"], err.get("ctx") or {}, err.get("input")
     if kind == "literal_error":
         expected = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
@@ -56,18 +57,31 @@ def _problem(err: Mapping[str, Any], key: str) -> str:
     return f"{key} = {given!r} is not valid: {err['msg'][0].lower()}{err['msg'][1:]}"
 
 
-def usage_error(e: ValidationError, cls: type[Recipe], source: str | None = None) -> BadUsageError:
-    """The one mapping of a pydantic error to medsynth's one-line usage error: ``SOURCE: PREFIX:
-    key problem`` (unknown keys together, with the known ones as the hint)."""
+def one_line(e: ValidationError, key_of: Callable[[tuple[int | str, ...]], str],
+             where_of: Callable[[tuple[int | str, ...]], str] = lambda loc: "",
+             unknown_context: str = "") -> tuple[str, tuple[int | str, ...] | None]:
+    """The one mapping of a pydantic error to one line: ``WHERE key problem``; unknown keys of
+    one mapping together (``unknown key(s) [...]``). ``key_of``/``where_of`` name a location.
+    Also returns the location of the mapping with unknown keys (None: no unknown keys)."""
     errors = e.errors(include_url=False)
-    where = "".join(f"{s}: " for s in (source, cls.error_prefix) if s)
-    unknown = sorted(_key_of(err["loc"], cls) for err in errors if err["type"] == "extra_forbidden")
-    if unknown:
-        return BadUsageError(f"{where}unknown keys {unknown}{cls.unknown_keys_context}",
-                             hint=f"known keys: {', '.join(cls.keys())}")
+    extra = [err for err in errors if err["type"] == "extra_forbidden"]
+    if extra:
+        parent = tuple(extra[0]["loc"][:-1])
+        keys = sorted(str(err["loc"][-1]) for err in extra if tuple(err["loc"][:-1]) == parent)
+        return f"{where_of(parent)}unknown key(s) {keys}{unknown_context}", parent
     first = errors[0]
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    return BadUsageError(f"{where}{_problem(first, _key_of(first['loc'], cls))}{more}")
+    loc = tuple(first["loc"])
+    return f"{where_of(loc)}{problem(first, key_of(loc))}{more}", None
+
+
+def usage_error(e: ValidationError, cls: type[Recipe], source: str | None = None) -> BadUsageError:
+    """A config's pydantic error as medsynth's one-line usage error: ``SOURCE: PREFIX: key
+    problem`` (unknown keys with the known ones as the hint)."""
+    where = "".join(f"{s}: " for s in (source, cls.error_prefix) if s)
+    msg, unknown = one_line(e, lambda loc: _key_of(loc, cls), unknown_context=cls.unknown_keys_context)
+    return BadUsageError(where + msg,
+                         hint=f"known keys: {', '.join(cls.keys())}" if unknown is not None else None)
 
 
 class Section(BaseModel):

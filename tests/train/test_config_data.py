@@ -45,7 +45,7 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
     ({"attention_levels": [True]}, "attention_levels"),
     ({"batch_size": 0}, "batch_size"),
     ({"hflip": "maybe"}, "hflip"),
-    ({"bogus": 1}, "unknown keys"),
+    ({"bogus": 1}, "unknown key"),
     ({"max_steps": "ten"}, "max_steps"),
     ({"denoiser": "keras"}, "denoiser must be one of auto, diffusers, monai"),
     ({"ae_perceptual_weight": 0.5}, "ae_perceptual_weights"),

@@ -38,8 +38,8 @@ def test_every_key_is_documented_and_in_one_section() -> None:
     ({"lr": "1e-3"}, "lr = '1e-3' is not valid"),  # YAML reads 1e-3 without a dot as text
     ({"splits": "train"}, "splits = 'train' is not valid"),
     ({"ae_lr": 0}, "ae_lr must be > 0"),
-    ({"optim": {"bogus": 1}}, "unknown keys"),
-    ({"bogus": 1, "other": 2}, r"unknown keys \['bogus', 'other'\]"),
+    ({"optim": {"bogus": 1}}, "unknown key"),
+    ({"bogus": 1, "other": 2}, r"unknown key\(s\) \['bogus', 'other'\]"),
 ])
 def test_one_line_errors_name_the_flat_key(bad: dict, message: str) -> None:
     with pytest.raises(BadUsageError, match=message) as e:
