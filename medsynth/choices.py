@@ -55,7 +55,7 @@ Classifier = Literal["small", "resnet10", "resnet18", "resnet34", "densenet121",
 Baseline = Literal["augment", "oracle"]
 # --- describe -----------------------------------------------------------------------------------
 DescribeBackend = Literal["attributes", "openai", "transformers"]
-DescribeModality = Literal["auto", "derm", "cxr", "colon", "mri", "prostate"]
+DescribeModality = Literal["auto", "derm", "cxr", "colon", "mri", "prostate", "ct"]
 DescribeSplit = Literal["all", "train", "val", "test"]
 StructuredOutput = Literal["auto", "off"]
 # --- judge --------------------------------------------------------------------------------------

@@ -45,8 +45,9 @@ def run_cmd(
         help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (else "
              "$MEDSYNTH_OPENAI_BASE_URL). The API key is read only from $MEDSYNTH_OPENAI_API_KEY "
              "or $OPENAI_API_KEY.")] = None,
-    modality: Annotated[DescribeModality, choice_option(DescribeModality,
-        help="Prompt template (auto: from the dataset's modality; MR volumes: prostate).")] = "auto",
+    modality: Annotated[DescribeModality, choice_option(
+        DescribeModality, help="Prompt template (auto: from the dataset's modality; MR volumes of "
+        "prostate classes: prostate, CT: ct).")] = "auto",
     template: Annotated[Path | None, typer.Option(
         help="Your own template YAML (format in docs/describe.md); overrides --modality.")] = None,
     split: Annotated[DescribeSplit | None, choice_option(DescribeSplit,
