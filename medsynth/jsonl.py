@@ -23,9 +23,13 @@ _BOM = b"\xef\xbb\xbf"
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, paths, numpy scalars and tuples to plain JSON types."""
+    """Dataclasses, configs (pydantic, flat keys), paths, numpy scalars and tuples to plain JSON
+    types."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if callable(getattr(obj, "model_dump", None)) and not isinstance(obj, type):
+        return to_jsonable(obj.to_dict() if callable(getattr(obj, "to_dict", None))
+                           else obj.model_dump())
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple, set)):

@@ -8,6 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
+from medsynth.choices import InitResize, Normalize, PixelType, Voi
+from medsynth.options import choice_option
+
 data_app = typer.Typer(
     help="Inspect a source, import it into a dataset folder, or write a built-in demo dataset.",
     no_args_is_help=True,
@@ -24,17 +27,20 @@ Classes = Annotated[
 
 
 def _split_classes(classes: str | None) -> list[str] | None:
-    return [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    from medsynth.choices import comma_list
+
+    return comma_list(classes) or None
 
 
 def _numbers(text: str | None, option: str) -> list[float] | None:
     """'0.5,0.5,3' -> [0.5, 0.5, 3.0]; a BadUsageError naming the option otherwise."""
+    from medsynth.choices import comma_list
     from medsynth.errors import BadUsageError
 
     if text is None:
         return None
     try:
-        return [float(v) for v in text.replace("x", ",").split(",") if v.strip()]
+        return [float(v) for v in comma_list(text.replace("x", ","))]
     except ValueError:
         raise BadUsageError(f"{option}: give comma-separated numbers, e.g. 0.5,0.5,3 (not "
                             f"{text!r})") from None
@@ -149,15 +155,16 @@ def import_cmd(
     size: Annotated[int | None, typer.Option(
         help="Resize images and volumes to SIZE on every axis, voxel aspect kept (see --resize); "
         "spacing and affine follow.")] = None,
-    resize: Annotated[str, typer.Option(help="How to fit the aspect ratio when resizing: pad (letterbox) or crop (centre).")] = "pad",
+    resize: Annotated[InitResize, choice_option(InitResize,
+        help="How to fit the aspect ratio when resizing: pad (letterbox) or crop (centre).")] = "pad",
     seed: Annotated[int, typer.Option(help="Seed of the stratified split, when the source gives none.")] = 0,
     val_fraction: Annotated[float, typer.Option(help="Share of each class for validation (generated split only).")] = 0.1,
     test_fraction: Annotated[float, typer.Option(help="Share of each class for the held-out test set (generated split only).")] = 0.2,
     classes: Classes = None,
-    voi: Annotated[str, typer.Option(
+    voi: Annotated[Voi, choice_option(Voi,
         help="DICOM VOI LUT / window: auto (radiographs only), yes (every image with one: 16-bit "
         "display values), no.")] = "auto",
-    dtype: Annotated[str, typer.Option(
+    dtype: Annotated[PixelType, choice_option(PixelType,
         help="Pixel type of the dataset: auto (one rule, docs/intensities.md), uint8, uint16, "
         "int16 (CT Hounsfield units) or float32; values are converted exactly, floats rounded.")] = "auto",
     modality: Annotated[str | None, typer.Option(
@@ -177,7 +184,7 @@ def import_cmd(
     shape: Annotated[str | None, typer.Option(
         help="Centre-crop or pad to this size in voxels, x,y[,z] (after --spacing), e.g. "
         "128,128,32.")] = None,
-    normalize: Annotated[str, typer.Option(
+    normalize: Annotated[Normalize, choice_option(Normalize,
         help="Intensity normalisation for training: none (values kept), auto (MR: percentiles "
         "to 0-1; CT: HU window), mr or ct.")] = "none",
     mr_percentiles: Annotated[str, typer.Option(

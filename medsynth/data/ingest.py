@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from medsynth.artifacts import prepare_output_dir
+from medsynth.choices import PixelType, values
 from medsynth.data.sources import Source, scan_source
 from medsynth.errors import BadUsageError, MedsynthError
 from medsynth.imaging.dataset import Dataset, assign_splits, finish_dataset, format_numbers
@@ -30,7 +31,7 @@ from medsynth.imaging.readers import read_image
 from medsynth.imaging.save import can_png, save_lossless
 from medsynth.imaging.transforms import fit_to_size, resample_affine, resample_spacing
 
-DTYPES = ("auto", "uint8", "uint16", "int16", "float32")
+DTYPES = values(PixelType)
 _LIMITS = {"uint8": (0, 255), "uint16": (0, 65535), "int16": (-32768, 32767)}
 #: Pixel values with a physical unit: CT (HU), PET/NM (counts, SUV), MR (scanner units). Their
 #: values are never rescaled to join another type; display-referred 8-bit images are widened.

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-NORMALIZE_MODES = ("none", "auto", "mr", "ct")
+from medsynth.choices import Normalize, values
+
+NORMALIZE_MODES = values(Normalize)
 
 
 def normalize_mr(array: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:

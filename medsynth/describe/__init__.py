@@ -8,6 +8,14 @@ OpenAI-compatible server) and ``transformers`` (a local vision-language model).
 
 from __future__ import annotations
 
-from medsynth.describe.config import DescribeConfig
+from typing import Any
 
 __all__ = ["DescribeConfig"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DescribeConfig":  # lazily: pydantic is not for `medsynth --help`
+        from medsynth.describe.config import DescribeConfig
+
+        return DescribeConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

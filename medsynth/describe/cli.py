@@ -9,6 +9,9 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from medsynth.choices import DescribeBackend, DescribeModality, DescribeSplit, StructuredOutput
+from medsynth.options import choice_option
+
 
 class _DefaultRun(TyperGroup):
     """``medsynth describe DATASET ...`` means ``medsynth describe run DATASET ...``."""
@@ -33,21 +36,22 @@ describe_app = typer.Typer(
 def run_cmd(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder written by `medsynth data`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Store folder to write.")],
-    backend: Annotated[str, typer.Option(
-        help="attributes (offline pixel measurements, the default) | openai (any OpenAI-compatible "
-             "server) | transformers (a local vision-language model).")] = "attributes",
+    backend: Annotated[DescribeBackend, choice_option(DescribeBackend,
+        help="attributes (offline pixel measurements, the default), openai (any OpenAI-compatible "
+             "server) or transformers (a local vision-language model).")] = "attributes",
     model: Annotated[str | None, typer.Option(
         help="Model name (openai; else $MEDSYNTH_OPENAI_MODEL) or local path/name (transformers).")] = None,
     base_url: Annotated[str | None, typer.Option(
         help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (else "
              "$MEDSYNTH_OPENAI_BASE_URL). The API key is read only from $MEDSYNTH_OPENAI_API_KEY "
              "or $OPENAI_API_KEY.")] = None,
-    modality: Annotated[str, typer.Option(
-        help="Prompt template: derm | cxr | colon | mri | prostate | ct | auto (from the dataset's modality; MR volumes of prostate classes: prostate, CT: ct).")] = "auto",
+    modality: Annotated[DescribeModality, choice_option(
+        DescribeModality, help="Prompt template (auto: from the dataset's modality; MR volumes of "
+        "prostate classes: prostate, CT: ct).")] = "auto",
     template: Annotated[Path | None, typer.Option(
         help="Your own template YAML (format in docs/describe.md); overrides --modality.")] = None,
-    split: Annotated[str | None, typer.Option(
-        help="Split to describe: train | val | test | all. Default: train when the dataset has a "
+    split: Annotated[DescribeSplit | None, choice_option(DescribeSplit,
+        help="Split to describe. Default: train when the dataset has a "
              "train split (the images generate conditions on), else all.",
         show_default=False)] = None,
     concurrency: Annotated[int, typer.Option(
@@ -64,7 +68,7 @@ def run_cmd(
         help="HTTP retries on 429/5xx/timeouts, with exponential backoff (openai).")] = 4,
     max_new_tokens: Annotated[int, typer.Option(help="Answer length limit (model backends).")] = 512,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.0,
-    structured_output: Annotated[str, typer.Option(
+    structured_output: Annotated[StructuredOutput, choice_option(StructuredOutput,
         help="openai: auto sends the answer's JSON schema as response_format and falls back to "
              "prompted JSON when the server refuses it; off never sends it. Answers are "
              "validated either way.")] = "auto",

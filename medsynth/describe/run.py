@@ -312,7 +312,7 @@ def run_describe(cfg: DescribeConfig, *, backend: Backend | None = None,
                                 "template_version": template.full_version,
                                 "template": template.source, "started": now_iso()}
     inputs = [input_ref(ds.root, "data")]
-    config = {**dataclasses.asdict(cfg), "split": split, "template_version": template.full_version}
+    config = {**cfg.to_dict(), "split": split, "template_version": template.full_version}
     # Manifest first (status running): open_store works on a partial store and resume finds it.
     write_manifest(out, "describe", config=config, inputs=inputs,
                    outputs=_outputs(prev, run_info, prev.get("counts", {}), "running", ds.classes))

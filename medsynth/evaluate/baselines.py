@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from medsynth.choices import Baseline, comma_list, values
 from medsynth.errors import BadUsageError, MedsynthError
 from medsynth.evaluate.inputs import ImageSet, stack_images
 
-BASELINES = ("augment", "oracle")
+BASELINES = values(Baseline)
 """Baseline arms ``--baselines`` can add."""
 ROTATE_DEG = 10.0
 """Largest rotation of the augmentation, in degrees."""
@@ -38,8 +39,7 @@ SHIFT_SCALE = 0.06
 
 def parse_baselines(text: str | list[str] | None) -> list[str]:
     """``"augment,oracle"`` -> ``["augment", "oracle"]`` (validated, in a fixed order)."""
-    items = text if isinstance(text, list) else str(text or "").split(",")
-    names = [s.strip().lower() for s in items if s and s.strip() and s.strip().lower() != "none"]
+    names = [s for s in comma_list(text, lower=True) if s != "none"]
     bad = [n for n in names if n not in BASELINES]
     if bad:
         raise BadUsageError(f"--baselines: unknown baseline(s) {bad}; choose from "

@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 
-
-def _split_list(values: list[str] | None) -> list[str]:
-    return [v.strip() for item in values or [] for v in str(item).split(",") if v.strip()]
+from medsynth.choices import Baseline, Classifier, values
+from medsynth.options import DeviceOpt, OverwriteOpt, choice_option
 
 
 def evaluate_cmd(
@@ -20,8 +19,7 @@ def evaluate_cmd(
                                 "generate); repeat it or separate with commas to compare sets.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder to write.")],
     classifier: Annotated[
-        str, typer.Option("--classifier", help="Downstream classifier (MONAI): small, resnet10, "
-                          "resnet18, resnet34, densenet121 or efficientnet-b0.")] = "small",
+        Classifier, choice_option(Classifier, "--classifier", help="Downstream classifier (MONAI).")] = "small",
     seeds: Annotated[int, typer.Option("--seeds", help="Seeds per benchmark setting; the "
                                        "intervals resample seeds and test images, and a "
                                        "verdict needs at least 2.")] = 5,
@@ -29,10 +27,11 @@ def evaluate_cmd(
         str, typer.Option("--real-fraction", help="Comma-separated real training data per "
                           "setting: fractions (1.0, 0.1) or images per class (20 or 20/class).")] = "1.0,0.1",
     baselines: Annotated[
-        str, typer.Option("--baselines", help="Comma-separated baseline arms besides real-only: "
-                          "augment (real with standard augmentation, same budget), oracle (real + "
-                          "as many extra real images as synthetic; needs --extra-real, which "
-                          "also turns it on), or none.")] = "augment",
+        str, typer.Option("--baselines", help="Comma-separated baseline arms besides real-only, "
+                          f"any of: {', '.join(values(Baseline))}, or none. augment: real with "
+                          "standard augmentation, same budget; oracle: real + as many extra real "
+                          "images as synthetic (needs --extra-real, which also turns it on).")
+    ] = "augment",
     extra_real: Annotated[
         Path | None, typer.Option("--extra-real", help="Dataset folder of extra real images "
                                   "(same classes, not the test images) for the oracle arm.")
@@ -71,15 +70,13 @@ def evaluate_cmd(
     clip_store: Annotated[
         Path | None, typer.Option("--clip-store", help="Store with descriptions of the real "
                                   "test images for --clip (default: the CLIP model's store).")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or "
-                                        "cuda.")] = "auto",
+    device: DeviceOpt = "auto",
     threads: Annotated[
         int | None, typer.Option("--threads", help="CPU threads for torch (default: 1 for the "
                                  "small classifier, else torch's default).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed evaluation in "
                                          "--out (finished benchmark runs are kept).")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete an earlier evaluate "
-                                            "output in --out first.")] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Benchmark a classifier on real vs real+synthetic vs synthetic data; FID/KID, privacy, report.
 
@@ -89,18 +86,20 @@ def evaluate_cmd(
     Example: medsynth evaluate --real DATA --synthetic SYNTH --out REPORT --real-fraction 1.0,0.1
     --extra-real MORE_REAL
     """
+    from medsynth.choices import comma_list
     from medsynth.evaluate.config import EvaluateConfig
     from medsynth.evaluate.run import run_evaluate
     from medsynth.ui import out as stdout
 
     cfg = EvaluateConfig(
-        real=real, synthetic=[Path(p) for p in _split_list(synthetic)], out=out,
-        classifier=classifier, seeds=seeds, real_fractions=_split_list([real_fraction]),
-        baselines=_split_list([baselines]), extra_real=extra_real, bootstrap=bootstrap,
+        real=real, synthetic=[Path(p) for p in comma_list(synthetic)], out=out,
+        classifier=classifier, seeds=seeds, real_fractions=comma_list(real_fraction),
+        baselines=comma_list(baselines), extra_real=extra_real, bootstrap=bootstrap,
         size=size, epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
         max_synthetic_per_class=max_synthetic, feature_size=feature_size,
         near_copy_quantile=near_copy_quantile, independent_model=independent_model,
-        benchmark=benchmark, clip=clip, clip_store=clip_store, device=device, threads=threads, resume=resume, overwrite=overwrite)
+        benchmark=benchmark, clip=clip, clip_store=clip_store, device=device, threads=threads,
+        resume=resume, overwrite=overwrite)
     manifest = run_evaluate(cfg)
     stdout.print(f"report: {Path(out) / manifest.outputs['report']}")
 

@@ -16,7 +16,6 @@ Layout written (docs/artifacts.md)::
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import time
@@ -40,7 +39,7 @@ IDENTITY_IGNORES = ("out", "resume", "overwrite", "device")
 
 
 def _identity(cfg: EvaluateConfig) -> dict[str, Any]:
-    d = to_jsonable(cfg)
+    d = to_jsonable(cfg.to_dict())
     d["real"] = str(Path(cfg.real).resolve())
     d["synthetic"] = [str(Path(p).resolve()) for p in cfg.synthetic]
     for key in ("clip", "clip_store"):
@@ -301,5 +300,5 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     outputs = {"metrics": "metrics.json", "report": "report.html", "plots": files,
                "verdicts": summary, "classes": classes, "timings_s": metrics["timings_s"],
                "synthetic_sets": list(synth)}
-    return write_manifest(out, "evaluate", config=dataclasses.asdict(cfg), inputs=inputs,
+    return write_manifest(out, "evaluate", config=cfg.to_dict(), inputs=inputs,
                           outputs=outputs)

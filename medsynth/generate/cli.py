@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from medsynth.models.sampler import SAMPLERS
+from medsynth.choices import (
+    ClassInput,
+    DicomLayout,
+    InitPairing,
+    InitResize,
+    ReportBackend,
+    ReportWriter,
+)
+from medsynth.options import OverwriteOpt, PrecisionOpt, SamplerOpt, ThreadsOpt, choice_option
 
 
 def generate_cmd(
@@ -25,7 +33,8 @@ def generate_cmd(
                      "--twin or --balance, whose counts come from the dataset)."),
     ] = None,
     formats: Annotated[
-        str, typer.Option("--format", "-f", help="Comma-separated output formats: png, dicom, nifti.")
+        str, typer.Option("--format", "-f", help="Comma-separated output formats, any of: png, "
+                          "dicom, nifti.")
     ] = "png",
     prompt: Annotated[
         str | None,
@@ -41,9 +50,7 @@ def generate_cmd(
         typer.Option("--prompts-csv", help="CSV with columns class,prompt,n for mixed batches "
                      "(empty prompt = random stored description)."),
     ] = None,
-    sampler: Annotated[
-        str, typer.Option("--sampler", help=f"{', '.join(SAMPLERS)}.")
-    ] = "dpmsolver++",
+    sampler: SamplerOpt = "dpmsolver++",
     steps: Annotated[int, typer.Option("--steps", help="Denoising steps.")] = 25,
     guidance: Annotated[
         float, typer.Option("--guidance", help="Classifier-free guidance scale on class and text.")
@@ -64,7 +71,7 @@ def generate_cmd(
                      "'SLICE,ROW,COL' for 3D models (default: the model's, else 1 mm)."),
     ] = None,
     class_input: Annotated[
-        str, typer.Option("--class-input", help="CCELLA-mode models: the class input is the "
+        ClassInput, choice_option(ClassInput, "--class-input", help="CCELLA-mode models: the class input is the "
                           "requested class one-hot ('class'), the class predicted from the "
                           "description ('text'), or the text's where there is one ('auto').")
     ] = "auto",
@@ -75,33 +82,24 @@ def generate_cmd(
                      "memory than the budget, then windows that fit)."),
     ] = None,
     dicom_layout: Annotated[
-        str, typer.Option("--dicom-layout", help="3D models: DICOM as a 'series' of slice files "
+        DicomLayout, choice_option(DicomLayout, "--dicom-layout", help="3D models: DICOM as a 'series' of slice files "
                           "(a folder per volume) or one 'enhanced' multi-frame file.")
     ] = "series",
-    threads: Annotated[
-        int | None,
-        typer.Option("--threads", help="CPU threads for torch (default: the cores free now, i.e. "
-                     "the CPUs minus the load average, at least 1)."),
-    ] = None,
-    precision: Annotated[
-        str,
-        typer.Option("--precision", help="The network's precision: fp32, bf16 (autocast; images "
-                     "within about 0.02 of fp32) or auto (bf16 on a GPU and on CPUs with bf16 "
-                     "units, else fp32). Recorded per image in samples.csv."),
-    ] = "auto",
+    threads: ThreadsOpt = None,
+    precision: PrecisionOpt = "auto",
     compile_: Annotated[
         bool, typer.Option("--compile", help="torch.compile the network first: a one-off compile "
                            "(about a minute on a CPU), then faster steps; pays for long runs.")
     ] = False,
     report: Annotated[
-        str,
-        typer.Option("--report", help="Report writer: 'template' (offline: from the class and the "
+        ReportWriter,
+        choice_option(ReportWriter, "--report", help="Report writer: 'template' (offline: from the class and the "
                      "conditioning attributes, phrasing drawn from the image's seed), 'llm' (a "
                      "model writes it through the MLLM engine; checked, re-asked, the template "
                      "report as the fallback) or 'none'."),
     ] = "template",
     report_backend: Annotated[
-        str, typer.Option("--report-backend", help="llm writer: 'openai' (any OpenAI-compatible "
+        ReportBackend, choice_option(ReportBackend, "--report-backend", help="llm writer: 'openai' (any OpenAI-compatible "
                           "server) or 'transformers' (a local model folder).")
     ] = "openai",
     report_model: Annotated[
@@ -148,7 +146,7 @@ def generate_cmd(
                      "(repeatable; default: every image of --split)."),
     ] = None,
     init_pairing: Annotated[
-        str, typer.Option("--init-pairing", help="Init images of a sample of class C: any, same "
+        InitPairing, choice_option(InitPairing, "--init-pairing", help="Init images of a sample of class C: any, same "
                           "(class C: variations) or other (other classes: class translation).")
     ] = "any",
     split: Annotated[
@@ -163,7 +161,7 @@ def generate_cmd(
                      "--init-images, 1 with --twin)."),
     ] = None,
     init_resize: Annotated[
-        str, typer.Option("--init-resize", help="Non-square init images: pad (the long side "
+        InitResize, choice_option(InitResize, "--init-resize", help="Non-square init images: pad (the long side "
                           "fits) or crop (the short side fits), as data import --resize.")
     ] = "pad",
     twin: Annotated[
@@ -189,9 +187,7 @@ def generate_cmd(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue a killed run in --out to exactly --n images.")
     ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Delete an earlier generate output in --out first.")
-    ] = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Sample synthetic images (with their reports) from a trained model.
 
@@ -205,30 +201,24 @@ def generate_cmd(
 
       medsynth generate MODEL --balance DATASET --target max --out SYNTH
     """
+    from medsynth.choices import comma_list
     from medsynth.errors import BadUsageError
-    from medsynth.generate.config import EVERY_CLASS, GenerateConfig
+    from medsynth.generate.config import GenerateConfig
     from medsynth.generate.run import run_generate
     from medsynth.ui import out as stdout
 
-    if split is not None and not (init_images or twin or balance):
-        raise BadUsageError("--split needs --init-images, --twin or --balance (the dataset "
-                            "whose split it names)")
-    if target is not None and not balance:
-        raise BadUsageError("--target needs --balance")
-    if n is not None and (twin or balance):
-        raise BadUsageError(f"--n does not go with {'--twin' if twin else '--balance'}: the "
-                            "dataset's counts decide how many images each class gets")
     sp = None
     if spacing:
         try:
-            sp = [float(v) for v in spacing.split(",")]
+            sp = [float(v) for v in comma_list(spacing)]
         except ValueError:
             raise BadUsageError(f"--spacing {spacing!r}: expected numbers 'ROW,COL' or "
                                 "'SLICE,ROW,COL'") from None
+    given = {"classes": list(classes) if classes else None, "n": n, "splits": split,
+             "balance_target": target}  # the config's rules tell given options from defaults
     cfg = GenerateConfig(
-        model=str(model), out=str(out),
-        classes=list(classes or ([] if prompts_csv else [EVERY_CLASS])),
-        n=16 if n is None else n, formats=formats.split(","), prompt=prompt, store=str(store) if store else None,
+        model=str(model), out=str(out), **{k: v for k, v in given.items() if v is not None},
+        formats=formats, prompt=prompt, store=str(store) if store else None,
         prompts_csv=str(prompts_csv) if prompts_csv else None, sampler=sampler, steps=steps,
         guidance=guidance, seed=seed, batch_size=batch_size, ema=not raw_weights,
         prototype_strength=prototype_strength, spacing=sp, threads=threads,
@@ -238,11 +228,9 @@ def generate_cmd(
         report_base_url=report_base_url, report_with_image=report_with_image,
         report_max_reasks=report_max_reasks, report_concurrency=report_concurrency,
         init_images=str(init_images) if init_images else None, init_classes=list(init_class or []),
-        init_pairing=init_pairing,
-        splits=[split or "train"], strength=strength, init_resize=init_resize,
+        init_pairing=init_pairing, strength=strength, init_resize=init_resize,
         twin=str(twin) if twin else None, balance=str(balance) if balance else None,
-        balance_target=target or "max", privacy_check=privacy_check,
-        oversample=oversample,
+        privacy_check=privacy_check, oversample=oversample,
     )
     res = run_generate(cfg, resume=resume, overwrite=overwrite, only=only)
     if res.manifest is not None:

@@ -21,6 +21,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from medsynth.choices import comma_list
 from medsynth.errors import MedsynthError
 from medsynth.store import Store, class_dirname
 
@@ -103,8 +104,7 @@ def requests_from_options(classes: list[str], model_classes: list[str], n: int,
     names: list[str] = []
     has_all = any(c.lower() == "all" for c in model_classes)
     for c in classes:
-        for part in [c] if c in model_classes else [p for p in c.split(",") if p.strip()]:
-            part = part.strip()
+        for part in [c.strip()] if c in model_classes else comma_list(c):
             if part == "*" or (part.lower() == "all" and not has_all):
                 names.extend(model_classes)
             else:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from medsynth.artifacts import MANIFEST_NAME, input_ref, read_manifest
+from medsynth.choices import comma_list
 from medsynth.errors import BadUsageError, MedsynthError
 from medsynth.generate.conditioning import (
     Request,
@@ -214,7 +215,7 @@ def assign_sources(specs: list[SampleSpec], source: ImageSource, *, base_seed: i
         have = {it.cls for it in pool}
         wanted = set()
         for c in init_classes:
-            for part in [p.strip() for p in c.split(",") if p.strip()]:
+            for part in comma_list(c):
                 name = _match(part, sorted(have))
                 if name is None:
                     raise MedsynthError(

@@ -650,7 +650,7 @@ def _finish(out: Path, cfg: GenerateConfig, plan: list[SampleSpec], bundle: Any,
         outputs.update(images.outputs)
         if images.twin is not None and "twin" in outputs:
             outputs["twin"]["privacy"] = _twin_check(out, cfg, table, images, only, bundle)
-    config = dataclasses.asdict(cfg)
+    config = cfg.to_dict()
     return write_manifest(out, "generate", config=config, inputs=inputs, outputs=outputs)
 
 

@@ -15,7 +15,9 @@ import dataclasses
 
 import numpy as np
 
-RESIZE_MODES = ("pad", "crop")
+from medsynth.choices import InitResize, values
+
+RESIZE_MODES = values(InitResize)
 
 
 @dataclasses.dataclass(frozen=True)

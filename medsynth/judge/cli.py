@@ -10,6 +10,9 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from medsynth.choices import HeldOutSplit, JudgeBackend, StructuredOutput, ValidateBackend
+from medsynth.options import choice_option
+
 
 class _DefaultRun(TyperGroup):
     """``medsynth judge SYNTH ...`` means ``medsynth judge run SYNTH ...``."""
@@ -40,12 +43,12 @@ def run_cmd(
     criteria: Annotated[str | None, typer.Option(
         "--criteria", "-c", help="Criteria YAML (format in docs/judge.md), or a shipped name: "
                                  "derm, cxr. Needed by every judge but real-features.")] = None,
-    backend: Annotated[str, typer.Option(
-        help="Choices: measure (offline pixel measurements of medsynth's demo phantoms, the "
-             "default; criteria it cannot measure are 'unsure') | real-features (offline, for "
-             "real images: nearness to your real training images and a classifier fitted on "
-             "them, see --real) | openai (any OpenAI-compatible server) | transformers (a "
-             "local vision-language model, yes/no probabilities).")] = "measure",
+    backend: Annotated[JudgeBackend, choice_option(
+        JudgeBackend, help="measure: offline pixel measurements of medsynth's demo phantoms (the "
+        "default; criteria it cannot measure are 'unsure'); real-features: offline, for real "
+        "images, nearness to your real training images and a classifier fitted on them (see "
+        "--real); openai: any OpenAI-compatible server; transformers: a local vision-language "
+        "model, yes/no probabilities.")] = "measure",
     real: Annotated[Path | None, typer.Option(
         help="real-features: the dataset whose train split the judge is fitted on (default: "
              "the dataset the set's model trained on; its test split is never read).")] = None,
@@ -75,7 +78,7 @@ def run_cmd(
     request_retries: Annotated[int, typer.Option(
         help="HTTP retries on 429/5xx/timeouts, with exponential backoff (openai).")] = 4,
     max_new_tokens: Annotated[int, typer.Option(help="Answer length limit (openai).")] = 1024,
-    structured_output: Annotated[str, typer.Option(
+    structured_output: Annotated[StructuredOutput, choice_option(StructuredOutput,
         help="openai: auto sends the class's JSON schema as response_format and falls back to "
              "prompted JSON when the server refuses it; off never sends it. Answers are "
              "validated either way.")] = "auto",
@@ -133,13 +136,13 @@ def validate_cmd(
     data: Annotated[Path, typer.Argument(help="A real dataset (`medsynth data import` or "
                                               "`data demo` output) with train and held-out "
                                               "splits.")],
-    backend: Annotated[str, typer.Option(
-        help="Choices: real-features (fitted on DATA's train split) | measure (needs "
-             "--criteria).")] = "real-features",
+    backend: Annotated[ValidateBackend, choice_option(
+        ValidateBackend, help="real-features: fitted on DATA's train split; measure: needs "
+        "--criteria.")] = "real-features",
     criteria: Annotated[str | None, typer.Option(
         "--criteria", "-c", help="measure: criteria YAML or a shipped name (derm, cxr).")] = None,
-    split: Annotated[str, typer.Option(
-        help="The held-out split whose real images are judged (never used for fitting): test "
+    split: Annotated[HeldOutSplit, choice_option(
+        HeldOutSplit, help="The held-out split whose real images are judged (never used for fitting): test "
              "or val.")] = "test",
     limit: Annotated[int | None, typer.Option(
         help="Judge at most N held-out images per class (quick checks).")] = None,

@@ -35,7 +35,17 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Self, get_args
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from medsynth.errors import MedsynthError
 
@@ -43,7 +53,8 @@ BUILTIN_DIR = Path(__file__).resolve().parent / "criteria_files"
 """Criteria files shipped with medsynth (``derm``, ``cxr``, ``template``)."""
 BUILTIN = ("derm", "cxr")
 """Shipped criteria for the demo classes (``template.yaml`` is the start of your own)."""
-MEASURERS = ("derm", "cxr", "none")
+Measurer = Literal["derm", "cxr", "none"]
+MEASURERS = get_args(Measurer)
 MEASURED_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "derm": ("diameter_mm", "asymmetry", "border_irregularity", "border", "colors", "n_colors",
              "structures", "skin_tone", "hair"),
@@ -57,11 +68,6 @@ CONDITIONS = ("min", "max", "values", "any_of", "none_of")
 VERDICTS = ("met", "not_met", "unsure")
 """What a judge can say about one criterion."""
 _ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_TOP_KEYS = {"name", "version", "subject", "measurer", "field_of_view_mm", "validity", "system",
-             "instructions", "classes", "real_invalid_share"}
-_CLASS_KEYS = {"description", "criteria"}
-_CRITERION_KEYS = {"id", "text", "weight", "measure"}
-_MEASURE_KEYS = {"attribute", *CONDITIONS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,9 +235,126 @@ def load_criteria(spec: str | os.PathLike[str]) -> CriteriaFile:
     return parse_criteria(data, path)
 
 
+def _text(v: Any) -> str:
+    return "" if v is None else " ".join(str(v).split())
+
+
+Text = Annotated[str, BeforeValidator(_text)]
+"""Any scalar as one line of text (``version: 2`` is ``"2"``)."""
+Labels = Annotated[tuple[str, ...], BeforeValidator(
+    lambda v: (str(v),) if isinstance(v, (str, int, float)) else
+    tuple(str(x) for x in v) if isinstance(v, list) else v), Field(min_length=1)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _Measure(_Model):
+    attribute: Text = ""
+    min: float | None = None
+    max: float | None = None
+    values: Labels | None = None
+    any_of: Labels | None = None
+    none_of: Labels | None = None
+
+
+class _Criterion(_Model):
+    id: Text = ""
+    text: Text = ""
+    weight: float = 1.0
+    measure: _Measure | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if v and not _ID.match(v):
+            raise ValueError(f"id {v!r} must start with a letter and hold only letters, digits "
+                             "and _")
+        return v
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _weight(cls, v: Any) -> Any:
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool)) \
+                or not 0 < float(v) < float("inf"):
+            raise ValueError(f"weight must be a positive number, got {v!r}")
+        return float(v)
+
+    @model_validator(mode="after")
+    def _given(self) -> Self:
+        if not self.id:
+            raise ValueError("'id' is missing")
+        if not self.text:
+            raise ValueError("has no text (the statement shown to the judge)")
+        return self
+
+
+class _Class(_Model):
+    description: Text = ""
+    criteria: list[_Criterion]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _listed(cls, v: Any) -> Any:
+        items = v.get("criteria") if isinstance(v, dict) else None
+        if not isinstance(items, list) or not items:
+            raise ValueError("needs a non-empty list of criteria")
+        return v
+
+
+class _File(_Model):
+    """The shape of a criteria file (docs/judge.md); what depends on the measurer is checked
+    after it."""
+
+    name: Annotated[Text, Field(min_length=1)]
+    version: Text = "1"
+    subject: Text = ""
+    measurer: Annotated[Measurer, BeforeValidator(lambda v: _text(v) or "none")] = "none"
+    field_of_view_mm: Annotated[float, Field(gt=0)] | None = None
+    validity: Text = ""
+    system: Text = ""
+    instructions: Text = ""
+    real_invalid_share: Annotated[float, Field(ge=0, le=1)] | None = None
+    classes: Annotated[dict[Text, Annotated[_Class, BeforeValidator(
+        lambda v: {"criteria": v} if isinstance(v, list) or v is None else v)]],
+        Field(min_length=1)]
+
+
+_NAMES = {"classes": "'classes'", "name": "'name'", "criteria": "the list of criteria"}
+
+
+def _where(raw: Any, loc: tuple[int | str, ...]) -> str:
+    """``class 'a', criterion 'dark': `` for a location in the file (the criterion by its id
+    where it has one, else by its position)."""
+    if len(loc) < 2 or loc[0] != "classes":
+        return ""
+    cname = str(loc[1])
+    where = f"class {cname!r}"
+    if len(loc) >= 4 and loc[2] == "criteria" and isinstance(loc[3], int):
+        body = raw["classes"][loc[1]]
+        items = body.get("criteria") if isinstance(body, dict) else body
+        item = items[loc[3]] if isinstance(items, list) else None
+        cid = _text(item.get("id")) if isinstance(item, dict) else ""
+        by_id = _ID.match(cid) and not (len(loc) > 4 and loc[4] == "id")
+        where += f", criterion {cid!r}" if by_id else f", criterion {loc[3] + 1}"
+        if len(loc) > 4 and loc[4] == "measure":
+            where += ", measure"
+    return where + ": "
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    names = [p for p in loc if isinstance(p, str)]
+    if not names or loc[-1] in ("classes",) and len(loc) > 1:
+        return ""
+    return _NAMES.get(names[-1], names[-1])
+
+
 def parse_criteria(data: bytes, path: str | os.PathLike[str] = "<criteria>") -> CriteriaFile:
     """Validate a criteria file's bytes; every problem is one line naming ``path``."""
     import yaml
+
+    from medsynth.recipe import one_line
 
     path = Path(path)
 
@@ -246,134 +369,60 @@ def parse_criteria(data: bytes, path: str | os.PathLike[str] = "<criteria>") -> 
         raise bad(f"not valid YAML ({first})") from e
     if not isinstance(raw, dict):
         raise bad("expected a mapping with name, version and classes")
-    unknown = sorted(set(map(str, raw)) - _TOP_KEYS)
-    if unknown:
-        raise bad(f"unknown key(s) {unknown} (allowed: {', '.join(sorted(_TOP_KEYS))})")
-    name = _text(raw.get("name"))
-    if not name:
-        raise bad("'name' is missing or empty")
-    version = _text(raw.get("version", "1")) or "1"
-    measurer = _text(raw.get("measurer", "none")) or "none"
-    if measurer not in MEASURERS:
-        raise bad(f"measurer {measurer!r} is not one of {', '.join(MEASURERS)}")
-    fov = raw.get("field_of_view_mm")
-    if fov is not None and (not _is_number(fov) or float(fov) <= 0):
-        raise bad(f"field_of_view_mm must be a positive number, got {fov!r}")
-    share = raw.get("real_invalid_share")
-    if share is not None and (not _is_number(share) or not 0 <= float(share) <= 1):
-        raise bad(f"real_invalid_share must be a number in [0, 1], got {share!r}")
-    classes_raw = raw.get("classes")
-    if not isinstance(classes_raw, dict) or not classes_raw:
-        raise bad("'classes' must map each class name to its criteria")
-    classes: dict[str, ClassCriteria] = {}
-    for cname, body in classes_raw.items():
-        cname = str(cname)
-        classes[cname] = _parse_class(cname, body, measurer, bad)
+    try:
+        f = _File.model_validate(raw)
+    except ValidationError as e:
+        msg, unknown = one_line(e, _key, lambda loc: _where(raw, loc))
+        if unknown is not None:
+            level = _File if not unknown else _Measure if "measure" in unknown else \
+                _Criterion if len(unknown) > 3 else _Class
+            msg += f" (allowed: {', '.join(sorted(level.model_fields))})"
+        raise bad(msg) from None
+    classes = {cname: _class(cname, body, f.measurer, bad) for cname, body in f.classes.items()}
     return CriteriaFile(
-        path=path, name=name, version=version,
-        subject=_text(raw.get("subject")) or "medical image", measurer=measurer,
-        field_of_view_mm=float(fov) if fov is not None else None,
-        validity=_text(raw.get("validity")) or "The image is a plausible medical image of the "
-                                               "kind described.",
-        system=_text(raw.get("system")), instructions=_text(raw.get("instructions")),
-        classes=classes, sha256=hashlib.sha256(data).hexdigest(), text=text,
-        real_invalid_share=float(share) if share is not None else None)
+        path=path, name=f.name, version=f.version or "1", subject=f.subject or "medical image",
+        measurer=f.measurer, field_of_view_mm=f.field_of_view_mm,
+        validity=f.validity or "The image is a plausible medical image of the kind described.",
+        system=f.system, instructions=f.instructions, classes=classes,
+        sha256=hashlib.sha256(data).hexdigest(), text=text,
+        real_invalid_share=f.real_invalid_share)
 
 
-def _parse_class(cname: str, body: Any, measurer: str, bad: Any) -> ClassCriteria:
-    description = ""
-    items = body
-    if isinstance(body, dict):
-        unknown = sorted(set(map(str, body)) - _CLASS_KEYS)
-        if unknown:
-            raise bad(f"class {cname!r}: unknown key(s) {unknown} (allowed: description, "
-                      "criteria)")
-        description = _text(body.get("description"))
-        items = body.get("criteria")
-    if not isinstance(items, list) or not items:
-        raise bad(f"class {cname!r}: needs a non-empty list of criteria")
+def _class(cname: str, body: _Class, measurer: str, bad: Any) -> ClassCriteria:
+    """The checks that need more than one key: unique ids, rules the measurer can apply."""
     seen: set[str] = set()
     criteria = []
-    for k, item in enumerate(items, 1):
-        where = f"class {cname!r}, criterion {k}"
-        if not isinstance(item, dict):
-            raise bad(f"{where}: expected a mapping with id and text")
-        unknown = sorted(set(map(str, item)) - _CRITERION_KEYS)
-        if unknown:
-            raise bad(f"{where}: unknown key(s) {unknown} (allowed: "
-                      f"{', '.join(sorted(_CRITERION_KEYS))})")
-        cid = _text(item.get("id"))
-        if not cid:
-            raise bad(f"{where}: 'id' is missing")
-        if not _ID.match(cid):
-            raise bad(f"{where}: id {cid!r} must start with a letter and hold only letters, "
-                      "digits and _")
-        where = f"class {cname!r}, criterion {cid!r}"
-        if cid in seen:
-            raise bad(f"class {cname!r}: duplicate criterion id {cid!r}")
-        seen.add(cid)
-        text = _text(item.get("text"))
-        if not text:
-            raise bad(f"{where}: has no text (the statement shown to the judge)")
-        weight = item.get("weight", 1.0)
-        if not _is_number(weight) or not 0 < float(weight) < float("inf"):
-            raise bad(f"{where}: weight must be a positive number, got {weight!r}")
-        rule = None
-        if item.get("measure") is not None:
-            rule = _parse_rule(item["measure"], measurer, where, bad)
-        criteria.append(Criterion(id=cid, text=text, weight=float(weight), measure=rule))
-    return ClassCriteria(name=cname, description=description, criteria=tuple(criteria))
+    for item in body.criteria:
+        where = f"class {cname!r}, criterion {item.id!r}"
+        if item.id in seen:
+            raise bad(f"class {cname!r}: duplicate criterion id {item.id!r}")
+        seen.add(item.id)
+        rule = _rule(item.measure, measurer, where, bad) if item.measure is not None else None
+        criteria.append(Criterion(id=item.id, text=item.text, weight=item.weight, measure=rule))
+    return ClassCriteria(name=cname, description=body.description, criteria=tuple(criteria))
 
 
-def _parse_rule(raw: Any, measurer: str, where: str, bad: Any) -> MeasureRule:
-    if not isinstance(raw, dict):
-        raise bad(f"{where}: 'measure' must be a mapping with attribute and a condition")
-    unknown = sorted(set(map(str, raw)) - _MEASURE_KEYS)
-    if unknown:
-        raise bad(f"{where}: unknown measure key(s) {unknown} (allowed: "
-                  f"{', '.join(sorted(_MEASURE_KEYS))})")
-    attr = _text(raw.get("attribute"))
+def _rule(m: _Measure, measurer: str, where: str, bad: Any) -> MeasureRule:
     allowed = MEASURED_ATTRIBUTES[measurer]
     if measurer == "none":
         raise bad(f"{where}: has a measure rule but the file's measurer is 'none'")
-    if attr not in allowed:
-        raise bad(f"{where}: the {measurer} measurer has no attribute {attr!r} (it measures "
-                  f"{', '.join(allowed)})")
-    conds = [k for k in CONDITIONS if raw.get(k) is not None]
+    if m.attribute not in allowed:
+        raise bad(f"{where}: the {measurer} measurer has no attribute {m.attribute!r} (it "
+                  f"measures {', '.join(allowed)})")
+    conds = {k for k in CONDITIONS if getattr(m, k) is not None}
     if not conds:
         raise bad(f"{where}: measure needs a condition ({', '.join(CONDITIONS)})")
-    for k in ("min", "max"):
-        if raw.get(k) is not None and not _is_number(raw[k]):
-            raise bad(f"{where}: measure {k} must be a number, got {raw[k]!r}")
-    lists: dict[str, tuple[str, ...]] = {}
-    for k in ("values", "any_of", "none_of"):
-        v = raw.get(k)
-        if v is None:
-            continue
-        v = [v] if isinstance(v, (str, int, float)) else v
-        if not isinstance(v, list) or not v:
-            raise bad(f"{where}: measure {k} must be a non-empty list")
-        lists[k] = tuple(str(x) for x in v)
-    is_list = attr in LIST_ATTRIBUTES
-    if is_list and ({"min", "max", "values"} & set(conds)):
-        raise bad(f"{where}: {attr} is a list; use any_of or none_of")
-    if not is_list and ({"any_of", "none_of"} & set(conds)):
-        raise bad(f"{where}: {attr} is not a list; use min/max or values")
-    if "values" in conds and ({"min", "max"} & set(conds)):
+    is_list = m.attribute in LIST_ATTRIBUTES
+    if is_list and {"min", "max", "values"} & conds:
+        raise bad(f"{where}: {m.attribute} is a list; use any_of or none_of")
+    if not is_list and {"any_of", "none_of"} & conds:
+        raise bad(f"{where}: {m.attribute} is not a list; use min/max or values")
+    if "values" in conds and {"min", "max"} & conds:
         raise bad(f"{where}: measure takes values or min/max, not both")
-    lo, hi = raw.get("min"), raw.get("max")
-    if lo is not None and hi is not None and float(lo) > float(hi):
-        raise bad(f"{where}: measure min {lo} is above max {hi}")
-    return MeasureRule(attribute=attr, min=float(lo) if lo is not None else None,
-                       max=float(hi) if hi is not None else None, **lists)
-
-
-def _text(v: Any) -> str:
-    return "" if v is None else " ".join(str(v).split())
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if m.min is not None and m.max is not None and m.min > m.max:
+        raise bad(f"{where}: measure min {m.min:g} is above max {m.max:g}")
+    return MeasureRule(attribute=m.attribute, min=m.min, max=m.max, values=m.values or (),
+                       any_of=m.any_of or (), none_of=m.none_of or ())
 
 
 def criteria_schema(cc: ClassCriteria) -> dict[str, Any]:

@@ -21,10 +21,11 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Self
 
 import numpy as np
 import pandas as pd
+from pydantic import ConfigDict, Field, model_validator
 
 from medsynth.artifacts import (
     MANIFEST_NAME,
@@ -52,12 +53,15 @@ from medsynth.judging.judges import (
     JudgeSettings,
     make_judge,
 )
+from medsynth.recipe import Recipe
 from medsynth.synthset import SyntheticSet, open_synthetic
 
 
-@dataclasses.dataclass
-class JudgeConfig:
+class JudgeConfig(Recipe):
     """Options of one ``medsynth judge`` run (saved in the judged folder's manifest)."""
+
+    model_config = ConfigDict(strict=False)
+    option_names: ClassVar[dict[str, str] | None] = {}
 
     synth: str
     """Synthetic set to judge (``medsynth generate`` or ``judge filter`` output)."""
@@ -66,30 +70,28 @@ class JudgeConfig:
     ``real-features`` judge (its criteria come from the real dataset's classes)."""
     out: str
     """Judged folder to write (or to continue with ``resume``)."""
-    settings: JudgeSettings = dataclasses.field(default_factory=JudgeSettings)
+    settings: JudgeSettings = Field(default_factory=JudgeSettings)
     """Which judge and how it talks to its model."""
-    mm_per_px: float | None = None
+    mm_per_px: Annotated[float, Field(gt=0)] | None = None
     """Pixel size of the synthetic images (mm); None = the images' own spacing, else the
     field of view of the dataset the model trained on, else the criteria file's."""
-    limit: int | None = None
+    limit: Annotated[int, Field(ge=0)] | None = None
     """Judge at most this many images (after resume skipping), for trials."""
     resume: bool = False
     """Continue a judged folder: judge only the images without a record."""
     overwrite: bool = False
     """Delete an existing judged folder first."""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
         if self.resume and self.overwrite:
-            raise BadUsageError("--resume and --overwrite contradict each other; choose one")
-        if self.limit is not None and self.limit < 0:
-            raise BadUsageError(f"--limit must be >= 0, got {self.limit}")
-        if self.mm_per_px is not None and self.mm_per_px <= 0:
-            raise BadUsageError(f"--mm-per-px must be > 0, got {self.mm_per_px}")
+            raise ValueError("--resume and --overwrite contradict each other; choose one")
         if not self.criteria and self.settings.backend != "real-features":
             raise BadUsageError(f"the {self.settings.backend} judge needs --criteria FILE (or a "
                                 "shipped name: derm, cxr)",
                                 hint="or judge against your real training images: "
                                      "--backend real-features")
+        return self
 
 
 @dataclasses.dataclass
@@ -160,7 +162,7 @@ class JudgedFolder:
         """The :class:`~medsynth.judging.judges.JudgeSettings` this folder was judged with
         (refine judges its on-policy rounds the same way)."""
         saved = dict(self.manifest.config.get("settings") or {"backend": self.backend})
-        names = {f.name for f in dataclasses.fields(JudgeSettings)}
+        names = set(JudgeSettings.model_fields)
         return JudgeSettings(**{k: v for k, v in saved.items() if k in names})
 
     @property
@@ -465,7 +467,7 @@ def run_judge(cfg: JudgeConfig, *, judge: Any = None) -> JudgeSummary:
               "criteria_sha256": crit.sha256, "criteria_version": crit.full_version,
               "backend": judge.name, "model": judge.model if judge.name != "measure" else None,
               "judge_model": judge.model, "mm_per_px": mm,
-              "settings": dataclasses.asdict(cfg.settings)}
+              "settings": cfg.settings.to_dict()}
     started = now_iso()
     write_manifest(out, "judge", config=config, inputs=inputs,
                    outputs={"status": "running", "started": started})

@@ -36,10 +36,12 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Self
 
 import numpy as np
+from pydantic import ConfigDict, Field, model_validator
 
+from medsynth.choices import JudgeBackend, StructuredOutput, values
 from medsynth.errors import BadUsageError, MedsynthError
 from medsynth.judging.criteria import (
     VERDICTS,
@@ -49,8 +51,9 @@ from medsynth.judging.criteria import (
     rule_verdict,
     weighted_score,
 )
+from medsynth.recipe import Recipe
 
-BACKENDS = ("measure", "real-features", "openai", "transformers")
+BACKENDS = values(JudgeBackend)
 VERDICTS_NAME = "verdicts.jsonl"
 SCORES_NAME = "scores.csv"
 CRITERIA_NAME = "criteria.yaml"
@@ -211,49 +214,43 @@ class JudgeOutcome:
     error: str = ""
 
 
-@dataclasses.dataclass
-class JudgeSettings:
+class JudgeSettings(Recipe):
     """Which judge, and how it talks to its model."""
 
-    backend: str = "measure"
+    model_config = ConfigDict(strict=False)
+    option_names: ClassVar[dict[str, str] | None] = {}
+
+    backend: JudgeBackend = "measure"
     """``measure`` (offline pixel measurements), ``openai`` or ``transformers``."""
     model: str | None = None
     """Model name (openai) or local path / cached name (transformers)."""
     base_url: str | None = None
     """OpenAI-compatible base URL (openai)."""
-    concurrency: int = 4
+    concurrency: Annotated[int, Field(ge=1)] = 4
     """Requests in flight (openai), questions per forward pass (transformers), worker
     processes (measure)."""
-    timeout: float = 120.0
+    timeout: Annotated[float, Field(gt=0)] = 120.0
     """Seconds per HTTP request (openai)."""
-    request_retries: int = 4
+    request_retries: Annotated[int, Field(ge=0)] = 4
     """HTTP retries on 429/5xx/timeouts with backoff (openai)."""
-    max_reasks: int = 2
+    max_reasks: Annotated[int, Field(ge=0)] = 2
     """Re-asks of an invalid answer before the image is recorded as failed (openai)."""
-    max_new_tokens: int = 1024
+    max_new_tokens: Annotated[int, Field(ge=1)] = 1024
     """Answer length limit (openai)."""
-    structured_output: str = "auto"
+    structured_output: StructuredOutput = "auto"
     """openai: ``auto`` sends the class's JSON schema as response_format (prompted JSON when
     the server refuses it); ``off`` never sends it."""
-    min_mass: float = 0.5
+    min_mass: Annotated[float, Field(ge=0, le=1)] = 0.5
     """transformers: a criterion is ``unsure`` when P(yes) + P(no) of the first answer token is
     below this (the model is not answering yes or no)."""
-    min_margin: float = 0.1
+    min_margin: Annotated[float, Field(ge=0, lt=0.5)] = 0.1
     """transformers: ``unsure`` when |P(yes | yes or no) - 0.5| is below this."""
     real: str | None = None
     """real-features: the dataset whose real ``train`` split the judge is fitted on (None:
     the dataset the synthetic set's model trained on, resolved by ``run_judge``)."""
 
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise BadUsageError(f"--backend must be one of {', '.join(BACKENDS)}, "
-                                f"got {self.backend!r}")
-        if self.concurrency < 1:
-            raise BadUsageError(f"--concurrency must be >= 1, got {self.concurrency}")
-        if self.max_reasks < 0 or self.request_retries < 0:
-            raise BadUsageError("--max-reasks and --request-retries must be >= 0")
-        if not 0 <= self.min_mass <= 1 or not 0 <= self.min_margin < 0.5:
-            raise BadUsageError("--min-mass must be in [0, 1] and --min-margin in [0, 0.5)")
+    @model_validator(mode="after")
+    def _rules(self) -> Self:
         if self.backend == "openai":
             self.base_url = (self.base_url or os.environ.get("MEDSYNTH_OPENAI_BASE_URL")
                              or os.environ.get("OPENAI_BASE_URL"))
@@ -264,9 +261,10 @@ class JudgeSettings:
                                     "$MEDSYNTH_OPENAI_BASE_URL)",
                                     hint="e.g. --base-url http://127.0.0.1:8000/v1")
             if not self.model:
-                raise BadUsageError("the openai judge needs --model (or $MEDSYNTH_OPENAI_MODEL)")
+                raise ValueError("the openai judge needs --model (or $MEDSYNTH_OPENAI_MODEL)")
         if self.backend == "transformers" and not self.model:
-            raise BadUsageError("the transformers judge needs --model PATH_OR_NAME")
+            raise ValueError("the transformers judge needs --model PATH_OR_NAME")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------

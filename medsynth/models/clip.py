@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from medsynth.artifacts import Manifest, atomic_write_json, read_manifest
+from medsynth.choices import ClipEncoder, values
 from medsynth.errors import MedsynthError
 from medsynth.metrics.images import to_unit
 from medsynth.models.text_encoder import TextEncoderRef
@@ -39,7 +40,7 @@ from medsynth.models.text_encoder import TextEncoderRef
 CLIP_STAGE = "clip"
 CLIP_INFO = "clip_model.json"
 CLIP_WEIGHTS = "clip.safetensors"
-ENCODERS = ("small", "resnet10", "resnet18")
+ENCODERS = values(ClipEncoder)
 """Image encoders (MONAI ``ResNet``, basic blocks): ``small`` = one block per level with widths
 16-32-64-128 (about 0.7 M parameters in 2D); ``resnet10``/``resnet18`` = MONAI's widths
 64-128-256-512."""

@@ -41,9 +41,10 @@ from typing import Any
 import torch.nn as nn
 
 from medsynth.artifacts import atomic_folder
+from medsynth.choices import DenoiserKind, values
 from medsynth.errors import MedsynthError
 
-DENOISER_KINDS = ("diffusers", "monai")
+DENOISER_KINDS = values(DenoiserKind)
 """Denoiser implementations; a recipe may also say ``auto`` (chosen from the data's dims)."""
 CONFIG_FILE = "config.json"
 MONAI_WEIGHTS = "model.safetensors"

@@ -42,6 +42,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from medsynth.choices import Precision, Sampler, values
 from medsynth.errors import BadUsageError
 
 SCHEDULERS = {
@@ -51,7 +52,8 @@ SCHEDULERS = {
     "unipc": ("UniPCMultistepScheduler", {}),
 }
 RFLOW = "rflow"
-SAMPLERS = (*SCHEDULERS, RFLOW)
+SAMPLERS = values(Sampler)
+assert set(SAMPLERS) == {*SCHEDULERS, RFLOW}, "medsynth.choices.Sampler is out of date"
 """Sampler names accepted by generate (``--sampler``), the training grids and later stages."""
 GRID_SAMPLER = "ddim"
 """The sampler of the training sample grids (:data:`RFLOW` for rectified-flow models)."""
@@ -105,7 +107,7 @@ def default_device() -> Any:
     return torch.device("cpu")
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = values(Precision)
 """``--precision`` values: ``auto`` = :func:`resolve_precision` (bf16 where there are bf16 units)."""
 
 

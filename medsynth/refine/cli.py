@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from medsynth.choices import RefineAdapter, RefineMethod
+from medsynth.options import ThreadsOpt, choice_option
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``refine`` command to the ``medsynth`` app."""
@@ -21,11 +24,11 @@ def refine_command(
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="Refine recipe YAML (see examples/refine-*.yaml); options below "
         "override it.")] = None,
-    method: Annotated[str | None, typer.Option(
-        help="dpo (Diffusion-DPO on winner/loser pairs, default) or rwr (reward-weighted "
+    method: Annotated[RefineMethod | None, choice_option(RefineMethod,
+        "--method", help="dpo (Diffusion-DPO on winner/loser pairs, default) or rwr (reward-weighted "
         "fine-tuning on accepted images plus real training images).")] = None,
-    adapter: Annotated[str | None, typer.Option(
-        help="lora (peft LoRA on the attention projections, default) or full (all weights, "
+    adapter: Annotated[RefineAdapter | None, choice_option(RefineAdapter,
+        "--adapter", help="lora (peft LoRA on the attention projections, default) or full (all weights, "
         "frozen copy as the DPO reference; small networks only).")] = None,
     rounds: Annotated[int | None, typer.Option(
         help="Rounds: 1 trains on --judged; each further round samples with the current "
@@ -50,8 +53,7 @@ def refine_command(
         "--early-stop/--no-early-stop",
         help="dpo: stop when the winners' loss rises above the reference's (default on).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of pairs order, noise and rounds.")] = None,
-    threads: Annotated[int | None, typer.Option(
-        help="CPU threads for torch (default: the free cores now).")] = None,
+    threads: ThreadsOpt = None,
     resume: Annotated[bool, typer.Option(
         help="Continue a killed run in --out (same recipe; steps and rounds may grow).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing refine output.")] = False,
@@ -69,6 +71,5 @@ def refine_command(
                       rank=rank, batch_size=batch_size, bad_score=bad_score, max_pairs=max_pairs,
                       accept_score=accept_score, real_fraction=real_fraction,
                       early_stop=early_stop, seed=seed, num_threads=threads)
-    cfg = RefineConfig.from_dict(cfg.to_dict(), source="options")  # re-validate after overrides
     folder = refine(model, judged, out, cfg=cfg, resume=resume, overwrite=overwrite)
     stdout.print(f"refined model written to {folder}")

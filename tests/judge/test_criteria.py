@@ -70,7 +70,7 @@ def test_parse_a_good_file(tmp_path: Path) -> None:
     (lambda s: s.replace("diameter_mm", "girth"), "has no attribute 'girth'"),
     (lambda s: s.replace("weight: 2", "weight: -1"), "weight must be a positive number"),
     (lambda s: s.replace("any_of: [black]", "min: 3"), "colors is a list"),
-    (lambda s: s.replace("measurer: derm", "measurer: xray"), "measurer 'xray'"),
+    (lambda s: s.replace("measurer: derm", "measurer: xray"), "measurer must be one of derm, cxr, none, got 'xray'"),
     (lambda s: s.replace("name: t", "nme: t"), "unknown key(s) ['nme']"),
     (lambda s: s.replace("  b:\n    - {id: big, text: It is big.}\n", "  b: []\n"),
      "class 'b': needs a non-empty list"),
