@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from medsynth.data.readers import read_image
 from medsynth.errors import MedsynthError
 from medsynth.metrics.images import measure_size, stack_images, to_unit
 from medsynth.synthset import IMAGE_COLUMNS, SAMPLES_CSV, SyntheticSet, open_synthetic
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["IMAGE_COLUMNS", "SAMPLES_CSV", "ImageSet", "SyntheticSet", "check_compatible",
            "check_leakage", "check_real", "default_size", "load_real", "load_synthetic",
@@ -33,9 +36,9 @@ class ImageSet:
     """Images of one source (a real split or a synthetic set), aligned with their labels."""
 
     name: str
-    x: Any
+    x: torch.Tensor
     """Float tensor (N, C, S, S) in [0, 1]."""
-    y: Any
+    y: torch.Tensor
     """Long tensor (N,) of class indices into the real dataset's class list."""
     ids: list[str]
     """image_id (real) or sample_id (synthetic) per image."""

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medsynth.evaluate.sections import Metrics
 
 from medsynth.evaluate.formatting import baseline_texts, detects, fmt, fmt_ci, points, power_text
 
@@ -28,7 +31,7 @@ def plot(out: Path, rel: str, alt: str) -> dict[str, str]:
     return {"alt": alt, "data": base64.b64encode((out / rel).read_bytes()).decode("ascii")}
 
 
-def setup_context(metrics: dict[str, Any]) -> dict[str, Any]:
+def setup_context(metrics: Metrics) -> dict[str, Any]:
     r, classes, clf = metrics["real"], metrics["real"]["classes"], metrics["classifier"]
     return {"template": "setup.html", "rows": [
         ["real dataset", r["path"]],
@@ -223,7 +226,7 @@ def reports_context(rep: dict[str, Any], examples: list[dict[str, Any]]) -> dict
             "examples": examples}
 
 
-def report_context(out: Path, metrics: dict[str, Any], plots: dict[str, str], names: list[str],
+def report_context(out: Path, metrics: Metrics, plots: dict[str, str], names: list[str],
                    report_examples: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Everything ``templates/report.html`` shows: header, navigation, warnings, sections."""
     from medsynth import __version__

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from medsynth.evaluate.sections import Metrics
 
 from medsynth.evaluate.formatting import baseline_texts, fmt, fmt_pm, points, power_text
 
 
-def print_summary(metrics: dict[str, Any]) -> None:
+def print_summary(metrics: Metrics) -> None:
     """Rich tables: benchmark arms with gains and verdicts; fidelity and privacy per set."""
     from rich.table import Table
 

@@ -184,7 +184,7 @@ def run_geometry(cfg: GenerateConfig, bundle: Any) -> Geometry:
     spacing_src = cfg.spacing or bundle.spacing
     spacing = tuple(float(v) for v in spacing_src[-2:]) if spacing_src else None
     affine = bundle.info.affine
-    if affine is not None and cfg.spacing:
+    if affine is not None and cfg.spacing and spacing is not None:
         # --spacing overrides the model's: keep its orientation, rescale its in-plane axes
         a = np.asarray(affine, dtype=np.float64)
         centre = a[:3, :3] @ np.array([(bundle.size - 1) / 2, (bundle.size - 1) / 2, 0.0])
@@ -196,7 +196,7 @@ def run_geometry(cfg: GenerateConfig, bundle: Any) -> Geometry:
     if bundle.channels == 1:
         rescale = Rescale.for_values(bundle.dtype, bundle.intensity.low, bundle.intensity.high,
                                      bundle.modality)
-    return Geometry(spacing, affine, rescale)  # type: ignore[arg-type]
+    return Geometry(spacing, affine, rescale)
 
 
 def _volume_geometry(cfg: GenerateConfig, bundle: Any) -> Geometry:
@@ -207,7 +207,7 @@ def _volume_geometry(cfg: GenerateConfig, bundle: Any) -> Geometry:
                             f"got {cfg.spacing}")
     spacing = tuple(float(v) for v in (cfg.spacing or bundle.spacing or ())) or None
     affine = bundle.info.affine
-    if affine is not None and cfg.spacing:
+    if affine is not None and cfg.spacing and spacing is not None:
         a = np.asarray(affine, dtype=np.float64)
         d, h, w = bundle.shape
         centre_vox = np.array([(w - 1) / 2, (h - 1) / 2, (d - 1) / 2])
@@ -451,7 +451,7 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
                         seeds=[s.seed for s in batch], sample_shape=bundle.sample_shape,
                         steps=cfg.steps, guidance=cfg.guidance, device=device,
                         decode=bundle.decode_hook(cfg.decode_window), init=init,
-                        strength=cfg.strength if init is not None else 1.0)
+                        strength=cfg.strength if init is not None and cfg.strength is not None else 1.0)
             pixels = bundle.to_pixels(x)
             written = reports.write(batch, pixels)
             writer.submit(write_batch, batch, pixels, class_inputs, written)

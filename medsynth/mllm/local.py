@@ -77,7 +77,8 @@ class TransformersBackend:
         dtype = amp_dtype(amp_choice()) or torch.float32
         try:
             self.processor = AutoProcessor.from_pretrained(model)
-            self.net = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
+            # Any: transformers types .to() for a PreTrainedModel only, and close() drops it
+            self.net: Any = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
         except (OSError, ValueError) as e:
             raise MedsynthError(f"{model}: cannot load a vision-language model ({e})",
                                 hint="pass a local folder saved with save_pretrained, or a model "

@@ -290,6 +290,7 @@ class _Trainer:
         self.spec = denoiser_spec(cfg, data, cross_attention_dim=self.text_ref.hidden_size,
                                   latent=(lat.channels, lat.shape) if lat is not None else None)
         self.memory_format = channels_last_format(self.spec.spatial_dims)
+        assert self.spec.shape is not None  # DenoiserSpec.__post_init__ fills it
         self.sample_shape = (self.spec.channels, *self.spec.shape)
         if self.prior is not None:  # pretrained weights (+ LoRA), classes remapped by name
             unet = self.prior.adapt(self.prior.build_denoiser(self.spec, data.classes,
@@ -424,10 +425,11 @@ class _Trainer:
                 self._tb.add_scalar(f"train/{k}", float(row[k]), int(row["step"]))
 
     def _close_log(self) -> None:
-        if getattr(self, "_log", None) is not None:
-            self._log.close()
-        if getattr(self, "_tb", None) is not None:
-            self._tb.close()
+        log, tb = getattr(self, "_log", None), getattr(self, "_tb", None)
+        if log is not None:
+            log.close()
+        if tb is not None:
+            tb.close()
 
     # --- the loop ----------------------------------------------------------------------------
     def _loop(self, start: int) -> int:
