@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from diffusers.training_utils import EMAModel
 
     from medsynth.models.autoencoder import Autoencoder
+    from medsynth.models.ccella import TextClassHead
     from medsynth.models.denoiser import Denoiser
 
 CLASS_HEAD_FILE = "class_head.safetensors"
@@ -73,7 +74,7 @@ class ModelBundle:
     device: torch.device | str | None = None
     _encoder: TextEncoder | None = dataclasses.field(default=None, repr=False)
     _autoencoder: Autoencoder | None = dataclasses.field(default=None, repr=False)
-    _text_head: torch.nn.Module | None = dataclasses.field(default=None, repr=False)
+    _text_head: TextClassHead | None = dataclasses.field(default=None, repr=False)
 
     # --- the record, for short ----------------------------------------------------------------
     @property
@@ -207,7 +208,7 @@ class ModelBundle:
             return None
         return lambda z: self.decode(z, window=window)
 
-    def text_class_head(self) -> torch.nn.Module:
+    def text_class_head(self) -> TextClassHead:
         """CCELLA mode: the head that predicts the class from the text (loaded once)."""
         from medsynth.models.ccella import load_text_head
 
@@ -340,7 +341,7 @@ def export_model(folder: str | os.PathLike[str], info: ModelInfo, *, denoiser: D
                  noise_scheduler: Any, ema: EMAModel | None = None,
                  class_head: torch.nn.Module | None = None,
                  prototypes: dict[int, torch.Tensor] | None = None,
-                 text_class_head: torch.nn.Module | None = None,
+                 text_class_head: TextClassHead | None = None,
                  autoencoder: str | os.PathLike[str] | None = None) -> None:
     """Write a model folder's files (all but the manifest, which the stage writes last).
 

@@ -230,7 +230,7 @@ def atomic_folder(folder: Path, write: Callable[[Path], object]) -> None:
         shutil.rmtree(old)
 
 
-def _class_embedding_takes_probabilities(emb: nn.Module) -> None:
+def _class_embedding_takes_probabilities(emb: nn.Embedding) -> None:
     """Let an ``nn.Embedding`` also take class probabilities (same weights and keys)."""
     import torch.nn.functional as F
 
@@ -275,7 +275,7 @@ class Denoiser(nn.Module):
         self._mid_block().register_forward_hook(self._keep_features)
 
     # --- what each implementation tells ----------------------------------------------------
-    def _class_embedding(self) -> nn.Module:
+    def _class_embedding(self) -> nn.Embedding:
         return self.net.class_embedding
 
     def _mid_block(self) -> nn.Module:
@@ -412,8 +412,11 @@ class MonaiDenoiser(Denoiser):
         atomic_folder(Path(folder), write)
 
 
-def _mask_cross_attention(net: nn.Module) -> list[nn.Module]:
-    """Give every cross-attention block of a MONAI UNet a key padding mask (set per call)."""
+def _mask_cross_attention(net: nn.Module) -> list[Any]:
+    """Give every cross-attention block of a MONAI UNet a key padding mask (set per call).
+
+    Returns the blocks, now of a ``MaskedCrossAttention`` class made here (monai is imported
+    lazily), hence typed ``Any``."""
     import torch
     from monai.networks.blocks import CrossAttentionBlock
 

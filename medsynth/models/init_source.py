@@ -322,9 +322,11 @@ def prepare_maisi(src: InitSource, dest: Path) -> Path:
     try:
         parser.read_config(str(conf))
         config = parser.config
+        if not isinstance(config, dict):
+            raise KeyError("no autoencoder_def entry")
         key = next((k for k in ("autoencoder_def", "autoencoder", "network_def")
-                    if config is not None and k in config), None)
-        if config is None or key is None:
+                    if k in config), None)
+        if key is None:
             raise KeyError("no autoencoder_def entry")
         raw = dict(config[key])
     except (KeyError, ValueError, OSError) as e:

@@ -222,7 +222,8 @@ def _augment(x: Any, gen: Any, hflip: bool, vflip: bool, shift: float) -> Any:
         for i in range(b):
             sl: tuple[slice, ...] = tuple(slice(int(o), int(o) + int(s)) for o, s in zip(offs[i], x.shape[2:],
                                                                     strict=True))
-            out[i] = pad[(i, slice(None), *sl)]
+            index: tuple[int | slice, ...] = (i, slice(None), *sl)
+            out[i] = pad[index]
         x = out
     return x
 
