@@ -21,7 +21,7 @@ import numpy as np
 
 from medsynth import __version__
 from medsynth.artifacts import atomic_write_bytes
-from medsynth.data.storage import Rescale
+from medsynth.imaging.storage import Rescale
 
 if TYPE_CHECKING:
     import highdicom
