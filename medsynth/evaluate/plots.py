@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from medsynth.evaluate.sections import Metrics
+    from medsynth.evaluate.sections import Metrics, PrivacySection
 
 import numpy as np
 
@@ -233,7 +233,7 @@ def plot_pairs(out: Path, name: str, s: Any, train: Any, closest: list[dict[str,
     return _save(fig, out, f"pairs_{name}")
 
 
-def plot_privacy(out: Path, pdetails: dict[str, Any], metrics: Metrics) -> str:
+def plot_privacy(out: Path, pdetails: dict[str, Any], metrics: PrivacySection) -> str:
     """Cumulative distributions of nearest-training-image distances: synthetic vs real test.
 
     Where a curve crosses the threshold line is its near-copy share; a copying generator's curve
