@@ -251,7 +251,9 @@ def plot_privacy(out: Path, pdetails: dict[str, Any], metrics: PrivacySection) -
                 xs = np.sort(v)
                 ax.step(np.concatenate([[0], xs]), np.arange(len(xs) + 1) / len(xs),
                         where="post", color=color, lw=2, label=name)
-        thr = next(iter(metrics["sets"].values()))[space]["threshold"] if metrics["sets"] else None
+        first = next(iter(metrics["sets"].values()), None)
+        thr = (first["feature"] if space == "feature" else first["pixel"])["threshold"] \
+            if first else None
         if thr is not None:
             ax.axvline(thr, color="#b42318", ls="--", label="near-copy threshold")
         ax.set_xlabel(f"distance to the nearest real training image ({label})", fontsize=10)
