@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,7 @@ class Arm:
 
 
 def plan_arms(fractions: list[Fraction], synth_names: list[str],
-              baselines: list[str] | tuple[str, ...] = ()) -> list[Arm]:
+              baselines: Sequence[str] = ()) -> list[Arm]:
     """Per fraction: real, real+each set, then the baselines; then one synthetic-only arm per set."""
     arms = []
     first = synth_names[0] if synth_names else None

@@ -268,7 +268,7 @@ def _run(cfg: EvaluateConfig) -> Manifest:
         "classifier": {"name": cfg.classifier, "epochs": cfg.epochs, "patience": cfg.patience,
                        "device": device, "flips": {"horizontal": flips[0], "vertical": flips[1]},
                        "seeds": cfg.seeds},
-        "baselines": {"names": cfg.baselines,
+        "baselines": {"names": list(cfg.baselines),
                       "extra_real": None if extra is None else
                       {"path": str(cfg.extra_real), "n_images": len(extra),
                        "per_class": {classes[c]: int((extra.y == c).sum())

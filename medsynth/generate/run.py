@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ def _store_for(cfg: GenerateConfig, model_manifest: Manifest) -> Any:
     return None
 
 
-def relative_paths(spec: SampleSpec, folder: str, formats: list[str], report: bool = True, *,
+def relative_paths(spec: SampleSpec, folder: str, formats: Sequence[str], report: bool = True, *,
                    volume: bool = False, dicom_layout: str = "series") -> dict[str, str]:
     """File paths (relative to SYNTH) of one sample in every format, plus its report (and, with
     DICOM, the report's Structured Report; a volume's DICOM series is a folder, its SR one
