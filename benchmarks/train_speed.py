@@ -8,7 +8,12 @@ medsynth decodes the dataset once and encodes each distinct description once.
 
 Reported: images/s of both and their ratio, and medsynth with bf16 autocast vs fp32 (on CPU
 here; on a GPU the same switch is mixed_precision: bf16). Numbers are medians over logged
-windows after a warm-up; on a shared machine they move with the other load.
+windows after a warm-up. ``--pairs N`` runs the reference and medsynth fp32 N times interleaved
+(reference, medsynth, reference, ...) so that both see the same load, and reports the median of
+the per-pair ratios: the figure to trust on a shared machine. Every result records threads,
+precision, load (``uptime`` before and after) and the CPU's bf16 units.
+
+    .venv/bin/python -m benchmarks.train_speed --threads 2 --pairs 3    # on an idle machine
 
 On a GPU (``--device cuda``, what scripts/gpu-check.sh runs): both loops at ``--size`` (128) with
 ``--precision bf16`` on the same UNet (``--recipe``'s), then medsynth alone on the GPU recipe's
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import record
+from benchmarks.speedinfo import speed_context
 
 SIZE, BATCH, STEPS, N_PER_CLASS = 32, 16, 60, 40
 
@@ -222,6 +228,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                     help="torch threads of both loops (default: all cores; run it on an idle machine)")
+    ap.add_argument("--pairs", type=int, default=1,
+                    help="interleaved (reference, medsynth fp32) pairs; the ratio is their median")
+    ap.add_argument("--no-extras", action="store_true",
+                    help="skip the bf16 and other-thread-count figures (pairs only)")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda (the GPU comparison)")
     ap.add_argument("--size", type=int, default=SIZE)
     ap.add_argument("--batch", type=int, default=BATCH)
@@ -237,29 +247,53 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     RECIPE, DEVICE = a.recipe, a.device
     if a.device != "cpu":
         return _gpu_main(a)
-    load0 = os.getloadavg()[0]
+    ctx = speed_context(a.threads)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         ds, store = _dataset(root)
         torch.set_num_threads(a.threads)
-        ref = reference_speed(ds, store)
-        ms = medsynth_speed(ds, store, root / "m_fp32", mixed_precision="no", num_threads=a.threads)
-        bf = medsynth_speed(ds, store, root / "m_bf16", mixed_precision="bf16", num_threads=a.threads)
-        # Thread scaling of the small recipe UNet: is a second thread worth it?
-        other = 1 if a.threads > 1 else 2
-        ms_other = medsynth_speed(ds, store, root / "m_other", mixed_precision="no", num_threads=other)
+        refs, mss, levs = [], [], []
+        for i in range(max(1, a.pairs)):
+            refs.append(reference_speed(ds, store))
+            mss.append(medsynth_speed(ds, store, root / f"m_fp32_{i}", mixed_precision="no",
+                                      num_threads=a.threads))
+            # the opt-in step levers (fused AdamW, foreach EMA) in the same pair
+            levs.append(medsynth_speed(ds, store, root / f"m_lev_{i}", mixed_precision="no",
+                                       num_threads=a.threads, fused_optimizer=True,
+                                       ema_foreach=True))
+            print(f"pair {i + 1}: reference {refs[-1]:.1f} img/s, medsynth {mss[-1]:.1f} img/s "
+                  f"x{mss[-1] / refs[-1]:.2f}, with levers {levs[-1]:.1f} img/s "
+                  f"x{levs[-1] / refs[-1]:.2f}", flush=True)
+        ref, ms = statistics.median(refs), statistics.median(mss)
+        extras: dict[str, Any] = {}
+        if not a.no_extras:
+            bf = medsynth_speed(ds, store, root / "m_bf16", mixed_precision="bf16",
+                                num_threads=a.threads)
+            # Thread scaling of the small recipe UNet: is a second thread worth it?
+            other = 1 if a.threads > 1 else 2
+            ms_other = medsynth_speed(ds, store, root / "m_other", mixed_precision="no",
+                                      num_threads=other)
+            extras = {"medsynth_bf16_images_per_s": round(bf, 2), "bf16_vs_fp32": round(bf / ms, 2),
+                      f"medsynth_fp32_images_per_s_{other}_thread": round(ms_other, 2)}
+    ratios = [m / r for m, r in zip(mss, refs, strict=True)]
+    lev_ratios = [m / r for m, r in zip(levs, refs, strict=True)]
     res = {
         "setup": f"derm demo {SIZE}px RGB, batch {BATCH}, {STEPS} steps, UNet of examples/derm-cpu.yaml, "
                  f"CPU, {a.threads} thread(s)",
-        "load_average_1min_before": round(load0, 2),
+        **ctx, "precision": "fp32 (reference and medsynth); bf16 autocast for the bf16 figure",
         "reference_images_per_s": round(ref, 2),
         "medsynth_fp32_images_per_s": round(ms, 2),
-        "medsynth_bf16_images_per_s": round(bf, 2),
-        "speedup_vs_reference": round(ms / ref, 2),
-        "bf16_vs_fp32": round(bf / ms, 2),
-        f"medsynth_fp32_images_per_s_{other}_thread": round(ms_other, 2),
+        "speedup_vs_reference": round(statistics.median(ratios), 2),
+        "speedup_vs_reference_pairs": [round(r, 2) for r in ratios],
+        "target_speedup": 2.5,
+        "medsynth_levers_images_per_s": round(statistics.median(levs), 2),
+        "levers": "fused_optimizer: true, ema_foreach: true (recipe opt-ins)",
+        "levers_speedup_vs_reference": round(statistics.median(lev_ratios), 2),
+        "levers_speedup_vs_reference_pairs": [round(r, 2) for r in lev_ratios], **extras,
+        "uptime_after": speed_context()["uptime"],
+        "rerun_idle": f"python -m benchmarks.train_speed --threads {a.threads} --pairs 3",
     }
-    record("train_speed", res)
+    record(a.name or "train_speed", res)
     return res
 
 

@@ -203,3 +203,17 @@ def test_channels_last_is_a_layout_not_a_different_model(tiny: dict[str, Path]) 
     for p, q in zip(ua.parameters(), ub.parameters(), strict=True):
         assert p.is_contiguous()
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-5)
+
+
+def test_fused_optimizer_and_foreach_ema_are_the_same_update(tiny: dict[str, Path]) -> None:
+    """fused_optimizer (torch's fused AdamW) and ema_foreach change the arithmetic's order only:
+    the same losses and EMA weights within float tolerance as the per-parameter loops."""
+    root = tiny["root"]
+    cfg = TrainConfig.tiny(max_steps=4, checkpoint_every=4, log_every=2)
+    a = train(tiny["ds"], root / "loops", cfg=cfg, store_path=tiny["store"], progress=False)
+    b = train(tiny["ds"], root / "fused", cfg=cfg.replace(fused_optimizer=True, ema_foreach=True),
+              store_path=tiny["store"], progress=False)
+    np.testing.assert_allclose([v for _, v in _losses(a)], [v for _, v in _losses(b)], rtol=1e-4)
+    ua, ub = load_bundle(a).unet, load_bundle(b).unet
+    for p, q in zip(ua.parameters(), ub.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-5)
