@@ -316,7 +316,7 @@ class _Trainer:
             text_head = TextClassHead(self.text_ref.hidden_size, len(data.classes))
             params += list(text_head.parameters())
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                **({"fused": True} if cfg.fused_optimizer else {}))
+                                fused=True if cfg.fused_optimizer else None)  # None: torch's default
         lr_sched = get_scheduler("cosine" if cfg.lr_schedule == "cosine" else "constant_with_warmup",
                                  opt, num_warmup_steps=cfg.warmup_steps * acc.num_processes,
                                  num_training_steps=cfg.max_steps * acc.num_processes)
