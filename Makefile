@@ -19,11 +19,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check medsynth tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
-# Lint rules only: the code is formatted by hand (compact, 100 columns), not by `ruff format`.
+# Lint rules and types: the code is formatted by hand (compact, 100 columns), not by
+# `ruff format`; mypy checks medsynth with the settings in pyproject.toml ([tool.mypy]).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check medsynth tests benchmarks
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

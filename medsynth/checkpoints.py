@@ -16,7 +16,7 @@ import os
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from medsynth.artifacts import atomic_write_text
 from medsynth.errors import MedsynthError
@@ -106,7 +106,7 @@ class CsvLog:
     def __init__(self, path: Path, fields: list[str], *, enabled: bool = True,
                  ignore_extra: bool = False) -> None:
         self.path, self.fields, self.enabled = Path(path), list(fields), enabled
-        self._extras = "ignore" if ignore_extra else "raise"
+        self._extras: Literal["ignore", "raise"] = "ignore" if ignore_extra else "raise"
 
     def start(self, keep: Callable[[Mapping[str, str]], bool]) -> None:
         if self.enabled:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
-import click
 import typer
+from typer._click import Context
+from typer._click.exceptions import ClickException
 from typer.core import TyperGroup
 
 from medsynth import __version__
@@ -61,12 +62,12 @@ def _check_args(args: list[str]) -> None:
 class _Group(TyperGroup):
     """The one place where user errors become a one-line message and an exit code."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Context) -> list[str]:
         """Commands in pipeline order (``--help``), not registration order."""
         names = super().list_commands(ctx)
         return sorted(names, key=lambda n: PIPELINE.index(n) if n in PIPELINE else len(PIPELINE))
 
-    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+    def invoke(self, ctx: Context) -> Any:
         from medsynth.errors import MedsynthError
 
         # The command line left for the subcommand, kept to name --out in disk-full messages
@@ -80,7 +81,7 @@ class _Group(TyperGroup):
                 raise
             _print_error(e)
             raise typer.Exit(e.exit_code) from None
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except (ClickException, typer.Exit, typer.Abort):  # typer's own click (vendored), not click's
             raise
         except Exception as e:
             # Operating-system failures (read-only or full disk, permissions) are the user's to

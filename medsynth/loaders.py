@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,7 @@ def _text(v: Any) -> str:
 
 
 def write_set_loaders(out: Path, table: pd.DataFrame, classes: list[str],
-                      formats: list[str]) -> dict[str, Any]:
+                      formats: Sequence[str]) -> dict[str, Any]:
     """The one-line loaders of a finished synthetic set (``generate``, ``judge filter``):
 
     * ``png/metadata.csv``: ``datasets.load_dataset("imagefolder", data_dir=SYNTH/png)`` gives

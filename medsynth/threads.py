@@ -17,6 +17,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def available_cpus() -> int:
@@ -77,7 +81,7 @@ def torch_threads(n: int | None = None) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
-def device_name(device: object) -> str:
+def device_name(device: torch.device | str | int) -> str:
     """What computed, for the record: ``cpu`` or ``cuda:<card name>`` (reproducibility notes)."""
     import torch
 

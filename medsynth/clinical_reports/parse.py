@@ -202,9 +202,9 @@ def _read_cxr(text: str) -> tuple[dict[str, Any], list[str]]:
         if clear:
             out["side"] = "none"
     unread += [m.sentence for m in mentions(body, _OTHER) if m.status != "negated"]
-    m = re.search(r"cardiothoracic ratio(?: is| of|:)?\s*(0?\.\d+)", low)
-    if m:
-        out["ctr"] = round(float(m.group(1)), 2)
+    ratio = re.search(r"cardiothoracic ratio(?: is| of|:)?\s*(0?\.\d+)", low)
+    if ratio:
+        out["ctr"] = round(float(ratio.group(1)), 2)
     big = mentions(body, _HEART_BIG)
     normal = [m for m in mentions(body, _HEART_NORMAL)]
     says = {"enlarged" for m in big if m.status == "positive"} | \

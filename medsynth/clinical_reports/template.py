@@ -125,7 +125,7 @@ def _cxr(ctx: ReportContext, rng: random.Random) -> Report:
                                                              f"{class_phrase(ctx.cls)}."))
     ctr, heart = a.get("ctr"), a.get("heart_size")
     word = {"normal": "normal in size", "enlarged": "enlarged"}
-    if ctr is not None:
+    if ctr is not None and heart is not None:
         findings.append(rng.choice([
             f"The cardiothoracic ratio is {ctr:.2f}; the heart is {word[heart]}.",
             f"Heart {word[heart]} (cardiothoracic ratio {ctr:.2f})."]))

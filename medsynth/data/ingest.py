@@ -287,11 +287,12 @@ def _import(cfg: ImportConfig, src: Source, out: Path, progress: object | None) 
                 n += 1
                 stem = f"{safe_name(cls)}/{name}_{n}"
             used.add(stem)
-            e = _write(cfg, out, part, stem, cls, item, items.columns,
-                       where if k is None else f"{where} slice {k}")
-            e.keys = _group_keys(cfg, img, item) + ([f"volume:{where}"] if k is not None else [])
-            e.volume = where if k is not None else None
-            entries.append(e)
+            entry = _write(cfg, out, part, stem, cls, item, items.columns,
+                           where if k is None else f"{where} slice {k}")
+            entry.keys = _group_keys(cfg, img, item) + ([f"volume:{where}"] if k is not None
+                                                        else [])
+            entry.volume = where if k is not None else None
+            entries.append(entry)
     if not entries:
         raise MedsynthError(f"{cfg.source}: no readable images")
     entries = _one_kind(cfg, entries, bad)
@@ -300,9 +301,9 @@ def _import(cfg: ImportConfig, src: Source, out: Path, progress: object | None) 
 
         check_one_geometry([(e.where, e.spacing, e.affine) for e in entries], cfg.source)
     dtype, note = decide_dtype(entries, cfg.dtype, cfg.source)
-    for e in entries:
-        if e.dtype != dtype:
-            _convert(e, dtype, out)
+    for entry in entries:
+        if entry.dtype != dtype:
+            _convert(entry, dtype, out)
     modalities = Counter(e.modality for e in entries)
     modality = next(iter(modalities)) if len(modalities) == 1 else "OT"
     notes = list(src.notes) + ([note] if note else [])

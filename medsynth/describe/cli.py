@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
+from typer._click import Context
 from typer.core import TyperGroup
 
 from medsynth.choices import DescribeBackend, DescribeModality, DescribeSplit, StructuredOutput
@@ -16,7 +16,7 @@ from medsynth.options import choice_option
 class _DefaultRun(TyperGroup):
     """``medsynth describe DATASET ...`` means ``medsynth describe run DATASET ...``."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
             args = ["run", *args]
         return super().parse_args(ctx, args)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,11 +122,10 @@ def classification_metrics(probs: Any, y: Any, n_classes: int) -> dict[str, Any]
         multiclass_recall,
     )
 
-    kw = {"num_classes": n_classes}
     present = torch.bincount(y, minlength=n_classes) > 0
-    recall = multiclass_recall(probs, y, average="none", **kw)
-    precision = multiclass_precision(probs, y, average="none", **kw)
-    f1 = multiclass_f1_score(probs, y, average="none", **kw)
+    recall = multiclass_recall(probs, y, average="none", num_classes=n_classes)
+    precision = multiclass_precision(probs, y, average="none", num_classes=n_classes)
+    f1 = multiclass_f1_score(probs, y, average="none", num_classes=n_classes)
     nan = torch.tensor(float("nan"))
     # Classes absent from the test split have no recall/AUROC (check_test_split says so once);
     # average over present ones. AUROC one-vs-rest per present class, as multiclass_auroc
@@ -136,7 +136,7 @@ def classification_metrics(probs: Any, y: Any, n_classes: int) -> dict[str, Any]
             auroc[c] = binary_auroc(probs[:, c], (y == c).long())
     recall = torch.where(present, recall, nan)
     return {
-        "accuracy": float(multiclass_accuracy(probs, y, average="micro", **kw)),
+        "accuracy": float(multiclass_accuracy(probs, y, average="micro", num_classes=n_classes)),
         "balanced_accuracy": float(torch.nanmean(recall)),
         "macro_f1": float(f1[present].mean()),
         "auroc": float(torch.nanmean(auroc)),
@@ -144,7 +144,7 @@ def classification_metrics(probs: Any, y: Any, n_classes: int) -> dict[str, Any]
             "recall": recall.tolist(), "precision": precision.tolist(), "f1": f1.tolist(),
             "auroc": auroc.tolist(),
         },
-        "confusion": multiclass_confusion_matrix(probs, y, **kw).tolist(),
+        "confusion": multiclass_confusion_matrix(probs, y, num_classes=n_classes).tolist(),
     }
 
 
@@ -171,7 +171,7 @@ class Arm:
 
 
 def plan_arms(fractions: list[Fraction], synth_names: list[str],
-              baselines: list[str] | tuple[str, ...] = ()) -> list[Arm]:
+              baselines: Sequence[str] = ()) -> list[Arm]:
     """Per fraction: real, real+each set, then the baselines; then one synthetic-only arm per set."""
     arms = []
     first = synth_names[0] if synth_names else None
@@ -247,23 +247,31 @@ def run_benchmark(cfg: EvaluateConfig, out: Path, classes: list[str], train: Ima
                     if len(val) else val
             else:
                 real_part, val_part = None, val
+            added = synth[arm.synthetic] if arm.synthetic is not None else None
             if arm.kind == "synthetic-only":
-                data = synth[arm.synthetic]
+                assert added is not None, arm  # plan_arms gives every synthetic arm its set
+                data = added
                 n_added = len(data)
-            elif arm.kind == "synthetic":
-                data = concat(real_part, synth[arm.synthetic], arm.setting)
-                n_added = len(synth[arm.synthetic])
-            elif arm.kind == "augment":
-                data = repeat_to(real_part, class_counts(synth[arm.synthetic], n_classes), seed)
-                n_added = len(data) - len(real_part)
-                augment = augmenter(int(train.x.shape[1]), size, seed)
-            elif arm.kind == "oracle":
-                if extra is None:
-                    raise ValueError("the oracle arm needs extra real images")
-                more = draw_extra(extra, class_counts(synth[arm.synthetic], n_classes), seed)
-                data = concat(real_part, more, arm.setting)
-                n_added = len(more)
+            elif arm.kind != "real":
+                # real+synthetic, augment and oracle arms have a real fraction and a set
+                assert real_part is not None and added is not None, arm
+                if arm.kind == "synthetic":
+                    data = concat(real_part, added, arm.setting)
+                    n_added = len(added)
+                elif arm.kind == "augment":
+                    data = repeat_to(real_part, class_counts(added, n_classes), seed)
+                    n_added = len(data) - len(real_part)
+                    augment = augmenter(int(train.x.shape[1]), size, seed)
+                elif arm.kind == "oracle":
+                    if extra is None:
+                        raise ValueError("the oracle arm needs extra real images")
+                    more = draw_extra(extra, class_counts(added, n_classes), seed)
+                    data = concat(real_part, more, arm.setting)
+                    n_added = len(more)
+                else:
+                    raise ValueError(f"unknown benchmark arm kind {arm.kind!r}")
             else:
+                assert real_part is not None, arm
                 data = real_part
             if len(val_part) == 0:  # no val split: stop on the training loss instead
                 val_part = data
@@ -283,7 +291,7 @@ def run_benchmark(cfg: EvaluateConfig, out: Path, classes: list[str], train: Ima
             rec = {"key": key, "setting": arm.setting, "kind": arm.kind,
                    "fraction": arm.fraction_label, "synthetic": arm.synthetic, "seed": seed,
                    "n_real": len(real_part) if real_part is not None else 0,
-                   "n_synthetic": len(synth[arm.synthetic]) if arm.kind in (
+                   "n_synthetic": len(added) if added is not None and arm.kind in (
                        "synthetic", "synthetic-only") else 0,
                    "n_added": n_added, "n_train": len(data),
                    "n_val": len(val_part), "epochs": res.epochs, "best_epoch": res.best_epoch,

@@ -102,7 +102,7 @@ def knn_manifold_metrics(real: Any, fake: Any, k: int = 3) -> dict[str, float | 
     """
     import torch
 
-    none = {"precision": None, "recall": None, "density": None, "coverage": None}
+    none: dict[str, float | None] = {"precision": None, "recall": None, "density": None, "coverage": None}
     if len(real) <= k or len(fake) <= k:
         return none
 

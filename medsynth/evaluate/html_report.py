@@ -18,6 +18,8 @@ from medsynth.evaluate.summary import print_summary
 if TYPE_CHECKING:
     import jinja2
 
+    from medsynth.evaluate.sections import Metrics
+
 __all__ = ["print_summary", "render_section", "write_report"]
 
 
@@ -40,7 +42,7 @@ def render_section(section: dict[str, Any]) -> str:
     return environment().get_template(f"sections/{section['template']}").render(section=section)
 
 
-def write_report(out: Path, metrics: dict[str, Any], *, train: Any, test: Any,
+def write_report(out: Path, metrics: Metrics, *, train: Any, test: Any,
                  synth: dict[str, Any], pdetails: dict[str, Any],
                  report_examples: list[dict[str, Any]] | None = None) -> list[str]:
     """Write every plot and ``report.html``; return the plot paths (relative to ``out``)."""

@@ -11,17 +11,22 @@ channel count (grayscale stays one channel; only the feature extractor makes 3 c
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from medsynth.artifacts import Manifest
 from medsynth.errors import MedsynthError
 from medsynth.imaging.dataset import Dataset, open_dataset
-from medsynth.imaging.readers import read_image
+from medsynth.imaging.readers import Image, read_image
 from medsynth.metrics.images import measure_size, stack_images, to_unit
 from medsynth.synthset import IMAGE_COLUMNS, SAMPLES_CSV, SyntheticSet, open_synthetic
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
 
 __all__ = ["IMAGE_COLUMNS", "SAMPLES_CSV", "ImageSet", "SyntheticSet", "check_compatible",
            "check_leakage", "check_real", "default_size", "load_real", "load_synthetic",
@@ -33,9 +38,9 @@ class ImageSet:
     """Images of one source (a real split or a synthetic set), aligned with their labels."""
 
     name: str
-    x: Any
+    x: torch.Tensor
     """Float tensor (N, C, S, S) in [0, 1]."""
-    y: Any
+    y: torch.Tensor
     """Long tensor (N,) of class indices into the real dataset's class list."""
     ids: list[str]
     """image_id (real) or sample_id (synthetic) per image."""
@@ -43,12 +48,12 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def subset(self, idx: Any, name: str | None = None) -> ImageSet:
+    def subset(self, idx: Sequence[int] | np.ndarray, name: str | None = None) -> ImageSet:
         import torch
 
-        idx = torch.as_tensor(np.asarray(idx, dtype=np.int64))
-        return ImageSet(name or self.name, self.x[idx], self.y[idx],
-                        [self.ids[int(i)] for i in idx])
+        index = torch.as_tensor(np.asarray(idx, dtype=np.int64))
+        return ImageSet(name or self.name, self.x[index], self.y[index],
+                        [self.ids[int(i)] for i in index])
 
     def of_class(self, k: int) -> ImageSet:
         return self.subset(np.nonzero(self.y.numpy() == k)[0])
@@ -198,8 +203,9 @@ def load_synthetic(synth: SyntheticSet, size: int, classes: list[str],
                       table["sample_id"].astype(str).tolist(), size, classes)
 
 
-def synthetic_arrays(synth: SyntheticSet, max_per_class: int | None, convert: Any, *,
-                     folders: bool = False) -> tuple[Any, list[np.ndarray]]:
+def synthetic_arrays(synth: SyntheticSet, max_per_class: int | None,
+                     convert: Callable[[Image], np.ndarray], *, folders: bool = False
+                     ) -> tuple[pd.DataFrame, list[np.ndarray]]:
     """The rows of samples.csv to load (at most ``max_per_class`` per class, in order) and
     ``convert(image)`` of each file read (a missing one: one line naming it); ``folders``: a
     listed path may be a folder (a DICOM series)."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medsynth.evaluate.sections import Metrics, PrivacySection
 
 import numpy as np
 
@@ -230,7 +233,7 @@ def plot_pairs(out: Path, name: str, s: Any, train: Any, closest: list[dict[str,
     return _save(fig, out, f"pairs_{name}")
 
 
-def plot_privacy(out: Path, pdetails: dict[str, Any], metrics: dict[str, Any]) -> str:
+def plot_privacy(out: Path, pdetails: dict[str, Any], metrics: PrivacySection) -> str:
     """Cumulative distributions of nearest-training-image distances: synthetic vs real test.
 
     Where a curve crosses the threshold line is its near-copy share; a copying generator's curve
@@ -248,7 +251,9 @@ def plot_privacy(out: Path, pdetails: dict[str, Any], metrics: dict[str, Any]) -
                 xs = np.sort(v)
                 ax.step(np.concatenate([[0], xs]), np.arange(len(xs) + 1) / len(xs),
                         where="post", color=color, lw=2, label=name)
-        thr = next(iter(metrics["sets"].values()))[space]["threshold"] if metrics["sets"] else None
+        first = next(iter(metrics["sets"].values()), None)
+        thr = (first["feature"] if space == "feature" else first["pixel"])["threshold"] \
+            if first else None
         if thr is not None:
             ax.axvline(thr, color="#b42318", ls="--", label="near-copy threshold")
         ax.set_xlabel(f"distance to the nearest real training image ({label})", fontsize=10)
@@ -285,7 +290,7 @@ def plot_fidelity(out: Path, fidelity: dict[str, Any], classes: list[str]) -> st
     return _save(fig, out, "fidelity")
 
 
-def plot_all(out: Path, metrics: dict[str, Any], *, train: Any, test: Any,
+def plot_all(out: Path, metrics: Metrics, *, train: Any, test: Any,
              synth: dict[str, Any], pdetails: dict[str, Any]) -> dict[str, str]:
     """Every plot of the report: name -> path relative to ``out``."""
     classes = metrics["real"]["classes"]

@@ -7,16 +7,25 @@ closest synthetic/real pairs for the report.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medsynth.metrics.privacy import near_copies, real_groups, reference_distances
 
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
 
-def privacy_report(train: Any, test: Any, f_train: Any, f_test: Any, synth: dict[str, Any],
-                   f_synth: dict[str, Any], *, q: float, n_pairs: int, classes: list[str],
-                   table: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    from medsynth.evaluate.inputs import ImageSet
+    from medsynth.evaluate.sections import ClosestPair, PrivacySection
+
+
+def privacy_report(train: ImageSet, test: ImageSet, f_train: torch.Tensor, f_test: torch.Tensor,
+                   synth: Mapping[str, ImageSet], f_synth: Mapping[str, torch.Tensor], *,
+                   q: float, n_pairs: int, classes: list[str], table: pd.DataFrame | None = None
+                   ) -> tuple[PrivacySection, dict[str, Any]]:
     """Nearest-neighbour privacy figures per synthetic set.
 
     ``table``: the real dataset's labels (``image_id``; ``dup_group``/``split_group`` where
@@ -26,7 +35,7 @@ def privacy_report(train: Any, test: Any, f_train: Any, f_test: Any, synth: dict
     """
     ref = reference_distances(train.x, test.x, f_train, f_test,
                               groups=real_groups(table, train.ids, test.ids))
-    metrics: dict[str, Any] = {"method": "nearest real training image; threshold = quantile "
+    metrics: PrivacySection = {"method": "nearest real training image; threshold = quantile "
                                f"{q} of real test -> real train distances (exact duplicates "
                                "and shared groups excluded)", "reference": ref["excluded"],
                                "sets": {}}
@@ -35,7 +44,7 @@ def privacy_report(train: Any, test: Any, f_train: Any, f_test: Any, synth: dict
         nc = near_copies(train.x, f_train, s.x, f_synth[name], ref, q)
         dfeat, ifeat = nc["distances"]["feature"], nc["nearest"]["feature"]
         order = np.argsort(dfeat.numpy(), kind="stable")[:n_pairs]
-        closest = [{
+        closest: list[dict[str, Any]] = [{
             "synthetic_id": s.ids[i], "synthetic_class": classes[int(s.y[i])],
             "real_id": train.ids[int(ifeat[i])], "real_class": classes[int(train.y[ifeat[i]])],
             "feature_distance": float(dfeat[i]),
@@ -43,22 +52,24 @@ def privacy_report(train: Any, test: Any, f_train: Any, f_test: Any, synth: dict
                 ((s.x[i] - train.x[ifeat[i]]) ** 2).mean().sqrt()),
             "synth_index": int(i), "real_index": int(ifeat[i]),
         } for i in order]
-        metrics["sets"][name] = {
-            "feature": nc["feature"], "pixel": nc["pixel"],
-            "closest_pairs": [{k: v for k, v in c.items() if not k.endswith("_index")}
-                              for c in closest],
-        }
+        pairs: list[ClosestPair] = [{  # what metrics.json keeps: no indices
+            "synthetic_id": c["synthetic_id"], "synthetic_class": c["synthetic_class"],
+            "real_id": c["real_id"], "real_class": c["real_class"],
+            "feature_distance": c["feature_distance"], "pixel_distance": c["pixel_distance"]}
+            for c in closest]
+        metrics["sets"][name] = {"feature": nc["feature"], "pixel": nc["pixel"],
+                                 "closest_pairs": pairs}
         details["sets"][name] = {"feature": dfeat, "pixel": nc["distances"]["pixel"],
                                  "closest": closest, "pixel_nn": nc["nearest"]["pixel"]}
     return metrics, details
 
 
-def privacy_warnings(privacy: dict[str, Any]) -> list[str]:
+def privacy_warnings(privacy: PrivacySection) -> list[str]:
     """Lines for the console and metrics.json: test images that are copies of training images,
     and a near-copy check without a reference."""
-    ex = privacy.get("reference") or {}
+    ex = privacy.get("reference")
     out = []
-    if ex.get("with_copy"):
+    if ex and ex.get("with_copy"):
         out.append(f"{ex['with_copy']} of {ex['reference_images']} real test image(s) have an "
                    "exact copy in the real train split (duplicates across splits: re-import with "
                    "medsynth data import --dedup); they are left out of the near-copy reference")

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medsynth.evaluate.sections import Metrics, PrivacySection, VolumesSection
 
 from medsynth.evaluate.formatting import baseline_texts, detects, fmt, fmt_ci, points, power_text
 
@@ -28,7 +31,7 @@ def plot(out: Path, rel: str, alt: str) -> dict[str, str]:
     return {"alt": alt, "data": base64.b64encode((out / rel).read_bytes()).decode("ascii")}
 
 
-def setup_context(metrics: dict[str, Any]) -> dict[str, Any]:
+def setup_context(metrics: Metrics) -> dict[str, Any]:
     r, classes, clf = metrics["real"], metrics["real"]["classes"], metrics["classifier"]
     return {"template": "setup.html", "rows": [
         ["real dataset", r["path"]],
@@ -116,7 +119,7 @@ def fidelity_context(out: Path, fid: dict[str, Any], classes: list[str], plots: 
             "plot": plot(out, plots["fidelity"], "FID per class")}
 
 
-def volumes_context(section: dict[str, Any]) -> dict[str, Any]:
+def volumes_context(section: VolumesSection) -> dict[str, Any]:
     cols = (*VOLUME_PLANES, "mean")
     f = section["fid_2_5d"]
     rows = [["real vs real (reference)", *[fmt(f["reference"][p], 1) for p in cols],
@@ -128,7 +131,7 @@ def volumes_context(section: dict[str, Any]) -> dict[str, Any]:
             "window": f'{fmt(section["window"][0], 1)}..{fmt(section["window"][1], 1)}'}
 
 
-def privacy_context(out: Path, priv: dict[str, Any], plots: dict[str, str]) -> dict[str, Any]:
+def privacy_context(out: Path, priv: PrivacySection, plots: dict[str, str]) -> dict[str, Any]:
     rows = []
     for name, s in priv["sets"].items():
         for space in ("feature", "pixel"):
@@ -223,7 +226,7 @@ def reports_context(rep: dict[str, Any], examples: list[dict[str, Any]]) -> dict
             "examples": examples}
 
 
-def report_context(out: Path, metrics: dict[str, Any], plots: dict[str, str], names: list[str],
+def report_context(out: Path, metrics: Metrics, plots: dict[str, str], names: list[str],
                    report_examples: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Everything ``templates/report.html`` shows: header, navigation, warnings, sections."""
     from medsynth import __version__
@@ -235,14 +238,14 @@ def report_context(out: Path, metrics: dict[str, Any], plots: dict[str, str], na
                 fidelity_context(out, metrics["fidelity"], classes, plots)]
     nav = [("setup", "Setup"), ("benchmark", "Benchmark"), ("examples", "Examples"),
            ("fidelity", "Fidelity")]
-    if metrics.get("volumes"):
-        sections.append(volumes_context(metrics["volumes"]))
+    if vols := metrics.get("volumes"):
+        sections.append(volumes_context(vols))
         nav.append(("volumes", "Volumes"))
     sections += [privacy_context(out, metrics["privacy"], plots),
                  adherence_context(metrics["adherence"])]
     nav += [("privacy", "Privacy"), ("adherence", "Adherence")]
-    if metrics.get("clip"):
-        sections.append(clip_context(metrics["clip"], classes))
+    if clip := metrics.get("clip"):
+        sections.append(clip_context(clip, classes))
         nav.append(("clip", "CLIP"))
     if metrics.get("reports") is not None:
         sections.append(reports_context(metrics["reports"], report_examples or []))

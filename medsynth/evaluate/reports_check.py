@@ -143,7 +143,7 @@ def _thumb(array: np.ndarray, size: int = 128) -> str:
     from medsynth.mllm.request import display_uint8
 
     im = Image.fromarray(display_uint8(array))
-    im = im.resize((size, size), Image.NEAREST)
+    im = im.resize((size, size), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")

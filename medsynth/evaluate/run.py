@@ -33,6 +33,7 @@ from medsynth.artifacts import (
     write_manifest,
 )
 from medsynth.evaluate.config import EvaluateConfig
+from medsynth.evaluate.sections import Metrics, VolumesSection
 
 RUN_FILE = "evaluate.json"
 IDENTITY_IGNORES = ("out", "resume", "overwrite", "device")
@@ -202,7 +203,7 @@ def _run(cfg: EvaluateConfig) -> Manifest:
 
     console.print("extracting EfficientNet-Lite0 features")
     fx = FeatureExtractor(size=cfg.feature_size, device=device)
-    volume_metrics = None
+    volume_metrics: VolumesSection | None = None
     if volumes:  # 2.5D: three planes per volume, side by side (and a per-plane FID)
         pf = vol.PlaneFeatures(fx)
         p_train, p_test = pf.planes(train.x), pf.planes(test.x)
@@ -232,8 +233,8 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     for w in privacy_warnings(privacy):
         console.print(f"[yellow]warning:[/] {w}", soft_wrap=True)
         notes.append(w)
-    for name, s in synth.items():
-        _write_privacy_csv(out, name, s, pdetails, train)
+    for name, images in synth.items():
+        _write_privacy_csv(out, name, images, pdetails, train)
     timings["privacy"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -255,7 +256,7 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     reports, report_examples = reports_report(real, synths)
     timings["reports"] = time.perf_counter() - t
 
-    metrics = {
+    metrics: Metrics = {
         "real": {"path": str(real.root), "classes": classes, "modality": real.modality,
                  "channels": real.channels, "n_train": len(train), "n_val": len(val),
                  "n_test": len(test), "image_size": size},
@@ -266,7 +267,7 @@ def _run(cfg: EvaluateConfig) -> Manifest:
         "classifier": {"name": cfg.classifier, "epochs": cfg.epochs, "patience": cfg.patience,
                        "device": device, "flips": {"horizontal": flips[0], "vertical": flips[1]},
                        "seeds": cfg.seeds},
-        "baselines": {"names": cfg.baselines,
+        "baselines": {"names": list(cfg.baselines),
                       "extra_real": None if extra is None else
                       {"path": str(cfg.extra_real), "n_images": len(extra),
                        "per_class": {classes[c]: int((extra.y == c).sum())

@@ -318,7 +318,7 @@ class Bootstrap:
         for m in METRICS:
             pt, reps = self._stack(runs, m)
             out[m] = interval(float(pt.mean()), resample_mean(reps, seeds), pt, bounds=(0, 1))
-        per_class: dict[str, Any] = {}
+        per_class: dict[int, Any] = {}
         for k in range(self.n_classes):
             per_class[k] = {}
             for m in PER_CLASS:

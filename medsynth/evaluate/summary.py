@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from medsynth.evaluate.sections import Metrics
 
 from medsynth.evaluate.formatting import baseline_texts, fmt, fmt_pm, points, power_text
 
 
-def print_summary(metrics: dict[str, Any]) -> None:
+def print_summary(metrics: Metrics) -> None:
     """Rich tables: benchmark arms with gains and verdicts; fidelity and privacy per set."""
     from rich.table import Table
 
@@ -42,7 +45,8 @@ def print_summary(metrics: dict[str, Any]) -> None:
     fid = metrics["fidelity"]
     ref = fid["reference"]
     t = Table(title="Fidelity vs real test (real-vs-real reference in brackets)")
-    vol25 = (metrics.get("volumes") or {}).get("fid_2_5d")
+    vols = metrics.get("volumes")
+    vol25 = vols["fid_2_5d"] if vols else None
     fid_cols = (fid.get("fid_label", "FID"), *(("FID 2.5D (mean of planes)",) if vol25 else ()))
     for col in ("set", *fid_cols, "KID", "precision", "coverage", "class fid.", "near-copies"):
         t.add_column(col, justify="left" if col == "set" else "right")
@@ -62,8 +66,8 @@ def print_summary(metrics: dict[str, Any]) -> None:
                   f'({fmt(100 * priv["expected_share"], 1)}%)'
                   if priv["near_copy_share"] is not None else "no reference")
     out.print(t)
-    if metrics.get("clip"):
+    if clip := metrics.get("clip"):
         from medsynth.evaluate.clip_features import clip_summary_lines
 
-        for line in clip_summary_lines(metrics["clip"]):
+        for line in clip_summary_lines(clip):
             out.print(line)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,7 @@ class ImageSource:
                 "kind": "folder", "n_images": len(self.items)}
 
 
-def open_source(path: str | Path, splits: list[str], *, option: str,
+def open_source(path: str | Path, splits: Sequence[str], *, option: str,
                 need_dataset: bool = False) -> ImageSource:
     """A dataset folder (images of ``splits``) or an image folder (``root/<class>/*``, every file).
 

@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ def _store_for(cfg: GenerateConfig, model_manifest: Manifest) -> Any:
     return None
 
 
-def relative_paths(spec: SampleSpec, folder: str, formats: list[str], report: bool = True, *,
+def relative_paths(spec: SampleSpec, folder: str, formats: Sequence[str], report: bool = True, *,
                    volume: bool = False, dicom_layout: str = "series") -> dict[str, str]:
     """File paths (relative to SYNTH) of one sample in every format, plus its report (and, with
     DICOM, the report's Structured Report; a volume's DICOM series is a folder, its SR one
@@ -184,7 +185,7 @@ def run_geometry(cfg: GenerateConfig, bundle: Any) -> Geometry:
     spacing_src = cfg.spacing or bundle.spacing
     spacing = tuple(float(v) for v in spacing_src[-2:]) if spacing_src else None
     affine = bundle.info.affine
-    if affine is not None and cfg.spacing:
+    if affine is not None and cfg.spacing and spacing is not None:
         # --spacing overrides the model's: keep its orientation, rescale its in-plane axes
         a = np.asarray(affine, dtype=np.float64)
         centre = a[:3, :3] @ np.array([(bundle.size - 1) / 2, (bundle.size - 1) / 2, 0.0])
@@ -196,7 +197,7 @@ def run_geometry(cfg: GenerateConfig, bundle: Any) -> Geometry:
     if bundle.channels == 1:
         rescale = Rescale.for_values(bundle.dtype, bundle.intensity.low, bundle.intensity.high,
                                      bundle.modality)
-    return Geometry(spacing, affine, rescale)  # type: ignore[arg-type]
+    return Geometry(spacing, affine, rescale)
 
 
 def _volume_geometry(cfg: GenerateConfig, bundle: Any) -> Geometry:
@@ -207,7 +208,7 @@ def _volume_geometry(cfg: GenerateConfig, bundle: Any) -> Geometry:
                             f"got {cfg.spacing}")
     spacing = tuple(float(v) for v in (cfg.spacing or bundle.spacing or ())) or None
     affine = bundle.info.affine
-    if affine is not None and cfg.spacing:
+    if affine is not None and cfg.spacing and spacing is not None:
         a = np.asarray(affine, dtype=np.float64)
         d, h, w = bundle.shape
         centre_vox = np.array([(w - 1) / 2, (h - 1) / 2, (d - 1) / 2])
@@ -451,7 +452,7 @@ def _run(cfg: GenerateConfig, *, resume: bool, overwrite: bool, only: list[str] 
                         seeds=[s.seed for s in batch], sample_shape=bundle.sample_shape,
                         steps=cfg.steps, guidance=cfg.guidance, device=device,
                         decode=bundle.decode_hook(cfg.decode_window), init=init,
-                        strength=cfg.strength if init is not None else 1.0)
+                        strength=cfg.strength if init is not None and cfg.strength is not None else 1.0)
             pixels = bundle.to_pixels(x)
             written = reports.write(batch, pixels)
             writer.submit(write_batch, batch, pixels, class_inputs, written)

@@ -97,7 +97,7 @@ def twin_privacy(out: Path, table: pd.DataFrame, twin: ImageSource, *, device: s
     buf = io.StringIO()
     frame.to_csv(buf, index=False)
     atomic_write_bytes(out / PRIVACY_CSV, buf.getvalue().encode("utf-8"))
-    result = {
+    result: dict[str, Any] = {
         "method": METHOD.format(q=q), "file": PRIVACY_CSV, "quantile": q,
         "reference_split": ref_split, "n_reference": len(reference), "n_private": len(private),
         "n_twins": len(synth), "image_size": size,

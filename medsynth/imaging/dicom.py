@@ -5,12 +5,17 @@ Decoding of compressed transfer syntaxes is pydicom's, through the pylibjpeg plu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medsynth.errors import MedsynthError
 from medsynth.imaging.image import Image, narrowest_integer
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 # Projection radiography is stored for display through its VOI LUT; CT/MR/PET values are
 # quantitative (HU, ...) and are kept as they are unless the user asks for the window.
@@ -53,7 +58,7 @@ def read_dicom(path: str | Path, *, voi: str = "auto") -> Image:
         return _pixels(ds, path, voi)
 
 
-def _pixels(ds, path: str | Path, voi: str) -> Image:  # type: ignore[no-untyped-def]
+def _pixels(ds: Dataset, path: str | Path, voi: str) -> Image:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     if "PixelData" not in ds and "FloatPixelData" not in ds:
@@ -140,7 +145,7 @@ def _pixels(ds, path: str | Path, voi: str) -> Image:  # type: ignore[no-untyped
     )
 
 
-def dicom_ids(ds) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def dicom_ids(ds: Dataset) -> dict[str, str]:
     """PatientID, StudyInstanceUID and SeriesInstanceUID where the file has them (the split
     groups of ``data import``)."""
     out = {}
@@ -152,7 +157,7 @@ def dicom_ids(ds) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return out
 
 
-def _functional(ds, keyword: str, frame: int = 0):  # type: ignore[no-untyped-def]
+def _functional(ds: Dataset, keyword: str, frame: int = 0) -> Dataset | None:
     """Item of an enhanced (multi-frame) functional group macro: per-frame first, then shared."""
     for seq_name, index in (("PerFrameFunctionalGroupsSequence", frame),
                             ("SharedFunctionalGroupsSequence", 0)):
@@ -162,7 +167,7 @@ def _functional(ds, keyword: str, frame: int = 0):  # type: ignore[no-untyped-de
     return None
 
 
-def _with_frame_rescale(ds):  # type: ignore[no-untyped-def]
+def _with_frame_rescale(ds: Dataset) -> Dataset:
     """Enhanced images keep Rescale Slope/Intercept in a functional group: lift it to the top
     level, where pydicom's modality LUT looks (only when the top level has none)."""
     if "RescaleSlope" in ds or "ModalityLUTSequence" in ds:
@@ -176,7 +181,7 @@ def _with_frame_rescale(ds):  # type: ignore[no-untyped-def]
     return ds
 
 
-def _positive(values) -> tuple[float, ...] | None:  # type: ignore[no-untyped-def]
+def _positive(values: Iterable[Any]) -> tuple[float, ...] | None:
     try:
         out = tuple(float(v) for v in values)
     except (TypeError, ValueError):
@@ -184,7 +189,7 @@ def _positive(values) -> tuple[float, ...] | None:  # type: ignore[no-untyped-de
     return out if out and all(v > 0 for v in out) else None
 
 
-def _geometry(ds, frames: int) -> tuple[tuple[float, ...] | None, np.ndarray | None]:  # type: ignore[no-untyped-def]
+def _geometry(ds: Dataset, frames: int) -> tuple[tuple[float, ...] | None, np.ndarray | None]:
     """Spacing in array axis order and the RAS voxel-to-world affine (NIfTI convention).
 
     From Pixel Spacing (or Imager Pixel Spacing for projection images), Image Orientation and

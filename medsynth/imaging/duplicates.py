@@ -58,7 +58,7 @@ def thumbnail(arr: np.ndarray) -> np.ndarray | None:
     while a.ndim > 2:
         a = a.mean(axis=0)
     a = np.nan_to_num(a)
-    t = np.asarray(PILImage.fromarray(a, mode="F").resize((THUMB, THUMB), PILImage.BOX),
+    t = np.asarray(PILImage.fromarray(a, mode="F").resize((THUMB, THUMB), PILImage.Resampling.BOX),
                    dtype=np.float64).reshape(-1)
     t = t - t.mean()
     sd = float(t.std())
@@ -124,12 +124,12 @@ def find_duplicates(hashes: Sequence[str], thumbs: Sequence[np.ndarray | None],
     size = Counter(comp)
     ids: dict[int, str] = {}
     group: list[str | None] = []
-    for c in comp:
-        if size[c] < 2:
+    for root in comp:
+        if size[root] < 2:
             group.append(None)
             continue
-        ids.setdefault(c, f"d{len(ids) + 1:04d}")
-        group.append(ids[c])
+        ids.setdefault(root, f"d{len(ids) + 1:04d}")
+        group.append(ids[root])
     copies = Counter(hashes)
     kind = [None if g is None else "exact" if copies[h] > 1 else "near"
             for g, h in zip(group, hashes, strict=True)]

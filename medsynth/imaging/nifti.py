@@ -19,6 +19,8 @@ def read_nifti(path: str | Path) -> Image:
 
     try:
         img = nib.load(str(path))
+        if not isinstance(img, nib.spatialimages.SpatialImage):  # (caught below, one line)
+            raise TypeError(f"{type(img).__name__} is not a spatial image")
         data = np.asanyarray(img.dataobj)
     except Exception as e:  # nibabel raises ImageFileError, EOFError, zlib errors, ...
         raise MedsynthError(f"{path}: not a readable NIfTI file ({e})") from e
@@ -28,7 +30,7 @@ def read_nifti(path: str | Path) -> Image:
     if data.ndim == 4 and data.shape[2] == 1 and data.shape[3] in (3, 4):
         # 2D RGB stored as (x, y, 1, c)
         arr = np.moveaxis(data[:, :, 0, :3], -1, 0).transpose(0, 2, 1)
-        spacing = (zooms[1], zooms[0])
+        spacing: tuple[float, ...] = (zooms[1], zooms[0])
     elif data.ndim == 2 or (data.ndim == 3 and data.shape[2] == 1):
         arr = data.reshape(data.shape[0], data.shape[1]).T[None]
         spacing = (zooms[1], zooms[0])

@@ -150,8 +150,8 @@ def check_one_geometry(items: list[tuple[str, tuple[float, ...] | None, np.ndarr
                  if s.shape != ref.shape or np.any(np.abs(s - ref) > SPACING_TOLERANCE * ref)]
         if odd_s:
             fmt = lambda s: "x".join(f"{v:g}" for v in s[::-1])  # noqa: E731 (x, y, z order)
-            groups = Counter(fmt(s) for _, s in spacings)
-            listing = ", ".join(f"{n} at {k} mm" for k, n in groups.most_common(5))
+            by_spacing = Counter(fmt(s) for _, s in spacings)
+            listing = ", ".join(f"{n} at {k} mm" for k, n in by_spacing.most_common(5))
             raise MedsynthError(
                 f"{source}: volumes of different voxel spacings ({listing}; e.g. {odd_s[0][0]})",
                 hint="--spacing X,Y,Z resamples every volume to one spacing (and --shape X,Y,Z "

@@ -84,7 +84,7 @@ def nifti_bytes(
     if array.ndim == 3:
         data = np.ascontiguousarray(array.transpose(2, 1, 0))[:, :, None, :]  # (x, y, 1, c)
         sp = tuple(spacing) if spacing else (1.0, 1.0)
-        zooms = (sp[1], sp[0], 1.0)
+        zooms: tuple[float, ...] = (sp[1], sp[0], 1.0)
     elif array.ndim == 4:
         data = np.ascontiguousarray(array.transpose(3, 2, 1, 0))  # (x, y, z, c)
         sp = tuple(spacing) if spacing else (1.0, 1.0, 1.0)

@@ -12,6 +12,7 @@ through it, so a 512-px CT slice of 0.48 mm pixels resized to 32 px says 7.7 mm 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class Resampling:
                                 zip(self.step, self.offset, other.offset, strict=True)))
 
 
-def resample_spacing(spacing: tuple[float, ...] | None, r: Resampling) -> tuple[float, ...] | None:
+def resample_spacing(spacing: Sequence[float] | None, r: Resampling) -> tuple[float, ...] | None:
     """Spacing (array axis order) after ``r``: each axis's spacing times its step."""
     if spacing is None:
         return None
@@ -139,7 +140,8 @@ def fit_to_size(array: np.ndarray, size: int, mode: str = "pad") -> tuple[np.nda
     starts = tuple((size - n) // 2 for n in new)
     out = np.empty((array.shape[0], *(size,) * len(new)), dtype=array.dtype)
     out[:] = _border_fill(planes).astype(array.dtype).reshape(-1, *(1,) * len(new))
-    out[(slice(None), *(slice(s, s + n) for s, n in zip(starts, new, strict=True)))] = planes
+    window = (slice(None), *(slice(s, s + n) for s, n in zip(starts, new, strict=True)))
+    out[window] = planes
     pad = Resampling((1.0,) * len(new), tuple(-float(s) for s in starts))
     return out, resized.then(pad)
 

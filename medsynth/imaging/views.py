@@ -59,6 +59,7 @@ def to_ras(volume: np.ndarray, affine: np.ndarray | None = None
 def ras_index(point_mm: Sequence[float], shape_dhw: Sequence[int],
               affine: np.ndarray | None) -> tuple[int, int, int]:
     """Voxel index, in :func:`to_ras` order, of the voxel nearest a RAS point (mm)."""
+    ijk: np.ndarray
     if affine is None:
         ijk = np.asarray(point_mm, dtype=np.float64)
     else:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
+from typer._click import Context
 from typer.core import TyperGroup
 
 from medsynth.choices import HeldOutSplit, JudgeBackend, StructuredOutput, ValidateBackend
@@ -17,7 +17,7 @@ from medsynth.options import choice_option
 class _DefaultRun(TyperGroup):
     """``medsynth judge SYNTH ...`` means ``medsynth judge run SYNTH ...``."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
             args = ["run", *args]
         return super().parse_args(ctx, args)

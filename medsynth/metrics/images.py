@@ -7,9 +7,12 @@ both measure the same images the same way.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def to_unit(array: np.ndarray) -> np.ndarray:
@@ -23,7 +26,7 @@ def to_unit(array: np.ndarray) -> np.ndarray:
     return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
 
 
-def stack_images(arrays: list[np.ndarray], size: int) -> Any:
+def stack_images(arrays: list[np.ndarray], size: int) -> torch.Tensor:
     """List of (C, H, W) arrays -> float tensor (N, C, size, size) in [0, 1] (antialiased resize)."""
     import torch
     import torch.nn.functional as F

@@ -15,9 +15,14 @@ both report the same figures for the same images.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
 
 NEAR_COPY_QUANTILE = 0.01
 MIN_REFERENCE = 5
@@ -31,7 +36,63 @@ METHOD = "nearest private real image; threshold = quantile {q} of held-out real 
          "distances, exact duplicates and shared groups excluded"
 
 
-def cosine_nn(a: Any, b: Any, chunk: int = 1024) -> tuple[Any, Any]:
+class _NearCopySummary(TypedDict):
+    threshold: float | None
+    near_copy_share: float | None
+    expected_share: float
+    n_reference: int
+    n_near_copies: int | None
+    synth_median_nn: float | None
+    synth_min_nn: float | None
+    real_median_nn: float | None
+    real_min_nn: float | None
+
+
+class NearCopySummary(_NearCopySummary, total=False):
+    """One space's near-copy figures (metrics.json ``privacy.sets.<set>.feature|pixel``)."""
+
+    no_reference: str
+    """Why there is no threshold (too few held-out images, or they are copies)."""
+
+
+class ExcludedCounts(TypedDict):
+    """Pairs and images left out of the calibration (metrics.json ``privacy.reference``)."""
+
+    exact_pairs: int
+    group_pairs: int
+    with_copy: int
+    reference_images: int
+    kept: int
+
+
+class ReferenceDistances(TypedDict):
+    """:func:`reference_distances`: held-out real -> nearest private real, per space."""
+
+    feature: torch.Tensor
+    pixel: torch.Tensor
+    excluded: ExcludedCounts
+
+
+class SpacePair(TypedDict):
+    feature: torch.Tensor
+    pixel: torch.Tensor
+
+
+class NearCopies(TypedDict):
+    """:func:`near_copies`: summaries, distances ``(N,)`` and nearest private indices ``(N,)``."""
+
+    feature: NearCopySummary
+    pixel: NearCopySummary
+    distances: SpacePair
+    nearest: SpacePair
+
+
+Groups = list[tuple[list[Any], list[Any]]]
+"""(private labels, reference labels) per grouping column (labels are any csv value)."""
+
+
+def cosine_nn(a: torch.Tensor, b: torch.Tensor, chunk: int = 1024
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest neighbour of each row of ``a`` in ``b`` by cosine distance: (distance, index)."""
     import torch
     import torch.nn.functional as F
@@ -47,7 +108,8 @@ def cosine_nn(a: Any, b: Any, chunk: int = 1024) -> tuple[Any, Any]:
     return (torch.cat(ds), torch.cat(ix)) if ds else (torch.zeros(0), torch.zeros(0).long())
 
 
-def pixel_nn(a: Any, b: Any, chunk: int = 256) -> tuple[Any, Any]:
+def pixel_nn(a: torch.Tensor, b: torch.Tensor, chunk: int = 256
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest neighbour of each image of ``a`` in ``b`` by pixel RMSE: (distance, index)."""
     import torch
 
@@ -63,7 +125,7 @@ def pixel_nn(a: Any, b: Any, chunk: int = 256) -> tuple[Any, Any]:
     return (torch.cat(ds), torch.cat(ix)) if ds else (torch.zeros(0), torch.zeros(0).long())
 
 
-def near_copy_summary(d_synth: Any, d_ref: Any, q: float) -> dict[str, Any]:
+def near_copy_summary(d_synth: torch.Tensor, d_ref: torch.Tensor, q: float) -> NearCopySummary:
     """Threshold (quantile ``q`` of the reference distances), near-copy share and distance stats.
 
     Too few reference distances (:data:`MIN_REFERENCE`), or a threshold of 0 (the held-out
@@ -78,7 +140,8 @@ def near_copy_summary(d_synth: Any, d_ref: Any, q: float) -> dict[str, Any]:
         reason = "held-out real images are copies of private ones (threshold 0)"
         thr = None
     share = float((d_synth <= thr).float().mean()) if thr is not None and len(d_synth) else None
-    return {
+    # cast: the optional no_reference key sits in the middle (metrics.json's key order)
+    return cast(NearCopySummary, {
         "threshold": thr, "near_copy_share": share, "expected_share": q,
         **({"no_reference": reason} if reason else {}), "n_reference": int(len(d_ref)),
         "n_near_copies": int((d_synth <= thr).sum()) if thr is not None else None,
@@ -86,12 +149,12 @@ def near_copy_summary(d_synth: Any, d_ref: Any, q: float) -> dict[str, Any]:
         "synth_min_nn": float(d_synth.min()) if len(d_synth) else None,
         "real_median_nn": float(d_ref.median()) if len(d_ref) else None,
         "real_min_nn": float(d_ref.min()) if len(d_ref) else None,
-    }
+    })
 
 
-def reference_distances(private_x: Any, reference_x: Any, f_private: Any, f_reference: Any,
-                        groups: list[tuple[list[Any], list[Any]]] | None = None,
-                        chunk: int = 256) -> dict[str, Any]:
+def reference_distances(private_x: torch.Tensor, reference_x: torch.Tensor,
+                        f_private: torch.Tensor, f_reference: torch.Tensor,
+                        groups: Groups | None = None, chunk: int = 256) -> ReferenceDistances:
     """Held-out real -> nearest private real distances (feature and pixel): the calibration.
 
     A held-out image's copy among the private images says nothing about how close *different*
@@ -143,8 +206,8 @@ def _label(v: Any) -> bool:
     return v is not None and not (isinstance(v, float) and v != v) and str(v) != ""
 
 
-def near_copies(private_x: Any, f_private: Any, synth_x: Any, f_synth: Any,
-                reference: dict[str, Any], q: float) -> dict[str, Any]:
+def near_copies(private_x: torch.Tensor, f_private: torch.Tensor, synth_x: torch.Tensor,
+                f_synth: torch.Tensor, reference: ReferenceDistances, q: float) -> NearCopies:
     """Nearest private image of every synthetic image, and the near-copy summary in both spaces.
 
     Returns ``{"feature": summary, "pixel": summary, "distances": {"feature": d, "pixel": d},
@@ -158,13 +221,13 @@ def near_copies(private_x: Any, f_private: Any, synth_x: Any, f_synth: Any,
             "nearest": {"feature": ifeat, "pixel": ipix}}
 
 
-def real_groups(table: Any, private_ids: list[str], reference_ids: list[str]
-                ) -> list[tuple[list[Any], list[Any]]]:
+def real_groups(table: pd.DataFrame | None, private_ids: Sequence[str],
+                reference_ids: Sequence[str]) -> Groups:
     """(private labels, reference labels) of each grouping column labels.csv has
     (``dup_group``, ``split_group``), for :func:`reference_distances`."""
     if table is None:
         return []
-    out = []
+    out: Groups = []
     for col in ("dup_group", "split_group"):
         if col in table.columns:
             by_id = dict(zip(table["image_id"].astype(str), table[col], strict=True))

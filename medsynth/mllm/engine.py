@@ -22,7 +22,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from typing import Any, Generic, TypeVar
 
 from medsynth.mllm.backend import Backend, BackendUnavailable, RequestError
@@ -82,8 +82,8 @@ class Engine:
         return self._ask_batch([item], lambda _: request, check)[0]
 
     def run(self, items: Iterable[T], build: Callable[[T], Request], check: Check
-            ) -> Iterator[Outcome[T]]:
-        """Outcomes of every item, in completion order.
+            ) -> Generator[Outcome[T], None, None]:
+        """Outcomes of every item, in completion order (close() stops it early).
 
         Args:
             items: what to ask about (consumed lazily, a batch at a time).

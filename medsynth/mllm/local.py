@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -77,7 +77,8 @@ class TransformersBackend:
         dtype = amp_dtype(amp_choice()) or torch.float32
         try:
             self.processor = AutoProcessor.from_pretrained(model)
-            self.net = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
+            # Any: transformers' decorated .to() is typed as if self were its first argument
+            self.net: Any = cast(Any, AutoModelForImageTextToText.from_pretrained(model, dtype=dtype))
         except (OSError, ValueError) as e:
             raise MedsynthError(f"{model}: cannot load a vision-language model ({e})",
                                 hint="pass a local folder saved with save_pretrained, or a model "

@@ -24,7 +24,7 @@ from medsynth.mllm.request import Request
 def fill(text: str, values: dict[str, Any]) -> str:
     """``str.format`` that leaves unknown placeholders as they are (``{schema}`` stays)."""
 
-    class _Keep(dict):  # type: ignore[type-arg]
+    class _Keep(dict[str, str]):
         def __missing__(self, key: str) -> str:
             return "{" + key + "}"
 

@@ -60,7 +60,8 @@ def add_lora(denoiser: Any, rank: int, *, alpha: float | None = None, dropout: f
         raise MedsynthError(f"{type(denoiser).__name__}: no LoRA target modules known")
     if has_lora(denoiser):
         raise MedsynthError("the denoiser already carries a LoRA adapter")
-    cfg = LoraConfig(r=int(rank), lora_alpha=float(alpha if alpha is not None else rank),
+    # peft annotates lora_alpha as int but scales by alpha / r: a float alpha stays exact
+    cfg = LoraConfig(r=int(rank), lora_alpha=float(alpha if alpha is not None else rank),  # type: ignore[arg-type]
                      lora_dropout=float(dropout), init_lora_weights="gaussian",
                      target_modules=list(targets))
     denoiser.requires_grad_(False)

@@ -119,8 +119,9 @@ class AutoencoderSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AutoencoderSpec:
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()
-                      if k in names})
+        kwargs: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v)
+                                  for k, v in d.items() if k in names}  # JSON lists -> tuples
+        return cls(**kwargs)
 
 
 @dataclasses.dataclass

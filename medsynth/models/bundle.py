@@ -30,8 +30,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +42,14 @@ from medsynth.models.info import MODEL_INFO, ModelInfo, load_model_info, save_mo
 from medsynth.models.intensity import IntensityMapping
 from medsynth.models.prototypes import load_prototypes, save_prototypes
 from medsynth.models.text_encoder import TextEncoder, TextEncoderRef, null_text, pad_features
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers.training_utils import EMAModel
+
+    from medsynth.models.autoencoder import Autoencoder
+    from medsynth.models.ccella import TextClassHead
+    from medsynth.models.denoiser import Denoiser
 
 CLASS_HEAD_FILE = "class_head.safetensors"
 
@@ -52,20 +61,20 @@ class ModelBundle:
     folder: Path
     info: ModelInfo
     """The typed ``medsynth_model.json``."""
-    denoiser: Any
+    denoiser: Denoiser
     """The :class:`~medsynth.models.denoiser.Denoiser` in eval mode (EMA weights unless
     ``ema=False``)."""
     scheduler_config: dict[str, Any]
     """The training noise schedule; samplers are built from it (:func:`make_scheduler`)."""
-    prototypes: dict[int, Any]
+    prototypes: dict[int, torch.Tensor]
     """Class id -> prototype bank ``[K, D]``."""
     manifest: Manifest
     sha256: str
     """sha256 of the model's ``medsynth.json``: identifies the model in downstream manifests."""
-    device: Any = None
-    _encoder: Any = dataclasses.field(default=None, repr=False)
-    _autoencoder: Any = dataclasses.field(default=None, repr=False)
-    _text_head: Any = dataclasses.field(default=None, repr=False)
+    device: torch.device | str | None = None
+    _encoder: TextEncoder | None = dataclasses.field(default=None, repr=False)
+    _autoencoder: Autoencoder | None = dataclasses.field(default=None, repr=False)
+    _text_head: TextClassHead | None = dataclasses.field(default=None, repr=False)
 
     # --- the record, for short ----------------------------------------------------------------
     @property
@@ -170,7 +179,7 @@ class ModelBundle:
                                 hint=f"the model knows: {', '.join(self.classes)}")
         return self.classes.index(name)
 
-    def autoencoder(self) -> Any:
+    def autoencoder(self) -> Autoencoder:
         """A latent model's :class:`~medsynth.models.autoencoder.Autoencoder` (loaded once)."""
         from medsynth.models.autoencoder import load_autoencoder
 
@@ -183,22 +192,23 @@ class ModelBundle:
                                                  channels=self.channels)
         return self._autoencoder
 
-    def decode(self, z: Any, *, window: int | None = None) -> Any:
+    def decode(self, z: torch.Tensor, *, window: int | None = None) -> torch.Tensor:
         """Scaled latents -> images in [-1, 1] (the sampler's ``decode`` hook); ``window``: see
         :meth:`~medsynth.models.autoencoder.Autoencoder.decode` (None = by memory)."""
         return self.autoencoder().decode(z, window=window)
 
-    def encode(self, x: Any) -> Any:
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] -> what the sampler denoises (scaled latents; pixels unchanged)."""
         return self.autoencoder().encode(x) if self.latent else x
 
-    def decode_hook(self, window: int | None = None) -> Any:
+    def decode_hook(self, window: int | None = None
+                    ) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """The sampler's ``decode`` argument: None in pixel space."""
         if not self.latent:
             return None
         return lambda z: self.decode(z, window=window)
 
-    def text_class_head(self) -> Any:
+    def text_class_head(self) -> TextClassHead:
         """CCELLA mode: the head that predicts the class from the text (loaded once)."""
         from medsynth.models.ccella import load_text_head
 
@@ -206,13 +216,14 @@ class ModelBundle:
         if not f:
             raise MedsynthError(f"{self.folder}: not a CCELLA-mode model (no text class head)")
         if self._text_head is None:
-            self._text_head = load_text_head(self.folder / f)
+            head = load_text_head(self.folder / f)
             if self.device is not None:
-                self._text_head.to(self.device)
+                head.to(self.device)
+            self._text_head = head
         return self._text_head
 
-    def class_condition(self, class_ids: list[int], hidden: Any, mask: Any,
-                        source: list[str] | None = None) -> Any:
+    def class_condition(self, class_ids: list[int], hidden: torch.Tensor, mask: torch.Tensor,
+                        source: list[str] | None = None) -> list[int] | torch.Tensor:
         """The sampler's ``class_ids`` argument for a batch.
 
         Class-id models: the ids. CCELLA-mode models: float probabilities ``(B, n_classes)``,
@@ -233,11 +244,11 @@ class ModelBundle:
 
         return make_scheduler(name, self.scheduler_config, latent=self.latent)
 
-    def to_pixels(self, x: Any) -> np.ndarray:
+    def to_pixels(self, x: torch.Tensor) -> np.ndarray:
         """Model output in [-1, 1] ``(B, C, *spatial)`` -> pixels of the original dtype."""
         return self.intensity.to_pixels(x)
 
-    def from_pixels(self, arr: np.ndarray) -> Any:
+    def from_pixels(self, arr: np.ndarray) -> torch.Tensor:
         """Pixels -> float32 torch tensor in [-1, 1] (the mapping used in training)."""
         import torch
 
@@ -251,7 +262,8 @@ class ModelBundle:
         return self._encoder
 
     def encode_text(self, texts: list[str], classes: list[int] | None = None,
-                    prototype_strength: float | None = None) -> tuple[Any, Any]:
+                    prototype_strength: float | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-attention condition ``(hidden [B, L, D] float32, mask [B, L] long)`` for ``texts``.
 
         ``""`` is the null text. With ``classes`` the Prototype Condition Mechanism pulls each
@@ -290,8 +302,9 @@ def _require_weights(folder: Path) -> None:
                             hint="copy the whole model folder again (or train it again)")
 
 
-def load_bundle(path: str | os.PathLike[str], *, ema: bool = True, device: Any = None,
-                dtype: Any = None) -> ModelBundle:
+def load_bundle(path: str | os.PathLike[str], *, ema: bool = True,
+                device: torch.device | str | None = None,
+                dtype: torch.dtype | None = None) -> ModelBundle:
     """Load a model folder written by ``medsynth train`` or ``medsynth refine`` (module doc).
 
     ``ema`` picks the EMA weights (``unet/``) or the raw ones (``unet_raw/``, when the model has
@@ -324,9 +337,11 @@ def load_bundle(path: str | os.PathLike[str], *, ema: bool = True, device: Any =
                        device=device)
 
 
-def export_model(folder: str | os.PathLike[str], info: ModelInfo, *, denoiser: Any,
-                 noise_scheduler: Any, ema: Any = None, class_head: Any = None,
-                 prototypes: dict[int, Any] | None = None, text_class_head: Any = None,
+def export_model(folder: str | os.PathLike[str], info: ModelInfo, *, denoiser: Denoiser,
+                 noise_scheduler: Any, ema: EMAModel | None = None,
+                 class_head: torch.nn.Module | None = None,
+                 prototypes: dict[int, torch.Tensor] | None = None,
+                 text_class_head: TextClassHead | None = None,
                  autoencoder: str | os.PathLike[str] | None = None) -> None:
     """Write a model folder's files (all but the manifest, which the stage writes last).
 

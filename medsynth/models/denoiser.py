@@ -35,7 +35,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # torch at import time: only stage code imports this module, never `medsynth --help`.
 import torch.nn as nn
@@ -43,6 +43,9 @@ import torch.nn as nn
 from medsynth.artifacts import atomic_folder
 from medsynth.choices import DenoiserKind, values
 from medsynth.errors import MedsynthError
+
+if TYPE_CHECKING:
+    import torch
 
 DENOISER_KINDS = values(DenoiserKind)
 """Denoiser implementations; a recipe may also say ``auto`` (chosen from the data's dims)."""
@@ -128,8 +131,9 @@ class DenoiserSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DenoiserSpec:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()
-                      if k in known})
+        kwargs: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v)
+                                  for k, v in d.items() if k in known}  # JSON lists -> tuples
+        return cls(**kwargs)
 
 
 def plan_denoiser(requested: str, spatial_dims: int) -> str:
@@ -210,7 +214,7 @@ def load_denoiser(folder: str | os.PathLike[str]) -> Denoiser:
     return den.eval()
 
 
-def _class_embedding_takes_probabilities(emb: Any) -> None:
+def _class_embedding_takes_probabilities(emb: nn.Embedding) -> None:
     """Let an ``nn.Embedding`` also take class probabilities (same weights and keys)."""
     import torch.nn.functional as F
 
@@ -218,7 +222,7 @@ def _class_embedding_takes_probabilities(emb: Any) -> None:
         """Long ids -> rows; float ``(B, K)`` probabilities -> ``probs @ weight`` (K may omit
         the null row)."""
 
-        def forward(self, x: Any) -> Any:
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
             if x.is_floating_point():
                 if x.shape[-1] == self.num_embeddings - 1:
                     x = F.pad(x, (0, 1))
@@ -229,7 +233,7 @@ def _class_embedding_takes_probabilities(emb: Any) -> None:
         emb.__class__ = ClassEmbedding
 
 
-def _spatial_pool(f: Any) -> Any:
+def _spatial_pool(f: torch.Tensor) -> torch.Tensor:
     """``(B, C, *spatial)`` -> ``(B, C)``: the mean over every spatial axis."""
     import torch.nn.functional as F
 
@@ -250,15 +254,15 @@ class Denoiser(nn.Module):
     def __init__(self, net: Any) -> None:
         super().__init__()
         self.net = net
-        self._features: Any = None
+        self._features: torch.Tensor | None = None
         _class_embedding_takes_probabilities(self._class_embedding())
         self._mid_block().register_forward_hook(self._keep_features)
 
     # --- what each implementation tells ----------------------------------------------------
-    def _class_embedding(self) -> Any:
+    def _class_embedding(self) -> nn.Embedding:
         return self.net.class_embedding
 
-    def _mid_block(self) -> Any:
+    def _mid_block(self) -> nn.Module:
         raise NotImplementedError
 
     @property
@@ -280,17 +284,26 @@ class Denoiser(nn.Module):
         raise NotImplementedError
 
     # --- shared -----------------------------------------------------------------------------
-    def _keep_features(self, _module: Any, _inp: Any, out: Any) -> None:
+    def _keep_features(self, _module: nn.Module, _inp: Any,
+                       out: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
         self._features = out[0] if isinstance(out, tuple) else out
 
-    def pooled_features(self) -> Any:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, classes: torch.Tensor,
+                text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """The prediction (noise, v or velocity, as trained) for ``x`` at timestep(s) ``t``:
+        ``classes`` are long ids ``(B,)`` or probabilities ``(B, K)``, ``text`` ``(B, L, D)``
+        with its mask ``(B, L)``."""
+        raise NotImplementedError
+
+    def pooled_features(self) -> torch.Tensor:
         """Mid-block features of the last forward, averaged over space: ``(B, feature_dim)``."""
         if self._features is None:
             raise RuntimeError("pooled_features() needs a forward call first")
         return _spatial_pool(self._features)
 
     @property
-    def features(self) -> Any:
+    def features(self) -> torch.Tensor | None:
         """Raw mid-block output of the last forward ``(B, F, *spatial)``."""
         return self._features
 
@@ -301,7 +314,7 @@ class DiffusersDenoiser(Denoiser):
     kind = "diffusers"
     lora_target_modules = ("to_q", "to_k", "to_v", "to_out.0")
 
-    def _mid_block(self) -> Any:
+    def _mid_block(self) -> nn.Module:
         return self.net.mid_block
 
     @property
@@ -312,7 +325,9 @@ class DiffusersDenoiser(Denoiser):
     def feature_dim(self) -> int:
         return int(self.net.config.block_out_channels[-1])
 
-    def forward(self, x: Any, t: Any, classes: Any, text: Any = None, text_mask: Any = None) -> Any:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, classes: torch.Tensor,
+                text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
         return self.net(x, t, encoder_hidden_states=text, class_labels=classes,
                         encoder_attention_mask=text_mask).sample
 
@@ -341,7 +356,7 @@ class MonaiDenoiser(Denoiser):
             raise MedsynthError(f"denoiser: monai needs {e.name} (pip install {e.name})") from e
         return cls(DiffusionModelUNet(**kwargs), kwargs)
 
-    def _mid_block(self) -> Any:
+    def _mid_block(self) -> nn.Module:
         return self.net.middle_block
 
     @property
@@ -352,16 +367,18 @@ class MonaiDenoiser(Denoiser):
     def feature_dim(self) -> int:
         return int(self.kwargs["channels"][-1])
 
-    def forward(self, x: Any, t: Any, classes: Any, text: Any = None, text_mask: Any = None) -> Any:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, classes: torch.Tensor,
+                text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
         import torch
 
-        t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0:  # MONAI wants one timestep per sample
-            t = t.reshape(1).expand(x.shape[0])
+        ts = torch.as_tensor(t, device=x.device)
+        if ts.ndim == 0:  # MONAI wants one timestep per sample
+            ts = ts.reshape(1).expand(x.shape[0])
         for m in self._cross:
             m.key_mask = text_mask
         try:
-            return self.net(x, t, context=text, class_labels=classes)
+            return self.net(x, ts, context=text, class_labels=classes)
         finally:
             for m in self._cross:
                 m.key_mask = None
@@ -379,17 +396,20 @@ class MonaiDenoiser(Denoiser):
         atomic_folder(Path(folder), write)
 
 
-def _mask_cross_attention(net: Any) -> list[Any]:
-    """Give every cross-attention block of a MONAI UNet a key padding mask (set per call)."""
+def _mask_cross_attention(net: nn.Module) -> list[Any]:
+    """Give every cross-attention block of a MONAI UNet a key padding mask (set per call).
+
+    Returns the blocks, now of a ``MaskedCrossAttention`` class made here (monai is imported
+    lazily), hence typed ``Any``."""
     import torch
     from monai.networks.blocks import CrossAttentionBlock
 
     class MaskedCrossAttention(CrossAttentionBlock):
         """MONAI's cross-attention, with padded text tokens (``key_mask == 0``) left out."""
 
-        key_mask: Any = None
+        key_mask: torch.Tensor | None = None
 
-        def forward(self, x: Any, context: Any = None) -> Any:
+        def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
             mask = self.key_mask
             if mask is None or context is None:
                 return super().forward(x, context)
@@ -417,13 +437,13 @@ def _mask_cross_attention(net: Any) -> list[Any]:
     return found
 
 
-def build_class_head(spec: DenoiserSpec) -> Any:
+def build_class_head(spec: DenoiserSpec) -> nn.Module:
     """CCELLA's class-prediction head on :meth:`Denoiser.pooled_features`: MLP -> logits."""
     c = spec.block_out_channels[-1]
     return nn.Sequential(nn.Linear(c, c), nn.SiLU(), nn.Linear(c, spec.n_classes))
 
 
-def channels_last_format(spatial_dims: int) -> Any:
+def channels_last_format(spatial_dims: int) -> torch.memory_format:
     """The channels-last memory format for 4-D (2D) or 5-D (3D) tensors."""
     import torch
 

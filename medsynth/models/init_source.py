@@ -321,11 +321,14 @@ def prepare_maisi(src: InitSource, dest: Path) -> Path:
     parser = ConfigParser()
     try:
         parser.read_config(str(conf))
+        config = parser.config
+        if not isinstance(config, dict):
+            raise KeyError("no autoencoder_def entry")
         key = next((k for k in ("autoencoder_def", "autoencoder", "network_def")
-                    if k in parser.config), None)
+                    if k in config), None)
         if key is None:
             raise KeyError("no autoencoder_def entry")
-        raw = dict(parser.config[key])
+        raw = dict(config[key])
     except (KeyError, ValueError, OSError) as e:
         raise MedsynthError(f"{conf}: cannot read the autoencoder definition ({e})") from None
     target = str(raw.pop("_target_", ""))

@@ -81,7 +81,8 @@ class Objective:
 
     # --- one step's draws ---------------------------------------------------------------------
     @staticmethod
-    def cfg_dropout(b: int, g: Any, p_class: float, p_text: float) -> tuple[Any, Any]:
+    def cfg_dropout(b: int, g: torch.Generator, p_class: float, p_text: float
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Classifier-free-guidance dropout masks ``(B,)`` bool: class, then text."""
         import torch
 
@@ -89,7 +90,8 @@ class Objective:
         drop_t = torch.rand(b, generator=g) < p_text
         return drop_c, drop_t
 
-    def draw(self, shape: tuple[int, ...], g: Any) -> tuple[Any, Any]:
+    def draw(self, shape: tuple[int, ...], g: torch.Generator
+             ) -> tuple[torch.Tensor, torch.Tensor]:
         """(noise of ``shape``, timesteps ``(B,)``) from ``g``: integer DDPM steps in [0, T),
         or continuous rectified-flow times in (0, T] (T is pure noise)."""
         import torch

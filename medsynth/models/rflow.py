@@ -23,7 +23,10 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 RFLOW_CLASS = "RFlowScheduler"
 CONFIG_NAME = "scheduler_config.json"
@@ -52,6 +55,7 @@ class RectifiedFlowScheduler:
     init_noise_sigma = 1.0
 
     def __init__(self, config: dict[str, Any]) -> None:
+        import torch
         from monai.networks.schedulers import RFlowScheduler
 
         self.config = dict(config)
@@ -62,14 +66,14 @@ class RectifiedFlowScheduler:
             base_img_size_numel=int(config.get("base_img_size_numel", 32**3)),
             spatial_dim=int(config.get("spatial_dim", 3)))
         self.num_train_timesteps = int(config["num_train_timesteps"])
-        self.timesteps: Any = None
+        self.timesteps = torch.empty(0)  # set_timesteps fills it
         self._next: list[float] = []
 
     @classmethod
     def from_config(cls, config: dict[str, Any], **_ignored: Any) -> RectifiedFlowScheduler:
         return cls(config)
 
-    def set_timesteps(self, steps: int, device: Any = None) -> None:
+    def set_timesteps(self, steps: int, device: torch.device | str | None = None) -> None:
         """``steps`` Euler steps from T down to T/steps (then to 0)."""
         numel = self.config.get("base_img_size_numel")
         self.inner.set_timesteps(int(steps), device=device, input_img_size_numel=numel)
@@ -80,23 +84,25 @@ class RectifiedFlowScheduler:
     def set_begin_index(self, _index: int) -> None:
         """(diffusers API) nothing to do: the step finds its index from the timestep."""
 
-    def scale_model_input(self, x: Any, _t: Any) -> Any:
+    def scale_model_input(self, x: torch.Tensor, _t: torch.Tensor | float) -> torch.Tensor:
         return x
 
-    def add_noise(self, original: Any, noise: Any, timesteps: Any) -> Any:
+    def add_noise(self, original: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+                  ) -> torch.Tensor:
         """``(1 - t/T) x0 + (t/T) noise`` (MONAI)."""
         return self.inner.add_noise(original, noise, timesteps)
 
-    def velocity(self, x0: Any, noise: Any) -> Any:
+    def velocity(self, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The training target: ``x0 - noise``."""
         return x0 - noise
 
-    def step(self, model_output: Any, t: Any, sample: Any, return_dict: bool = False,
-             **_ignored: Any) -> tuple[Any]:
+    def step(self, model_output: torch.Tensor, t: torch.Tensor | float, sample: torch.Tensor,
+             return_dict: bool = False, **_ignored: Any) -> tuple[torch.Tensor]:
         """One Euler step ``x_t -> x_{t_next}``."""
         tf = float(t)
         i = min(range(len(self._next)), key=lambda j: abs(float(self.timesteps[j]) - tf))
-        prev, _x0 = self.inner.step(model_output, tf, sample, self._next[i])
+        # MONAI annotates the timesteps int; rectified-flow timesteps are continuous floats
+        prev, _x0 = self.inner.step(model_output, tf, sample, self._next[i])  # type: ignore[arg-type]
         return (prev,)
 
     def save_pretrained(self, folder: str | os.PathLike[str]) -> None:

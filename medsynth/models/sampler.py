@@ -40,10 +40,16 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medsynth.choices import Precision, Sampler, values
 from medsynth.errors import BadUsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from medsynth.models.denoiser import Denoiser
+
 
 SCHEDULERS = {
     "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
@@ -91,14 +97,14 @@ def make_scheduler(name: str, scheduler_config: dict[str, Any], *, latent: bool 
         return RectifiedFlowScheduler(dict(scheduler_config))
     cls_name, overrides = SCHEDULERS[name]
     cls = getattr(diffusers, cls_name)
-    kwargs = dict(overrides)
+    kwargs: dict[str, Any] = dict(overrides)
     if latent:
         accepted = inspect.signature(cls.__init__).parameters
         kwargs.update({k: False for k in ("clip_sample", "thresholding") if k in accepted})
     return cls.from_config(dict(scheduler_config), **kwargs)
 
 
-def default_device() -> Any:
+def default_device() -> torch.device:
     """CUDA when present, else the CPU."""
     import torch
 
@@ -127,7 +133,7 @@ def cpu_bf16_units() -> bool:
     return False
 
 
-def resolve_precision(requested: str, device: Any) -> str:
+def resolve_precision(requested: str, device: torch.device | str) -> str:
     """The precision a run uses: ``fp32``, ``bf16`` or (CUDA without bf16) ``fp16``."""
     if requested not in PRECISIONS:
         raise BadUsageError(f"--precision {requested!r}: choose from {', '.join(PRECISIONS)}")
@@ -145,7 +151,7 @@ def resolve_precision(requested: str, device: Any) -> str:
     return half if cuda else "fp32"
 
 
-def autocast_for(device: Any, precision: str | None = None
+def autocast_for(device: torch.device | str, precision: str | None = None
                  ) -> contextlib.AbstractContextManager[Any]:
     """Autocast for ``precision`` (:func:`resolve_precision`'s answer) on ``device``.
 
@@ -162,14 +168,15 @@ def autocast_for(device: Any, precision: str | None = None
     return torch.autocast("cuda" if kind == "cuda" else "cpu", dtype=dtype)
 
 
-def image_generators(seeds: Sequence[int]) -> list[Any]:
+def image_generators(seeds: Sequence[int]) -> list[torch.Generator]:
     """One CPU ``torch.Generator`` per image, seeded with the image's seed."""
     import torch
 
     return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
 
 
-def initial_noise(generators: list[Any], shape: tuple[int, ...], device: Any) -> Any:
+def initial_noise(generators: list[torch.Generator], shape: tuple[int, ...],
+                  device: torch.device | str) -> torch.Tensor:
     """Gaussian noise ``[B, *shape]``, image ``i`` drawn from ``generators[i]`` (on the CPU)."""
     import torch
 
@@ -177,7 +184,7 @@ def initial_noise(generators: list[Any], shape: tuple[int, ...], device: Any) ->
     return x.to(device)
 
 
-def _pad_to(h: Any, m: Any, length: int) -> tuple[Any, Any]:
+def _pad_to(h: torch.Tensor, m: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad features ``[B, L, D]`` and mask ``[B, L]`` with masked-out zeros to ``length``."""
     import torch.nn.functional as F
 
@@ -187,7 +194,8 @@ def _pad_to(h: Any, m: Any, length: int) -> tuple[Any, Any]:
     return F.pad(h, (0, 0, 0, extra)), F.pad(m, (0, extra))
 
 
-def _class_conditions(class_ids: Any, null_class: int, device: Any) -> tuple[Any, Any]:
+def _class_conditions(class_ids: torch.Tensor | Sequence[int], null_class: int,
+                      device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
     """(conditional, unconditional) class inputs: long ids, or float probabilities (one-hot null)."""
     import torch
 
@@ -213,26 +221,26 @@ def start_step(scheduler: Any, steps: int, strength: float) -> int:
 
 
 def denoise(
-    denoiser: Any,
+    denoiser: Denoiser,
     scheduler: Any,
     *,
-    class_ids: Any,
-    text_hidden: Any,
-    text_mask: Any,
+    class_ids: torch.Tensor | Sequence[int],
+    text_hidden: torch.Tensor,
+    text_mask: torch.Tensor,
     null_class: int,
-    null_hidden: Any,
-    null_mask: Any,
+    null_hidden: torch.Tensor,
+    null_mask: torch.Tensor,
     seeds: Sequence[int],
     sample_shape: tuple[int, ...],
     steps: int,
     guidance: float,
-    device: Any = None,
-    init: Any = None,
+    device: torch.device | str | None = None,
+    init: torch.Tensor | None = None,
     strength: float = 1.0,
-    decode: Callable[[Any], Any] | None = None,
-    callback: Callable[[int, Any], None] | None = None,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    callback: Callable[[int, torch.Tensor], None] | None = None,
     precision: str | None = None,
-) -> Any:
+) -> torch.Tensor:
     """Sample a batch with classifier-free guidance on class and text (see module doc).
 
     Args:

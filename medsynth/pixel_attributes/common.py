@@ -45,7 +45,7 @@ def mask_diameter(mask: np.ndarray, coords: tuple[np.ndarray, ...], voxel: float
 
 def row_spans(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: has pixels, first column, last column (-1 where empty)."""
-    has = mask.any(1)
+    has = np.asarray(mask.any(1))
     first = np.where(has, mask.argmax(1), -1)
     last = np.where(has, mask.shape[1] - 1 - mask[:, ::-1].argmax(1), -1)
     return has, first, last

@@ -184,9 +184,10 @@ def _contour(mask: np.ndarray, edge: np.ndarray | None = None) -> np.ndarray:
         z = ndi.gaussian_filter(np.pad(mask.astype(float), 2), 0.7)
         lines = contourpy.contour_generator(z=z).lines(0.5)
         offset = 2.0
-    if not lines:
+    segments = [np.asarray(line) for line in lines]  # LineType.Separate: one array per line
+    if not segments:
         return np.zeros((0, 2))
-    best = max(lines, key=len)
+    best = max(segments, key=len)
     return np.asarray(best, dtype=float) - offset
 
 

@@ -201,7 +201,7 @@ def autoencoder_phase(data: TrainData, cfg: TrainConfig, out: Path, mapping: Int
     times: dict[str, float] = {}
     reuse = bool(cfg.autoencoder) and not phase_done(out)
     state.wait_for_everyone()  # every rank has looked before the main one writes the folder
-    if reuse and main:
+    if reuse and main and cfg.autoencoder:
         src = find_autoencoder(cfg.autoencoder)
         from medsynth.artifacts import atomic_folder
 
@@ -211,7 +211,7 @@ def autoencoder_phase(data: TrainData, cfg: TrainConfig, out: Path, mapping: Int
     if phase_done(out):
         ae = load_autoencoder(folder, device=device)
         ae.check_data(data.channels, data.spatial_dims, where=str(folder))
-        metrics = dict(ae.record.metrics)
+        metrics: dict[str, Any] = dict(ae.record.metrics)
         if ae.record.fixed_scaling and "psnr_db" not in metrics:  # a pretrained VAE (--init)
             metrics = evaluate_reconstruction(ae, data.pixels, mapping, split="train")
             if metrics["psnr_db"] < PRETRAINED_PSNR_WARN:
@@ -232,7 +232,9 @@ def autoencoder_phase(data: TrainData, cfg: TrainConfig, out: Path, mapping: Int
         if device is not None:
             ae.to(device)
         t1 = time.perf_counter()
-        metrics: dict[str, Any] = {}
+        metrics = {}
+        # the latent recipe check attached them (train.loop: attach_eval_pixels)
+        assert trainer.eval_pixels is not None
         if main:  # the metrics go into the folder and the manifest, which only main writes
             metrics = evaluate_reconstruction(ae, trainer.eval_pixels, mapping,
                                               split=trainer.eval_split)
@@ -489,20 +491,22 @@ class _AETrainer:
                 self.opt_g.zero_grad(set_to_none=True)
                 adv_d = torch.zeros(())
                 if adv_on:
-                    self.opt_d.zero_grad(set_to_none=True)
+                    disc, opt_d, sched_d = self.disc, self.opt_d, self.sched_d
+                    assert disc is not None and opt_d is not None and sched_d is not None
+                    opt_d.zero_grad(set_to_none=True)
                     with acc.autocast():
-                        fake = self.adv_loss(self.disc(recon.detach().float())[-1],
+                        fake = self.adv_loss(disc(recon.detach().float())[-1],
                                              target_is_real=False, for_discriminator=True)
-                        real = self.adv_loss(self.disc(x)[-1], target_is_real=True,
+                        real = self.adv_loss(disc(x)[-1], target_is_real=True,
                                              for_discriminator=True)
                         adv_d = 0.5 * (fake + real)
                     if self.scaler_d is not None:  # fp16: its own scaler, updated once a step
                         self.scaler_d.scale(adv_d).backward()
                     else:
                         acc.backward(adv_d)
-                    self.opt_d.step()
-                    self.sched_d.step()
-                    self.opt_d.zero_grad(set_to_none=True)
+                    opt_d.step()
+                    sched_d.step()
+                    opt_d.zero_grad(set_to_none=True)
                 for name, v in (("loss", loss), ("l1", l1), ("kl", kl), ("adv_g", adv_g),
                                 ("adv_d", adv_d), ("perceptual", perc)):
                     win[name] += float(v.detach())

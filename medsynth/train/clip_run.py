@@ -26,7 +26,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -59,6 +59,9 @@ from medsynth.models.clip import (
 from medsynth.models.text_encoder import TextEncoder, TextEncoderRef
 from medsynth.resume import require_same_settings
 from medsynth.train.clip_config import CLIP_RESUMABLE_CHANGES, ClipConfig
+
+if TYPE_CHECKING:
+    import torch
 
 CLIP_CONFIG = "clip_config.yaml"
 CLIP_LOG = "train_log.csv"
@@ -216,9 +219,10 @@ def _augment(x: Any, gen: Any, hflip: bool, vflip: bool, shift: float) -> Any:
         offs = torch.randint(0, 2 * p + 1, (b, nd), generator=gen)
         out = torch.empty_like(x)
         for i in range(b):
-            sl = tuple(slice(int(o), int(o) + int(s)) for o, s in zip(offs[i], x.shape[2:],
+            sl: tuple[slice, ...] = tuple(slice(int(o), int(o) + int(s)) for o, s in zip(offs[i], x.shape[2:],
                                                                     strict=True))
-            out[i] = pad[(i, slice(None), *sl)]
+            index: tuple[int | slice, ...] = (i, slice(None), *sl)
+            out[i] = pad[index]
         x = out
     return x
 
@@ -361,7 +365,8 @@ class _ClipTrainer:
         self.model = build_clip(self.spec).to(device)
         if not cfg.learn_temperature:
             self.model.logit_scale.requires_grad_(False)
-        decay, no_decay = [], []
+        decay: list[torch.nn.Parameter] = []
+        no_decay: list[torch.nn.Parameter] = []
         for name, p in self.model.named_parameters():
             if not p.requires_grad:
                 continue

@@ -421,7 +421,7 @@ def _finish(pixels: np.ndarray, meta: dict[str, Any], dataset: Any, cfg: TrainCo
                      modality=dataset.modality, dtype=str(pixels.dtype), hflip=h, vflip=v,
                      n_described=sum(1 for t in texts if t), source_size=tuple(first[1:]),
                      spacing=spacing, affine=affine,
-                     value_range=(float(lo), float(hi)) if lo is not None and n else None)
+                     value_range=(float(lo), float(hi)) if lo is not None and hi is not None and n else None)
 
 
 def attach_eval_pixels(dataset: Any, cfg: TrainConfig, data: TrainData, *,

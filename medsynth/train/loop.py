@@ -282,6 +282,7 @@ class _Trainer:
         self.spec = denoiser_spec(cfg, data, cross_attention_dim=self.text_ref.hidden_size,
                                   latent=(lat.channels, lat.shape) if lat is not None else None)
         self.memory_format = channels_last_format(self.spec.spatial_dims)
+        assert self.spec.shape is not None  # DenoiserSpec.__post_init__ fills it
         self.sample_shape = (self.spec.channels, *self.spec.shape)
         if self.prior is not None:  # pretrained weights (+ LoRA), classes remapped by name
             unet = self.prior.adapt(self.prior.build_denoiser(self.spec, data.classes,
@@ -315,7 +316,7 @@ class _Trainer:
             text_head = TextClassHead(self.text_ref.hidden_size, len(data.classes))
             params += list(text_head.parameters())
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                **({"fused": True} if cfg.fused_optimizer else {}))
+                                fused=True if cfg.fused_optimizer else None)  # None: torch's default
         lr_sched = get_scheduler("cosine" if cfg.lr_schedule == "cosine" else "constant_with_warmup",
                                  opt, num_warmup_steps=cfg.warmup_steps * acc.num_processes,
                                  num_training_steps=cfg.max_steps * acc.num_processes)
@@ -412,8 +413,9 @@ class _Trainer:
                 self._tb.add_scalar(f"train/{k}", float(row[k]), int(row["step"]))
 
     def _close_log(self) -> None:
-        if getattr(self, "_tb", None) is not None:
-            self._tb.close()
+        tb = getattr(self, "_tb", None)
+        if tb is not None:
+            tb.close()
 
     # --- the loop ----------------------------------------------------------------------------
     def _loop(self, start: int) -> int:

@@ -373,7 +373,8 @@ def save_lora_diffusers(den: Any, folder: Path, rank: int, alpha: float,
 
     state = get_peft_model_state_dict(den.net, adapter_name=ADAPTER_NAME)
     state = {k: v.detach().cpu().float().contiguous() for k, v in state.items()}
-    meta = LoraConfig(r=int(rank), lora_alpha=float(alpha), target_modules=targets).to_dict()
+    meta = LoraConfig(r=int(rank), lora_alpha=float(alpha),  # type: ignore[arg-type]  # as adapters.py
+                      target_modules=targets).to_dict()
     meta = {k: (sorted(v) if isinstance(v, set) else v) for k, v in meta.items()}
 
     def write(tmp: Path) -> None:

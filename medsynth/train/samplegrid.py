@@ -36,7 +36,7 @@ def grid_image(pixels: np.ndarray, row_labels: list[str], cols: int, *, low: flo
             i = r * cols + k
             if i >= n:
                 break
-            tile = Image.fromarray(np.moveaxis(disp[i], 0, -1)).resize((W, H), Image.NEAREST)
+            tile = Image.fromarray(np.moveaxis(disp[i], 0, -1)).resize((W, H), Image.Resampling.NEAREST)
             canvas.paste(tile, (label_w + k * (W + pad), r * (H + pad)))
     return canvas
 

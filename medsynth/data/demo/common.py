@@ -213,13 +213,10 @@ RenderFn = Callable[[str, int, int, int], tuple[np.ndarray, dict[str, Any]]]
 
 
 def _module(demo: str) -> Any:
-    if demo == "derm":
-        from medsynth.data.demo import derm as mod
-    elif demo == "prostate":
-        from medsynth.data.demo import prostate as mod
-    else:
-        from medsynth.data.demo import cxr as mod
-    return mod
+    import importlib
+
+    name = demo if demo in ("derm", "prostate") else "cxr"
+    return importlib.import_module(f"medsynth.data.demo.{name}")
 
 
 def _render_chunk(demo: str, root: str, size: int, seed: int,

@@ -250,12 +250,12 @@ def render_attributes(cls: str, a: dict[str, Any], rng: np.random.Generator,
         for _ in range(int(rng.integers(18, 26))):
             ang = math.atan2(rng.uniform(-0.9, 1.0), s * rng.uniform(0.2, 1.0))
             length = rng.uniform(0.08, 0.25)
-            pts = [(hx0, hy0)]
+            branch = [(hx0, hy0)]
             for _ in range(4):
                 ang += rng.normal(0, 0.25)
-                x0, y0_ = pts[-1]
-                pts.append((x0 + math.cos(ang) * length / 4, y0_ + math.sin(ang) * length / 4))
-            pts_a = np.array(pts)
+                x0, y0_ = branch[-1]
+                branch.append((x0 + math.cos(ang) * length / 4, y0_ + math.sin(ang) * length / 4))
+            pts_a = np.array(branch)
             w0 = rng.uniform(0.004, 0.007)
             for k in range(4):  # each segment thinner than the last
                 stamp_polyline(vessels, coords, pts_a[k:k + 2], max(w0 * (1 - 0.2 * k), 0.35 * px),

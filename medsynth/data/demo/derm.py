@@ -320,8 +320,8 @@ def render_attributes(cls: str, a: dict[str, Any], rng: np.random.Generator,
         vv = v + warp * smooth_noise(rng, n, 8)
         edges = _cell_edges(rng, uu, vv, period, 1.0 if atyp else 0.85)
         # F2 - F1 is about twice the distance to the wall: a line is about ``thick`` wide.
-        thick = period * (rng.uniform(0.28, 0.40) if atyp else rng.uniform(0.22, 0.30))
-        thick = thick * (1 + (0.35 if atyp else 0.15) * smooth_noise(rng, n, 6))
+        width = period * (rng.uniform(0.28, 0.40) if atyp else rng.uniform(0.22, 0.30))
+        thick = width * (1 + (0.35 if atyp else 0.15) * smooth_noise(rng, n, 6))
         line = smoothstep(thick + step, np.maximum(thick - step, 0), edges)
         fade = smoothstep(1.05, 0.75, q) if not atyp else (smooth_noise(rng, n, 5) > -0.7) * smoothstep(1.05, 0.8, q)
         fade = fade * np.clip(0.8 + 0.3 * smooth_noise(rng, n, 7), 0, 1)

@@ -168,7 +168,7 @@ def slice_datasets(
         rescale: the stored-value map of float32 volumes (required for them).
     """
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
     if array.ndim != 4 or array.shape[0] != 1:
         raise ValueError(f"DICOM volume writer needs (1, D, H, W) grayscale, got {array.shape}")
@@ -195,8 +195,8 @@ def slice_datasets(
         ds = Dataset()
         sop_uid = new_uid()
         ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = sop_class
-        ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+        ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
+        ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.file_meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         ds.file_meta.ImplementationVersionName = f"medsynth {__version__}"[:16]
