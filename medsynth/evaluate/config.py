@@ -89,7 +89,7 @@ class EvaluateConfig(Recipe):
     """Classifier batch size."""
     lr: Annotated[float, Field(gt=0, lt=1)] = 1e-3
     """Classifier learning rate (AdamW)."""
-    baselines: list[Baseline] = Field(default_factory=lambda: ["augment"])
+    baselines: list[Baseline] = Field(default_factory=lambda: list[Baseline](["augment"]))
     """Baseline arms besides real-only: ``augment`` (standard augmentation, same budget) and
     ``oracle`` (real + as many extra real images as synthetic ones; needs ``extra_real``, and is
     added whenever ``extra_real`` is given). ``[]`` or ``["none"]``: real-only alone."""

@@ -64,7 +64,7 @@ class GenerateConfig(Recipe):
     has a class named ``all``); ignored with ``prompts_csv``."""
     n: PosInt = 16
     """Images per requested class."""
-    formats: list[Format] = Field(default_factory=lambda: ["png"])
+    formats: list[Format] = Field(default_factory=lambda: list[Format](["png"]))
     """Output formats: any of png, dicom, nifti."""
     prompt: str | None = None
     """One explicit description for every image (instead of retrieval from the store)."""
@@ -130,7 +130,7 @@ class GenerateConfig(Recipe):
     init_pairing: InitPairing = "any"
     """Which source images a sample of class C may start from: ``any``, ``same`` (class C:
     variations) or ``other`` (every class but C: class translation, as MAGIC)."""
-    splits: list[Split] = Field(default_factory=lambda: ["train"])
+    splits: list[Split] = Field(default_factory=lambda: list[Split](["train"]))
     """Dataset splits the init images, the twin's real images and the balance counts come from."""
     strength: float | None = None
     """Share of the denoising schedule run from the init image, in (0, 1]; 1 = from noise.

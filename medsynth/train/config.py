@@ -378,9 +378,10 @@ class TrainConfig(Recipe):
     @classmethod
     def tiny(cls, **changes: Any) -> TrainConfig:
         """A seconds-long recipe for tests of later stages: tiny UNet, 2 steps."""
-        base = dict(block_out_channels=[8, 16], attention_levels=[False, True], norm_num_groups=4,
-                    attention_head_dim=8, max_steps=2, batch_size=4, warmup_steps=0,
-                    checkpoint_every=2, sample_every=0, sample_per_class=1, sample_steps=2,
-                    log_every=1, prototypes_per_class=4)
+        base: dict[str, Any] = dict(
+            block_out_channels=[8, 16], attention_levels=[False, True], norm_num_groups=4,
+            attention_head_dim=8, max_steps=2, batch_size=4, warmup_steps=0, checkpoint_every=2,
+            sample_every=0, sample_per_class=1, sample_steps=2, log_every=1,
+            prototypes_per_class=4)
         base.update(changes)
         return cls(**base)
