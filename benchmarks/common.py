@@ -51,7 +51,7 @@ def machine() -> dict[str, Any]:
 def record(name: str, results: dict[str, Any]) -> Path:
     """Write benchmarks/results/NAME.json with the machine and date, print it, return the path."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": name, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    payload = {"benchmark": name, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                "commit": git_rev(), "machine": machine(), "results": results}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")

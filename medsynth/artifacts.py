@@ -153,7 +153,7 @@ def clear_folder(folder: str | os.PathLike[str], *, remove: bool = False,
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 @dataclasses.dataclass
