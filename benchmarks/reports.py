@@ -52,8 +52,8 @@ def _run(*args: str) -> None:
 
 
 def _contexts(n: int, seed: int = 0) -> list[Any]:
-    from medsynth.reports import context_for
-    from tests.reports.test_writers import _cxr_attrs, _derm_attrs, _prostate_attrs
+    from medsynth.clinical_reports import context_for
+    from tests.clinical_reports.test_writers import _cxr_attrs, _derm_attrs, _prostate_attrs
 
     rng = random.Random(seed)
     out = []
@@ -76,7 +76,7 @@ def _free_port() -> int:
 def speed(workdir: Path) -> dict[str, Any]:
     import urllib.request
 
-    from medsynth.reports import ReportWriterConfig, TemplateWriter, make_writer
+    from medsynth.clinical_reports import ReportWriterConfig, TemplateWriter, make_writer
     from tests.describe.tiny_vlm import build_tiny_llava
 
     res: dict[str, Any] = {"load_avg_1m": round(os.getloadavg()[0], 2)}
@@ -139,8 +139,8 @@ def speed(workdir: Path) -> dict[str, Any]:
 def long_text() -> dict[str, Any]:
     import torch
 
+    from medsynth.clinical_reports import template_report
     from medsynth.models.text_encoder import TextEncoder, TextEncoderRef
-    from medsynth.reports import template_report
 
     rng = random.Random(0)
     pieces = [template_report(c).text.replace("\n\n", " ").replace("\n", " ")
@@ -191,8 +191,8 @@ def _report_set(root: Path, d: Path, kind: str, source: str) -> Path:
     import pandas as pd
 
     from medsynth.artifacts import atomic_write_bytes, input_ref, write_manifest
-    from medsynth.data.dataset import open_dataset
-    from medsynth.reports import context_for, template_report
+    from medsynth.clinical_reports import context_for, template_report
+    from medsynth.imaging.dataset import open_dataset
     from medsynth.store import open_store
     from medsynth.synthset import SAMPLE_COLUMNS
 
@@ -223,8 +223,8 @@ def consistency(workdir: Path, n_per_class: int, sizes: dict[str, int]) -> dict[
     against their measurement, per attribute, vs shuffled same-class reports. Sizes as in
     describe_agreement (derm 64 px, cxr 128 px: at 64 px the cxr measurer finds an opacity on
     about half of the normal radiographs, which would hide the reports behind its noise)."""
-    from medsynth.data.dataset import open_dataset
     from medsynth.evaluate.reports_check import reports_report
+    from medsynth.imaging.dataset import open_dataset
     from medsynth.synthset import open_synthetic
 
     res: dict[str, Any] = {"n_per_class": n_per_class, "sizes": sizes,
@@ -250,8 +250,8 @@ def consistency_generated(workdir: Path, steps: int, n_per_class: int,
                           per_class: int) -> dict[str, Any]:
     """The same check on generated images: demo -> describe -> train (derm-demo recipe cut to
     ``steps``) -> generate --report template -> evaluate's check."""
-    from medsynth.data.dataset import open_dataset
     from medsynth.evaluate.reports_check import reports_report
+    from medsynth.imaging.dataset import open_dataset
     from medsynth.synthset import open_synthetic
 
     res: dict[str, Any] = {"steps": steps, "size": 32, "threads": 1,

@@ -86,7 +86,7 @@ def reference_speed(ds: Path, store: Path) -> float:
     from PIL import Image
     from transformers import AutoModel, AutoTokenizer
 
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
     from medsynth.models.denoiser import DenoiserSpec, build_denoiser
     from medsynth.models.text_encoder import default_text_encoder_path
     from medsynth.store import open_store

@@ -67,7 +67,7 @@ def setting_data(w: Path, setting: str, k: int, test_per_class: int) -> Path:
     import numpy as np
     import pandas as pd
 
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
 
     out = w / f"s{setting}" / "data"
     if (out / "medsynth.json").exists():
@@ -144,7 +144,7 @@ def run_modality(mod: str, a: argparse.Namespace) -> dict[str, Any]:
     for setting in a.settings:
         k = a.k if a.quick else (10 if setting == "rare" else int(setting))
         data = setting_data(w, setting, k, a.test_per_class)
-        from medsynth.data.dataset import open_dataset
+        from medsynth.imaging.dataset import open_dataset
 
         classes = open_dataset(data).classes
         gen_classes = classes[-1:] if setting == "rare" else classes

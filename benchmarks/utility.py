@@ -127,7 +127,7 @@ def make_setting_data(w: Path, setting: str, test_per_class: int) -> Path:
     """Dataset folder of one setting: its train/val images and the common test set."""
     import numpy as np
 
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
 
     out = w / f"k{setting}" / "data"
     if (out / "medsynth.json").exists():
@@ -157,7 +157,7 @@ def write_subset(pool: Any, table: Any, out: Path, config: dict[str, Any]) -> Pa
     """A dataset folder ``out`` of ``table``'s rows of ``pool`` (images linked, not copied),
     with the pool's manifest facts and the pool as its input."""
     from medsynth.artifacts import input_ref
-    from medsynth.data.dataset import finish_dataset
+    from medsynth.imaging.dataset import finish_dataset
 
     if out.exists():
         shutil.rmtree(out)

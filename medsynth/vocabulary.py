@@ -1,6 +1,6 @@
 """Controlled vocabularies shared by the demo phantoms, the pixel measurers and the prompts.
 
-One definition each, so that what a phantom draws, what :mod:`medsynth.measure` detects and
+One definition each, so that what a phantom draws, what :mod:`medsynth.pixel_attributes` detects and
 what a describer may answer are the same words in the same (canonical) order. The built-in
 ``derm`` prompt template (``medsynth/describe/templates/derm.yaml``) lists the same values; a
 test keeps the two in step.

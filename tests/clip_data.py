@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from medsynth.artifacts import input_ref, write_manifest
-from medsynth.data.dataset import finish_dataset, open_dataset
-from medsynth.data.save import save_png
+from medsynth.imaging.dataset import finish_dataset, open_dataset
+from medsynth.imaging.save import save_png
 from medsynth.store import record_writer
 
 CLASSES = ["disc", "square"]
@@ -71,7 +71,7 @@ def make_clip_data(root: Path, n_per_class: int = 24, size: int = 16, seed: int 
 def make_clip_volumes(root: Path, n_per_class: int = 8, size: int = 12) -> tuple[Path, Path]:
     """A 3D dataset (NIfTI, one channel, MR): bright balls and cubes, small or large, with a
     store describing each. Returns (dataset, store)."""
-    from medsynth.data.save import save_nifti
+    from medsynth.imaging.save import save_nifti
 
     rng = np.random.default_rng(0)
     zz, yy, xx = np.mgrid[0:size, 0:size, 0:size]

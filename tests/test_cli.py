@@ -84,7 +84,7 @@ def test_os_errors_are_one_line_naming_the_path(tmp_path, monkeypatch) -> None: 
     monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
     # evaluate checks its inputs before making --out; a synthetic set is not the point here
     import medsynth.evaluate.inputs
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
 
     monkeypatch.setattr(medsynth.evaluate.inputs, "open_inputs",
                         lambda *a: (open_dataset(derm), [], []))

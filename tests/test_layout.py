@@ -11,15 +11,10 @@ import pytest
 import medsynth
 
 STAGES = ("data", "describe", "train", "generate", "evaluate", "judge", "refine")
-"""Stage packages (medsynth/<stage>/): each may import shared modules, never another stage."""
-SHARED_DATA_MODULES = ("dataset", "readers", "image", "dicom", "dicom_series", "nifti", "save",
-                       "storage", "transforms", "modality", "resample", "views", "duplicates")
-"""Modules of medsynth/data that are the shared readers and writers of images and dataset
-folders (everything else in medsynth/data is the ``data`` stage itself: cli, ingest, sources,
-info, demo, normalize, medmnist). ``resample`` (volume reorientation) and ``views`` (orthogonal
-slices in display orientation) are geometry helpers of volumes shared by data, describe and
-evaluate; ``duplicates`` (duplicate and split groups of a dataset table) is read by evaluate's
-leakage warning too."""
+"""Stage packages (medsynth/<stage>/): each may import shared modules, never another stage.
+Everything else under medsynth/ is shared: the layers beside the stages (``imaging``: image and
+dataset-folder I/O; ``judging``: criteria, judges, judged folders; ``mllm``, ``models``,
+``metrics``, ...) and top-level modules."""
 ROOT = Path(medsynth.__file__).resolve().parent
 
 
@@ -45,9 +40,7 @@ def _imported(tree: ast.AST, module: str) -> list[tuple[int, str]]:
 def stage_of(name: str) -> str | None:
     parts = name.split(".")
     if len(parts) < 2 or parts[0] != "medsynth" or parts[1] not in STAGES:
-        return None
-    if parts[1] == "data" and len(parts) > 2 and parts[2] in SHARED_DATA_MODULES:
-        return None  # the shared readers
+        return None  # a shared layer (imaging, judging, mllm, models, ...) or a top-level module
     return parts[1]
 
 
@@ -58,10 +51,9 @@ def cross_stage_imports(root: Path) -> list[str]:
         for path in sorted((root / stage).rglob("*.py")) if (root / stage).is_dir() else []:
             rel = path.relative_to(root.parent).with_suffix("")
             module = ".".join(rel.parts)
-            own = stage_of(module) or stage
             for line, name in _imported(ast.parse(path.read_text("utf-8")), module):
                 other = stage_of(name)
-                if other is not None and other != own:
+                if other is not None and other != stage:
                     bad.append(f"{path.relative_to(root.parent)}:{line} imports {name}")
     return bad
 
@@ -70,21 +62,44 @@ def test_stage_packages_do_not_import_each_other() -> None:
     assert cross_stage_imports(ROOT) == []
 
 
+def stage_imports_of_layers(root: Path) -> list[str]:
+    """'file:line imports module' for every import of a stage by a shared module (the top-level
+    ``cli.py``, which mounts the stages' commands, excepted)."""
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root.parent).with_suffix("")
+        if rel.parts[1] in STAGES or rel.parts[1:] in (("cli",), ("__main__",)):
+            continue
+        for line, name in _imported(ast.parse(path.read_text("utf-8")), ".".join(rel.parts)):
+            if stage_of(name) is not None:
+                bad.append(f"{path.relative_to(root.parent)}:{line} imports {name}")
+    return bad
+
+
+def test_shared_layers_do_not_import_stages() -> None:
+    assert stage_imports_of_layers(ROOT) == []
+
+
 def test_the_check_catches_cross_stage_imports(tmp_path: Path) -> None:
     pkg = tmp_path / "medsynth"
     for stage in ("describe", "judge", "data"):
         (pkg / stage).mkdir(parents=True)
     (pkg / "describe" / "ok.py").write_text(
-        "from medsynth.mllm import Engine\nfrom medsynth.data.dataset import open_dataset\n"
+        "from medsynth.mllm import Engine\nfrom medsynth.imaging.dataset import open_dataset\n"
         "from medsynth.describe.schema import Schema\nfrom . import prompts\n"
-        "from medsynth.data import readers\nfrom medsynth import artifacts\n")
+        "from medsynth.imaging import readers\nfrom medsynth import artifacts\n")
     (pkg / "judge" / "bad.py").write_text(
         "def f():\n    from medsynth.describe.run import run_describe\n"
         "import medsynth.evaluate.inputs\nfrom medsynth import refine\n"
         "from medsynth.data.demo import derm\nfrom ..generate import sampler\n")
-    (pkg / "data" / "readers.py").write_text("from medsynth.train import loop\n")
+    (pkg / "data" / "ingest.py").write_text("from medsynth.train import loop\n")
+    (pkg / "imaging").mkdir()
+    (pkg / "imaging" / "readers.py").write_text("from medsynth.data.ingest import ingest\n")
+    (pkg / "cli.py").write_text("from medsynth.data.cli import app\n")
+    assert stage_imports_of_layers(pkg) == [
+        "medsynth/imaging/readers.py:1 imports medsynth.data.ingest.ingest"]
     assert cross_stage_imports(pkg) == [
-        "medsynth/data/readers.py:1 imports medsynth.train.loop",
+        "medsynth/data/ingest.py:1 imports medsynth.train.loop",
         "medsynth/judge/bad.py:2 imports medsynth.describe.run.run_describe",
         "medsynth/judge/bad.py:3 imports medsynth.evaluate.inputs",
         "medsynth/judge/bad.py:4 imports medsynth.refine",
@@ -97,7 +112,7 @@ def test_derm_vocabulary_has_one_definition() -> None:
     from medsynth import vocabulary
     from medsynth.data.demo import derm as phantom
     from medsynth.describe.prompts import load_template
-    from medsynth.measure import derm as measurer
+    from medsynth.pixel_attributes import derm as measurer
 
     assert phantom.COLOR_VOCAB is measurer.COLOR_VOCAB is vocabulary.DERM_COLORS
     assert phantom.STRUCTURE_VOCAB is measurer.STRUCTURE_VOCAB is vocabulary.DERM_STRUCTURES

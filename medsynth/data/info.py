@@ -7,10 +7,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from medsynth.data import duplicates as dups
-from medsynth.data.dataset import META_COLUMNS
 from medsynth.data.sources import scan_source
 from medsynth.errors import MedsynthError
+from medsynth.imaging import duplicates as dups
+from medsynth.imaging.dataset import META_COLUMNS
 
 
 @dataclasses.dataclass
@@ -30,7 +30,7 @@ class SourceInfo:
     spacings: Counter[str] = dataclasses.field(default_factory=Counter)
     """Pixel/voxel spacing in mm (array axis order) -> n images, where known."""
     duplicates: dict[str, Any] = dataclasses.field(default_factory=dict)
-    """Exact/near duplicate groups (medsynth.data.duplicates.summarize)."""
+    """Exact/near duplicate groups (medsynth.imaging.duplicates.summarize)."""
     groups: dict[str, int] = dataclasses.field(default_factory=dict)
     """Split groups by level (patient, study, series, ...) -> number of groups."""
     group_leaks: dict[str, Any] | None = None
@@ -51,7 +51,7 @@ def source_info(path: str | Path, *, skip_bad: bool = False, progress: object | 
                       [c for c in src.items.columns
                        if c not in ("key", "class", "split", "image_id", *META_COLUMNS)])
     if src.kind == "dataset":
-        from medsynth.data.dataset import open_dataset
+        from medsynth.imaging.dataset import open_dataset
 
         outputs = open_dataset(path).manifest.outputs
         info.phantom = bool(outputs.get("phantom", False))

@@ -21,14 +21,14 @@ import numpy as np
 import pandas as pd
 
 from medsynth.artifacts import prepare_output_dir
-from medsynth.data.dataset import Dataset, assign_splits, finish_dataset, format_numbers
-from medsynth.data.image import Image
-from medsynth.data.modality import unit_kinds
-from medsynth.data.readers import read_image
-from medsynth.data.save import can_png, save_lossless
 from medsynth.data.sources import Source, scan_source
-from medsynth.data.transforms import fit_to_size, resample_affine, resample_spacing
 from medsynth.errors import BadUsageError, MedsynthError
+from medsynth.imaging.dataset import Dataset, assign_splits, finish_dataset, format_numbers
+from medsynth.imaging.image import Image
+from medsynth.imaging.modality import unit_kinds
+from medsynth.imaging.readers import read_image
+from medsynth.imaging.save import can_png, save_lossless
+from medsynth.imaging.transforms import fit_to_size, resample_affine, resample_spacing
 
 DTYPES = ("auto", "uint8", "uint16", "int16", "float32")
 _LIMITS = {"uint8": (0, 255), "uint16": (0, 65535), "int16": (-32768, 32767)}
@@ -92,7 +92,7 @@ class ImportConfig:
     overwrite: bool = False
     """Replace an existing dataset folder at ``out``."""
     dedup: bool = False
-    """Keep one image of each duplicate group (exact or near, medsynth/data/duplicates.py);
+    """Keep one image of each duplicate group (exact or near, medsynth/imaging/duplicates.py);
     with the source's own splits, the one in the earliest split (train, val, test)."""
     allow_duplicates: bool = False
     """Import duplicates that the source's own splits put in train (or val) and test, with a
@@ -295,7 +295,7 @@ def _import(cfg: ImportConfig, src: Source, out: Path, progress: object | None) 
         raise MedsynthError(f"{cfg.source}: no readable images")
     entries = _one_kind(cfg, entries, bad)
     if entries[0].dims == 3:
-        from medsynth.data.resample import check_one_geometry
+        from medsynth.imaging.resample import check_one_geometry
 
         check_one_geometry([(e.where, e.spacing, e.affine) for e in entries], cfg.source)
     dtype, note = decide_dtype(entries, cfg.dtype, cfg.source)
@@ -373,7 +373,7 @@ def _split_and_dedup(cfg: ImportConfig, entries: list[_Entry], out: Path, notes:
     """Duplicate groups, the grouped split (or the source's own, checked for duplicates in
     train and test), ``--dedup``; writes duplicates.csv. Returns the table of the images kept,
     those entries, and the manifest's ``duplicates`` and ``grouping`` sections."""
-    from medsynth.data import duplicates as dups
+    from medsynth.imaging import duplicates as dups
 
     table = pd.DataFrame([e.row for e in entries])
     groups, kinds, searched = dups.find_duplicates([e.pixel_hash for e in entries],
@@ -471,7 +471,7 @@ def _dup_note(dup: dict[str, Any], cfg: ImportConfig, given: bool) -> str:
 def _grouping(table: pd.DataFrame, given: bool, notes: list[str]) -> dict[str, Any]:
     """The manifest's ``grouping`` section: groups per level, and for a source's own split
     the groups in train/val and test (a note)."""
-    from medsynth.data.duplicates import leak_example
+    from medsynth.imaging.duplicates import leak_example
 
     col = table["split_group"].dropna().astype(str)
     levels = Counter(v.split(":", 1)[0] for v in col.unique())
@@ -494,7 +494,7 @@ def _grouping(table: pd.DataFrame, given: bool, notes: list[str]) -> dict[str, A
 def _orientations(entries: list[_Entry]) -> dict[str, int] | None:
     if entries[0].dims != 3:
         return None
-    from medsynth.data.resample import axcodes
+    from medsynth.imaging.resample import axcodes
 
     return dict(Counter(axcodes(e.affine) for e in entries if e.affine is not None))
 
@@ -505,11 +505,11 @@ def _geometry(cfg: ImportConfig, arr: np.ndarray, spacing: tuple[float, ...] | N
     """Reorient, resample, crop/pad or fit one image as the options ask; geometry follows."""
     dims = arr.ndim - 1
     if cfg.reorient and dims == 3 and affine is not None:
-        from medsynth.data.resample import reorient_ras
+        from medsynth.imaging.resample import reorient_ras
 
         arr, affine, spacing = reorient_ras(arr, affine, spacing)
     if cfg.spacing is not None or cfg.shape is not None:
-        from medsynth.data.resample import resample_geometry
+        from medsynth.imaging.resample import resample_geometry
 
         for name, v in (("--spacing", cfg.spacing), ("--shape", cfg.shape)):
             if v is not None and len(v) != dims:
@@ -543,7 +543,7 @@ def _write(cfg: ImportConfig, out: Path, img: Image, stem: str, cls: str, item: 
                                     window=cfg.ct_window)
     arr, spacing, affine = _geometry(cfg, arr, spacing, affine, where)
     written = save_lossless(arr, out / "images" / stem, affine=affine, spacing=spacing)
-    from medsynth.data.duplicates import pixel_hash, thumbnail
+    from medsynth.imaging.duplicates import pixel_hash, thumbnail
     row: dict[str, Any] = {"image_id": stem.replace("/", "__"), "path": str(written.relative_to(out)),
                            "class": cls, "split": item.get("split"),
                            "source": img.meta.get("source", str(item["key"]))
@@ -668,7 +668,7 @@ def _convert(e: _Entry, dtype: str, out: Path) -> None:
     if written != e.path:
         e.path.unlink(missing_ok=True)
     e.path, e.dtype = written, dtype
-    from medsynth.data.duplicates import pixel_hash
+    from medsynth.imaging.duplicates import pixel_hash
 
     e.pixel_hash = pixel_hash(arr)  # as stored: what data info and evaluate read back
     e.row["path"] = str(written.relative_to(out))

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from medsynth.artifacts import MANIFEST_NAME
-from medsynth.data.image import Image, to_channel_first
-from medsynth.data.readers import image_kind, read_image
 from medsynth.errors import MedsynthError
+from medsynth.imaging.image import Image, to_channel_first
+from medsynth.imaging.readers import image_kind, read_image
 
 UNLABELLED = "unlabelled"
 SPLITS = ("train", "val", "test")
@@ -79,7 +79,7 @@ def scan_folder(root: Path, voi: str = "auto", series: bool = False) -> Source:
 
 def _scan_series(root: Path, voi: str) -> Source:
     """One item per folder holding DICOM files (key: the folder); other image files as usual."""
-    from medsynth.data.dicom_series import read_dicom_series
+    from medsynth.imaging.dicom_series import read_dicom_series
 
     rows: list[dict[str, object]] = []
     seen: set[Path] = set()
@@ -176,7 +176,7 @@ def scan_npz(path: Path, classes: list[str] | None = None) -> Source:
 
 
 def scan_dataset(root: Path) -> Source:
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
 
     ds = open_dataset(root)
     items = ds.table.rename(columns={"path": "key"}).copy()

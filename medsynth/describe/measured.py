@@ -1,7 +1,7 @@
 """The offline default: a template's attributes measured from the pixels, no model at all.
 
 :class:`TemplateMeasurer` is the measurer of the engine's offline backend
-(:mod:`medsynth.mllm.measure`): it measures a request's image with :mod:`medsynth.measure` and
+(:mod:`medsynth.mllm.measure`): it measures a request's image with :mod:`medsynth.pixel_attributes` and
 answers in the template's schema, so the answer is validated like a model's. Records say what
 made them: backend ``attributes``, model ``medsynth.measure/<version>``. Only the derm and cxr
 templates have measurements behind them.
@@ -35,7 +35,7 @@ DEFAULT_FOV_MM = 20.0
 
 
 def to_schema(family: str, m: dict[str, Any]) -> dict[str, Any]:
-    """A :mod:`medsynth.measure` result as a template answer: the template's attributes (lists
+    """A :mod:`medsynth.pixel_attributes` result as a template answer: the template's attributes (lists
     for multi values) and the other measurements under :data:`MEASUREMENTS`."""
     out = dict(m)
     if family == "prostate":
@@ -70,10 +70,10 @@ def measure_array(family: str, array: np.ndarray, mm_per_px: float,
                   affine: np.ndarray | None = None) -> dict[str, Any]:
     """Measure one channel-first image (or volume, with its RAS affine) with the family's
     measurement function."""
-    from medsynth.measure import measure_cxr, measure_derm
+    from medsynth.pixel_attributes import measure_cxr, measure_derm
 
     if family == "prostate":
-        from medsynth.measure.prostate import measure_prostate
+        from medsynth.pixel_attributes.prostate import measure_prostate
 
         if array.ndim != 4:
             raise MedsynthError(f"the prostate measurements need a 3D volume, got {array.shape}")

@@ -38,10 +38,10 @@ from medsynth.artifacts import (
     read_manifest,
     write_manifest,
 )
-from medsynth.data.dataset import Dataset, open_dataset
 from medsynth.describe.config import DescribeConfig
 from medsynth.describe.prompts import Template, load_template, template_for_modality
 from medsynth.errors import MedsynthError
+from medsynth.imaging.dataset import Dataset, open_dataset
 from medsynth.mllm import (
     REASK_SEPARATOR,
     Backend,
@@ -149,7 +149,7 @@ def _request(template: Template, ds: Dataset, row: pd.Series, mm_per_px: float |
     if img.array.ndim == 4:
         # A volume: models see its orthogonal slices in display orientation; measurers get
         # the voxels and the affine (the context is never sent to a model).
-        from medsynth.data.views import orthogonal_strip
+        from medsynth.imaging.views import orthogonal_strip
 
         req.images = [orthogonal_strip(img.array, img.affine, tile=224)[None]]
         req.context["volume"] = img.array

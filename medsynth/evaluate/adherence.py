@@ -5,7 +5,7 @@ and the synthetic set says which description each image was conditioned on. The 
 attributes of a sample are the ground truth of the real image whose stored description was used
 (samples.csv ``description_source`` = ``store:<image_id>``); for free-text prompts, the few
 attributes that can be read from the text (colours, border, asymmetry, diameter; side, zone).
-The synthetic image is measured with :mod:`medsynth.measure` (the same pixel measurements the
+The synthetic image is measured with :mod:`medsynth.pixel_attributes` (the same pixel measurements the
 ``attributes`` describer uses) and compared field by field.
 
 Two references sit beside every figure: ``real`` (real test images measured against their own
@@ -105,7 +105,7 @@ def parse_text(kind: str, text: str) -> dict[str, Any]:
 
 
 def _measure(kind: str, array: np.ndarray, mm_per_px: float) -> dict[str, Any]:
-    from medsynth.measure import measure_cxr, measure_derm
+    from medsynth.pixel_attributes import measure_cxr, measure_derm
 
     return measure_derm(array, mm_per_px) if kind == "derm" else measure_cxr(array)
 
@@ -122,7 +122,7 @@ def _mean_fields(rows: list[dict[str, float]]) -> dict[str, float | None]:
 
 def adherence_report(real: Any, synth_sets: list[Any], *, seed: int = 0) -> dict[str, Any]:
     """Attribute adherence of every synthetic set, or a reason why it does not apply."""
-    from medsynth.data.readers import read_image
+    from medsynth.imaging.readers import read_image
     from medsynth.ui import track
 
     kind = kind_of(real.attribute_columns)
@@ -130,9 +130,9 @@ def adherence_report(real: Any, synth_sets: list[Any], *, seed: int = 0) -> dict
         return {"applies": False, "reason": f"{real.root}: no demo ground-truth attribute "
                 "columns (derm or cxr schema)"}
     try:
-        import medsynth.measure  # noqa: F401
+        import medsynth.pixel_attributes  # noqa: F401
     except ImportError as e:
-        return {"applies": False, "reason": f"medsynth.measure unavailable ({e})"}
+        return {"applies": False, "reason": f"medsynth.pixel_attributes unavailable ({e})"}
     rng = np.random.default_rng(seed)
     by_id = real.table.set_index("image_id", drop=False)
     first = real.load(real.table.iloc[0]).array

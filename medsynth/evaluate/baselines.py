@@ -144,7 +144,7 @@ def load_extra_real(path: Path, real: Any, size: int, classes: list[str]
     image whose decoded pixels equal a real test image. Returned warnings: classes it lacks,
     duplicates of real training images.
     """
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
     from medsynth.ui import track
 
     ds = open_dataset(path)

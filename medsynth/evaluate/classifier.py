@@ -97,7 +97,7 @@ def train_classifier(
     """Train a fresh classifier on ``(x, y)``; keep the weights with the lowest val loss.
 
     ``flips``: (horizontal, vertical) random flips allowed for the data's modality
-    (:func:`medsynth.data.modality.allowed_flips`). The loss is class-weighted cross-entropy (inverse class frequency of the training set), so a
+    (:func:`medsynth.imaging.modality.allowed_flips`). The loss is class-weighted cross-entropy (inverse class frequency of the training set), so a
     class that synthetic data over- or under-represents does not dominate. On CUDA the forward
     pass runs under bf16 autocast. ``augment`` (batch -> batch, e.g.
     :func:`medsynth.evaluate.baselines.augmenter`) is applied to every training batch after the

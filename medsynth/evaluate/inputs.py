@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from medsynth.artifacts import Manifest
-from medsynth.data.dataset import Dataset, open_dataset
-from medsynth.data.readers import read_image
 from medsynth.errors import MedsynthError
+from medsynth.imaging.dataset import Dataset, open_dataset
+from medsynth.imaging.readers import read_image
 from medsynth.metrics.images import measure_size, stack_images, to_unit
 from medsynth.synthset import IMAGE_COLUMNS, SAMPLES_CSV, SyntheticSet, open_synthetic
 
@@ -164,7 +164,7 @@ def check_real(real: Dataset) -> None:
 def split_leaks(real: Dataset) -> list[str]:
     """Warnings when labels.csv puts one duplicate group or one split group (patient, series,
     volume) in train/val and test: the benchmark then partly measures memory."""
-    from medsynth.data.duplicates import leak_example
+    from medsynth.imaging.duplicates import leak_example
 
     out = []
     for col, what in (("dup_group", "duplicate group(s) (the same or nearly the same image)"),

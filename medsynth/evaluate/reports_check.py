@@ -1,8 +1,8 @@
 """Report–image consistency: does each synthetic image show what its report says?
 
 For every synthetic image that ships a report (``samples.csv`` column ``report``), the
-attributes the report states are read back with :func:`medsynth.reports.parse_report` and
-compared with those measured on the image by :mod:`medsynth.measure` (derm and cxr, where the
+attributes the report states are read back with :func:`medsynth.clinical_reports.parse_report` and
+compared with those measured on the image by :mod:`medsynth.pixel_attributes` (derm and cxr, where the
 pixels can be measured), field by field: |error| for numbers, agreement for categories, Jaccard
 for sets. Reference: ``shuffled``, the same image's measurement against the report of a random
 other image of the same class (what the class alone explains). Reports and images are
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medsynth.clinical_reports import parse_report
 from medsynth.evaluate.adherence import CXR_FIELDS, DERM_FIELDS, compare
-from medsynth.reports import parse_report
 
 MAX_CHECKED = 300
 """At most this many images per set are measured."""
@@ -50,7 +50,7 @@ def _as_compare(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _measure(family: str, array: np.ndarray, mm_per_px: float) -> dict[str, Any]:
-    from medsynth.measure import measure_cxr, measure_derm
+    from medsynth.pixel_attributes import measure_cxr, measure_derm
 
     if family == "derm":
         return measure_derm(array, mm_per_px)
@@ -81,7 +81,7 @@ def _count(rows: list[dict[str, float]]) -> dict[str, int]:
 def reports_report(real: Any, synth_sets: list[Any], *, seed: int = 0
                    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(metrics, examples): consistency per set and field; examples for report.html."""
-    from medsynth.data.readers import read_image
+    from medsynth.imaging.readers import read_image
     from medsynth.ui import track
 
     rng = np.random.default_rng(seed)
@@ -147,7 +147,7 @@ def _thumb(array: np.ndarray, size: int = 128) -> str:
 
 
 def _examples(s: Any, table: pd.DataFrame, per_class: int = 2) -> list[dict[str, Any]]:
-    from medsynth.data.readers import read_image
+    from medsynth.imaging.readers import read_image
 
     out = []
     for cls, grp in table.groupby("class", sort=True):
@@ -165,7 +165,7 @@ def _examples(s: Any, table: pd.DataFrame, per_class: int = 2) -> list[dict[str,
 
 def reports_html(rep: dict[str, Any], examples: list[dict[str, Any]]) -> str:
     """The report.html section: consistency table and examples with their report text."""
-    from medsynth.evaluate.report import render_section
+    from medsynth.evaluate.html_report import render_section
     from medsynth.evaluate.report_context import reports_context
 
     return render_section(reports_context(rep, examples))

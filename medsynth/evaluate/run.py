@@ -120,7 +120,6 @@ def run_evaluate(cfg: EvaluateConfig) -> Manifest:
 def _run(cfg: EvaluateConfig) -> Manifest:
     import torch
 
-    from medsynth.data.modality import allowed_flips
     from medsynth.errors import BadUsageError
     from medsynth.evaluate.adherence import adherence_report
     from medsynth.evaluate.baselines import load_extra_real
@@ -128,9 +127,10 @@ def _run(cfg: EvaluateConfig) -> Manifest:
     from medsynth.evaluate.classifier import pick_device, predict_proba
     from medsynth.evaluate.features import FeatureExtractor
     from medsynth.evaluate.fidelity import fidelity_report
+    from medsynth.evaluate.html_report import print_summary, write_report
     from medsynth.evaluate.inputs import default_size, load_real, load_synthetic, open_inputs
     from medsynth.evaluate.privacy import privacy_report, privacy_warnings
-    from medsynth.evaluate.report import print_summary, write_report
+    from medsynth.imaging.modality import allowed_flips
     from medsynth.ui import console
 
     t0 = time.perf_counter()

@@ -43,7 +43,7 @@ def ras_array(array: np.ndarray, affine: np.ndarray | None) -> np.ndarray:
     anterior, i: left->right), by axis flips and permutations only."""
     if affine is None:
         return array
-    from medsynth.data.resample import reorient_ras
+    from medsynth.imaging.resample import reorient_ras
 
     return reorient_ras(array, np.asarray(affine, dtype=np.float64))[0]
 

@@ -36,10 +36,6 @@ from typing import Any
 import numpy as np
 
 from medsynth.artifacts import MANIFEST_NAME, input_ref, read_manifest
-from medsynth.data.dataset import Dataset, open_dataset
-from medsynth.data.image import Image
-from medsynth.data.readers import image_kind, read_image
-from medsynth.data.transforms import fit_to_size, resize_square
 from medsynth.errors import BadUsageError, MedsynthError
 from medsynth.generate.conditioning import (
     Request,
@@ -50,6 +46,10 @@ from medsynth.generate.conditioning import (
     requests_from_options,
 )
 from medsynth.generate.config import GenerateConfig
+from medsynth.imaging.dataset import Dataset, open_dataset
+from medsynth.imaging.image import Image
+from medsynth.imaging.readers import image_kind, read_image
+from medsynth.imaging.transforms import fit_to_size, resize_square
 
 ASSIGNMENT = ("per target class, the source images shuffled with a seed from (--seed, class) "
               "and cycled: sample k of the class starts from source k mod N")

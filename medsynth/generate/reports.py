@@ -1,6 +1,6 @@
 """generate's report step: one report per image, written by the configured writer.
 
-The writers live in the shared :mod:`medsynth.reports` (evaluate reads reports with the same
+The writers live in the shared :mod:`medsynth.clinical_reports` (evaluate reads reports with the same
 parser). This module only connects them to a run: which report style the model's images get,
 what each writer is told (class, the stored description's attributes or those its prompt
 states, the seed, optionally the image), and where the model's raw answers are kept
@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from medsynth.artifacts import JsonlAppender
-from medsynth.generate.conditioning import SampleSpec
-from medsynth.reports import (
+from medsynth.clinical_reports import (
     ReportResult,
     ReportWriterConfig,
     context_for,
     make_writer,
     report_family,
 )
+from medsynth.generate.conditioning import SampleSpec
 
 ANSWERS_FILE = "reports/llm_answers.jsonl"
 

@@ -43,7 +43,6 @@ from medsynth.artifacts import (
     read_jsonl,
     write_manifest,
 )
-from medsynth.data.storage import Rescale
 from medsynth.errors import BadUsageError, MedsynthError
 from medsynth.generate import oversample
 from medsynth.generate.conditioning import (
@@ -58,6 +57,7 @@ from medsynth.generate.conditioning import (
 from medsynth.generate.config import GenerateConfig
 from medsynth.generate.plans import ImagePlan
 from medsynth.generate.plans import prepare as prepare_image_plan
+from medsynth.imaging.storage import Rescale
 from medsynth.resume import require_same_settings
 from medsynth.synthset import SAMPLES_CSV, write_samples
 from medsynth.threads import device_name, torch_threads

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from medsynth.artifacts import atomic_write_bytes
-from medsynth.data.readers import read_image
 from medsynth.generate.plans import ImageSource
+from medsynth.imaging.readers import read_image
 from medsynth.metrics.features import INPUT_SIZE, FeatureExtractor
 from medsynth.metrics.images import measure_size, stack_images
 from medsynth.metrics.privacy import (

@@ -92,8 +92,8 @@ def run_cmd(
     none was judged; finished verdicts are kept either way.
     """
     from medsynth.errors import MedsynthError
-    from medsynth.judged import JudgeConfig, run_judge
-    from medsynth.judging import JudgeSettings
+    from medsynth.judging.judged import JudgeConfig, run_judge
+    from medsynth.judging.judges import JudgeSettings
     from medsynth.ui import console
     from medsynth.ui import out as stdout
 

@@ -34,8 +34,8 @@ from medsynth.artifacts import (
     write_manifest,
 )
 from medsynth.errors import BadUsageError, MedsynthError
-from medsynth.judged import open_judged
-from medsynth.judging import select
+from medsynth.judging.judged import open_judged
+from medsynth.judging.judges import select
 from medsynth.synthset import IMAGE_COLUMNS, SAMPLES_CSV, write_samples
 
 FILE_COLUMNS = (*IMAGE_COLUMNS, "report", "sr")

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from medsynth.judged import JudgedFolder, class_summary
-from medsynth.judging import VERDICTS_NAME
+from medsynth.judging.judged import JudgedFolder, class_summary
+from medsynth.judging.judges import VERDICTS_NAME
 
 BINS = 10
 """Histogram bins of the score (0-1)."""
@@ -61,7 +61,7 @@ def show_lines(j: JudgedFolder, n: int = 3, cls: str | None = None) -> list[tupl
 def print_show(path: str | Path, n: int = 3, cls: str | None = None) -> None:
     from rich.table import Table
 
-    from medsynth.judged import open_judged
+    from medsynth.judging.judged import open_judged
     from medsynth.ui import out as stdout
 
     j = open_judged(path)

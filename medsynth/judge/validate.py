@@ -67,7 +67,7 @@ def validate_judge(data: str | Path, *, backend: str = "real-features",
                    json_out: str | Path | None = None, extractor: Any = None
                    ) -> dict[str, Any]:
     """Score DATA's held-out ``split`` against every class with ``backend`` (see module)."""
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
     from medsynth.ui import track
 
     if split == "train":
@@ -92,7 +92,7 @@ def validate_judge(data: str | Path, *, backend: str = "real-features",
     info: dict[str, Any] = {"dataset": str(ds.root.resolve()), "split": split,
                             "backend": backend, "classes": classes}
     if backend == "real-features":
-        from medsynth.realjudge import RealFeatureJudge, RealReference, real_criteria
+        from medsynth.judging.realjudge import RealFeatureJudge, RealReference, real_criteria
 
         ref = RealReference.fit(ds.root, extractor=extractor, threshold_split=(
             None if split == "val" else "val"))
@@ -104,8 +104,8 @@ def validate_judge(data: str | Path, *, backend: str = "real-features",
                      "validity_reference": ref.reference,
                      "threshold": round(ref.threshold, 6), "model": judge.model})
     else:
-        from medsynth.criteria import load_criteria
-        from medsynth.judging import JudgeSettings, judge_arrays, make_judge
+        from medsynth.judging.criteria import load_criteria
+        from medsynth.judging.judges import JudgeSettings, judge_arrays, make_judge
 
         if not criteria:
             raise BadUsageError("--backend measure needs --criteria FILE (or derm, cxr)")

@@ -3,7 +3,7 @@
 It takes a *measurer*: a picklable callable ``measurer(request) -> dict`` that looks at the
 request's image (and ``request.context``) and returns the answer object, in the same schema a
 model would fill. The backend turns it into JSON text, so the engine validates it like any other
-answer. Each user supplies its own measurer (describe maps :mod:`medsynth.measure` results to a
+answer. Each user supplies its own measurer (describe maps :mod:`medsynth.pixel_attributes` results to a
 template's attributes; a judge maps them to criteria), so nothing here knows about derm or cxr.
 
 Measurements are deterministic and write no free text (``can_revise`` and ``writes_text`` are

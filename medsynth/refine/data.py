@@ -112,7 +112,7 @@ def read_synthetic(synth: Any, sample_ids: list[str], bundle: Any, *,
     """
     import torch
 
-    from medsynth.data.readers import read_image
+    from medsynth.imaging.readers import read_image
     from medsynth.ui import track
 
     rows = synth.table.set_index(synth.table["sample_id"].astype(str))
@@ -161,8 +161,8 @@ def load_real(bundle: Any, *, progress: bool = True) -> RealData:
     """The real images the model trained on (its dataset's training splits), at its shape."""
     import torch
 
-    from medsynth.data.dataset import open_dataset
-    from medsynth.data.transforms import resize_2d
+    from medsynth.imaging.dataset import open_dataset
+    from medsynth.imaging.transforms import resize_2d
     from medsynth.store import open_store
     from medsynth.ui import track
 

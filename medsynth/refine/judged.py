@@ -1,4 +1,4 @@
-"""A judged folder read for refine (through :mod:`medsynth.judged`), with its lineage checked.
+"""A judged folder read for refine (through :mod:`medsynth.judging.judged`), with its lineage checked.
 
 The shared reader checks the folder (criteria file unchanged since judging) and opens the set it
 judged (refusing a set that changed since). Refine adds: the judging must be finished, and the
@@ -27,7 +27,7 @@ class JudgedSet:
     """A judged synthetic set: the set, its scores, and how it was judged."""
 
     folder: Any
-    """The :class:`medsynth.judged.JudgedFolder`."""
+    """The :class:`medsynth.judging.judged.JudgedFolder`."""
     synth: SyntheticSet
     table: pd.DataFrame
     """One row per image with an ok record: samples.csv columns plus ``score``,
@@ -44,7 +44,7 @@ class JudgedSet:
     @property
     def criteria_file(self) -> Path:
         """The criteria file the judge used (copied verbatim into the folder)."""
-        from medsynth.judging import CRITERIA_NAME
+        from medsynth.judging.judges import CRITERIA_NAME
 
         return self.root / CRITERIA_NAME
 
@@ -58,8 +58,8 @@ class JudgedSet:
         return str(v) if v else None
 
     def judge_settings(self) -> Any:
-        """The :class:`medsynth.judging.JudgeSettings` this folder was judged with."""
-        from medsynth.judging import JudgeSettings
+        """The :class:`medsynth.judging.judges.JudgeSettings` this folder was judged with."""
+        from medsynth.judging.judges import JudgeSettings
 
         saved = dict(self.manifest.config.get("settings") or {"backend": self.backend})
         names = {f.name for f in dataclasses.fields(JudgeSettings)}
@@ -88,7 +88,7 @@ def open_judged(path: str | Path, *, model: str | Path | None = None) -> JudgedS
         MedsynthError: not a judged folder, judging unfinished, set missing or changed since it
             was judged, or images of another model.
     """
-    from medsynth.judged import open_judged as shared_open
+    from medsynth.judging.judged import open_judged as shared_open
 
     folder = shared_open(path)
     root = Path(folder.root)

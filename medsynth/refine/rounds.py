@@ -63,8 +63,8 @@ def sample_round(denoiser: Any, bundle: Any, *, model_dir: Path, model_sha256: s
     """
     import shutil
 
-    from medsynth.data.save import save_png
-    from medsynth.data.storage import Rescale
+    from medsynth.imaging.save import save_png
+    from medsynth.imaging.storage import Rescale
     from medsynth.models.sampler import denoise
     from medsynth.refine.data import encode_conditions
     from medsynth.store import class_dirname
@@ -134,12 +134,12 @@ def judge_round(synth: Path, out: Path, *, judged: Any,
     the same criteria file (the copy in the judged folder), judge settings and pixel size.
 
     ``judge_factory(criteria)`` builds the judge (tests, benchmarks); default: the shared
-    :func:`medsynth.judging.make_judge` from the saved settings. A finished folder is kept, an
+    :func:`medsynth.judging.judges.make_judge` from the saved settings. A finished folder is kept, an
     unfinished one is resumed.
     """
     from medsynth.artifacts import read_manifest
-    from medsynth.criteria import load_criteria
-    from medsynth.judged import JudgeConfig, run_judge
+    from medsynth.judging.criteria import load_criteria
+    from medsynth.judging.judged import JudgeConfig, run_judge
 
     if (out / MANIFEST_NAME).is_file() and \
             read_manifest(out).outputs.get("status") == "complete":

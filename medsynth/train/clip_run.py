@@ -42,8 +42,8 @@ from medsynth.artifacts import (
     prepare_output_dir,
     write_manifest,
 )
-from medsynth.data.modality import allowed_flips
 from medsynth.errors import BadUsageError, MedsynthError
+from medsynth.imaging.modality import allowed_flips
 from medsynth.models.clip import (
     CLIP_STAGE,
     ClipInfo,
@@ -292,7 +292,7 @@ def train_clip(dataset_path: str | Path, out: str | Path, *, cfg: ClipConfig,
     """
     import torch
 
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
     from medsynth.store import open_store
     from medsynth.train.launch import world_size
 

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from medsynth.data.modality import allowed_flips
 from medsynth.errors import MedsynthError
+from medsynth.imaging.modality import allowed_flips
 from medsynth.train.config import TrainConfig
 
 
@@ -104,7 +104,7 @@ class TrainData:
 
 def flips_for(modality: str, cfg: TrainConfig) -> tuple[bool, bool]:
     """(horizontal, vertical) flips for ``modality`` under the recipe's auto/yes/no (auto =
-    :func:`medsynth.data.modality.allowed_flips`)."""
+    :func:`medsynth.imaging.modality.allowed_flips`)."""
     auto_h, auto_v = allowed_flips(modality)
     h = auto_h if cfg.hflip == "auto" else cfg.hflip == "yes"
     v = auto_v if cfg.vflip == "auto" else cfg.vflip == "yes"
@@ -490,7 +490,7 @@ def _note_spacings(spacings: list[tuple[float, ...]], spacing: Any, n: int) -> N
 def _note_units(rows: Any, dataset: Any) -> None:
     """Warn when the training images mix kinds of values (CT HU, MR units, display values):
     a set that ``data import --dtype`` forced into one type."""
-    from medsynth.data.modality import unit_kinds
+    from medsynth.imaging.modality import unit_kinds
     from medsynth.ui import console
 
     col = rows["modality"] if "modality" in rows.columns else None

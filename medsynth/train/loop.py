@@ -89,7 +89,7 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
     exactly as a kill would leave the folder: checkpoints kept, no manifest;
     ``interrupt_after_ae`` does the same in the autoencoder phase.
     """
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
     from medsynth.store import open_store
 
     dataset = open_dataset(dataset_path)

@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth.cli import app
-from medsynth.data.dataset import open_dataset
 from medsynth.data.demo import cxr, derm
 from medsynth.data.demo.common import DemoConfig, image_rng, write_demo
-from medsynth.data.readers import read_image
 from medsynth.errors import MedsynthError
+from medsynth.imaging.dataset import open_dataset
+from medsynth.imaging.readers import read_image
 
 runner = CliRunner()
 

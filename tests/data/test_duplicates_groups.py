@@ -21,10 +21,10 @@ from PIL import Image as PILImage
 from typer.testing import CliRunner
 
 from medsynth.cli import app
-from medsynth.data.dataset import assign_splits
-from medsynth.data.duplicates import find_duplicates, pixel_hash, thumbnail
 from medsynth.data.ingest import ImportConfig, import_dataset
 from medsynth.errors import BadUsageError, MedsynthError
+from medsynth.imaging.dataset import assign_splits
+from medsynth.imaging.duplicates import find_duplicates, pixel_hash, thumbnail
 
 runner = CliRunner()
 

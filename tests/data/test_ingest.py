@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth.cli import app
-from medsynth.data.dataset import assign_splits, open_dataset
 from medsynth.data.ingest import ImportConfig, import_dataset
-from medsynth.data.transforms import resize_2d
 from medsynth.errors import MedsynthError
+from medsynth.imaging.dataset import assign_splits, open_dataset
+from medsynth.imaging.transforms import resize_2d
 
 runner = CliRunner()
 

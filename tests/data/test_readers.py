@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medsynth.data.readers import read_image
-from medsynth.data.save import nifti_bytes, png_bytes
 from medsynth.errors import MedsynthError
+from medsynth.imaging.readers import read_image
+from medsynth.imaging.save import nifti_bytes, png_bytes
 from tests.conftest import write_png
 
 

@@ -14,12 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth.cli import app
-from medsynth.data.dataset import finish_dataset, open_dataset
 from medsynth.data.ingest import ImportConfig, import_dataset
-from medsynth.data.readers import read_image
-from medsynth.data.save import save_nifti, save_png
-from medsynth.data.transforms import fit_to_size, resample_affine, resample_spacing
 from medsynth.errors import MedsynthError
+from medsynth.imaging.dataset import finish_dataset, open_dataset
+from medsynth.imaging.readers import read_image
+from medsynth.imaging.save import save_nifti, save_png
+from medsynth.imaging.transforms import fit_to_size, resample_affine, resample_spacing
 
 runner = CliRunner()
 

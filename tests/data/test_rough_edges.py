@@ -13,10 +13,10 @@ from PIL import Image as PILImage
 from typer.testing import CliRunner
 
 from medsynth.cli import app
-from medsynth.data.dataset import finish_dataset
 from medsynth.data.ingest import PARTIAL_MARKER, ImportConfig, import_dataset
-from medsynth.data.save import save_nifti, save_png
 from medsynth.errors import MedsynthError
+from medsynth.imaging.dataset import finish_dataset
+from medsynth.imaging.save import save_nifti, save_png
 
 runner = CliRunner()
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from medsynth.data.dataset import finish_dataset
-from medsynth.data.save import save_png
-from medsynth.measure.derm import COLOR_RGB
-from tests.measure.shapes import lesion
+from medsynth.imaging.dataset import finish_dataset
+from medsynth.imaging.save import save_png
+from medsynth.pixel_attributes.derm import COLOR_RGB
+from tests.pixel_attributes.shapes import lesion
 from tests.scripted_openai import VALID, Scripted, serve
 
 __all__ = ["VALID", "Scripted", "make_derm_dataset"]

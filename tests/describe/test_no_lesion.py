@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from medsynth.data.dataset import finish_dataset
-from medsynth.data.save import save_png
 from medsynth.describe.config import DescribeConfig
 from medsynth.describe.measured import DERM_LESION_ATTRIBUTES
 from medsynth.describe.run import run_describe
+from medsynth.imaging.dataset import finish_dataset
+from medsynth.imaging.save import save_png
 from medsynth.store import open_store
-from tests.measure.patches import MM_PER_PX, skin_patches, whole_lesions
+from tests.pixel_attributes.patches import MM_PER_PX, skin_patches, whole_lesions
 
 
 def test_skin_patches_are_no_lesion(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from medsynth.artifacts import atomic_write_bytes, input_ref, write_manifest
-from medsynth.data.dataset import assign_splits, finish_dataset, open_dataset
-from medsynth.data.save import save_png
+from medsynth.imaging.dataset import assign_splits, finish_dataset, open_dataset
+from medsynth.imaging.save import save_png
 from medsynth.synthset import SAMPLE_COLUMNS
 
 CLASSES = ["disc", "ring", "square"]

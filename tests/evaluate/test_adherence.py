@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medsynth.data.dataset import open_dataset
 from medsynth.evaluate.adherence import adherence_report, compare, kind_of, parse_text
 from medsynth.evaluate.inputs import open_synthetic
+from medsynth.imaging.dataset import open_dataset
 
 from .conftest import make_model, make_synthetic
 

@@ -92,9 +92,9 @@ def test_oracle_draws_as_many_extra_images_per_class() -> None:
 
 
 def test_extra_real_leakage_checks(tmp_path: Path, shapes: dict[str, Path]) -> None:
-    from medsynth.data.dataset import open_dataset
     from medsynth.errors import MedsynthError
     from medsynth.evaluate.baselines import load_extra_real
+    from medsynth.imaging.dataset import open_dataset
 
     from .conftest import make_dataset
 

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from medsynth.artifacts import atomic_write_bytes, input_ref, read_manifest, write_manifest
 from medsynth.cli import app
-from medsynth.data.dataset import open_dataset
-from medsynth.data.save import save_png
+from medsynth.imaging.dataset import open_dataset
+from medsynth.imaging.save import save_png
 from medsynth.synthset import SAMPLE_COLUMNS
 from medsynth.train.clip_config import ClipConfig
 from medsynth.train.clip_run import train_clip

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from medsynth.artifacts import read_manifest, write_manifest
-from medsynth.data.dataset import open_dataset
 from medsynth.errors import BadUsageError, MedsynthError
 from medsynth.evaluate.config import EvaluateConfig, parse_fraction
 from medsynth.evaluate.inputs import (
@@ -19,6 +18,7 @@ from medsynth.evaluate.inputs import (
     open_synthetic,
     to_unit,
 )
+from medsynth.imaging.dataset import open_dataset
 
 from .conftest import CLASSES, make_dataset, make_model, make_synthetic
 

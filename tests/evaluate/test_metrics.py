@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from medsynth.data.dataset import open_dataset
 from medsynth.evaluate.benchmark import classification_metrics, subsample
 from medsynth.evaluate.config import parse_fraction
 from medsynth.evaluate.fidelity import fid, kid, knn_precision_recall, msssim_diversity
 from medsynth.evaluate.inputs import load_real, load_synthetic, open_synthetic
 from medsynth.evaluate.privacy import privacy_report
+from medsynth.imaging.dataset import open_dataset
 
 
 def test_classification_metrics_match_sklearn() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from medsynth.artifacts import input_ref, now_iso, write_manifest
-from medsynth.data.dataset import open_dataset
+from medsynth.imaging.dataset import open_dataset
 from medsynth.store import DescriptionRecord, record_writer
 
 from .conftest import make_dataset

@@ -66,7 +66,7 @@ def test_evaluate_warns_on_shared_images_and_reports_no_reference(tmp_path) -> N
     from typer.testing import CliRunner
 
     from medsynth.cli import app
-    from medsynth.data.dataset import finish_dataset, open_dataset
+    from medsynth.imaging.dataset import finish_dataset, open_dataset
 
     from .conftest import make_dataset, make_model, make_synthetic
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from medsynth.artifacts import atomic_write_bytes, atomic_write_text, input_ref, write_manifest
 from medsynth.cli import app
-from medsynth.data.dataset import open_dataset
-from medsynth.reports import context_for, template_report
+from medsynth.clinical_reports import context_for, template_report
+from medsynth.imaging.dataset import open_dataset
 from medsynth.synthset import SAMPLE_COLUMNS, open_synthetic
 
 

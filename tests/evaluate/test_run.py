@@ -115,7 +115,7 @@ def test_leaking_set_is_refused_before_writing(tmp_path: Path, shapes: dict[str,
 
 
 def test_one_class_test_split_is_refused(tmp_path: Path, shapes: dict[str, Path]) -> None:
-    from medsynth.data.dataset import finish_dataset, open_dataset
+    from medsynth.imaging.dataset import finish_dataset, open_dataset
 
     from .conftest import make_dataset
 

@@ -19,9 +19,9 @@ import pytest
 from medsynth.artifacts import input_ref, write_manifest
 from medsynth.data.demo import prostate
 from medsynth.data.demo.common import DemoConfig, write_demo
-from medsynth.data.save import save_nifti
 from medsynth.evaluate.config import EvaluateConfig
 from medsynth.evaluate.run import run_evaluate
+from medsynth.imaging.save import save_nifti
 from medsynth.synthset import write_samples
 from tests.evaluate.conftest import make_model
 
@@ -37,7 +37,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _synthetic(root: Path, real: Path, model: Path, mode: str, n_per_class: int = 4) -> Path:
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
 
     ds = open_dataset(real)
     rows = []
@@ -146,7 +146,7 @@ def test_two_fids_of_volumes_are_labelled_in_console_and_report(report, monkeypa
     from rich.console import Console
 
     from medsynth import ui
-    from medsynth.evaluate.report import print_summary
+    from medsynth.evaluate.html_report import print_summary
     from medsynth.evaluate.volumes import CONCAT_FID
 
     out, m = report

@@ -23,8 +23,8 @@ DESCRIPTIONS = {
 
 
 def _dataset(root: Path, classes: list[str], channels: int, dtype: str, modality: str) -> Path:
-    from medsynth.data.dataset import finish_dataset
-    from medsynth.data.save import save_png
+    from medsynth.imaging.dataset import finish_dataset
+    from medsynth.imaging.save import save_png
     from medsynth.store import class_dirname
 
     rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medsynth.data.dataset import open_dataset
+from medsynth.imaging.dataset import open_dataset
 from tests.generate.test_plans import make_dataset
 from tests.generate.test_run import generate, read_png
 

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medsynth.data.image import Image
 from medsynth.errors import BadUsageError, MedsynthError
 from medsynth.generate.conditioning import plan_samples, requests_from_options
 from medsynth.generate.config import GenerateConfig
@@ -21,14 +20,15 @@ from medsynth.generate.plans import (
     to_model_space,
     twin_specs,
 )
+from medsynth.imaging.image import Image
 
 
 def make_dataset(root: Path, counts: dict[str, dict[str, int]], *, channels: int = 1,
                  dtype: str = "uint16", size: int | tuple[int, int] = 16, hi: int = 4095,
                  seed: int = 0) -> Path:
     """A dataset folder: ``counts[class][split]`` random images of the given kind."""
-    from medsynth.data.dataset import finish_dataset
-    from medsynth.data.save import save_png
+    from medsynth.imaging.dataset import finish_dataset
+    from medsynth.imaging.save import save_png
 
     rng = np.random.default_rng(seed)
     h, w = (size, size) if isinstance(size, int) else size
@@ -109,7 +109,7 @@ def test_sources_need_images_of_the_split(tmp_path: Path) -> None:
         open_source(ds, ["train"], option="--twin", need_dataset=True)
     folder = tmp_path / "folder"
     (folder / "normal").mkdir(parents=True)
-    from medsynth.data.save import save_png
+    from medsynth.imaging.save import save_png
 
     save_png(np.zeros((1, 16, 16), np.uint16), folder / "normal" / "a.png")
     with pytest.raises(MedsynthError, match="not a medsynth dataset.*--twin needs a dataset"):
@@ -132,7 +132,7 @@ def _bundle(**kw: object) -> types.SimpleNamespace:
 
 
 def test_fit_image_follows_the_training_rules() -> None:
-    from medsynth.data.transforms import fit_to_size, resize_square
+    from medsynth.imaging.transforms import fit_to_size, resize_square
 
     b = _bundle()
     rng = np.random.default_rng(0)
@@ -160,7 +160,7 @@ def test_fit_image_follows_the_training_rules() -> None:
 
 
 def test_square_resize_is_the_train_stage_rule() -> None:
-    from medsynth.data.transforms import resize_square
+    from medsynth.imaging.transforms import resize_square
     from medsynth.train.data import _resize
 
     rng = np.random.default_rng(1)

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth.cli import app
-from medsynth.reports import normalize, parse_report
+from medsynth.clinical_reports import normalize, parse_report
 from medsynth.store import open_store
 from tests.generate.test_writers import assert_valid_dicom
 from tests.scripted_openai import Scripted, serve

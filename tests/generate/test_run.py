@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth.cli import app
-from medsynth.reports import parse_report, parse_sections
+from medsynth.clinical_reports import parse_report, parse_sections
 from tests.generate.test_writers import assert_valid_dicom
 
 runner = CliRunner()

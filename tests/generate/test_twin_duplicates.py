@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medsynth.data.dataset import finish_dataset
-from medsynth.data.save import save_png
+from medsynth.imaging.dataset import finish_dataset
+from medsynth.imaging.save import save_png
 from tests.generate.test_run import generate
 
 

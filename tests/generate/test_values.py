@@ -19,12 +19,12 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth.cli import app
-from medsynth.data.readers import read_image
-from medsynth.data.storage import PNG_TEXT_KEY, Rescale
 from medsynth.errors import MedsynthError
 from medsynth.generate.writers.dicom import DicomRunInfo, write_dicom
 from medsynth.generate.writers.nifti import write_nifti
 from medsynth.generate.writers.png import write_png
+from medsynth.imaging.readers import read_image
+from medsynth.imaging.storage import PNG_TEXT_KEY, Rescale
 from tests.generate.test_writers import assert_valid_dicom
 
 runner = CliRunner()

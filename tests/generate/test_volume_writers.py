@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medsynth.data.readers import read_image
-from medsynth.data.storage import Rescale
 from medsynth.errors import MedsynthError
 from medsynth.generate.writers.dicom import SYNTHETIC_PATIENT_NAME, DicomRunInfo
 from medsynth.generate.writers.dicom_volume import (
@@ -21,6 +19,8 @@ from medsynth.generate.writers.dicom_volume import (
     write_dicom_series,
 )
 from medsynth.generate.writers.nifti import write_nifti
+from medsynth.imaging.readers import read_image
+from medsynth.imaging.storage import Rescale
 from tests.generate.test_writers import assert_valid_dicom, dciodvfy
 
 SHAPE = (5, 7, 9)  # (D, H, W): every axis a different length

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from medsynth.artifacts import input_ref, write_manifest
-from medsynth.data.save import save_png
+from medsynth.imaging.save import save_png
 from medsynth.synthset import write_samples
 
 DERM_SIZE = 64
@@ -38,7 +38,7 @@ def make_phantom_set(root: Path, demo: str, n_per_class: int = 2, *, classes=Non
                               workers=1))
     model = root / "model"
     if not (model / "medsynth.json").is_file():
-        from medsynth.data.dataset import open_dataset
+        from medsynth.imaging.dataset import open_dataset
 
         model.mkdir(exist_ok=True)
         write_manifest(model, "train", config={"train_splits": ["train"],

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from medsynth.criteria import (
+from medsynth.errors import MedsynthError
+from medsynth.judging.criteria import (
     BUILTIN,
     MeasureRule,
     builtin_path,
@@ -16,7 +17,6 @@ from medsynth.criteria import (
     rule_verdict,
     weighted_score,
 )
-from medsynth.errors import MedsynthError
 
 GOOD = """
 name: t

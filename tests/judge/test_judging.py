@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from medsynth.artifacts import read_jsonl, read_manifest, walk_lineage
-from medsynth.criteria import load_criteria
 from medsynth.errors import MedsynthError
-from medsynth.judged import JudgeConfig, open_judged, run_judge
-from medsynth.judging import (
+from medsynth.judging.criteria import load_criteria
+from medsynth.judging.judged import JudgeConfig, open_judged, run_judge
+from medsynth.judging.judges import (
     JudgeSettings,
     judge_arrays,
     make_judge,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from medsynth.artifacts import read_jsonl, read_manifest
-from medsynth.criteria import load_criteria
-from medsynth.judged import JudgeConfig, run_judge
-from medsynth.judging import JudgeSettings, YesNoJudge, judge_arrays, yes_no_question
+from medsynth.judging.criteria import load_criteria
+from medsynth.judging.judged import JudgeConfig, run_judge
+from medsynth.judging.judges import JudgeSettings, YesNoJudge, judge_arrays, yes_no_question
 from medsynth.mllm.local import TransformersBackend
 from tests.describe.test_vlm import served  # noqa: F401 - the `transformers serve` fixture
 from tests.judge.conftest import make_phantom_set, phantom

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from medsynth.artifacts import read_jsonl, read_manifest
-from medsynth.criteria import load_criteria
-from medsynth.judged import JudgeConfig, run_judge
-from medsynth.judging import JudgeSettings
+from medsynth.judging.criteria import load_criteria
+from medsynth.judging.judged import JudgeConfig, run_judge
+from medsynth.judging.judges import JudgeSettings
 from medsynth.mllm import BackendUnavailable
 from tests.judge.conftest import make_phantom_set
 from tests.scripted_openai import Scripted, serve

@@ -92,7 +92,7 @@ def test_validate_on_held_out_real_images(real: dict[str, Path], tmp_path: Path)
 def test_the_test_split_is_never_read_for_fitting(real: dict[str, Path], tmp_path: Path) -> None:
     import pandas as pd
 
-    from medsynth.realjudge import RealReference
+    from medsynth.judging.realjudge import RealReference
 
     data = tmp_path / "data"
     shutil.copytree(real["data"], data)
@@ -143,7 +143,7 @@ def test_measure_judge_warns_on_images_it_was_not_made_for(real: dict[str, Path]
                                                            tmp_path: Path) -> None:
     import yaml
 
-    from medsynth.criteria import builtin_path
+    from medsynth.judging.criteria import builtin_path
 
     crit = yaml.safe_load(builtin_path("derm").read_text())
     crit["classes"] = {c: crit["classes"][c] for c in CLASSES}
@@ -158,8 +158,8 @@ def test_measure_judge_warns_on_images_it_was_not_made_for(real: dict[str, Path]
 
 
 def test_measure_judge_on_its_own_phantoms_does_not_warn() -> None:
-    from medsynth.criteria import load_criteria
-    from medsynth.judged import invalid_notice
+    from medsynth.judging.criteria import load_criteria
+    from medsynth.judging.judged import invalid_notice
 
     crit = load_criteria("derm")
     assert crit.real_invalid_share is not None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medsynth.judged import run_judge
-from medsynth.judging import VERDICTS_NAME
+from medsynth.judging.judged import run_judge
+from medsynth.judging.judges import VERDICTS_NAME
 from tests.generate.test_text_safety import ODD
 from tests.judge.test_openai_judge import IDS, cfg, nevus_set, scripted  # noqa: F401 (fixtures)
 from tests.scripted_openai import Scripted

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from medsynth.data.dataset import open_dataset
+from medsynth.imaging.dataset import open_dataset
 from medsynth.models.intensity import IntensityMapping
 from medsynth.train.autoencoder import _AETrainer
 from medsynth.train.data import load_train_data

@@ -12,8 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from medsynth.cli import app
-from medsynth.data.readers import read_image
 from medsynth.errors import MedsynthError
+from medsynth.imaging.readers import read_image
 from medsynth.models.bundle import load_bundle
 from medsynth.models.sampler import denoise
 from medsynth.threads import torch_threads
@@ -101,7 +101,7 @@ def test_sliding_window_decode_matches_full_decode(model3d: Path,
     """Windowed decoding (MONAI sliding windows over the latent, gaussian blending) gives the
     whole-volume decode back within tolerance (GroupNorm statistics are per window), and a
     reconstruction as good."""
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
 
     b = load_bundle(model3d)
     ae = b.autoencoder()
@@ -165,7 +165,7 @@ def test_2d_latent_rflow_end_to_end(rflow2d: Path, tmp_path: Path) -> None:
 def _init_distance(out: Path, ds_path: Path) -> tuple[list[str], float]:
     """Mean absolute difference (in [0, 1] of the stored range) between each generated image and
     its recorded source image."""
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
 
     ds = open_dataset(ds_path)
     rows = {r.image_id: r for _, r in ds.table.iterrows()}
@@ -196,7 +196,7 @@ def test_image_prompts_on_latent_models(model3d: Path, prostate16: dict[str, Pat
         assert all(src) and (sources is None or src == sources)
         sources = src
     assert dist["0.1"] < dist["0.9"], dist
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
 
     b = load_bundle(rflow2d)
     ds = open_dataset(rgb16["ds"])

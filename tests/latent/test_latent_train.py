@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from medsynth.data.dataset import open_dataset
 from medsynth.errors import MedsynthError
+from medsynth.imaging.dataset import open_dataset
 from medsynth.models.autoencoder import load_autoencoder
 from medsynth.models.bundle import load_bundle
 from medsynth.models.intensity import IntensityMapping
@@ -155,7 +155,7 @@ def test_volumes_too_large_for_memory_say_what_to_lower(prostate16: dict[str, Pa
     assert "lower shape" in str(e.value.hint) and "9 training volumes of 16x16x16" in str(e.value)
     assert not (prostate16["root"] / "big").exists()
     # data_cache: auto (the default) puts such a set on disk (memory-mapped) and trains
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
 
     d = data_mod.load_train_data(open_dataset(prostate16["ds"]), tiny_latent(**TINY_3D),
                                  progress=False)

@@ -74,8 +74,8 @@ def test_evaluate_leakage_guard_follows_the_prior(parent: Path, rgb16: Path,
     from typer.testing import CliRunner
 
     from medsynth.cli import app
-    from medsynth.data.dataset import open_dataset
     from medsynth.evaluate.inputs import check_leakage
+    from medsynth.imaging.dataset import open_dataset
     from medsynth.synthset import open_synthetic
     from medsynth.train.loop import train
 

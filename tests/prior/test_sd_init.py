@@ -146,7 +146,7 @@ def test_hub_id_from_the_local_cache(tiny_sd: Path, tmp_path: Path,
 def test_clip_text_cut_at_77_is_warned_and_recorded(tiny_sd: Path, gray16: Path,
                                                      tmp_path: Path) -> None:
     from medsynth.artifacts import input_ref, now_iso, read_manifest, write_manifest
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
     from medsynth.store import DescriptionRecord, record_writer
     from medsynth.train.loop import train
 

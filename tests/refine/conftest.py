@@ -1,5 +1,5 @@
 """Tiny models, synthetic sets made by generate, and judged folders made by the shared
-judging core (:func:`medsynth.judged.run_judge`) with a fixture judge.
+judging core (:func:`medsynth.judging.judged.run_judge`) with a fixture judge.
 
 The fixture judge answers four criteria per image; how many are met comes from a score function
 (a real pixel measurement, the share of strongly red pixels, by default, or a score per image
@@ -52,7 +52,7 @@ class FixtureJudge:
         self.criteria, self.score, self.valid = criteria, score, valid
 
     def judge(self, items: Iterable) -> Iterator:
-        from medsynth.judging import JudgeOutcome, make_record
+        from medsynth.judging.judges import JudgeOutcome, make_record
 
         for item in items:
             image, _ = item.load()
@@ -134,8 +134,8 @@ def judge_factory(score: Score = red_share, valid: Callable[[str], bool] | None 
 def write_judged(synth: Path, out: Path, score: Score = red_share,
                  valid: Callable[[str], bool] | None = None) -> Path:
     """A judged folder of ``synth`` written by the shared core with the fixture judge."""
-    from medsynth.criteria import load_criteria
-    from medsynth.judged import JudgeConfig, run_judge
+    from medsynth.judging.criteria import load_criteria
+    from medsynth.judging.judged import JudgeConfig, run_judge
 
     crit_path = criteria_file(out.parent)
     summary = run_judge(JudgeConfig(synth=str(synth), criteria=str(crit_path), out=str(out)),

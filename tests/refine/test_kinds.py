@@ -95,7 +95,7 @@ def test_refine_each_kind_one_and_two_rounds(kind: str, method: str, kind_models
         gen = _generate(out, tmp_path / f"{name}-gen", n=1, seed=1)  # n per class
         assert len(list((gen / "png").rglob("*.png"))) == 2
     if kind == "latent2d":  # round 2 sampled through the decoder: images at the pixel size
-        from medsynth.data.readers import read_image
+        from medsynth.imaging.readers import read_image
 
         pngs = sorted((tmp_path / "two" / "rounds" / "2" / "synth" / "png").rglob("*.png"))
         assert pngs and read_image(pngs[0]).array.shape == (3, 16, 16)

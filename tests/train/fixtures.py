@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from medsynth.artifacts import input_ref, now_iso, write_manifest
-from medsynth.data.dataset import Dataset, finish_dataset
-from medsynth.data.save import save_png
+from medsynth.imaging.dataset import Dataset, finish_dataset
+from medsynth.imaging.save import save_png
 from medsynth.store import DescriptionRecord, record_writer
 
 COLORS = {"red": ["dark red", "crimson"], "blue": ["navy blue", "sky blue"]}

@@ -45,7 +45,7 @@ def test_training_beats_chance_on_a_separable_set(trained: Path,
     assert val["i2t_r1"] > 2 * val["i2t_r1_chance"]
     assert val["t2i_r1"] > 2 * val["t2i_r1_chance"]
     # And the untrained network (same seed, step 0) does not.
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
     from medsynth.store import open_store
     from medsynth.train.clip_run import pooled_text_features
 

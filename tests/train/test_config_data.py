@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medsynth.data.dataset import open_dataset
 from medsynth.errors import MedsynthError
+from medsynth.imaging.dataset import open_dataset
 from medsynth.store import open_store
 from medsynth.train.config import TrainConfig
 from medsynth.train.data import flips_for, load_train_data
@@ -71,7 +71,7 @@ def test_flips_follow_the_modality() -> None:
 
 
 def test_one_definition_of_the_flip_rules() -> None:
-    from medsynth.data.modality import allowed_flips
+    from medsynth.imaging.modality import allowed_flips
 
     for m in ("XC", "SM", "GM", "ES", "DX", "CR", "CT", "MR", "OT", "es"):
         assert flips_for(m, TrainConfig()) == allowed_flips(m)

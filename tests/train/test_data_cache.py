@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from medsynth.data.dataset import open_dataset
+from medsynth.imaging.dataset import open_dataset
 from medsynth.models.intensity import IntensityMapping
 from medsynth.train.config import TrainConfig
 from medsynth.train.data import batch_tensors, load_train_data, to_unit

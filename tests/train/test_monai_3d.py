@@ -123,7 +123,7 @@ def test_3d_batches_through_the_trainer(tiny: dict[str, Path]) -> None:
                            norm_num_groups=4, snr_gamma=5.0, class_loss_weight=0.5)
     # The 3D data path (volumes from a dataset folder) comes with the latent/3D issue; the
     # dataset here is only the artifact the model's manifest names as its input.
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
 
     run_trainer(open_dataset(tiny["ds"]), data, cfg, out, progress=False)
     with open(out / "train_log.csv", newline="") as f:

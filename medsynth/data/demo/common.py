@@ -228,7 +228,7 @@ def _render_chunk(demo: str, root: str, size: int, seed: int,
 
     2D images are PNG files; volumes are NIfTI files with the phantom's RAS affine.
     """
-    from medsynth.data.save import save_nifti, save_png
+    from medsynth.imaging.save import save_nifti, save_png
 
     mod = _module(demo)
     rows = []
@@ -267,7 +267,7 @@ def write_demo(cfg: DemoConfig) -> Any:
     import pandas as pd
 
     from medsynth.artifacts import prepare_output_dir
-    from medsynth.data.dataset import assign_splits, finish_dataset
+    from medsynth.imaging.dataset import assign_splits, finish_dataset
     from medsynth.ui import progress_bar
 
     mod = _module(cfg.demo)

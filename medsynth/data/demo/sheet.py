@@ -35,11 +35,11 @@ def contact_sheet(demo: str, per_class: int = 8, size: int | None = None, seed: 
 def volume_sheet(per_class: int = 3, size: int = 64, seed: int = 0, tile: int = 160) -> np.ndarray:
     """(H, W) uint8 grid of the prostate phantom: a row per class, ``per_class`` volumes each
     shown as axial | coronal | sagittal slices through the lesion (the gland's centre without
-    one), in radiological display orientation (:mod:`medsynth.data.views`). The window runs
+    one), in radiological display orientation (:mod:`medsynth.imaging.views`). The window runs
     from 0 to the 99th percentile of the central half of the volume (urine saturates, as on a
     T2 reading window)."""
     from medsynth.data.demo import prostate
-    from medsynth.data.views import grid, orthogonal_strip
+    from medsynth.imaging.views import grid, orthogonal_strip
 
     rows = []
     q = size // 4
@@ -63,7 +63,7 @@ def _pct(x: object) -> str:
 
 def summary_markdown(path: str | Path) -> str:
     """Per-class ground-truth distributions of a demo dataset as a Markdown table."""
-    from medsynth.data.dataset import open_dataset
+    from medsynth.imaging.dataset import open_dataset
 
     ds = open_dataset(path)
     t = ds.table

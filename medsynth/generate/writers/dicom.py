@@ -20,7 +20,7 @@ import numpy as np
 
 from medsynth import __version__
 from medsynth.artifacts import atomic_write_bytes
-from medsynth.data.storage import Rescale
+from medsynth.imaging.storage import Rescale
 
 # Modality codes the Secondary Capture object may carry in place of the generic "OT".
 _MODALITIES = {"CR", "DX", "MG", "CT", "MR", "US", "XC", "GM", "SM", "OP", "PT", "NM", "RG", "OT"}

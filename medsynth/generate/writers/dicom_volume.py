@@ -9,7 +9,7 @@ nibabel's voxel ``(i, j, k)`` reversed), converted to DICOM's LPS:
 - Image Position (Patient) of slice ``k``: ``A @ (0, 0, k, 1)``; Slice Thickness and Spacing
   Between Slices: the distance between neighbouring slice planes;
 - one Frame of Reference per volume; slices are numbered in voxel order (Instance Number
-  ``k + 1``), so :func:`medsynth.data.dicom_series.read_dicom_series` gives back the affine.
+  ``k + 1``), so :func:`medsynth.imaging.dicom_series.read_dicom_series` gives back the affine.
 
 Every object says that it is synthetic: Image Type ``DERIVED\\SECONDARY\\OTHER`` (CT:
 ``AXIAL``), Derivation Description, Burned In Annotation ``NO``, Patient Identity
@@ -34,7 +34,6 @@ import numpy as np
 
 from medsynth import __version__
 from medsynth.artifacts import atomic_write_bytes
-from medsynth.data.storage import Rescale
 from medsynth.errors import MedsynthError
 from medsynth.generate.writers.dicom import (
     DEIDENTIFICATION_METHOD,
@@ -45,6 +44,7 @@ from medsynth.generate.writers.dicom import (
     _lt,
     new_uid,
 )
+from medsynth.imaging.storage import Rescale
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"

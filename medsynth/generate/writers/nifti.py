@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsynth.data.save import save_nifti
+from medsynth.imaging.save import save_nifti
 
 
 def write_nifti(

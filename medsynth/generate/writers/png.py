@@ -1,7 +1,7 @@
 """PNG writer: 8-bit RGB, 8- or 16-bit grayscale, exactly as the training data was (lossless).
 
 Values PNG cannot hold (int16 CT Hounsfield units, float32) are stored as 16-bit values through
-a :class:`~medsynth.data.storage.Rescale` (``value = stored * slope + intercept``), written into
+a :class:`~medsynth.imaging.storage.Rescale` (``value = stored * slope + intercept``), written into
 the file as a ``medsynth-rescale`` text chunk and into the synthetic set's manifest; medsynth's
 reader applies it, so the values come back (HU exactly). See docs/intensities.md.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medsynth.data.save import can_png, save_png
-from medsynth.data.storage import Rescale
+from medsynth.imaging.save import can_png, save_png
+from medsynth.imaging.storage import Rescale
 
 
 def write_png(array: np.ndarray, path: str | Path, rescale: Rescale | None = None) -> Path:

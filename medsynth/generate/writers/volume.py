@@ -10,7 +10,7 @@ The one entry point for the generate stage's 3D path::
 voxel-to-world affine of the training data's orientation and spacing (from the model), or
 None with ``spacing`` (D, H, W). :func:`relative_dicom_path` says where a sample's DICOM goes:
 a folder of slices (``series``) or one ``.dcm`` file (``enhanced``); medsynth's reader reads
-either back as the volume (:func:`medsynth.data.readers.read_image`).
+either back as the volume (:func:`medsynth.imaging.readers.read_image`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from medsynth.data.storage import Rescale
 from medsynth.generate.writers.dicom_volume import (
     DICOM_VOLUME_LAYOUTS,
     volume_affine,
@@ -29,6 +28,7 @@ from medsynth.generate.writers.dicom_volume import (
     write_dicom_series,
 )
 from medsynth.generate.writers.nifti import write_nifti
+from medsynth.imaging.storage import Rescale
 
 
 def relative_dicom_path(folder: str, sample_id: str, layout: str = "series") -> str:
