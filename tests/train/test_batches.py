@@ -108,3 +108,24 @@ def test_compiled_denoiser_trains_like_eager(tiny: dict[str, Path]) -> None:
     ua, ub = load_bundle(root / "eager").unet, load_bundle(root / "comp").unet
     for p, q in zip(ua.parameters(), ub.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+
+
+def test_packed_text_features_give_back_the_dense_rows() -> None:
+    """Right-padded, zero-padded features (medsynth's encoders) pack to their real tokens and
+    index back bitwise (tensor, list, int, slice, repeated rows); anything else stays dense."""
+    from medsynth.models.text_encoder import pad_features
+    from medsynth.train.text_cache import PackedTokens
+
+    g = torch.Generator().manual_seed(0)
+    hidden, mask = pad_features([torch.randn(n, 6, generator=g) for n in (1, 4, 2, 7, 3)])
+    p = PackedTokens.pack(hidden, mask)
+    assert isinstance(p, PackedTokens) and p.shape == tuple(hidden.shape) and len(p) == 5
+    assert p.data.shape == (17, 6)  # 17 real tokens instead of 5 x 7
+    idx = torch.tensor([3, 0, 3, 4, 1])
+    assert torch.equal(p[idx], hidden[idx]) and torch.equal(p[[2, 2]], hidden[[2, 2]])
+    assert torch.equal(p[3], hidden[3]) and torch.equal(p[:1], hidden[:1])
+    assert torch.equal(p.dense(), hidden)
+    clip = torch.randn(2, 5, 6, generator=g)  # CLIP: every position real, nothing to pack
+    assert torch.equal(PackedTokens.pack(clip, torch.ones(2, 5, dtype=torch.long))[[1]], clip[[1]])
+    left = mask.flip(1)  # not right-padded: kept dense
+    assert not isinstance(PackedTokens.pack(hidden.flip(1), left), PackedTokens)
