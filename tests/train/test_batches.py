@@ -77,7 +77,8 @@ def test_stream_draws_one_ahead_in_order_and_pins_gracefully() -> None:
     with pytest.raises(RuntimeError, match="drawn ahead"):  # an order change is a bug: loud
         s.get(3, 1)
     s.close()
-    assert drawn[:3] == keys[:3]
+    # in order; the one drawn ahead, (3, 0), may have been cancelled by close() before it ran
+    assert drawn[:2] == keys[:2] and drawn[2:] in ([], [keys[2]])
     off = BatchStream(draw, keys, torch.device("cpu"))
     drawn.clear()
     assert off.get(3, 1).y.tolist() == [1] and drawn == [(3, 1)]  # drawn when asked
