@@ -113,6 +113,45 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
+def atomic_folder(folder: str | os.PathLike[str], write: Any) -> None:
+    """``write(tmp)`` fills a temporary folder beside ``folder``, renamed over it when whole: the
+    folder variant of :func:`atomic_path` (a killed run never leaves half a folder)."""
+    import shutil
+
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.part")
+    old = folder.with_name(f".{folder.name}.old")
+    for p in (tmp, old):
+        if p.exists():
+            shutil.rmtree(p)
+    write(tmp)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def clear_folder(folder: str | os.PathLike[str], *, remove: bool = False,
+                 best_effort: bool = False) -> None:
+    """Delete what ``folder`` holds (and ``folder`` itself with ``remove``). ``best_effort``
+    (cleaning up after a failed run) passes over what cannot be deleted instead of raising."""
+    import shutil
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for child in folder.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=best_effort)
+        elif best_effort:
+            child.unlink(missing_ok=True)
+        else:
+            child.unlink()
+    if remove:
+        folder.rmdir()
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
@@ -212,13 +251,7 @@ def prepare_output_dir(
     """
     folder = check_output_dir(folder, stage, resume=resume, overwrite=overwrite)
     if folder.is_dir() and any(folder.iterdir()) and overwrite and not resume:
-        import shutil
-
-        for child in folder.iterdir():
-            if child.is_dir():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+        clear_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

@@ -97,6 +97,27 @@ def truncate_log(path: Path, fields: list[str], keep: Callable[[Mapping[str, str
     atomic_write_text(path, buf.getvalue())
 
 
+class CsvLog:
+    """A training loop's CSV log (train's denoiser, autoencoder and CLIP phases, refine): header
+    ``fields``; :meth:`start` keeps the rows a resumed run had logged up to its checkpoint,
+    :meth:`write` appends one row, closed at once, so a killed run loses no logged row.
+    ``enabled=False`` (a process that is not the main one) writes nothing."""
+
+    def __init__(self, path: Path, fields: list[str], *, enabled: bool = True,
+                 ignore_extra: bool = False) -> None:
+        self.path, self.fields, self.enabled = Path(path), list(fields), enabled
+        self._extras = "ignore" if ignore_extra else "raise"
+
+    def start(self, keep: Callable[[Mapping[str, str]], bool]) -> None:
+        if self.enabled:
+            truncate_log(self.path, self.fields, keep)
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.fields, extrasaction=self._extras).writerow(row)
+
+
 def batch_indices(n: int, b: int, k: int, seed: int) -> Any:
     """Indices of (global micro-)batch ``k``: seeded epoch permutations, ``b`` distinct per
     batch (repeated when there are fewer than ``b`` items)."""

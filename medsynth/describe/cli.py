@@ -43,7 +43,7 @@ def run_cmd(
              "$MEDSYNTH_OPENAI_BASE_URL). The API key is read only from $MEDSYNTH_OPENAI_API_KEY "
              "or $OPENAI_API_KEY.")] = None,
     modality: Annotated[str, typer.Option(
-        help="Prompt template: derm | cxr | colon | mri | prostate | auto (from the dataset's modality; MR volumes: prostate).")] = "auto",
+        help="Prompt template: derm | cxr | colon | mri | prostate | ct | auto (from the dataset's modality; MR volumes of prostate classes: prostate, CT: ct).")] = "auto",
     template: Annotated[Path | None, typer.Option(
         help="Your own template YAML (format in docs/describe.md); overrides --modality.")] = None,
     split: Annotated[str | None, typer.Option(

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from medsynth.mllm.backend import BackendConfig
 
 BACKENDS = ("attributes", "openai", "transformers")
-MODALITIES = ("auto", "derm", "cxr", "colon", "mri", "prostate")
+MODALITIES = ("auto", "derm", "cxr", "colon", "mri", "prostate", "ct")
 SPLITS = ("all", "train", "val", "test")
 
 

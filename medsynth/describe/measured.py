@@ -3,8 +3,8 @@
 :class:`TemplateMeasurer` is the measurer of the engine's offline backend
 (:mod:`medsynth.mllm.measure`): it measures a request's image with :mod:`medsynth.pixel_attributes` and
 answers in the template's schema, so the answer is validated like a model's. Records say what
-made them: backend ``attributes``, model ``medsynth.measure/<version>``. Only the derm and cxr
-templates have measurements behind them.
+made them: backend ``attributes``, model ``medsynth.measure/<version>``. The derm, cxr, prostate
+and ct templates have measurements behind them (ct: :mod:`medsynth.describe.ct`).
 
 No whole lesion in a derm image (skin only, or a lesion cut by the image edge): every lesion
 attribute is ``not_visible`` (the template's text then says "No whole lesion found"), instead
@@ -22,7 +22,9 @@ from medsynth.describe.schema import MEASUREMENTS, UNSURE
 from medsynth.errors import MedsynthError
 from medsynth.mllm.request import Request
 
-MEASURABLE = ("derm", "cxr", "prostate")
+MEASURABLE = ("derm", "cxr", "prostate", "ct")
+VOLUME_FAMILIES = ("prostate", "ct")
+"""Families whose measurements read volumes (the others: 2D images only)."""
 PROSTATE_ATTRIBUTES = ("zone", "side", "level", "diameter_mm", "t2_hypointensity", "margin",
                        "extraprostatic_extension")
 """Prostate template attributes; the other measurements go under ``measurements``."""
@@ -38,6 +40,12 @@ def to_schema(family: str, m: dict[str, Any]) -> dict[str, Any]:
     """A :mod:`medsynth.pixel_attributes` result as a template answer: the template's attributes (lists
     for multi values) and the other measurements under :data:`MEASUREMENTS`."""
     out = dict(m)
+    if family == "ct":
+        from medsynth.describe.ct import CT_ATTRIBUTES
+
+        answer = {k: out.pop(k) for k in CT_ATTRIBUTES}
+        answer[MEASUREMENTS] = out
+        return answer
     if family == "prostate":
         for k, v in list(out.items()):
             if isinstance(v, float) and not np.isfinite(v):
@@ -72,6 +80,15 @@ def measure_array(family: str, array: np.ndarray, mm_per_px: float,
     measurement function."""
     from medsynth.pixel_attributes import measure_cxr, measure_derm
 
+    if family == "ct":
+        from medsynth.describe.ct import measure_ct
+
+        return measure_ct(array, affine, mm_per_px)
+    if array.ndim == 4 and family not in VOLUME_FAMILIES:
+        raise MedsynthError(f"the {family} measurements are made for 2D images, got a volume "
+                            f"{array.shape[1:]}",
+                            hint="pick the volume's own template (--modality ct or prostate), "
+                                 "or import it with --slices")
     if family == "prostate":
         from medsynth.pixel_attributes.prostate import measure_prostate
 
@@ -95,7 +112,7 @@ class TemplateMeasurer:
     """
 
     family: str
-    """``derm`` or ``cxr``: which measurements (the template's family)."""
+    """``derm``, ``cxr``, ``prostate`` or ``ct``: which measurements (the template's family)."""
 
     def __post_init__(self) -> None:
         if self.family not in MEASURABLE:

@@ -9,7 +9,9 @@ the store.
 from __future__ import annotations
 
 import dataclasses
+import re
 import string
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,11 @@ from medsynth.mllm.request import Request
 from medsynth.mllm.templates import content_version, fill
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
-BUILTIN = ("derm", "cxr", "colon", "mri", "prostate")
+BUILTIN = ("derm", "cxr", "colon", "mri", "prostate", "ct")
 REQUIRED_KEYS = ("name", "version", "system", "steps", "attributes", "answer")
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 MODALITY_CODES = {"XC": "derm", "DX": "cxr", "CR": "cxr", "MR": "mri", "ES": "colon", "SM": "colon",
-                  "GM": "colon"}
+                  "GM": "colon", "CT": "ct"}
 """DICOM modality code of a dataset -> built-in template (for ``--modality auto``)."""
 
 
@@ -133,7 +135,7 @@ def _phrase(name: str, value: Any, rule: Any, labels: dict[str, str]) -> str:
 
 
 def load_template(name_or_path: str | Path) -> Template:
-    """Load a built-in template by name (``derm``, ``cxr``, ``colon``, ``mri``, ``prostate``)
+    """Load a built-in template by name (``derm``, ``cxr``, ``colon``, ``mri``, ``prostate``, ``ct``)
     or a YAML file."""
     import yaml
 
@@ -167,15 +169,27 @@ def load_template(name_or_path: str | Path) -> Template:
     )
 
 
+PROSTATE_CLASSES = re.compile(r"prostat|pi-?rads|lesion|csp?ca|gleason|isup", re.IGNORECASE)
+"""Class names that tell an MR volume set is a prostate one (``--modality auto``)."""
+
+
 def template_for_modality(modality: str, dataset_modality: str | None = None,
-                          spatial_dims: int = 2) -> str:
+                          spatial_dims: int = 2, classes: Sequence[str] | None = None) -> str:
     """Resolve ``--modality`` (``auto`` uses the dataset's DICOM modality code; MR volumes get
-    the prostate volume template, MR slices the ``mri`` one)."""
+    the prostate volume template when a class name says prostate (pirads, lesion, ...), MR
+    slices the ``mri`` one; CT volumes and slices ``ct``). Other MR volumes are refused: the
+    prostate measurer would find a gland in a brain."""
     if modality != "auto":
         return modality
     code = (dataset_modality or "").upper()
     if code == "MR" and spatial_dims == 3:
-        return "prostate"
+        if classes is None or any(PROSTATE_CLASSES.search(str(c)) for c in classes):
+            return "prostate"
+        raise MedsynthError(
+            f"MR volumes of classes {', '.join(map(str, classes))}: the only built-in MR volume "
+            "template is for the prostate, and no class name says prostate",
+            hint="pass --template FILE (format in docs/describe.md), or --modality prostate "
+                 "if these are prostate volumes")
     if code in MODALITY_CODES:
         return MODALITY_CODES[code]
     raise MedsynthError(f"cannot tell the modality from the dataset's modality code {code or '?'!r}",

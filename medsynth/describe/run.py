@@ -269,7 +269,7 @@ def run_describe(cfg: DescribeConfig, *, backend: Backend | None = None,
 
     ds = open_dataset(cfg.dataset)
     template = load_template(cfg.template or template_for_modality(
-        cfg.modality, ds.modality, int(ds.manifest.outputs.get("spatial_dims", 2))))
+        cfg.modality, ds.modality, int(ds.manifest.outputs.get("spatial_dims", 2)), ds.classes))
     out = Path(cfg.out)
     prev: dict[str, Any] = {}
     if (out / MANIFEST_NAME).is_file():

@@ -113,8 +113,8 @@ def classification_metrics(probs: Any, y: Any, n_classes: int) -> dict[str, Any]
     """Overall and per-class metrics of class probabilities ``probs`` (N, K) against ``y``."""
     import torch
     from torchmetrics.functional.classification import (
+        binary_auroc,
         multiclass_accuracy,
-        multiclass_auroc,
         multiclass_confusion_matrix,
         multiclass_f1_score,
         multiclass_precision,
@@ -126,11 +126,15 @@ def classification_metrics(probs: Any, y: Any, n_classes: int) -> dict[str, Any]
     recall = multiclass_recall(probs, y, average="none", **kw)
     precision = multiclass_precision(probs, y, average="none", **kw)
     f1 = multiclass_f1_score(probs, y, average="none", **kw)
-    auroc = multiclass_auroc(probs, y, average="none", **kw) if n_classes > 1 else torch.ones(1)
     nan = torch.tensor(float("nan"))
-    # Classes absent from the test split have no recall/AUROC; average over present ones.
+    # Classes absent from the test split have no recall/AUROC (check_test_split says so once);
+    # average over present ones. AUROC one-vs-rest per present class, as multiclass_auroc
+    # does, but never called on a class without positives (a torchmetrics UserWarning per run).
+    auroc = torch.full((n_classes,), float("nan")) if n_classes > 1 else torch.ones(1)
+    if n_classes > 1 and int(present.sum()) > 1:
+        for c in torch.nonzero(present).flatten().tolist():
+            auroc[c] = binary_auroc(probs[:, c], (y == c).long())
     recall = torch.where(present, recall, nan)
-    auroc = torch.where(present, auroc, nan)
     return {
         "accuracy": float(multiclass_accuracy(probs, y, average="micro", **kw)),
         "balanced_accuracy": float(torch.nanmean(recall)),

@@ -91,10 +91,13 @@ def reports_report(real: Any, synth_sets: list[Any], *, seed: int = 0
     fov = float(real.manifest.outputs.get("mm_per_px") or 20.0 / real_size) * real_size
     for s in synth_sets:
         table = s.table
-        if "report" not in table.columns or not table["report"].fillna("").astype(str).ne("").any():
+        # "string" first: an all-empty column reads as float64, which refuses a "" fill
+        has = (table["report"].astype("string").fillna("") != "" if "report" in table.columns
+               else None)
+        if has is None or not has.any():
             result["sets"][s.name] = {"n": 0, "reason": "no reports in the set (--report none)"}
             continue
-        table = table[table["report"].fillna("").astype(str) != ""]
+        table = table[has]
         table = table[[(s.root / str(p)).is_file() for p in table["report"]]]
         if table.empty:
             result["sets"][s.name] = {"n": 0, "reason": "its report files are missing"}

@@ -29,7 +29,10 @@ NEAR_CORRELATION = 0.99
 """Correlation of two thumbnails at or above which the images are near duplicates. Measured
 (tests/data): a JPEG (quality 70) copy of a 64 px radiograph phantom >= 0.9995; distinct
 phantoms of one class <= 0.988, MNI152 slices 5 mm apart median 0.97 (1 mm apart: 0.998, so
-near duplicates are not searched between slices of one volume)."""
+near duplicates are not searched between slices of one volume). On real files
+(docs/intensities.md, "The near-duplicate threshold on real files"): lossy JPEG 2000, JPEG q50,
+half-size and 5 % noise copies >= 0.993; distinct real images <= 0.67, neighbouring slices of
+real CT/MR series <= 0.93."""
 MAX_NEAR = 20_000
 """Above this many images the all-pairs near-duplicate search (O(n^2)) is skipped, with a note."""
 DUPLICATES_CSV = "duplicates.csv"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ import pandas as pd
 from medsynth.artifacts import (
     MANIFEST_NAME,
     Manifest,
-    file_mode,
+    atomic_path,
     input_ref,
     prepare_output_dir,
     read_manifest,
@@ -106,27 +105,18 @@ class FilterResult:
 
 def _place(src: Path, dst: Path, copy: bool) -> bool:
     """Link (or copy) ``src`` to ``dst`` atomically; True when linked."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        linked = False
+    linked = False
+    with atomic_path(dst) as tmp:
         if not copy:
-            tmp_path.unlink()
+            tmp.unlink()
             try:
-                os.link(src, tmp_path)
+                os.link(src, tmp)
                 linked = True
             except OSError:
                 pass
         if not linked:
-            shutil.copyfile(src, tmp_path)
-            os.chmod(tmp_path, file_mode())  # the umask's mode, not mkstemp's 0o600
-        os.replace(tmp_path, dst)
-        return linked
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
+            shutil.copyfile(src, tmp)  # into atomic_path's file: the umask's mode
+    return linked
 
 
 def _clean(v: Any) -> Any:

@@ -143,6 +143,27 @@ class JudgedFolder:
         return self.status == "complete"
 
     @property
+    def criteria_file(self) -> Path:
+        """The criteria file the judge used (copied verbatim into the folder)."""
+        return self.root / CRITERIA_NAME
+
+    @property
+    def backend(self) -> str:
+        return str(self.manifest.config.get("backend", "measure"))
+
+    @property
+    def criteria_sha256(self) -> str | None:
+        v = self.manifest.config.get("criteria_sha256")
+        return str(v) if v else None
+
+    def judge_settings(self) -> JudgeSettings:
+        """The :class:`~medsynth.judging.judges.JudgeSettings` this folder was judged with
+        (refine judges its on-policy rounds the same way)."""
+        saved = dict(self.manifest.config.get("settings") or {"backend": self.backend})
+        names = {f.name for f in dataclasses.fields(JudgeSettings)}
+        return JudgeSettings(**{k: v for k, v in saved.items() if k in names})
+
+    @property
     def set_ref(self) -> dict[str, Any]:
         """The input reference of the judged synthetic set."""
         ref = next((r for r in self.manifest.inputs if r.get("stage") in ("generate", "judge")),

@@ -297,7 +297,7 @@ def save_autoencoder(folder: str | os.PathLike[str], net: Any, record: Autoencod
     """Write ``net`` and ``record`` to ``folder`` atomically (read back by :func:`load_autoencoder`)."""
     from safetensors.torch import save_file
 
-    from medsynth.models.denoiser import atomic_folder
+    from medsynth.artifacts import atomic_folder
 
     def write(tmp: Path) -> None:
         tmp.mkdir(parents=True)

@@ -347,7 +347,7 @@ def export_model(folder: str | os.PathLike[str], info: ModelInfo, *, denoiser: A
     """
     from safetensors.torch import save
 
-    from medsynth.models.denoiser import atomic_folder
+    from medsynth.artifacts import atomic_folder
 
     folder = Path(folder)
     if info.denoiser.raw_folder:
@@ -381,12 +381,5 @@ def export_model(folder: str | os.PathLike[str], info: ModelInfo, *, denoiser: A
     save_model_info(folder, info)
 
 
-def save_pretrained_atomic(model: Any, folder: Path) -> None:
-    """``model.save_pretrained(folder)`` so a killed run never leaves a half-written folder."""
-    from medsynth.models.denoiser import atomic_folder
-
-    atomic_folder(Path(folder), model.save_pretrained)
-
-
 __all__ = ["ModelBundle", "ModelInfo", "load_bundle", "export_model", "pad_features",
-           "save_pretrained_atomic", "MODEL_INFO", "CLASS_HEAD_FILE", "MODEL_STAGES"]
+           "MODEL_INFO", "CLASS_HEAD_FILE", "MODEL_STAGES"]

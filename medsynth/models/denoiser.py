@@ -34,13 +34,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, NamedTuple
 
 # torch at import time: only stage code imports this module, never `medsynth --help`.
 import torch.nn as nn
 
+from medsynth.artifacts import atomic_folder
 from medsynth.errors import MedsynthError
 
 DENOISER_KINDS = ("diffusers", "monai")
@@ -207,22 +207,6 @@ def load_denoiser(folder: str | os.PathLike[str]) -> Denoiser:
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise MedsynthError(f"{folder}: cannot load the denoiser ({type(e).__name__}: {e})") from e
     return den.eval()
-
-
-def atomic_folder(folder: Path, write: Any) -> None:
-    """``write(tmp)`` then rename over ``folder``: a killed run never leaves half a folder."""
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.part")
-    old = folder.with_name(f".{folder.name}.old")
-    for p in (tmp, old):
-        if p.exists():
-            shutil.rmtree(p)
-    write(tmp)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 def _class_embedding_takes_probabilities(emb: Any) -> None:

@@ -312,8 +312,8 @@ def prepare_maisi(src: InitSource, dest: Path) -> Path:
 
     from monai.bundle import ConfigParser
 
+    from medsynth.artifacts import atomic_folder
     from medsynth.models.autoencoder import MAISI_RECORD
-    from medsynth.models.denoiser import atomic_folder
 
     conf = src.path / "configs" / "inference.json"
     if not conf.is_file():

@@ -1,4 +1,5 @@
-"""Small geometry and thresholding helpers shared by the derm and cxr measurements."""
+"""Small geometry and thresholding helpers shared by the measurements (and the demo phantoms' own
+Feret diameters)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,30 @@ def otsu(values: np.ndarray, bins: int = 128) -> float:
     mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
     between = w0 * w1 * (mu0 - mu1) ** 2
     return float(centers[int(np.argmax(between))])
+
+
+def feret_diameter(pts: np.ndarray) -> float:
+    """Largest distance between two of ``pts`` (N x 2 or N x 3), over their convex hull."""
+    if len(pts) < 2:
+        return 0.0
+    if len(pts) > 4:
+        from scipy.spatial import ConvexHull, QhullError
+
+        try:
+            pts = pts[ConvexHull(pts).vertices]
+        except (QhullError, ValueError):  # degenerate (collinear or flat): all points
+            pass
+    d = pts[:, None, :] - pts[None, :, :]
+    return float(np.sqrt((d ** 2).sum(-1)).max())
+
+
+def mask_diameter(mask: np.ndarray, coords: tuple[np.ndarray, ...], voxel: float) -> float:
+    """Largest diameter of a voxel mask: the widest pair of voxel centres (``coords``: one
+    coordinate array per axis, broadcastable to the mask) plus one voxel; 0 when empty."""
+    if not mask.any():
+        return 0.0
+    pts = np.stack([np.broadcast_to(c, mask.shape)[mask] for c in coords], 1).astype(np.float64)
+    return feret_diameter(pts) + voxel
 
 
 def row_spans(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

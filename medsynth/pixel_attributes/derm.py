@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from medsynth.pixel_attributes.common import fill_holes
+from medsynth.pixel_attributes.common import feret_diameter, fill_holes
 from medsynth.vocabulary import DERM_COLOR_RGB, DERM_COLORS, DERM_SKIN_RGB, DERM_STRUCTURES
 
 COLOR_VOCAB = DERM_COLORS
@@ -326,20 +326,6 @@ def segment_lesion(rgb: np.ndarray, hairs: np.ndarray
     edge[mask & (edge <= 0)] = 0.05  # holes filled and opened-away specks stay inside
     edge[~mask & (edge > 0)] = -0.05
     return mask, dist, bg, edge
-
-
-def feret_diameter(pts: np.ndarray) -> float:
-    """Largest distance between two points of a contour (via its convex hull)."""
-    if len(pts) < 3:
-        return 0.0
-    from scipy.spatial import ConvexHull
-
-    try:
-        hull = pts[ConvexHull(pts).vertices]
-    except Exception:  # degenerate (collinear) contour
-        hull = pts
-    d = hull[:, None, :] - hull[None, :, :]
-    return float(np.sqrt((d ** 2).sum(-1)).max())
 
 
 def axis_asymmetry(c: np.ndarray) -> tuple[float, float]:

@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from medsynth.pixel_attributes.common import mask_diameter
+
 PROSTATE_COLUMNS = ("zone", "side", "level", "diameter_mm", "t2_hypointensity", "margin",
                     "extraprostatic_extension", "gland_volume_ml", "center_x_mm",
                     "center_y_mm", "center_z_mm")
@@ -204,21 +206,6 @@ def _midline(n: np.ndarray, g: _Grid, params: np.ndarray) -> float:
     return best
 
 
-def _feret(mask: np.ndarray, g: _Grid) -> float:
-    if not mask.any():
-        return 0.0
-    pts = np.stack([np.broadcast_to(c, mask.shape)[mask] for c in (g.x, g.y, g.z)], 1).astype(np.float64)
-    if len(pts) > 4:
-        from scipy.spatial import ConvexHull, QhullError
-
-        try:
-            pts = pts[ConvexHull(pts).vertices]
-        except QhullError:
-            pass
-    d = np.sqrt(((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1)).max()
-    return float(d + float(np.mean(g.vox)))
-
-
 @dataclasses.dataclass
 class Candidate:
     """One dark, unilateral blob in or at the gland, described for the lesion decision."""
@@ -302,7 +289,8 @@ def _candidates(n: np.ndarray, g: _Grid, params: np.ndarray, dg: np.ndarray) -> 
         out.append(Candidate(
             peripheral=peripheral, contrast=float(1 - med / ref),
             volume_mm3=float(lesion.sum()) * unit, centre=centre,  # type: ignore[arg-type]
-            diameter_mm=_feret(lesion, g), edge=float(mid.sum()) / max(float(band.sum()), 1.0),
+            diameter_mm=mask_diameter(lesion, (g.x, g.y, g.z), float(np.mean(g.vox))),
+            edge=float(mid.sum()) / max(float(band.sum()), 1.0),
             hetero=hetero, sharpness=sharp, outside=float((lesion & (dg > 1.5)).sum()) / max(float(lesion.sum()), 1.0)))
     return out
 

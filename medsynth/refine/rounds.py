@@ -144,9 +144,10 @@ def judge_round(synth: Path, out: Path, *, judged: Any,
     if (out / MANIFEST_NAME).is_file() and \
             read_manifest(out).outputs.get("status") == "complete":
         return out
-    crit = load_criteria(judged.criteria_file)
-    cfg = JudgeConfig(synth=str(synth), criteria=str(judged.criteria_file), out=str(out),
-                      settings=judged.judge_settings(),
+    crit_path = judged.folder.criteria_file
+    crit = load_criteria(crit_path)
+    cfg = JudgeConfig(synth=str(synth), criteria=str(crit_path), out=str(out),
+                      settings=judged.folder.judge_settings(),
                       mm_per_px=judged.manifest.config.get("mm_per_px"),
                       resume=out.is_dir() and any(out.iterdir()))
     summary = run_judge(cfg, judge=judge_factory(crit) if judge_factory else None)

@@ -38,6 +38,7 @@ from medsynth.artifacts import (
     atomic_write_json,
     atomic_write_text,
     check_output_dir,
+    clear_folder,
     input_ref,
     prepare_output_dir,
     read_manifest,
@@ -45,7 +46,7 @@ from medsynth.artifacts import (
 )
 from medsynth.errors import MedsynthError
 from medsynth.refine.config import RESUMABLE_CHANGES, RefineConfig
-from medsynth.refine.judged import JudgedSet, open_judged
+from medsynth.refine.judged import JudgedSet, read_feedback
 from medsynth.refine.pairs import PairRules, PairStats, build_pairs, pairs_table
 from medsynth.refine.trainer import LOG_NAME, RoundData, RoundResult, RoundTrainer
 from medsynth.resume import require_same_settings
@@ -231,7 +232,7 @@ def refine(model: str | Path, judged_path: str | Path, out: str | Path, *, cfg: 
         raise MedsynthError(f"{model}: is a '{parent.stage}' artifact, expected a model "
                             "(stage train or refine)")
     check_model_kind(model)
-    judged = open_judged(judged_path, model=model)
+    judged = read_feedback(judged_path, model=model)
     with torch_threads(cfg.num_threads):
         return _Run(model, judged, out, cfg, resume=resume, overwrite=overwrite,
                     progress=progress, judge_factory=judge_factory,
@@ -269,7 +270,7 @@ class _Run:
             return
         # A killed run that finished no round and no checkpoint is debris: start again.
         if interrupted and (self.overwrite or not _any_progress(out)):
-            _clear(out)
+            clear_folder(out, best_effort=True)
         check_output_dir(out, "refine", resume=False, overwrite=self.overwrite)
 
     def run(self) -> Path:
@@ -450,7 +451,7 @@ class _Run:
                              progress=self.progress)
         jdir = judge_round(synth, rdir / "judged", judged=self.judged,
                            judge_factory=self.judge_factory)
-        return open_judged(jdir, model=prev)
+        return read_feedback(jdir, model=prev)
 
     # --- export -------------------------------------------------------------------------------
     def _export(self, rounds: list[dict[str, Any]], stop_reason: str) -> Path:
@@ -528,9 +529,6 @@ def _any_progress(out: Path) -> bool:
                for r in rounds.iterdir() if r.is_dir())
 
 
-def _clear(out: Path) -> None:
-    for child in out.iterdir():
-        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
 
 
 def _card(model: Path, judged: JudgedSet, cfg: RefineConfig, outputs: dict[str, Any]) -> str:
@@ -538,8 +536,8 @@ def _card(model: Path, judged: JudgedSet, cfg: RefineConfig, outputs: dict[str, 
         "# medsynth refined model", "",
         f"Refined from `{model}` with `{cfg.method}` ({cfg.adapter}"
         + (f", rank {cfg.rank}" if cfg.adapter == "lora" else "") + f") on the verdicts of "
-        f"`{judged.root}` (criteria sha256 {judged.criteria_sha256 or '?'}, backend "
-        f"{judged.backend}).", "",
+        f"`{judged.root}` (criteria sha256 {judged.folder.criteria_sha256 or '?'}, backend "
+        f"{judged.folder.backend}).", "",
         f"Rounds: {outputs['rounds']}; optimizer steps: {outputs['steps']}; time "
         f"{outputs['refine_time_s']} s.",
     ]
@@ -552,4 +550,9 @@ def _card(model: Path, judged: JudgedSet, cfg: RefineConfig, outputs: dict[str, 
     if outputs.get("stop_reason"):
         lines.append(f"- {outputs['stop_reason']}")
     lines += ["", "Load it like a trained model: `medsynth generate MODEL2 ...`.", ""]
-    return "\n".join(lines)
+    from medsynth.models.card import card_data, card_text
+
+    parent = card_data(model)  # the refined model keeps its parent's library and licence
+    return card_text("\n".join(lines), library=str(parent.get("library_name") or "diffusers"),
+                     licence=parent.get("license"), base_model=str(model),
+                     tags=["refined", cfg.method])

@@ -25,7 +25,6 @@ optimizer state and ``state.json`` (written last), in a temporary folder renamed
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import io
 import math
@@ -35,10 +34,10 @@ from typing import Any
 
 from medsynth.artifacts import atomic_write_bytes
 from medsynth.checkpoints import (
+    CsvLog,
     batch_indices,
     complete_checkpoints,
     read_checkpoint,
-    truncate_log,
     write_checkpoint,
 )
 from medsynth.errors import MedsynthError
@@ -174,13 +173,12 @@ class RoundTrainer:
 
     # --- log ----------------------------------------------------------------------------------
     def _open_log(self, step: int) -> None:
-        truncate_log(self.log_path, LOG_FIELDS,
-                     lambda r: int(r["round"]) < self.round
-                     or (int(r["round"]) == self.round and int(r["step"]) <= step))
+        self._log = CsvLog(self.log_path, LOG_FIELDS)
+        self._log.start(lambda r: int(r["round"]) < self.round
+                        or (int(r["round"]) == self.round and int(r["step"]) <= step))
 
     def _write_log(self, row: dict[str, Any]) -> None:
-        with open(self.log_path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=LOG_FIELDS).writerow(row)
+        self._log.write(row)
 
     # --- the loop -------------------------------------------------------------------------------
     def run(self) -> RoundResult:

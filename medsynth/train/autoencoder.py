@@ -28,7 +28,6 @@ scaling factor are computed on this data.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -42,9 +41,9 @@ import torch.nn as nn
 
 from medsynth.artifacts import atomic_write_bytes, sha256_file
 from medsynth.checkpoints import (
+    CsvLog,
     complete_checkpoints,
     read_checkpoint,
-    truncate_log,
     write_checkpoint,
 )
 from medsynth.errors import MedsynthError
@@ -204,7 +203,7 @@ def autoencoder_phase(data: TrainData, cfg: TrainConfig, out: Path, mapping: Int
     state.wait_for_everyone()  # every rank has looked before the main one writes the folder
     if reuse and main:
         src = find_autoencoder(cfg.autoencoder)
-        from medsynth.models.denoiser import atomic_folder
+        from medsynth.artifacts import atomic_folder
 
         atomic_folder(folder, lambda tmp: shutil.copytree(src, tmp))
         console.print(f"autoencoder: reusing {src}")
@@ -406,11 +405,7 @@ class _AETrainer:
         self.window: dict[str, float] = {}
         start = self._load_checkpoint() if self.resume else 0
         self._open_log(start)
-        try:
-            step = self._loop(start)
-        finally:
-            if self._log is not None:
-                self._log.close()
+        step = self._loop(start)
         acc.wait_for_everyone()
         self.steps = step
         return acc.unwrap_model(self.net).ae
@@ -560,16 +555,11 @@ class _AETrainer:
             save=lambda tmp: self.acc.save_state(str(tmp)), acc=self.acc)
 
     def _open_log(self, start: int) -> None:
-        path = self.out / AE_LOG
-        self._log = None
-        if self.acc.is_main_process:
-            truncate_log(path, AE_LOG_FIELDS, lambda r: int(r["step"]) <= start)
-            self._log = open(path, "a", newline="")  # noqa: SIM115
+        self._log = CsvLog(self.out / AE_LOG, AE_LOG_FIELDS, enabled=self.acc.is_main_process)
+        self._log.start(lambda r: int(r["step"]) <= start)
 
     def _write_log(self, row: dict[str, Any]) -> None:
-        if self._log is not None:
-            csv.DictWriter(self._log, fieldnames=AE_LOG_FIELDS).writerow(row)
-            self._log.flush()
+        self._log.write(row)
 
 
 class _Posterior(nn.Module):

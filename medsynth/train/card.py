@@ -1,10 +1,12 @@
-"""The model card (MODEL/README.md): data, recipe, conditioning, results, sample grid."""
+"""The model card (MODEL/README.md): data, recipe, conditioning, results, sample grid; its
+metadata (library, tags, licence and base model of a prior) through :mod:`medsynth.models.card`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from medsynth import __version__
+from medsynth.models.card import card_text
 
 
 def model_card(dataset: Any, store: Any, data: Any, cfg: Any, info: Any,
@@ -50,11 +52,8 @@ scheduler = DDPMScheduler.from_pretrained("MODEL/{info.noise_schedule.folder}")
                   f"where there is none); + {cfg.ccella_loss_weight} x {cfg.ccella_loss} class loss")
     schedule = ("rectified flow (sampler rflow)" if info.noise_schedule.kind == "rflow"
                 else f"DDPM, {info.prediction_type}")
-    return f"""---
-library_name: {'diffusers' if info.denoiser.kind == 'diffusers' else 'monai'}
-tags: [medsynth, diffusion, medical-imaging, synthetic-data]
----
-# medsynth model: {', '.join(data.classes)}
+    prior = info.initialized_from
+    body = f"""# medsynth model: {', '.join(data.classes)}
 
 Class- and text-conditioned {space} diffusion model ({net}; {schedule}) trained by `medsynth train`
 (medsynth {__version__}). **Synthetic-data research model, not for diagnosis.**
@@ -99,3 +98,6 @@ bundle = load_bundle("MODEL")
 {recipe}
 ```
 """
+    return card_text(body, library="diffusers" if info.denoiser.kind == "diffusers" else "monai",
+                     licence=prior.licence if prior is not None else None,
+                     base_model=prior.source if prior is not None else None)

@@ -22,11 +22,8 @@ first checkpoint removes what it wrote.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -38,10 +35,12 @@ from medsynth.artifacts import (
     atomic_path,
     atomic_write_text,
     check_output_dir,
+    clear_folder,
     input_ref,
     prepare_output_dir,
     write_manifest,
 )
+from medsynth.checkpoints import CsvLog
 from medsynth.errors import BadUsageError, MedsynthError
 from medsynth.imaging.modality import allowed_flips
 from medsynth.models.clip import (
@@ -273,13 +272,6 @@ def _checkpoints(ckdir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.stem[len(CKPT_PREFIX):]))
 
 
-def _clear(out: Path, *, remove_folder: bool = False) -> None:
-    if not out.is_dir():
-        return
-    for child in out.iterdir():
-        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
-    if remove_folder:
-        out.rmdir()
 
 
 def train_clip(dataset_path: str | Path, out: str | Path, *, cfg: ClipConfig,
@@ -334,7 +326,7 @@ def train_clip(dataset_path: str | Path, out: str | Path, *, cfg: ClipConfig,
     pooled = pooled_text_features(pairs.texts, ref, device=device)
     created = not out.exists()
     if debris or (interrupted and overwrite):
-        _clear(out)
+        clear_folder(out, best_effort=True)
     prepare_output_dir(out, CLIP_STAGE, resume=resume, overwrite=overwrite)
     if not resume:
         atomic_write_text(out / CLIP_CONFIG, cfg.to_yaml())
@@ -344,7 +336,7 @@ def train_clip(dataset_path: str | Path, out: str | Path, *, cfg: ClipConfig,
                             interrupt_after=interrupt_after).run()
     except BaseException:
         if not resume and not _checkpoints(out / "checkpoints"):
-            _clear(out, remove_folder=created)
+            clear_folder(out, remove=created, best_effort=True)
         raise
 
 
@@ -415,14 +407,6 @@ class _ClipTrainer:
     def _elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.t0
 
-    def _write_log(self) -> None:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=LOG_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        for row in self.log:
-            w.writerow(row)
-        atomic_write_text(self.out / CLIP_LOG, buf.getvalue())
-
     # --- validation ---------------------------------------------------------------------------
     def _validate(self) -> dict[str, Any] | None:
         p = self.pairs
@@ -446,6 +430,8 @@ class _ClipTrainer:
         self.t0 = time.perf_counter()
         if self.resume:
             self._load_checkpoint()
+        self._log = CsvLog(self.out / CLIP_LOG, LOG_FIELDS, ignore_extra=True)
+        self._log.start(lambda r: int(r["step"]) <= self.step)
         n = len(p.train_idx)
         b = min(cfg.batch_size, n)
         if self.step == 0 and self.progress:
@@ -498,11 +484,10 @@ class _ClipTrainer:
                             self.best = {"score": val["mean_recall"], "step": self.step,
                                          "state": self._snapshot(), "val": val}
                 if row is not None:
-                    self.log.append(row)
-                    self._write_log()
+                    self.log.append(row)  # kept in the checkpoint too
+                    self._log.write(row)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
                     self._save_checkpoint()
-                    self._write_log()
                 if self.interrupt_after is not None and self.step >= self.interrupt_after:
                     raise KeyboardInterrupt(f"interrupted after step {self.step}")
         return self._export()
@@ -525,7 +510,6 @@ class _ClipTrainer:
                         n_train_pairs=len(p.train_idx), n_val_pairs=len(p.val_idx),
                         val_source=p.val_source, step=step, val=val)
         save_clip_info(self.out, info)
-        self._write_log()
         inputs = [input_ref(self.dataset.root, "data"), input_ref(self.store.root, "describe")]
         outputs = {"weights": "clip_model.json", "step": step, "max_steps": cfg.max_steps,
                    "selected": "best" if use_best else "last", "val": val,

@@ -34,7 +34,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -45,13 +44,14 @@ from medsynth.artifacts import (
     MANIFEST_NAME,
     atomic_write_text,
     check_output_dir,
+    clear_folder,
     prepare_output_dir,
 )
 from medsynth.checkpoints import (
+    CsvLog,
     batch_indices,
     complete_checkpoints,
     read_checkpoint,
-    truncate_log,
     write_checkpoint,
 )
 from medsynth.errors import MedsynthError
@@ -143,7 +143,7 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
     created = not out.exists()
     if state.is_main_process:
         if debris or (interrupted and overwrite):
-            _clear(out)
+            clear_folder(out, best_effort=True)
         prepare_output_dir(out, "train", resume=resume, overwrite=overwrite)
         if not resume:
             atomic_write_text(out / CONFIG_NAME, cfg.to_yaml())
@@ -156,7 +156,7 @@ def train(dataset_path: str | Path, out: str | Path, *, cfg: TrainConfig,
         # A fresh run that failed before its first checkpoint leaves nothing to resume: remove
         # what it wrote so that the next run starts without --overwrite.
         if state.is_main_process and not resume and not _resumable(out):
-            _clear(out, remove_folder=created)
+            clear_folder(out, remove=created, best_effort=True)
         raise
 
 
@@ -195,14 +195,6 @@ def _resumable(out: Path) -> bool:
                 or phase_done(out))
 
 
-def _clear(out: Path, *, remove_folder: bool = False) -> None:
-    """Delete the contents of ``out`` (and ``out`` itself with ``remove_folder``)."""
-    if not out.is_dir():
-        return
-    for child in out.iterdir():
-        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
-    if remove_folder:
-        out.rmdir()
 
 
 def _check_resume_config(out: Path, cfg: TrainConfig) -> TrainConfig:
@@ -408,10 +400,8 @@ class _Trainer:
 
     # --- log ---------------------------------------------------------------------------------
     def _open_log(self, start: int) -> None:
-        path = self.out / LOG_NAME
-        if self.acc.is_main_process:
-            truncate_log(path, LOG_FIELDS, lambda r: int(r["step"]) <= start)
-        self._log = open(path, "a", newline="") if self.acc.is_main_process else None  # noqa: SIM115
+        self._log = CsvLog(self.out / LOG_NAME, LOG_FIELDS, enabled=self.acc.is_main_process)
+        self._log.start(lambda r: int(r["step"]) <= start)
         self._tb = None
         if self.acc.is_main_process:
             try:
@@ -422,17 +412,12 @@ class _Trainer:
                 self._tb = None
 
     def _write_log(self, row: dict[str, Any]) -> None:
-        if self._log is None:
-            return
-        csv.DictWriter(self._log, fieldnames=LOG_FIELDS).writerow(row)
-        self._log.flush()
+        self._log.write(row)
         if self._tb is not None:
             for k in ("loss", "mse", "class_ce", "lr"):
                 self._tb.add_scalar(f"train/{k}", float(row[k]), int(row["step"]))
 
     def _close_log(self) -> None:
-        if getattr(self, "_log", None) is not None:
-            self._log.close()
         if getattr(self, "_tb", None) is not None:
             self._tb.close()
 

@@ -368,8 +368,8 @@ def save_lora_diffusers(den: Any, folder: Path, rank: int, alpha: float,
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
+    from medsynth.artifacts import atomic_folder
     from medsynth.models.adapters import ADAPTER_NAME
-    from medsynth.models.denoiser import atomic_folder
 
     state = get_peft_model_state_dict(den.net, adapter_name=ADAPTER_NAME)
     state = {k: v.detach().cpu().float().contiguous() for k, v in state.items()}

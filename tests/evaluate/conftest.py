@@ -41,14 +41,16 @@ def shape_image(cls: str, rng: np.random.Generator, size: int = 32) -> np.ndarra
 
 
 def make_dataset(root: Path, n_per_class: int = 30, size: int = 32, seed: int = 0,
-                 gray16: bool = False, name: str = "shapes") -> Path:
+                 gray16: bool = False, name: str = "shapes",
+                 counts: dict[str, int] | None = None) -> Path:
     """A medsynth dataset folder of shapes (RGB uint8, or 16-bit grayscale), stratified splits.
     ``name`` goes into the manifest's config: two sets of the same seed written within one
-    second are otherwise byte-identical manifests (one dataset, by sha256)."""
+    second are otherwise byte-identical manifests (one dataset, by sha256). ``counts``: images
+    per class where it differs from ``n_per_class`` (a small class)."""
     rng = np.random.default_rng(seed)
     rows = []
     for cls in CLASSES:
-        for i in range(n_per_class):
+        for i in range((counts or {}).get(cls, n_per_class)):
             rel = f"images/{cls}/{cls}_{i:03d}.png"
             img = shape_image(cls, rng, size)
             if gray16:  # full 16-bit range, one channel

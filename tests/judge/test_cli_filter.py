@@ -205,3 +205,18 @@ def test_per_request_can_leave_out_requests_without_a_valid_candidate(tmp_path: 
     r = runner.invoke(app, ["judge", "filter", str(j), "--top-fraction", "0.5",
                             "--skip-empty-requests", "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "goes with --per-request" in r.output
+
+
+def test_empty_filter_hint_never_suggests_the_option_given() -> None:
+    from types import SimpleNamespace
+
+    from medsynth.judge.filter import FilterConfig, _empty_hint
+
+    ok = [SimpleNamespace(ok=True, image_valid=True)]
+    hint = _empty_hint(FilterConfig("j", "o", min_score=0.9, top_fraction=0.5), ok)
+    assert "--top-fraction" not in hint and "lower --min-score" in hint
+    assert "--per-class-n N" in hint
+    hint = _empty_hint(FilterConfig("j", "o", min_score=0.9, per_class_n=3), ok)
+    assert "--per-class-n" not in hint and "--top-fraction F" in hint
+    invalid = [SimpleNamespace(ok=True, image_valid=False)]
+    assert "real-features" in _empty_hint(FilterConfig("j", "o", top_fraction=0.5), invalid)

@@ -41,6 +41,11 @@ def test_sd_model_records_source_vae_scale_and_clip(sd_model: Path, tiny_sd: Pat
     init = info["initialized_from"]
     assert init["kind"] == "diffusers" and init["licence"] == "creativeml-openrail-m"
     assert len(init["sha256"]) == 64 and init["adapter"] == "full"
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(sd_model / "README.md")  # the prior's licence and the base model
+    assert card.data.license == "creativeml-openrail-m" and card.data.base_model == init["source"]
+    assert card.data.library_name == "diffusers" and "medsynth" in card.data.tags
     assert info["autoencoder"]["kind"] == "diffusers-autoencoderkl"
     assert info["autoencoder"]["scaling_factor"] == pytest.approx(0.18215)
     assert info["text_encoder"]["kind"] == "clip" and info["text_encoder"]["max_tokens"] == 77

@@ -46,6 +46,11 @@ def test_dpo_model_loads_generates_and_has_lineage(tiny_model: Path, judged: Pat
     assert bundle.info.refined_from.sha256 == parent.sha256
     assert bundle.info.refined_from.method == "dpo"
     assert bundle.classes == ["melanoma", "nevus"] and bundle.info.denoiser.raw_folder is None
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")  # the parent's library and licence, parent as base
+    assert card.data.base_model == str(tiny_model) and {"refined", "dpo"} <= set(card.data.tags)
+    assert card.data.library_name == "diffusers" and card.data.license == "other"
     # the LoRA is merged: plain keys, changed attention weights, untouched convolutions
     before, after = unet_weights(tiny_model), unet_weights(out)
     assert set(before) == set(after)

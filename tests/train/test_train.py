@@ -56,6 +56,12 @@ def test_model_folder_layout_and_manifest(model: Path, tiny: dict[str, Path]) ->
     assert (model / "samples" / "step_0000002.png").is_file()  # grid every N steps
     card = (model / "README.md").read_text()
     assert "red" in card and "samples/" in card and "max_steps: 4" in card
+    from huggingface_hub import ModelCard
+
+    meta = ModelCard.load(model / "README.md").data  # parses back; no prior: no base model
+    assert meta.library_name == "diffusers" and meta.license == "other" and meta.base_model is None
+    assert {"medsynth", "diffusion", "medical-imaging", "synthetic-data"} <= set(meta.tags)
+    assert "## Data" in card and "## Training" in card and "## Recipe" in card
 
 
 def test_plain_diffusers_loads_it(model: Path) -> None:

@@ -36,6 +36,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from medsynth.data.demo.common import image_rng, smoothstep
+from medsynth.pixel_attributes.common import mask_diameter
 from medsynth.vocabulary import PROSTATE_LEVELS
 
 CLASSES = ("no_lesion", "pirads_3", "pirads_4_5")
@@ -507,26 +508,10 @@ def _lesion(sc: _Scene, les: dict[str, Any], a: dict[str, Any], dg: np.ndarray, 
     epe = bool(les["epe"] and (hard & (dg[sl] > 0.5)).any())
     return {"zone": zone, "side": "right" if cx > gx else "left",
             "level": "base" if third_c > 1 / 3 else "apex" if third_c < -1 / 3 else "mid",
-            "diameter_mm": _feret(hard, xs, ys, zs, vox), "t2_hypointensity": float(les["h"]),
+            "diameter_mm": mask_diameter(hard, (xs, ys, zs), vox), "t2_hypointensity": float(les["h"]),
             "margin": les["margin"], "extraprostatic_extension": "yes" if epe else "no",
             "lesion_volume_ml": float(hard.sum()) * vox ** 3 / 1000,
             "center_x_mm": cx, "center_y_mm": cy, "center_z_mm": cz}
-
-
-def _feret(mask: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray, vox: float) -> float:
-    """Largest diameter (mm) of a voxel mask: widest pair of voxel centres plus one voxel."""
-    if not mask.any():
-        return 0.0
-    pts = np.stack([x[mask], y[mask], z[mask]], 1).astype(np.float64)
-    if len(pts) > 4:
-        from scipy.spatial import ConvexHull, QhullError
-
-        try:
-            pts = pts[ConvexHull(pts).vertices]
-        except QhullError:
-            pass
-    d = np.sqrt(((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1)).max()
-    return float(d + vox)
 
 
 _SIGNAL_WORDS = ((0.3, "mildly"), (0.45, "moderately"), (9.0, "markedly"))
