@@ -1,6 +1,7 @@
 """Sampling speed: images/s per sampler and step count, medsynth's loop vs plain diffusers.
 
     .venv/bin/python -m benchmarks.sample_speed [--model MODEL] [--steps 10,25,50] [--batch 16]
+        [--device auto|cpu|cuda]
     .venv/bin/python -m benchmarks sample_speed
 
 The denoiser is the derm recipe's exact network (examples/derm-demo.yaml = derm-cpu.yaml's UNet:
@@ -23,7 +24,10 @@ Only the samplers the model supports are timed (a DDPM-trained model refuses ``r
 medsynth/diffusers ratio is the median of interleaved pairs (both see the same load). Every
 result records threads, precision, load (``uptime``) and the CPU's bf16 units. With ``--model``
 it also times the whole ``generate`` run (sampling + PNG, DICOM and NIfTI writers + journal) for
-dpmsolver++ at 25 steps. Results: benchmarks/results/sample_speed.json.
+dpmsolver++ at 25 steps. ``--device`` (default auto: cuda when torch sees a GPU) runs both loops
+there (the initial noise still from per-image CPU generators, as generate draws it; both loops end
+with the images on the host, so the GPU's work is inside the timing); the result records the device
+and the card. Results: benchmarks/results/sample_speed.json.
 """
 
 from __future__ import annotations
@@ -68,15 +72,17 @@ def recipe_denoiser(recipe: Path = RECIPE, n_classes: int = 3, text_dim: int = 3
 
 def diffusers_loop(unet: Any, scheduler: Any, *, class_ids: Any, hidden: Any, mask: Any,
                    null_class: int, seeds: list[int], steps: int, guidance: float) -> Any:
-    """The denoising loop as diffusers' pipelines write it (reference for speed)."""
+    """The denoising loop as diffusers' pipelines write it (reference for speed), on the UNet's
+    device (the condition tensors there too); the images come back to the host."""
     import torch
     from diffusers.utils.torch_utils import randn_tensor
 
     b = len(seeds)
     c, s = unet.config.in_channels, unet.config.sample_size
+    dev = unet.device
     gens = [torch.Generator("cpu").manual_seed(x) for x in seeds]
-    latents = randn_tensor((b, c, s, s), generator=gens, dtype=torch.float32)
-    scheduler.set_timesteps(steps)
+    latents = randn_tensor((b, c, s, s), generator=gens, dtype=torch.float32, device=dev)
+    scheduler.set_timesteps(steps, device=dev)
     latents = latents * scheduler.init_noise_sigma
     null_h = torch.zeros_like(hidden)
     null_m = torch.zeros_like(mask)
@@ -92,7 +98,20 @@ def diffusers_loop(unet: Any, scheduler: Any, *, class_ids: Any, hidden: Any, ma
             uncond, cond = noise_pred.chunk(2)
             noise_pred = uncond + guidance * (cond - uncond)
             latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
-    return latents.clamp(-1, 1)
+    return latents.clamp(-1, 1).cpu()
+
+
+def pick_device(requested: str) -> Any:
+    """``auto`` = cuda when torch sees a GPU, else cpu; ``cuda`` without one is an error."""
+    import torch
+
+    if requested not in ("auto", "cpu", "cuda"):
+        raise SystemExit(f"--device {requested!r}: choose auto, cpu or cuda")
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no GPU (torch.cuda.is_available() is False)")
+    return torch.device(requested)
 
 
 def _time(fn: Any, repeats: int) -> float:
@@ -168,6 +187,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--pairs", type=int, default=5, help="interleaved medsynth/diffusers pairs")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    ap.add_argument("--device", default="auto",
+                    help="auto (cuda when torch sees a GPU), cpu or cuda: where both loops run")
     ap.add_argument("--precision", default="fp32,bf16",
                     help="medsynth precisions to time against the fp32 diffusers loop")
     ap.add_argument("--e2e-n", type=int, default=32, help="images per class of the end-to-end run")
@@ -184,8 +205,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     step_list = [int(s) for s in args.steps.split(",")]
-    cpu = torch.device("cpu")
-    precisions = [resolve_precision(p.strip(), cpu) for p in args.precision.split(",")]
+    dev = pick_device(args.device)
+    precisions = [resolve_precision(p.strip(), dev) for p in args.precision.split(",")]
     if args.model:
         from medsynth.models.bundle import load_bundle
 
@@ -194,24 +215,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         d = bundle.text_ref.hidden_size
     else:
         (den, schedule), n_cls, d = recipe_denoiser(), 3, 384
+    den = den.to(dev)
     unet = den.net  # the bare diffusers UNet, for the reference loop
     n_params = sum(p.numel() for p in unet.parameters())
     if not args.model:
         assert n_params == RECIPE_UNET_PARAMS, f"recipe network has {n_params} parameters"
     b, g = args.batch, 3.0
     gen = torch.Generator().manual_seed(0)
-    hidden = torch.randn(b, 16, d, generator=gen)
-    mask = torch.ones(b, 16, dtype=torch.long)
-    class_ids = torch.arange(b) % n_cls
+    hidden = torch.randn(b, 16, d, generator=gen).to(dev)
+    mask = torch.ones(b, 16, dtype=torch.long, device=dev)
+    class_ids = torch.arange(b, device=dev) % n_cls
     seeds = list(range(b))
+    ids = class_ids.tolist()
+    null_h = torch.zeros(1, 1, d, device=dev)
+    null_m = torch.ones(1, 1, dtype=torch.long, device=dev)
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     samplers = _supported(schedule)
     ctx0 = speed_context()
 
     def ms_run(sampler: str, steps: int, precision: str) -> None:
-        denoise(den, make_scheduler(sampler, schedule), class_ids=class_ids.tolist(),
+        denoise(den, make_scheduler(sampler, schedule), class_ids=ids,
                 text_hidden=hidden, text_mask=mask, null_class=n_cls,
-                null_hidden=torch.zeros(1, 1, d), null_mask=torch.ones(1, 1, dtype=torch.long),
+                null_hidden=null_h, null_mask=null_m,
                 seeds=seeds, sample_shape=shape, steps=steps, guidance=g, precision=precision)
 
     def df_run(sampler: str, steps: int) -> None:
@@ -249,7 +274,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {
         "model": args.model or f"derm recipe network ({RECIPE.name}, random weights), 32 px RGB",
         "unet_params": n_params, "unet_params_m": round(n_params / 1e6, 2),
-        "samplers": samplers, "guidance": g, "precisions": precisions, **ctx0,
+        "samplers": samplers, "guidance": g, "precisions": precisions, "device": str(dev),
+        "card": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None, **ctx0,
         "load_after": speed_context()["uptime"],
         "rerun_idle": "python -m benchmarks.sample_speed --threads 2 --steps 25",
         "runs": rows,

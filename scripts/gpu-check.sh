@@ -31,10 +31,10 @@ SUFFIX=""
 if [ $DRY = 1 ]; then
   SUFFIX="_dry_run"; export MEDSYNTH_GPU_DRY_RUN=1 CUDA_VISIBLE_DEVICES=""
   SIZE=16; BATCH=4; TSTEPS=12; NPC=4; VOL=16; AE_STEPS=4; STEPS=4; NGEN=2; SSTEPS=2; SBATCH=2
-  DEVICE=cpu-dry; LIMIT=900
+  DEVICE=cpu-dry; SDEVICE=cpu; LIMIT=900
 else
   SIZE=128; BATCH=32; TSTEPS=60; NPC=40; VOL=64; AE_STEPS=300; STEPS=300; NGEN=34; SSTEPS=25
-  SBATCH=16; DEVICE=cuda; LIMIT=240
+  SBATCH=16; DEVICE=cuda; SDEVICE=cuda; LIMIT=240
 fi
 STEPS_JSON="$WORK/steps.jsonl"
 : > "$STEPS_JSON"
@@ -69,7 +69,7 @@ step train_speed "$PY" -m benchmarks.train_speed --device "$DEVICE" --size "$SIZ
 # benchmarks/sample_speed.py belongs to the CPU-speed work: called with explicit arguments only,
 # and optional (its sampler list has failed on a DDPM network: a failure there is reported, not
 # fatal). On a GPU the sampling figure of this check is also the generate step's images/s.
-OPTIONAL=true step sample_speed "$PY" -m benchmarks.sample_speed --steps "$SSTEPS" --batch "$SBATCH" --repeats 1 --name "sample_speed$SUFFIX"
+OPTIONAL=true step sample_speed "$PY" -m benchmarks.sample_speed --device "$SDEVICE" --steps "$SSTEPS" --batch "$SBATCH" --repeats 1 --name "sample_speed$SUFFIX"
 
 # A 64^3 latent prostate recipe for a few hundred steps, then 100 generated volumes.
 step prostate_data "$PY" -m medsynth.cli data demo prostate --out "$WORK/prostate" \

@@ -221,7 +221,8 @@ def _run(cfg: EvaluateConfig) -> Manifest:
                                ref_probs_test=ref_probs_test, ref_probs_synth=ref_probs_synth)
     fidelity["feature_extractor"] = {"name": pf.name if volumes else fx.name,
                                      "input_size": cfg.feature_size,
-                                     "dim": int(f_test.shape[1]), "image_size": size}
+                                     "dim": int(f_test.shape[1]), "image_size": size,
+                                     "dtype": fx.dtype}
     if volumes:  # not the documented 2.5D FID: labelled wherever it is shown
         fidelity["fid_label"] = vol.CONCAT_FID
     timings["fidelity"] = time.perf_counter() - t

@@ -51,6 +51,8 @@ class FeatureExtractor:
         self.net = _lite0().to(self.device)
         self.name = FEATURE_NAME
         self.dim = FEATURE_DIM
+        self.dtype = "float32"
+        """What the features are computed in (whatever autocast the caller is under)."""
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         import torch.nn.functional as F
@@ -71,11 +73,12 @@ class FeatureExtractor:
         import torch
 
         out = []
-        with torch.inference_mode():
+        # float32 always, even inside a caller's autocast: FID/KID from fp16 features on a GPU
+        # would not compare with the CPU's (or a published) figure.
+        with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
             for i in range(0, x.shape[0], self.batch_size):
                 xb = self._prepare(x[i:i + self.batch_size].to(self.device, torch.float32))
-                with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
-                    f = self.net.extract_features(xb)
+                f = self.net.extract_features(xb)
                 out.append(f.float().mean(dim=(2, 3)).cpu())
         if not out:
             return torch.zeros(0, self.dim)

@@ -35,7 +35,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 # torch at import time: only stage code imports this module, never `medsynth --help`.
 import torch.nn as nn
@@ -345,7 +345,7 @@ class MonaiDenoiser(Denoiser):
     def __init__(self, net: Any, kwargs: dict[str, Any]) -> None:
         super().__init__(net)
         self.kwargs = dict(kwargs)
-        self._cross = _mask_cross_attention(net)
+        _mask_cross_attention(net)
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> MonaiDenoiser:
@@ -375,13 +375,11 @@ class MonaiDenoiser(Denoiser):
         ts = torch.as_tensor(t, device=x.device)
         if ts.ndim == 0:  # MONAI wants one timestep per sample
             ts = ts.reshape(1).expand(x.shape[0])
-        for m in self._cross:
-            m.key_mask = text_mask
-        try:
-            return self.net(x, ts, context=text, class_labels=classes)
-        finally:
-            for m in self._cross:
-                m.key_mask = None
+        # The mask travels with the text down MONAI's blocks (which pass `context` on untouched)
+        # to the masked cross-attention: no module attribute set per call, so torch.compile
+        # traces one graph and concurrent calls cannot see each other's masks.
+        context = text if text is None or text_mask is None else MaskedContext(text, text_mask)
+        return self.net(x, ts, context=context, class_labels=classes)
 
     def save(self, folder: str | os.PathLike[str]) -> None:
         from safetensors.torch import save_file
@@ -396,23 +394,26 @@ class MonaiDenoiser(Denoiser):
         atomic_folder(Path(folder), write)
 
 
-def _mask_cross_attention(net: nn.Module) -> list[Any]:
-    """Give every cross-attention block of a MONAI UNet a key padding mask (set per call).
+class MaskedContext(NamedTuple):
+    """Text features and their padding mask, passed as MONAI's ``context`` (which its blocks
+    hand on untouched to the cross-attention)."""
 
-    Returns the blocks, now of a ``MaskedCrossAttention`` class made here (monai is imported
-    lazily), hence typed ``Any``."""
+    text: Any
+    mask: Any
+
+
+def _mask_cross_attention(net: Any) -> list[Any]:
+    """Let every cross-attention block of a MONAI UNet take a :class:`MaskedContext`."""
     import torch
     from monai.networks.blocks import CrossAttentionBlock
 
     class MaskedCrossAttention(CrossAttentionBlock):
-        """MONAI's cross-attention, with padded text tokens (``key_mask == 0``) left out."""
+        """MONAI's cross-attention, with padded text tokens (``mask == 0``) left out."""
 
-        key_mask: torch.Tensor | None = None
-
-        def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-            mask = self.key_mask
-            if mask is None or context is None:
+        def forward(self, x: Any, context: Any = None) -> Any:
+            if not isinstance(context, MaskedContext):
                 return super().forward(x, context)
+            context, mask = context
             q = self.input_rearrange(self.to_q(x))
             k = self.input_rearrange(self.to_k(context))
             v = self.input_rearrange(self.to_v(context))

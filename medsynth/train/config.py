@@ -34,7 +34,7 @@ RESUMABLE_CHANGES = ("max_steps", "checkpoint_every", "keep_checkpoints", "log_e
                      "sample_every", "sample_per_class", "sample_steps", "sample_guidance",
                      "num_threads", "channels_last", "ae_max_steps", "ae_checkpoint_every",
                      "ae_log_every", "tf32", "sdpa_attention", "ema_foreach",
-                     "fused_optimizer",
+                     "fused_optimizer", "compile", "prefetch",
                      "process_group_timeout_s", "sample_batch_size", "data_cache")
 NOISE_SCHEDULES = values(NoiseSchedule)
 
@@ -337,6 +337,12 @@ class GpuSection(Section):
     sample_batch_size: PosInt | None = None
     """Images per sampler call for the sample grids (None = batch_size): a grid larger than a
     training batch is drawn in chunks instead of one out-of-memory batch."""
+    compile: bool = False
+    """torch.compile the denoiser for training (one compile at the first step; same weights and
+    checkpoints). Off: no measured gain on CPU (docs/train.md), not yet measured on a GPU."""
+    prefetch: bool = False
+    """Draw the next micro-batch on a worker thread while the current one trains, into pinned
+    memory on a GPU, copied with non_blocking=True (same batches; medsynth/train/batches.py)."""
 
 
 class BookkeepingSection(Section):

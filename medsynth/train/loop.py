@@ -66,6 +66,7 @@ from medsynth.models.info import ModelInfo
 from medsynth.models.objective import Objective
 from medsynth.models.prototypes import build_prototypes
 from medsynth.resume import require_same_settings
+from medsynth.train.batches import BatchStream
 from medsynth.train.config import RESUMABLE_CHANGES, TrainConfig
 from medsynth.train.data import TrainData, batch_tensors, load_train_data
 from medsynth.train.export import LOG_NAME, export_run, model_info
@@ -330,6 +331,8 @@ class _Trainer:
         self.denoiser = acc.unwrap_model(unet)  # features and saving: the bare module
         if self.prior is not None:
             self.prior.hook_accelerator(acc, self.denoiser)
+        if cfg.compile:  # after prepare: checkpoints, the EMA and exports see the bare module
+            self.unet = torch.compile(unet)
 
         self.window: dict[str, float] = {}
         # A latent run killed before its first denoiser checkpoint starts the denoiser afresh.
@@ -344,6 +347,9 @@ class _Trainer:
             # is written (removed only now, so a failed resume leaves a finished model intact).
             (self.out / MANIFEST_NAME).unlink(missing_ok=True)
             atomic_write_text(self.out / CONFIG_NAME, cfg.to_yaml())
+        self.batches = BatchStream(self._draw, ((s, m) for s in range(start, cfg.max_steps)
+                                                for m in range(cfg.grad_accum)),
+                                   acc.device, prefetch=cfg.prefetch)
         self._open_log(start)
         try:
             step = self._loop(start)
@@ -359,6 +365,7 @@ class _Trainer:
                 ) from None
             raise
         finally:
+            self.batches.close()
             self._close_log()
         acc.wait_for_everyone()
         if acc.is_main_process:
@@ -440,7 +447,7 @@ class _Trainer:
             task = bar.add_task("training", total=cfg.max_steps, completed=start, rate="", loss="-")
             while step < cfg.max_steps:
                 for micro in range(cfg.grad_accum):
-                    batch = self._draw(step, micro)                      # 1. the seeded batch
+                    batch = self.batches.get(step, micro)                # 1. the seeded batch
                     with acc.accumulate(*models), acc.autocast():
                         losses = self._losses(batch)                     # 2. the losses
                         acc.backward(losses["loss"])                     # 3. the optimizer step
@@ -475,7 +482,8 @@ class _Trainer:
 
     def _draw(self, step: int, micro: int) -> _Batch:
         """Micro-batch ``micro`` of ``step``: images (or latents), CFG dropout, noise and
-        timesteps from a generator seeded by (seed, step, micro-batch, process), on the device."""
+        timesteps from a generator seeded by (seed, step, micro-batch, process), on the host
+        (:class:`BatchStream` moves it to the device)."""
         import torch
 
         cfg, data, acc = self.cfg, self.data, self.acc
@@ -494,10 +502,8 @@ class _Trainer:
         tidx = self.text_idx[idx].clone()
         tidx[drop_t] = 0  # 0 = the null text
         noise, t = self.objective.draw(tuple(x0.shape), g)
-        dev = acc.device
-        return _Batch(x0=x0.to(dev), noise=noise.to(dev), t=t.to(dev), labels=y.to(dev),
-                      classes=c.to(dev), text_idx=tidx.to(dev), hidden=self.text_hidden[tidx].to(dev),
-                      mask=self.text_mask[tidx].to(dev), size=bs)
+        return _Batch(x0=x0, noise=noise, t=t, labels=y, classes=c, text_idx=tidx,
+                      hidden=self.text_hidden[tidx], mask=self.text_mask[tidx], size=bs)
 
     def _losses(self, b: _Batch) -> dict[str, Any]:
         """loss = denoising MSE (the objective) + class-head CE + CCELLA text-class loss."""
@@ -639,7 +645,7 @@ class _Trainer:
 
 @dataclasses.dataclass
 class _Batch:
-    """One micro-batch on the device (see :meth:`_Trainer._draw`)."""
+    """One micro-batch (see :meth:`_Trainer._draw`)."""
 
     x0: Any
     noise: Any

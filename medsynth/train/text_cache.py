@@ -26,7 +26,8 @@ class TextFeatures:
     ref: TextEncoderRef
     """The encoder as resolved (hidden size, kind, model type filled in)."""
     hidden: Any
-    """(U, L, D) features of the U distinct texts (row 0 = the null text)."""
+    """(U, L, D) features of the U distinct texts (row 0 = the null text); held as
+    :class:`PackedTokens` (indexing gives the dense rows)."""
     mask: Any
     """(U, L) attention mask."""
     idx: Any
@@ -87,4 +88,58 @@ def text_features(cfg: Any, texts: list[str], cache_dir: Path) -> TextFeatures:
         atomic_write_text(meta_path, json.dumps({**ref.to_dict(), "text_cut": cut}))
     index = {t: i for i, t in enumerate(uniq)}
     idx = torch.tensor([index[t] for t in texts], dtype=torch.long)
-    return TextFeatures(ref=ref, hidden=hidden, mask=mask, idx=idx, cut=cut)
+    return TextFeatures(ref=ref, hidden=PackedTokens.pack(hidden, mask), mask=mask, idx=idx,
+                        cut=cut)
+
+
+class PackedTokens:
+    """(U, L, D) token features held as their real tokens only: one (T, D) block and each row's
+    length, so each rank's host copy grows with the tokens, not with U x the longest text
+    (descriptions are mostly far shorter than the token window). ``packed[idx]`` (long tensor,
+    list, int or slice) gives the dense zero-padded ``(B, L, D)`` rows, bitwise what was packed.
+
+    Only for right-padded rows with zeros after the real tokens (medsynth's encoders; CLIP's
+    all-ones mask packs nothing away); :meth:`pack` keeps any other tensor dense. Not fp16: that
+    would change the features the UNet sees (not measured), packing does not.
+    """
+
+    def __init__(self, data: Any, lengths: Any, length: int) -> None:
+        import torch
+
+        self.data, self.lengths, self.length = data, lengths, int(length)
+        self.offsets = torch.cumsum(lengths, 0) - lengths
+        self.shape = (len(lengths), self.length, int(data.shape[1]))
+        self.dtype = data.dtype
+
+    @classmethod
+    def pack(cls, hidden: Any, mask: Any) -> Any:
+        """``hidden`` packed, or ``hidden`` itself where packing would not give it back."""
+        import torch
+
+        keep = mask.bool()
+        lengths = keep.sum(1)
+        prefix = torch.arange(hidden.shape[1])[None] < lengths[:, None]
+        if hidden.ndim != 3 or not torch.equal(keep, prefix) or bool(hidden[~keep].any()):
+            return hidden
+        return cls(hidden[keep].contiguous(), lengths, hidden.shape[1])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx: Any) -> Any:
+        import torch
+
+        if isinstance(idx, slice):
+            idx = torch.arange(len(self))[idx]
+        one = isinstance(idx, int)
+        idx = torch.as_tensor([idx] if one else idx, dtype=torch.long)
+        n = self.lengths[idx]
+        pos = torch.arange(self.length)[None]
+        valid = pos < n[:, None]
+        rows = self.data[(self.offsets[idx][:, None] + pos).clamp(max=max(len(self.data) - 1, 0))]
+        out = torch.where(valid[..., None], rows, torch.zeros((), dtype=self.dtype))
+        return out[0] if one else out
+
+    def dense(self) -> Any:
+        """All rows, (U, L, D)."""
+        return self[:]

@@ -1,8 +1,8 @@
 """What only a CUDA GPU shows (``-m gpu``; skipped without CUDA, run by scripts/gpu-check.sh).
 
 bf16 and fp16 training killed and resumed (the EMA on the GPU after the checkpoint load), a 3D
-latent run, the sampler's images on the GPU vs the CPU, the autoencoder's decode in fp32 under
-autocast, and ``mixed_precision: auto`` by compute capability.
+latent run, the sampler's images on the GPU vs the CPU, the autoencoder's decode and the FID
+features in fp32 under autocast, and ``mixed_precision: auto`` by compute capability.
 """
 
 from __future__ import annotations
@@ -121,6 +121,19 @@ def test_autoencoder_decodes_in_fp32_under_autocast(rgb16: dict[str, Path],
         amp = ae.decode(z.to(DEV), window=0)
     assert amp.dtype == torch.float32
     torch.testing.assert_close(amp, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_fid_features_fp32_on_the_gpu_match_the_cpu() -> None:
+    """The feature extractor had its own fp16 autocast on CUDA: FID on a GPU came from fp16
+    features. Now float32 there too (and under a caller's autocast), so GPU = CPU features."""
+    from medsynth.metrics.features import FeatureExtractor
+
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cpu = FeatureExtractor(size=32, device="cpu")(x)
+    with torch.autocast(DEV, dtype=torch.bfloat16):
+        dev = FeatureExtractor(size=32, device=DEV)(x)
+    assert dev.dtype == torch.float32
+    torch.testing.assert_close(dev, cpu, rtol=1e-3, atol=1e-3)  # TF32 off: fp32 kernels differ
 
 
 def test_auto_precision_follows_compute_capability() -> None:

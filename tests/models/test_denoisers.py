@@ -128,3 +128,51 @@ def test_factory_picks_from_dims_and_recipe() -> None:
     assert den.net.conv_in.conv.in_channels == 4 and den.n_class_embeds == 4
     assert den.lora_target_modules and all(
         any(n.endswith(t) for n, _ in den.net.named_modules()) for t in den.lora_target_modules)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_monai_mask_is_an_argument_not_an_attribute(dims: int) -> None:
+    """The padding mask reaches MONAI's cross-attention with the text (no module attribute set
+    per call), and the masked attention equals MONAI's own where nothing is padded: bitwise,
+    output and gradients, with MONAI's attention and with SDPA."""
+    from medsynth.train.launch import use_sdpa
+
+    den = _den("monai", dims).train()
+    x, h, m = _inputs(dims)
+    t, c = torch.tensor([3, 7]), torch.tensor([0, 2])
+    before = {name: dict(vars(mod)) for name, mod in den.named_modules()}
+    den(x, t, c, h, m)
+    after = {name: dict(vars(mod)) for name, mod in den.named_modules()}
+    changed = [(n, k) for n in before for k in set(before[n]) | set(after[n])
+               if before[n].get(k, None) is not after[n].get(k, None) and k != "_features"]
+    assert not changed, changed
+    for sdpa in (False, True):
+        use_sdpa(den, sdpa)
+        outs = []
+        for call in (lambda: den(x, t, c, h, torch.ones_like(m)), lambda: den.net(x, t, h, c)):
+            den.zero_grad()
+            out = call()
+            out.square().sum().backward()
+            outs.append((out.detach(), [p.grad.clone() for p in den.parameters()]))
+        assert torch.equal(outs[0][0], outs[1][0])
+        assert all(torch.equal(a, b) for a, b in zip(outs[0][1], outs[1][1], strict=True))
+
+
+def test_monai_denoiser_compiles_to_one_graph() -> None:
+    """torch.compile(fullgraph=True: any graph break raises) traces the wrapper, the mask and the
+    feature hook as one graph; a new mask needs no recompile; the features of a compiled call are
+    kept as in eager mode."""
+    from torch._dynamo.testing import CompileCounter
+
+    den = _den("monai", 2)
+    x, h, m = _inputs(2)
+    t, c = torch.tensor([3, 7]), torch.tensor([0, 2])
+    counter = CompileCounter()
+    compiled = torch.compile(den, backend=counter, fullgraph=True)
+    with torch.no_grad():
+        for mask in (m, torch.ones_like(m), m.flip(0)):
+            out = compiled(x, t, c, h, mask)
+            feats = den.pooled_features()
+            torch.testing.assert_close(out, den(x, t, c, h, mask))
+            torch.testing.assert_close(feats, den.pooled_features())
+    assert counter.frame_count == 1
