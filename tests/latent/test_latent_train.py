@@ -175,5 +175,5 @@ def test_autoencoder_cosine_schedule(rgb16: dict[str, Path], tmp_path: Path) -> 
     assert all(a > b for a, b in zip(cos[:-1], cos[1:], strict=True)), cos
     assert cos[-1] < 0.5 * cos[0], cos
     assert len(set(const)) == 1, const
-    with pytest.raises(MedsynthError, match="ae_lr_schedule must be cosine or constant"):
+    with pytest.raises(MedsynthError, match="ae_lr_schedule must be one of cosine, constant"):
         tiny_latent(ae_lr_schedule="linear")
