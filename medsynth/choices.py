@@ -8,7 +8,7 @@ may import it without slowing ``medsynth --help``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Literal, get_args
 
 # --- shared -------------------------------------------------------------------------------------
@@ -81,3 +81,15 @@ def comma_list(values: str | Iterable[str] | None, *, lower: bool = False) -> li
     items = [values] if isinstance(values, str) else list(values)
     out = [p.strip() for item in items for p in str(item).split(",") if p.strip()]
     return [p.lower() for p in out] if lower else out
+
+
+def choice_list(values: str | Iterable[str] | None, choices: Sequence[str], *, option: str,
+                noun: str) -> list[str]:
+    """A comma list of ``choices`` (lower-cased, order kept); anything else, or nothing, is
+    refused naming ``option``: ``--format: unknown format(s) ['gif']; choose from ...``."""
+    given = comma_list(values, lower=True)
+    bad = [v for v in given if v not in choices]
+    if bad or not given:
+        raise ValueError(f"{option}: unknown {noun}(s) {bad or given}; choose from "
+                         f"{', '.join(choices)}")
+    return given

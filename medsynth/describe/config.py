@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Annotated, ClassVar, Self
 
 from pydantic import ConfigDict, Field, model_validator
@@ -14,7 +13,6 @@ from medsynth.choices import (
     StructuredOutput,
     values,
 )
-from medsynth.errors import BadUsageError
 from medsynth.recipe import Recipe
 
 if TYPE_CHECKING:
@@ -84,19 +82,10 @@ class DescribeConfig(Recipe):
     def _rules(self) -> Self:
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite contradict each other; choose one")
-        if self.backend == "openai":
-            self.base_url = (self.base_url or os.environ.get("MEDSYNTH_OPENAI_BASE_URL")
-                             or os.environ.get("OPENAI_BASE_URL"))
-            self.model = (self.model or os.environ.get("MEDSYNTH_OPENAI_MODEL")
-                          or os.environ.get("OPENAI_MODEL"))
-            if not self.base_url:
-                raise BadUsageError("the openai backend needs --base-url (or "
-                                    "$MEDSYNTH_OPENAI_BASE_URL)",
-                                    hint="e.g. --base-url http://127.0.0.1:8000/v1")
-            if not self.model:
-                raise ValueError("the openai backend needs --model (or $MEDSYNTH_OPENAI_MODEL)")
-        if self.backend == "transformers" and not self.model:
-            raise ValueError("the transformers backend needs --model PATH_OR_NAME")
+        from medsynth.mllm.backend import model_server
+
+        self.base_url, self.model = model_server(self.backend, self.base_url, self.model,
+                                                 what="backend")
         return self
 
     def backend_config(self) -> BackendConfig:

@@ -216,93 +216,188 @@ def class_counts(s: ImageSet, n_classes: int) -> dict[int, int]:
     return {k: int(n) for k, n in enumerate(counts) if n}
 
 
+@dataclasses.dataclass
+class _Runs:
+    """Everything one classifier run needs; picklable, so worker processes get it once."""
+
+    cfg: EvaluateConfig
+    out: Path
+    classes: list[str]
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet
+    synth: dict[str, ImageSet]
+    flips: tuple[bool, bool]
+    device: str
+    extra: ImageSet | None
+
+    def run(self, arm: Arm, seed: int) -> dict[str, Any]:
+        """Train and test one arm at one seed; write its predictions; return its record.
+
+        A run depends only on (arm, seed) and the thread count (every random draw is seeded
+        here), so runs give the same figures in any order and in any process.
+        """
+        import torch
+
+        from medsynth.evaluate.baselines import augmenter, draw_extra, repeat_to
+        from medsynth.evaluate.classifier import predict_proba, train_classifier
+
+        cfg, train, val, test, n_classes = self.cfg, self.train, self.val, self.test, \
+            len(self.classes)
+        key = arm.key(seed)
+        augment = None
+        n_added = 0
+        if arm.fraction is not None:
+            real_part = subsample(train, arm.fraction, seed, n_classes)
+            val_part = subsample(val, arm.fraction, seed, n_classes, minimum=2) \
+                if len(val) else val
+        else:
+            real_part, val_part = None, val
+        added = self.synth[arm.synthetic] if arm.synthetic is not None else None
+        if arm.kind == "synthetic-only":
+            assert added is not None, arm  # plan_arms gives every synthetic arm its set
+            data = added
+            n_added = len(data)
+        elif arm.kind != "real":
+            # real+synthetic, augment and oracle arms have a real fraction and a set
+            assert real_part is not None and added is not None, arm
+            if arm.kind == "synthetic":
+                data = concat(real_part, added, arm.setting)
+                n_added = len(added)
+            elif arm.kind == "augment":
+                data = repeat_to(real_part, class_counts(added, n_classes), seed)
+                n_added = len(data) - len(real_part)
+                augment = augmenter(int(train.x.shape[1]), int(train.x.shape[-1]), seed)
+            elif arm.kind == "oracle":
+                if self.extra is None:
+                    raise ValueError("the oracle arm needs extra real images")
+                more = draw_extra(self.extra, class_counts(added, n_classes), seed)
+                data = concat(real_part, more, arm.setting)
+                n_added = len(more)
+            else:
+                raise ValueError(f"unknown benchmark arm kind {arm.kind!r}")
+        else:
+            assert real_part is not None, arm
+            data = real_part
+        if len(val_part) == 0:  # no val split: stop on the training loss instead
+            val_part = data
+        res = train_classifier(
+            cfg.classifier, data.x, data.y, val_part.x, val_part.y, n_classes=n_classes,
+            seed=seed, epochs=cfg.epochs, patience=cfg.patience, batch_size=cfg.batch_size,
+            lr=cfg.lr, flips=self.flips, device=self.device, augment=augment)
+        probs = predict_proba(res.model, test.x, device=self.device)
+        m = classification_metrics(probs, test.y, n_classes)
+        _write_predictions(self.out / "predictions" / f"{key}.csv", test.ids, test.y, probs,
+                           self.classes)
+        full = next((f for f in cfg.fractions if f.fraction == 1.0), None)
+        if arm.setting == "real" and arm.fraction == full and seed == 0:
+            path = self.out / REFERENCE_MODEL
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                torch.save(res.model.state_dict(), tmp)
+        return {"key": key, "setting": arm.setting, "kind": arm.kind,
+                "fraction": arm.fraction_label, "synthetic": arm.synthetic, "seed": seed,
+                "n_real": len(real_part) if real_part is not None else 0,
+                "n_synthetic": len(added) if added is not None and arm.kind in (
+                    "synthetic", "synthetic-only") else 0,
+                "n_added": n_added, "n_train": len(data),
+                "n_val": len(val_part), "epochs": res.epochs, "best_epoch": res.best_epoch,
+                # Converged: early stopping fired, or the last `patience` epochs brought no
+                # better val loss (also when that happens exactly at --epochs).
+                "stopped_early": res.epochs < cfg.epochs
+                or res.epochs - res.best_epoch >= max(cfg.patience, 1),
+                "seconds": round(res.seconds, 2), **m}
+
+
+_WORKER_RUNS: _Runs | None = None
+
+
+def _init_worker(runs: _Runs, threads: int, parent_pid: int) -> None:
+    """Worker process: the parent's thread count (the same float sums), dies with the parent."""
+    import torch
+
+    from medsynth.mllm.measure import die_with_parent
+
+    global _WORKER_RUNS
+    die_with_parent(parent_pid)
+    torch.set_num_threads(threads)
+    _WORKER_RUNS = runs
+
+
+def _worker_run(arm: Arm, seed: int) -> dict[str, Any]:
+    assert _WORKER_RUNS is not None, "worker not initialised"
+    return _WORKER_RUNS.run(arm, seed)
+
+
+def benchmark_workers(cfg: EvaluateConfig, device: str, threads: int, n_runs: int) -> int:
+    """Processes for the classifier runs: ``--workers``, else (on the CPU, one thread per run)
+    the cores free now; one on a GPU, with several threads per run, or for a single run."""
+    from medsynth.threads import default_threads
+
+    if device != "cpu" or n_runs < 2:
+        return 1
+    if cfg.workers is not None:
+        return min(cfg.workers, n_runs)
+    return min(default_threads(), n_runs) if threads == 1 else 1
+
+
 def run_benchmark(cfg: EvaluateConfig, out: Path, classes: list[str], train: ImageSet,
                   val: ImageSet, test: ImageSet, synth: dict[str, ImageSet], *, flips: tuple[bool, bool],
                   device: str, extra: ImageSet | None = None) -> dict[str, Any]:
-    """Train and test every arm over every seed (resumable); return the aggregated results."""
+    """Train and test every arm over every seed (resumable); return the aggregated results.
+
+    With several workers (:func:`benchmark_workers`) the runs go to that many processes, each at
+    this process's thread count, so every figure is the same as one process gives.
+    """
+    import os
+
     import torch
 
-    from medsynth.evaluate.baselines import augmenter, draw_extra, repeat_to
-    from medsynth.evaluate.classifier import predict_proba, train_classifier
     from medsynth.ui import console, progress_bar
 
-    n_classes = len(classes)
     arms = plan_arms(cfg.fractions, list(synth), cfg.baselines)
     done = {r["key"]: r for r in read_jsonl(out / RUNS_FILE)}
     todo = [(a, s) for a in arms for s in range(cfg.seeds) if a.key(s) not in done]
     if done and todo:
         console.print(f"benchmark: resuming, {len(done)} run(s) done, {len(todo)} to go")
-    full = next((f for f in cfg.fractions if f.fraction == 1.0), None)
-    size = int(train.x.shape[-1])
+    runs = _Runs(cfg, out, classes, train, val, test, synth, flips, device, extra)
+    threads = torch.get_num_threads()
+    workers = benchmark_workers(cfg, device, threads, len(todo))
+    if workers > 1:
+        console.print(f"benchmark: {len(todo)} classifier runs in {workers} processes")
     with JsonlAppender(out / RUNS_FILE) as log, progress_bar() as bar:
         task = bar.add_task("benchmark runs", total=len(todo), rate="")
-        for arm, seed in todo:
-            key = arm.key(seed)
-            bar.update(task, description=f"train {arm.setting} @ {arm.fraction_label} s{seed}")
-            augment = None
-            n_added = 0
-            if arm.fraction is not None:
-                real_part = subsample(train, arm.fraction, seed, n_classes)
-                val_part = subsample(val, arm.fraction, seed, n_classes, minimum=2) \
-                    if len(val) else val
-            else:
-                real_part, val_part = None, val
-            added = synth[arm.synthetic] if arm.synthetic is not None else None
-            if arm.kind == "synthetic-only":
-                assert added is not None, arm  # plan_arms gives every synthetic arm its set
-                data = added
-                n_added = len(data)
-            elif arm.kind != "real":
-                # real+synthetic, augment and oracle arms have a real fraction and a set
-                assert real_part is not None and added is not None, arm
-                if arm.kind == "synthetic":
-                    data = concat(real_part, added, arm.setting)
-                    n_added = len(added)
-                elif arm.kind == "augment":
-                    data = repeat_to(real_part, class_counts(added, n_classes), seed)
-                    n_added = len(data) - len(real_part)
-                    augment = augmenter(int(train.x.shape[1]), size, seed)
-                elif arm.kind == "oracle":
-                    if extra is None:
-                        raise ValueError("the oracle arm needs extra real images")
-                    more = draw_extra(extra, class_counts(added, n_classes), seed)
-                    data = concat(real_part, more, arm.setting)
-                    n_added = len(more)
-                else:
-                    raise ValueError(f"unknown benchmark arm kind {arm.kind!r}")
-            else:
-                assert real_part is not None, arm
-                data = real_part
-            if len(val_part) == 0:  # no val split: stop on the training loss instead
-                val_part = data
-            res = train_classifier(
-                cfg.classifier, data.x, data.y, val_part.x, val_part.y, n_classes=n_classes,
-                seed=seed, epochs=cfg.epochs, patience=cfg.patience, batch_size=cfg.batch_size,
-                lr=cfg.lr, flips=flips, device=device, augment=augment)
-            probs = predict_proba(res.model, test.x, device=device)
-            m = classification_metrics(probs, test.y, n_classes)
-            _write_predictions(out / "predictions" / f"{key}.csv", test.ids, test.y, probs,
-                               classes)
-            if arm.setting == "real" and arm.fraction == full and seed == 0:
-                path = out / REFERENCE_MODEL
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_path(path) as tmp:
-                    torch.save(res.model.state_dict(), tmp)
-            rec = {"key": key, "setting": arm.setting, "kind": arm.kind,
-                   "fraction": arm.fraction_label, "synthetic": arm.synthetic, "seed": seed,
-                   "n_real": len(real_part) if real_part is not None else 0,
-                   "n_synthetic": len(added) if added is not None and arm.kind in (
-                       "synthetic", "synthetic-only") else 0,
-                   "n_added": n_added, "n_train": len(data),
-                   "n_val": len(val_part), "epochs": res.epochs, "best_epoch": res.best_epoch,
-                   # Converged: early stopping fired, or the last `patience` epochs brought no
-                   # better val loss (also when that happens exactly at --epochs).
-                   "stopped_early": res.epochs < cfg.epochs
-                   or res.epochs - res.best_epoch >= max(cfg.patience, 1),
-                   "seconds": round(res.seconds, 2), **m}
+
+        def record(rec: dict[str, Any]) -> None:
             log.write(rec)
-            done[key] = rec
+            done[rec["key"]] = rec
             bar.advance(task)
+
+        if workers == 1:
+            for arm, seed in todo:
+                bar.update(task, description=f"train {arm.setting} @ {arm.fraction_label} s{seed}")
+                record(runs.run(arm, seed))
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+            # spawn, not fork: this process holds threads (progress bar, torch) and locks. The
+            # tensors travel once per worker, through shared memory (torch's reductions).
+            pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                       initializer=_init_worker,
+                                       initargs=(runs, threads, os.getpid()))
+            try:
+                pending = {pool.submit(_worker_run, a, s) for a, s in todo}
+                while pending:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in finished:
+                        record(f.result())
+            except BaseException:
+                # a failed or interrupted run: the finished ones are kept (--resume), the
+                # rest are not waited for
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
     probs_by_key = {k: read_predictions(out / "predictions" / f"{k}.csv", test.ids, classes)
                     for k in done if (out / "predictions" / f"{k}.csv").is_file()
                     and any(k == a.key(s) for a in arms for s in range(cfg.seeds))}

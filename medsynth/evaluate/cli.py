@@ -74,6 +74,10 @@ def evaluate_cmd(
     threads: Annotated[
         int | None, typer.Option("--threads", help="CPU threads for torch (default: 1 for the "
                                  "small classifier, else torch's default).")] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Processes for the classifier runs "
+                                 "(default: the cores free now when each run takes one thread "
+                                 "on the CPU, else 1). The figures do not depend on it.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed evaluation in "
                                          "--out (finished benchmark runs are kept).")] = False,
     overwrite: OverwriteOpt = False,
@@ -99,7 +103,7 @@ def evaluate_cmd(
         max_synthetic_per_class=max_synthetic, feature_size=feature_size,
         near_copy_quantile=near_copy_quantile, independent_model=independent_model,
         benchmark=benchmark, clip=clip, clip_store=clip_store, device=device, threads=threads,
-        resume=resume, overwrite=overwrite)
+        workers=workers, resume=resume, overwrite=overwrite)
     manifest = run_evaluate(cfg)
     stdout.print(f"report: {Path(out) / manifest.outputs['report']}")
 

@@ -36,7 +36,7 @@ from medsynth.evaluate.config import EvaluateConfig
 from medsynth.evaluate.sections import Metrics, VolumesSection
 
 RUN_FILE = "evaluate.json"
-IDENTITY_IGNORES = ("out", "resume", "overwrite", "device")
+IDENTITY_IGNORES = ("out", "resume", "overwrite", "device", "workers")
 
 
 def _identity(cfg: EvaluateConfig) -> dict[str, Any]:

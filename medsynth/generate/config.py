@@ -21,7 +21,7 @@ from medsynth.choices import (
     ReportWriter,
     Sampler,
     Split,
-    comma_list,
+    choice_list,
     values,
 )
 from medsynth.recipe import Recipe
@@ -153,22 +153,13 @@ class GenerateConfig(Recipe):
     @field_validator("formats", mode="before")
     @classmethod
     def _formats(cls, v: Any) -> list[str]:
-        given = comma_list(v, lower=True)
-        bad = [f for f in given if f not in FORMATS]
-        if bad or not given:
-            raise ValueError(f"--format: unknown format(s) {bad or given}; choose from "
-                             f"{', '.join(FORMATS)}")
+        given = choice_list(v, FORMATS, option="--format", noun="format")
         return [f for f in FORMATS if f in given]
 
     @field_validator("splits", mode="before")
     @classmethod
     def _splits(cls, v: Any) -> list[str]:
-        given = comma_list(v, lower=True)
-        bad = [s for s in given if s not in SPLITS]
-        if bad or not given:
-            raise ValueError(f"--split: unknown split(s) {bad or given}; choose from "
-                             f"{', '.join(SPLITS)}")
-        return given
+        return choice_list(v, SPLITS, option="--split", noun="split")
 
     @field_validator("strength")
     @classmethod

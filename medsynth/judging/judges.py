@@ -251,19 +251,10 @@ class JudgeSettings(Recipe):
 
     @model_validator(mode="after")
     def _rules(self) -> Self:
-        if self.backend == "openai":
-            self.base_url = (self.base_url or os.environ.get("MEDSYNTH_OPENAI_BASE_URL")
-                             or os.environ.get("OPENAI_BASE_URL"))
-            self.model = (self.model or os.environ.get("MEDSYNTH_OPENAI_MODEL")
-                          or os.environ.get("OPENAI_MODEL"))
-            if not self.base_url:
-                raise BadUsageError("the openai judge needs --base-url (or "
-                                    "$MEDSYNTH_OPENAI_BASE_URL)",
-                                    hint="e.g. --base-url http://127.0.0.1:8000/v1")
-            if not self.model:
-                raise ValueError("the openai judge needs --model (or $MEDSYNTH_OPENAI_MODEL)")
-        if self.backend == "transformers" and not self.model:
-            raise ValueError("the transformers judge needs --model PATH_OR_NAME")
+        from medsynth.mllm.backend import model_server
+
+        self.base_url, self.model = model_server(self.backend, self.base_url, self.model,
+                                                 what="judge")
         return self
 
 

@@ -103,6 +103,28 @@ class BackendConfig:
             raise BadUsageError(f"concurrency must be >= 1, got {self.concurrency}")
 
 
+def model_server(backend: str, base_url: str | None, model: str | None, *,
+                 what: str = "backend") -> tuple[str | None, str | None]:
+    """The server and model of an ``openai`` or ``transformers`` backend, from the options or
+    the environment (``$MEDSYNTH_OPENAI_BASE_URL``/``$OPENAI_BASE_URL``, ``..._MODEL``);
+    ``what`` names the caller in the refusals ("backend", "judge")."""
+    import os
+
+    if backend == "openai":
+        base_url = (base_url or os.environ.get("MEDSYNTH_OPENAI_BASE_URL")
+                    or os.environ.get("OPENAI_BASE_URL"))
+        model = model or os.environ.get("MEDSYNTH_OPENAI_MODEL") or os.environ.get("OPENAI_MODEL")
+        if not base_url:
+            raise BadUsageError(f"the openai {what} needs --base-url (or "
+                                "$MEDSYNTH_OPENAI_BASE_URL)",
+                                hint="e.g. --base-url http://127.0.0.1:8000/v1")
+        if not model:
+            raise ValueError(f"the openai {what} needs --model (or $MEDSYNTH_OPENAI_MODEL)")
+    if backend == "transformers" and not model:
+        raise ValueError(f"the transformers {what} needs --model PATH_OR_NAME")
+    return base_url, model
+
+
 def make_backend(cfg: BackendConfig) -> Backend:
     """Build the model backend ``cfg`` names (imports its libraries only now)."""
     if cfg.kind == "openai":

@@ -102,6 +102,45 @@ def test_resume_skips_finished_runs(report: Path, shapes: dict[str, Path]) -> No
     assert res.exit_code == 1 and "already exists" in res.output
 
 
+def test_worker_processes_give_the_same_runs(report: Path, shapes: dict[str, Path],
+                                             tmp_path: Path) -> None:
+    """--workers 2: the runs go to two spawned processes; every figure and prediction is the
+    one the single process wrote (each run is seeded on its own, at the same thread count)."""
+    out = tmp_path / "report"
+    res = CliRunner().invoke(app, ["evaluate", "--real", str(shapes["data"]), "--synthetic",
+                                   str(shapes["synth"]), "--out", str(out), *_baselines(shapes),
+                                   *ARGS, "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    assert "in 2 processes" in res.output
+
+    def runs(folder: Path) -> dict[str, dict]:
+        return {r["key"]: {k: v for k, v in r.items() if k != "seconds"}
+                for r in read_jsonl(folder / "runs.jsonl")}
+
+    one, two = runs(report), runs(out)
+    assert len(one) > 4 and one == two
+    for key in one:
+        assert (out / "predictions" / f"{key}.csv").read_bytes() == \
+            (report / "predictions" / f"{key}.csv").read_bytes(), key
+    a = json.loads((report / "metrics.json").read_text())["benchmark"]
+    b = json.loads((out / "metrics.json").read_text())["benchmark"]
+    for x, y in zip(a["arms"], b["arms"], strict=True):
+        assert x["metrics"] == y["metrics"] and x.get("gain") == y.get("gain")
+
+
+def test_benchmark_workers_rule() -> None:
+    from medsynth.evaluate.benchmark import benchmark_workers
+    from medsynth.evaluate.config import EvaluateConfig
+
+    cfg = EvaluateConfig(real="r", synthetic=["s"], out="o")
+    assert benchmark_workers(cfg, "cuda", 1, 10) == 1  # one GPU: one process
+    assert benchmark_workers(cfg, "cpu", 4, 10) == 1  # runs that take several threads
+    assert benchmark_workers(cfg, "cpu", 1, 1) == 1
+    assert 1 <= benchmark_workers(cfg, "cpu", 1, 10) <= 10
+    assert benchmark_workers(cfg.model_copy(update={"workers": 3}), "cpu", 1, 10) == 3
+    assert benchmark_workers(cfg.model_copy(update={"workers": 3}), "cpu", 1, 2) == 2
+
+
 def test_leaking_set_is_refused_before_writing(tmp_path: Path, shapes: dict[str, Path]) -> None:
     from .conftest import make_model, make_synthetic
 
