@@ -330,15 +330,21 @@ def _worker_run(arm: Arm, seed: int) -> dict[str, Any]:
 
 
 def benchmark_workers(cfg: EvaluateConfig, device: str, threads: int, n_runs: int) -> int:
-    """Processes for the classifier runs: ``--workers``, else (on the CPU, one thread per run)
-    the cores free now; one on a GPU, with several threads per run, or for a single run."""
-    from medsynth.threads import default_threads
+    """Processes for the classifier runs: ``--workers``; else, on the CPU with one thread per run,
+    ``MEDSYNTH_THREADS`` or every CPU this process may use; one on a GPU, with several threads
+    per run, or for a single run.
+
+    Not the load-based default of :func:`medsynth.threads.default_threads`: right after
+    ``medsynth train`` the 1-minute load average still counts the training, and single-thread
+    processes do not spin-wait on each other as multi-threaded ones do on a busy machine.
+    """
+    from medsynth.threads import available_cpus, env_threads
 
     if device != "cpu" or n_runs < 2:
         return 1
     if cfg.workers is not None:
         return min(cfg.workers, n_runs)
-    return min(default_threads(), n_runs) if threads == 1 else 1
+    return min(env_threads() or available_cpus(), n_runs) if threads == 1 else 1
 
 
 def run_benchmark(cfg: EvaluateConfig, out: Path, classes: list[str], train: ImageSet,

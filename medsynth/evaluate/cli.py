@@ -76,8 +76,9 @@ def evaluate_cmd(
                                  "small classifier, else torch's default).")] = None,
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="Processes for the classifier runs "
-                                 "(default: the cores free now when each run takes one thread "
-                                 "on the CPU, else 1). The figures do not depend on it.")] = None,
+                                 "(default: $MEDSYNTH_THREADS or every CPU when each run takes "
+                                 "one thread on the CPU, else 1). The figures do not depend on "
+                                 "it.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a killed evaluation in "
                                          "--out (finished benchmark runs are kept).")] = False,
     overwrite: OverwriteOpt = False,

@@ -124,9 +124,9 @@ class EvaluateConfig(Recipe):
     """CPU threads for torch (None = 1 for the small classifier, whose layers are too small to
     gain from more on a shared machine; torch's default for the others)."""
     workers: PosInt | None = None
-    """Processes for the classifier runs (None = the cores free now when each run takes one
-    thread on the CPU, else 1). Every run is seeded on its own, so the figures do not depend on
-    it."""
+    """Processes for the classifier runs (None = ``MEDSYNTH_THREADS`` or every CPU when each run
+    takes one thread on the CPU, else 1). Every run is seeded on its own, so the figures do not
+    depend on it."""
     resume: bool = False
     """Continue a killed evaluation in --out (finished benchmark runs are kept)."""
     overwrite: bool = False
