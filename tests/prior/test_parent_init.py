@@ -88,3 +88,32 @@ def test_evaluate_leakage_guard_follows_the_prior(parent: Path, rgb16: Path,
     with pytest.raises(MedsynthError, match="also trained on another dataset"):
         check_leakage(synth, real, independent_model=False)
     assert check_leakage(synth, real, independent_model=True)
+
+
+def test_val_split_warning_counts_only_this_dataset(rgb16: Path, tmp_path: Path) -> None:
+    """A prior trained on the val split of ITS dataset is not 'the val split used for early
+    stopping' here; a child trained on this dataset's val split is."""
+    from typer.testing import CliRunner
+
+    from medsynth.cli import app
+    from medsynth.evaluate.inputs import check_leakage
+    from medsynth.imaging.dataset import open_dataset
+    from medsynth.synthset import open_synthetic
+    from medsynth.train.config import TrainConfig
+    from medsynth.train.loop import train
+    from tests.train.fixtures import make_dataset
+
+    other = make_dataset(tmp_path / "other", channels=3, classes=("red", "blue"), seed=3).root
+    prior = train(other, tmp_path / "prior", cfg=TrainConfig.tiny(splits=["train", "val"]),
+                  progress=False)
+    real = open_dataset(rgb16)
+    for splits, warned in ((["train"], False), (["train", "val"], True)):
+        child = train(rgb16, tmp_path / f"c{len(splits)}",
+                      cfg=run_cfg(init=str(prior), splits=splits), progress=False)
+        res = CliRunner().invoke(app, ["generate", str(child), "--out",
+                                       str(tmp_path / f"s{len(splits)}"), "--n", "1",
+                                       "--steps", "2"])
+        assert res.exit_code == 0, res.output
+        notes = check_leakage(open_synthetic(tmp_path / f"s{len(splits)}"), real,
+                              independent_model=True)
+        assert any("val split used for early stopping" in n for n in notes) is warned, notes
