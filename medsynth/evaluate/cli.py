@@ -75,7 +75,7 @@ def evaluate_cmd(
         int | None, typer.Option("--threads", help="CPU threads for torch (default: 1 for the "
                                  "small classifier, else torch's default).")] = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", min=1, help="Processes for the classifier runs "
+        int | None, typer.Option("--workers", help="Processes for the classifier runs "
                                  "(default: $MEDSYNTH_THREADS or every CPU when each run takes "
                                  "one thread on the CPU, else 1). The figures do not depend on "
                                  "it.")] = None,
