@@ -323,11 +323,13 @@ class Lineage:
         """The model at the root of the chain (stage train, when the chain is complete)."""
         return self.models[-1] if self.models else None
 
-    def data_sha256(self) -> set[str]:
-        """sha256 of every dataset manifest a model on the chain trained on (as recorded)."""
-        out = {str(ref.get("sha256")) for _, ref in self.data if ref.get("sha256")}
+    def data_sha256(self, model: Manifest | None = None) -> set[str]:
+        """sha256 of every dataset manifest a model on the chain trained on (as recorded), or
+        only those ``model`` trained on."""
+        out = {str(ref.get("sha256")) for m, ref in self.data
+               if ref.get("sha256") and (model is None or m is model)}
         out |= {str(m.config["dataset_sha256"]) for m in self.models
-                if m.config.get("dataset_sha256")}
+                if m.config.get("dataset_sha256") and (model is None or m is model)}
         return out
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medsynth.artifacts import Lineage, Manifest
+from medsynth.artifacts import Manifest
 from medsynth.errors import MedsynthError
 from medsynth.imaging.dataset import Dataset, open_dataset
 from medsynth.imaging.readers import Image, read_image
@@ -112,18 +112,10 @@ def check_leakage(synth: SyntheticSet, real: Dataset, *, independent_model: bool
     warnings += _check_image_sources(synth, real)
     # Only a val split of this dataset is the one early stopping uses (a prior trained on its
     # own public set's val split is not).
-    if any("val" in _splits(m) and real.sha256 in _trained_on(lin, m) for m in lin.models):
+    if any("val" in _splits(m) and real.sha256 in lin.data_sha256(m) for m in lin.models):
         warnings.append(f"{synth.name}: generator also trained on the val split used for "
                         "early stopping")
     return warnings
-
-
-def _trained_on(lin: Lineage, m: Manifest) -> set[str]:
-    """sha256 of the datasets model ``m`` of the lineage trained on (as recorded)."""
-    out = {str(ref.get("sha256")) for owner, ref in lin.data if owner is m and ref.get("sha256")}
-    if m.config.get("dataset_sha256"):
-        out.add(str(m.config["dataset_sha256"]))
-    return out
 
 
 def _check_image_sources(synth: SyntheticSet, real: Dataset) -> list[str]:
