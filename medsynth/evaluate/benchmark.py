@@ -312,14 +312,14 @@ class _Runs:
 _WORKER_RUNS: _Runs | None = None
 
 
-def _init_worker(runs: _Runs, threads: int, parent_pid: int) -> None:
+def _init_worker(runs: _Runs, threads: int, parent_pid: int, from_main_thread: bool) -> None:
     """Worker process: the parent's thread count (the same float sums), dies with the parent."""
     import torch
 
     from medsynth.mllm.measure import die_with_parent
 
     global _WORKER_RUNS
-    die_with_parent(parent_pid)
+    die_with_parent(parent_pid, from_main_thread)
     torch.set_num_threads(threads)
     _WORKER_RUNS = runs
 
@@ -385,13 +385,18 @@ def run_benchmark(cfg: EvaluateConfig, out: Path, classes: list[str], train: Ima
                 record(runs.run(arm, seed))
         else:
             import multiprocessing as mp
+            import threading
             from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
             # spawn, not fork: this process holds threads (progress bar, torch) and locks. The
-            # tensors travel once per worker, through shared memory (torch's reductions).
+            # tensors travel once per worker, through shared memory (torch's reductions). The
+            # kernel's death signal follows the spawning thread: only from the main thread, as
+            # the measure backend does (an evaluate run from a notebook thread).
             pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                                        initializer=_init_worker,
-                                       initargs=(runs, threads, os.getpid()))
+                                       initargs=(runs, threads, os.getpid(),
+                                                 threading.current_thread()
+                                                 is threading.main_thread()))
             try:
                 pending = {pool.submit(_worker_run, a, s) for a, s in todo}
                 while pending:
