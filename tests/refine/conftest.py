@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medsynth.judging.judges import Judge
 from tests.generate.conftest import make_model
 
 CRITERIA_TEXT = """\
@@ -42,14 +43,16 @@ Score = Callable[[str, np.ndarray], float]
 """(sample_id, channel-first pixels) -> score in {0, .25, .5, .75, 1}."""
 
 
-class FixtureJudge:
-    """A judge (the shared ``Judge`` protocol) whose verdicts come from a score function."""
+class FixtureJudge(Judge):
+    """A judge (the shared ``Judge`` base: info, notices, close, context manager) whose verdicts
+    come from a score function."""
 
     name = "fixture"
     model = "fixture"
 
     def __init__(self, criteria, score: Score, valid: Callable[[str], bool] | None = None):
-        self.criteria, self.score, self.valid = criteria, score, valid
+        super().__init__(criteria)
+        self.score, self.valid = score, valid
 
     def judge(self, items: Iterable) -> Iterator:
         from medsynth.judging.judges import JudgeOutcome, make_record
@@ -63,16 +66,6 @@ class FixtureJudge:
                                    for k in range(1, 5)}}
             yield JudgeOutcome(item, make_record(self.criteria, item.cls, item.sample_id, answer,
                                                  backend=self.name, model=self.model))
-
-    def info(self) -> dict:
-        return {}
-
-    @property
-    def notices(self) -> list[str]:
-        return []
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture(autouse=True, scope="session")
