@@ -107,10 +107,12 @@ class Store:
 
         Each image counts once, with its latest description (as in :meth:`by_image`, what
         training used): an image re-described with another template or backend is not
-        drawn twice as often as the others.
+        drawn twice as often as the others. The pool is in image order, not the journal's: a
+        describe run with worker processes appends records as they finish, and the same seed
+        must draw the same description from the same store whatever that order was.
         """
         latest = {r.image_id: r for r in self.records(cls, backend=backend, splits=splits)}
-        pool = list(latest.values())
+        pool = [latest[k] for k in sorted(latest)]
         if not pool:
             where = f" in splits {splits}" if splits else ""
             raise MedsynthError(f"{self.root}: class {cls!r} has no successful descriptions{where}")
